@@ -1,0 +1,1 @@
+"""Raw ingestion: landing files -> ``raw.*`` with PostgreSQL COPY, rejects quarantined."""

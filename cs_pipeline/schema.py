@@ -1,0 +1,104 @@
+"""Warehouse DDL: schemas and raw tables, created idempotently.
+
+Raw tables are LIST-partitioned by ``_partition_date`` (one child table per landing day), so replacing
+a day is a TRUNCATE + COPY of its own child table inside one transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import psycopg
+from psycopg import sql
+
+from cs_pipeline.ingest.sources import Source, sources
+
+SCHEMAS = ("raw", "staging", "intermediate", "marts", "ops", "seeds")
+
+_DDL_LOCK_KEY = 0x637370  # one advisory lock for all of the project's DDL ("csp")
+
+
+def _column_ddl(source: Source) -> sql.Composed:
+    parts = []
+    for column in source.columns:
+        not_null = sql.SQL(" NOT NULL") if column.required else sql.SQL("")
+        parts.append(sql.SQL("{} {}{}").format(sql.Identifier(column.name), sql.SQL(column.type), not_null))
+    parts += [
+        sql.SQL("_partition_date date NOT NULL"),
+        sql.SQL("_source_file text NOT NULL"),
+        sql.SQL("_record_number bigint NOT NULL"),
+        sql.SQL("_loaded_at timestamptz NOT NULL DEFAULT now()"),
+    ]
+    return sql.SQL(",\n  ").join(parts)
+
+
+def ensure_schemas(conn: psycopg.Connection) -> None:
+    """Create the schemas, the raw tables and ``raw.rejected_rows`` if they do not exist.
+
+    Safe to run concurrently from several processes (serialised by an advisory lock). Commits.
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
+        for schema in SCHEMAS:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        for source in sources().values():
+            conn.execute(
+                sql.SQL("CREATE TABLE IF NOT EXISTS {} (\n  {}\n) PARTITION BY LIST (_partition_date)").format(
+                    sql.Identifier("raw", source.name), _column_ddl(source)
+                )
+            )
+        conn.execute(
+            """
+            CREATE TABLE IF NOT EXISTS raw.rejected_rows (
+              source text NOT NULL,
+              partition_date date NOT NULL,
+              source_file text NOT NULL,
+              record_number bigint,
+              raw_record text,
+              reason text NOT NULL,
+              _loaded_at timestamptz NOT NULL DEFAULT now()
+            )
+            """
+        )
+        conn.execute(
+            "CREATE INDEX IF NOT EXISTS rejected_rows_source_day_idx "
+            "ON raw.rejected_rows (source, partition_date)"
+        )
+        conn.execute(
+            """
+            CREATE TABLE IF NOT EXISTS ops.load_audit (
+              source text NOT NULL,
+              partition_date date NOT NULL,
+              source_file text NOT NULL,
+              file_bytes bigint NOT NULL,
+              records_in_file bigint NOT NULL,
+              rows_loaded bigint NOT NULL,
+              rows_rejected bigint NOT NULL,
+              load_seconds double precision NOT NULL,
+              loaded_at timestamptz NOT NULL DEFAULT now(),
+              PRIMARY KEY (source, partition_date)
+            )
+            """
+        )
+
+
+def partition_table_name(source: str, day: date) -> str:
+    """Name of the child table holding ``day`` of ``raw.<source>``: ``<source>__pYYYYMMDD``."""
+    return f"{source}__p{day:%Y%m%d}"
+
+
+def ensure_partition(conn: psycopg.Connection, source: str, day: date) -> sql.Identifier:
+    """Create the child table of ``raw.<source>`` for ``day`` if missing, in its own short transaction.
+
+    Creating a partition locks the parent table, so it is done (and committed) before the load
+    transaction, which then locks only the child. Returns the child's qualified identifier.
+    """
+    child = sql.Identifier("raw", partition_table_name(source, day))
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
+        conn.execute(
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES IN ({})").format(
+                child, sql.Identifier("raw", source), sql.Literal(day)
+            )
+        )
+    return child

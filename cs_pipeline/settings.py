@@ -1,0 +1,113 @@
+"""Project settings, read from the environment when asked (never at import time).
+
+Every setting has a default that works on a fresh machine (the embedded PostgreSQL under
+``./.cs_pipeline``). The environment variables are listed in the README.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+#: Environment variable names (fixed: relied on by the README, CI and users' deployments).
+ENV_DATABASE_URL = "CS_PIPELINE_DATABASE_URL"
+ENV_DAGSTER_STORAGE_URL = "CS_PIPELINE_DAGSTER_STORAGE_URL"
+ENV_HOME = "CS_PIPELINE_HOME"
+ENV_LANDING_DIR = "CS_PIPELINE_LANDING_DIR"
+ENV_PARTITION_START = "CS_PIPELINE_PARTITION_START"
+ENV_BI_ROLE = "CS_PIPELINE_BI_ROLE"
+
+DEFAULT_HOME = ".cs_pipeline"
+DEFAULT_PARTITION_START = date(2024, 1, 1)
+WAREHOUSE_DATABASE = "cs_pipeline"
+DAGSTER_DATABASE = "dagster"
+
+
+class SettingsError(ValueError):
+    """A setting in the environment has an invalid value; the message names the variable."""
+
+
+class Settings(BaseModel):
+    """Resolved settings of one process.
+
+    Attributes:
+        home: ``CS_PIPELINE_HOME`` (default ``./.cs_pipeline``), absolute. Holds the embedded
+            PostgreSQL data directory (``pgdata``), the landing zone, the outbox and DAGSTER_HOME.
+        database_url: ``CS_PIPELINE_DATABASE_URL``; ``None`` means "start the embedded PostgreSQL".
+        dagster_storage_url: ``CS_PIPELINE_DAGSTER_STORAGE_URL``; ``None`` means database
+            ``dagster`` on the warehouse's server.
+        landing_dir: ``CS_PIPELINE_LANDING_DIR`` (default ``$CS_PIPELINE_HOME/landing``).
+        partition_start: ``CS_PIPELINE_PARTITION_START`` (YYYY-MM-DD, default 2024-01-01), the
+            first day of the daily partitions (UTC).
+        bi_role: ``CS_PIPELINE_BI_ROLE`` (default ``cs_bi_reader``), the read-only role for BI tools.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    home: Path
+    database_url: str | None = None
+    dagster_storage_url: str | None = None
+    landing_dir: Path
+    partition_start: date = DEFAULT_PARTITION_START
+    bi_role: str = Field(default="cs_bi_reader", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+
+    @field_validator("database_url", "dagster_storage_url")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @property
+    def pgdata_dir(self) -> Path:
+        """Data directory of the embedded PostgreSQL: ``$CS_PIPELINE_HOME/pgdata``."""
+        return self.home / "pgdata"
+
+    @property
+    def dagster_home(self) -> Path:
+        """Default DAGSTER_HOME when the user has not set one: ``$CS_PIPELINE_HOME/dagster_home``."""
+        return self.home / "dagster_home"
+
+    @property
+    def outbox_dir(self) -> Path:
+        """Where the embedded default writes e-mails as .eml files: ``$CS_PIPELINE_HOME/outbox``."""
+        return self.home / "outbox"
+
+    @property
+    def embedded(self) -> bool:
+        """True when no ``CS_PIPELINE_DATABASE_URL`` is set and the embedded PostgreSQL is used."""
+        return self.database_url is None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from ``environ`` (default ``os.environ``).
+
+        Raises:
+            SettingsError: a variable has an invalid value; the message names the variable.
+        """
+        env = os.environ if environ is None else environ
+        home = Path(env.get(ENV_HOME) or DEFAULT_HOME).expanduser().absolute()
+        landing = env.get(ENV_LANDING_DIR)
+        values: dict[str, object] = {
+            "home": home,
+            "database_url": env.get(ENV_DATABASE_URL),
+            "dagster_storage_url": env.get(ENV_DAGSTER_STORAGE_URL),
+            "landing_dir": Path(landing).expanduser().absolute() if landing else home / "landing",
+        }
+        if env.get(ENV_PARTITION_START):
+            values["partition_start"] = env[ENV_PARTITION_START]
+        if env.get(ENV_BI_ROLE):
+            values["bi_role"] = env[ENV_BI_ROLE]
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            names = {
+                "partition_start": ENV_PARTITION_START,
+                "bi_role": ENV_BI_ROLE,
+            }
+            problems = "; ".join(
+                f"{names.get(str(err['loc'][0]), err['loc'][0])}: {err['msg']}" for err in exc.errors()
+            )
+            raise SettingsError(f"invalid cs_pipeline setting: {problems}") from exc
