@@ -1,0 +1,26 @@
+"""The one Dagster entry point: ``dagster dev -m cs_pipeline.definitions`` or workspace.yaml."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from cs_pipeline.ingest.assets import LandingZoneResource, build_ingest_assets
+from cs_pipeline.partitions import daily_partitions
+from cs_pipeline.resources import warehouse_from_settings
+from cs_pipeline.settings import Settings
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    """All assets, checks, jobs, schedules, sensors and resources for ``settings``."""
+    partitions_def = daily_partitions(settings.partition_start)
+    assets = [*build_ingest_assets(partitions_def)]
+    return dg.Definitions(
+        assets=assets,
+        resources={
+            "warehouse": warehouse_from_settings(settings),
+            "landing": LandingZoneResource(directory=str(settings.landing_dir)),
+        },
+    )
+
+
+defs = build_definitions(Settings.from_env())

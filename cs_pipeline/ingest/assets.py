@@ -1,0 +1,135 @@
+"""Dagster assets ``raw/<source>``: one per source, daily partitions, COPY with quarantine.
+
+(No ``from __future__ import annotations`` here: Dagster inspects the context annotation.)
+"""
+
+
+from datetime import datetime
+from pathlib import Path
+
+import dagster as dg
+
+from cs_pipeline.ingest.landing import LandingFileError, find_landing_file, open_records
+from cs_pipeline.ingest.loader import LoadReport, load_partition
+from cs_pipeline.ingest.sources import SOURCE_NAMES, sources
+from cs_pipeline.partitions import partition_days
+from cs_pipeline.resources import WarehouseResource
+
+
+class LandingZoneResource(dg.ConfigurableResource):
+    """The landing directory (``CS_PIPELINE_LANDING_DIR``, default ``$CS_PIPELINE_HOME/landing``)."""
+
+    directory: str
+
+    @property
+    def path(self) -> Path:
+        return Path(self.directory)
+
+
+def _markdown_table(rows: list[dict]) -> str:
+    if not rows:
+        return "(no rows)"
+    headers = list(rows[0])
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in rows:
+        cells = ["" if row.get(h) is None else str(row.get(h)).replace("|", "\\|").replace("\n", " ")[:60] for h in headers]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _iso(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def report_metadata(reports: list[LoadReport]) -> dict[str, dg.MetadataValue]:
+    """Materialisation metadata for one or more partition loads (totals, and per day for ranges)."""
+    loaded = sum(r.rows_loaded for r in reports)
+    rejected = sum(r.rows_rejected for r in reports)
+    reasons: dict[str, int] = {}
+    for r in reports:
+        for reason, count in r.rejected_by_reason.items():
+            reasons[reason] = reasons.get(reason, 0) + count
+    times = [t for r in reports for t in (r.min_time, r.max_time) if t is not None]
+    meta: dict[str, dg.MetadataValue] = {
+        "dagster/row_count": dg.MetadataValue.int(loaded),
+        "rows_loaded": dg.MetadataValue.int(loaded),
+        "rows_rejected": dg.MetadataValue.int(rejected),
+        "records_in_files": dg.MetadataValue.int(sum(r.records_in_file for r in reports)),
+        "conservation_holds": dg.MetadataValue.bool(all(r.conserved for r in reports)),
+        "rejected_by_reason": dg.MetadataValue.json(dict(sorted(reasons.items(), key=lambda kv: -kv[1]))),
+        "distinct_suppliers": dg.MetadataValue.int(max((r.distinct_suppliers for r in reports), default=0)),
+        "load_seconds": dg.MetadataValue.float(round(sum(r.load_seconds for r in reports), 3)),
+        "files": dg.MetadataValue.text(", ".join(r.source_file for r in reports)),
+        "file_bytes": dg.MetadataValue.int(sum(r.file_bytes for r in reports)),
+    }
+    if times:
+        meta["min_time"] = dg.MetadataValue.text(_iso(min(times)))
+        meta["max_time"] = dg.MetadataValue.text(_iso(max(times)))
+    if reports and reports[0].preview:
+        meta["preview"] = dg.MetadataValue.md(_markdown_table(reports[0].preview))
+    if len(reports) > 1:
+        meta["per_day"] = dg.MetadataValue.md(_markdown_table([
+            {"day": r.partition_date.isoformat(), "file": r.source_file, "loaded": r.rows_loaded,
+             "rejected": r.rows_rejected, "seconds": round(r.load_seconds, 2)} for r in reports
+        ]))
+    return meta
+
+
+def build_ingest_asset(source_name: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """The asset ``raw/<source_name>``: loads each partition's landing file with COPY.
+
+    A range of partitions loads in one run (single-run backfill policy), one transaction per day.
+    Every file of the range is checked (present, readable, required columns) before any day is
+    loaded, so a missing file fails the run without changing anything.
+    """
+    source = sources()[source_name]
+
+    @dg.asset(
+        name=source_name,
+        key_prefix="raw",
+        group_name="ingest",
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        kinds={"python", "postgres"},
+        description=f"raw.{source_name}: {source.description} Loaded with COPY from "
+        f"{source_name}_<YYYY-MM-DD>.<csv|jsonl|parquet>[.gz]; rejected records go to raw.rejected_rows.",
+        metadata={"table": f"raw.{source_name}", "columns": ", ".join(source.column_names)},
+    )
+    def _ingest(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                landing: LandingZoneResource) -> dg.MaterializeResult:
+        days = partition_days(context)
+        files = []
+        problems = []
+        for day in days:
+            try:
+                path = find_landing_file(landing.path, source_name, day)
+                open_records(path, source)  # header and readability check only
+                files.append((day, path))
+            except LandingFileError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise dg.Failure(
+                description=f"{len(problems)} landing file problem(s) for raw/{source_name}; nothing was loaded",
+                metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems))},
+            )
+        reports: list[LoadReport] = []
+        with warehouse.connect() as conn:
+            for day, path in files:
+                report = load_partition(conn, source, path, day)
+                reports.append(report)
+                context.log.info(
+                    f"{source_name} {day}: {report.rows_loaded} loaded, {report.rows_rejected} rejected "
+                    f"from {path.name} in {report.load_seconds:.2f}s"
+                )
+        return dg.MaterializeResult(metadata=report_metadata(reports))
+
+    return _ingest
+
+
+def build_ingest_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """The four ingest assets, in DOMAIN.md's order."""
+    return [build_ingest_asset(name, partitions_def) for name in SOURCE_NAMES]
