@@ -557,3 +557,42 @@ def _billing(pop, i, day, rng, alive) -> pa.Table:
         "currency": pa.array(["GBP"] * len(rows), type=pa.string()),
         "tier": pa.array([r[3] for r in rows], type=pa.string()),
     })
+
+
+def write_bulk_events(path: Path, day: date, rows: int, suppliers: int = 10_000, seed: int = 7,
+                      chunk_rows: int = 1_000_000) -> int:
+    """Write one large ``activity_events`` CSV of ``rows`` events on ``day`` (for benchmarks).
+
+    Same columns and value shapes as ``generate`` (catalogue event names, client ids, JSON properties
+    on form, journey and payment events), written in chunks so memory stays flat. Returns ``rows``.
+    """
+    rng = np.random.default_rng(seed)
+    names = np.array([nm for _, pairs, _, _ in FEATURES for nm, _ in pairs] + ["login"])
+    keyed = {"form_sent": "form_id", "form_completed": "form_id", "journey_started": "journey_id",
+             "journey_completed": "journey_id"}
+    stamp = day.strftime("%Y%m%d")
+    written = 0
+    with pa.output_stream(str(path)) as stream:
+        first = True
+        while written < rows:
+            m = min(chunk_rows, rows - written)
+            sup = rng.integers(1, suppliers + 1, size=m)
+            ev = names[rng.integers(0, len(names), size=m)]
+            ids = _join("sup_", _num(sup, 6))
+            props = np.full(m, None, dtype=object)
+            for name, key in keyed.items():
+                sel = ev == name
+                props[sel] = [f'{{"{key}": "{key[0]}{r}"}}' for r in rng.integers(1, 50, size=int(sel.sum()))]
+            table = pa.table({
+                "event_id": _join(pa.array(np.full(m, f"evt_{stamp}_")), _num(np.arange(written + 1, written + m + 1), 9)),
+                "supplier_id": ids,
+                "user_id": _join(ids, "_u", _num(rng.integers(0, 3, size=m))),
+                "event_name": pa.array(ev),
+                "occurred_at": _ts_strings(day, rng.integers(0, 86400, size=m)),
+                "client_id": _join(ids, "_c", _num(rng.integers(0, 200, size=m))),
+                "properties": pa.array(props, type=pa.string()),
+            })
+            pacsv.write_csv(table, stream, write_options=pacsv.WriteOptions(include_header=first))
+            first = False
+            written += m
+    return written

@@ -82,6 +82,13 @@ def normalise_timestamps(values: pa.Array) -> tuple[pa.Array, pa.Array]:
     Returns ``(normalised_text, parsed)``: both null where the input is null or invalid. Strings
     without an offset are taken as UTC; a date alone is midnight UTC.
     """
+    try:  # fast path: every value already carries an offset and parses
+        parsed = pc.cast(values, _TS_TYPE)
+        shaped = pc.fill_null(pc.match_substring_regex(values, ISO_TIMESTAMP), True)
+        if pc.all(shaped).as_py():
+            return values, parsed
+    except pa.ArrowInvalid:
+        pass
     shaped = pc.fill_null(pc.match_substring_regex(values, ISO_TIMESTAMP), False)
     candidates = pc.if_else(shaped, values, pa.scalar(None, pa.string()))
     has_time = pc.fill_null(pc.match_substring_regex(candidates, _HAS_TIME), False)
@@ -104,6 +111,30 @@ def normalise_timestamps(values: pa.Array) -> tuple[pa.Array, pa.Array]:
         parsed = pa.array(parsed_list, type=_TS_TYPE)
         text = pc.if_else(pc.is_null(parsed), pa.scalar(None, pa.string()), text)
     return text, parsed
+
+
+def _has_nul(values: pa.Array) -> pa.Array | None:
+    """Mask of values containing a NUL byte, or None when the column's data buffer has none."""
+    buffers = values.buffers()
+    data = buffers[2] if len(buffers) > 2 else None
+    if data is None or memoryview(data).tobytes().find(b"\x00") < 0:
+        return None
+    return pc.fill_null(pc.match_substring(values, "\x00"), False)
+
+
+def _numbers(values: pa.Array, integer: bool) -> tuple[pa.Array, pa.Array]:
+    """(failing-mask, float64 values) for decimal or integer text; NaN and infinities fail."""
+    target = pa.int64() if integer else pa.float64()
+    try:  # fast path: Arrow's parser accepts every value
+        number = pc.cast(values, target)
+        if integer or pc.all(pc.fill_null(pc.is_finite(number), True)).as_py():
+            return pc.fill_null(pc.is_null(values), False), pc.cast(number, pa.float64())
+    except pa.ArrowInvalid:
+        pass
+    shaped = pc.fill_null(pc.match_substring_regex(values, INTEGER if integer else DECIMAL), False)
+    cleaned = pc.if_else(shaped, pc.utf8_trim_whitespace(values), pa.scalar(None, pa.string()))
+    number = pc.cast(cleaned, pa.float64())
+    return pc.and_(pc.is_valid(values), pc.invert(shaped)), number
 
 
 def _json_objects(values: pa.Array) -> pa.Array:
@@ -138,9 +169,11 @@ def _column_checks(
     checks: list[tuple[str, pa.Array]] = []
     present = pc.is_valid(values)
     if column.required:
-        blank = pc.fill_null(pc.match_substring_regex(values, r"^\s*$"), True)
+        blank = pc.fill_null(pc.utf8_is_space(values), True) if values.null_count < len(values) else pc.is_null(values)
         checks.append((f"missing_required:{column.name}", blank))
-    checks.append((f"invalid_character:{column.name}", pc.fill_null(pc.match_substring(values, "\x00"), False)))
+    nul = _has_nul(values)
+    if nul is not None:
+        checks.append((f"invalid_character:{column.name}", nul))
     out = values
     if column.type == "timestamptz":
         text, parsed = normalise_timestamps(values)
@@ -154,12 +187,10 @@ def _column_checks(
             checks.append((f"outside_partition_day:{column.name}", outside))
         out = text
     elif column.type in ("numeric", "integer"):
-        pattern = INTEGER if column.type == "integer" else DECIMAL
-        shaped = pc.fill_null(pc.match_substring_regex(values, pattern), False)
-        checks.append((f"invalid_number:{column.name}", pc.and_(present, pc.invert(shaped))))
-        out = pc.if_else(shaped, pc.utf8_trim_whitespace(values), pa.scalar(None, pa.string()))
+        failing, number = _numbers(values, column.type == "integer")
+        checks.append((f"invalid_number:{column.name}", failing))
+        out = pc.if_else(failing, pa.scalar(None, pa.string()), pc.utf8_trim_whitespace(values))
         if column.min_value is not None or column.max_value is not None:
-            number = pc.cast(out, pa.float64())
             too_low = pc.less(number, column.min_value) if column.min_value is not None else None
             too_high = pc.greater(number, column.max_value) if column.max_value is not None else None
             bad = too_low if too_high is None else too_high if too_low is None else pc.or_(too_low, too_high)
@@ -188,8 +219,8 @@ def validate_batch(table: pa.Table, record_numbers: np.ndarray, source: Source, 
         ValidatedBatch: the passing records (normalised) and the rejected ones with their reasons.
     """
     n = table.num_rows
-    reason = pa.nulls(n, type=pa.string())
     outputs: dict[str, pa.Array] = {}
+    all_checks: list[tuple[str, pa.Array]] = []
     for column in source.columns:
         if column.name in table.column_names:
             values = table.column(column.name).combine_chunks()
@@ -197,12 +228,22 @@ def validate_batch(table: pa.Table, record_numbers: np.ndarray, source: Source, 
             values = pa.nulls(n, type=pa.string())
         checks, out = _column_checks(column, values, day)
         outputs[column.name] = out
-        for rule, failing in checks:
-            reason = pc.if_else(pc.and_(pc.is_null(reason), failing), pa.scalar(rule), reason)
-    ok = pc.is_null(reason)
+        all_checks += checks
+    failing_any = np.zeros(n, dtype=bool)
+    masks = []
+    for rule, failing in all_checks:
+        mask = failing.to_numpy(zero_copy_only=False)
+        failing_any |= mask
+        masks.append((rule, mask))
+    bad_idx = np.flatnonzero(failing_any)
+    reasons = np.full(len(bad_idx), None, dtype=object)
+    for rule, mask in masks:  # the first failing rule, in column and rule order, is the reason
+        hit = mask[bad_idx] & (reasons == None)  # noqa: E711 (element-wise)
+        reasons[hit] = rule
+    ok = pa.array(~failing_any)
     valid = pa.table({name: pc.filter(arr, ok) for name, arr in outputs.items()})
     record_numbers = np.asarray(record_numbers, dtype=np.int64)
-    ok_np = ok.to_numpy(zero_copy_only=False)
+    ok_np = ~failing_any
     rejected_idx = np.flatnonzero(~ok_np)
     rejected_raw: list[str] = []
     if len(rejected_idx):
@@ -212,7 +253,7 @@ def validate_batch(table: pa.Table, record_numbers: np.ndarray, source: Source, 
         valid=valid,
         valid_record_numbers=record_numbers[ok_np],
         rejected_record_numbers=record_numbers[~ok_np],
-        rejected_reasons=pc.filter(reason, pc.invert(ok)).to_pylist(),
+        rejected_reasons=reasons.tolist(),
         rejected_raw=rejected_raw,
     )
     if "supplier_id" in valid.column_names and valid.num_rows:
