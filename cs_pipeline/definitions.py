@@ -14,8 +14,15 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     """All assets, checks, jobs, schedules, sensors and resources for ``settings``."""
     partitions_def = daily_partitions(settings.partition_start)
     assets = [*build_ingest_assets(partitions_def)]
+    daily_job = dg.define_asset_job(
+        "daily_customer_success",
+        selection=dg.AssetSelection.groups("ingest"),
+        partitions_def=partitions_def,
+        description="Every daily stage for one day (or a range, as one run): ingest.",
+    )
     return dg.Definitions(
         assets=assets,
+        jobs=[daily_job],
         resources={
             "warehouse": warehouse_from_settings(settings),
             "landing": LandingZoneResource(directory=str(settings.landing_dir)),

@@ -128,7 +128,7 @@ def _numbers(values: pa.Array, integer: bool) -> tuple[pa.Array, pa.Array]:
     try:  # fast path: Arrow's parser accepts every value
         number = pc.cast(values, target)
         if integer or pc.all(pc.fill_null(pc.is_finite(number), True)).as_py():
-            return pc.fill_null(pc.is_null(values), False), pc.cast(number, pa.float64())
+            return pa.array(np.zeros(len(values), dtype=bool)), pc.cast(number, pa.float64())
     except pa.ArrowInvalid:
         pass
     shaped = pc.fill_null(pc.match_substring_regex(values, INTEGER if integer else DECIMAL), False)

