@@ -17,7 +17,6 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     daily_job = dg.define_asset_job(
         "daily_customer_success",
         selection=dg.AssetSelection.groups("ingest"),
-        partitions_def=partitions_def,
         description="Every daily stage for one day (or a range, as one run): ingest.",
     )
     return dg.Definitions(
