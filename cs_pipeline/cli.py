@@ -170,6 +170,21 @@ def db_shell() -> None:
     raise typer.Exit(subprocess.call([psql, endpoints.warehouse]))
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def dbt(ctx: typer.Context) -> None:
+    """Run dbt on dbt_project/ with the warehouse's connection settings, e.g. ``cs-pipeline dbt build``."""
+    from cs_pipeline.paths import DBT_PROJECT_DIR
+    from cs_pipeline.transform.dbt import apply_dbt_env
+    from cs_pipeline.warehouse import resolve_endpoints
+
+    endpoints = resolve_endpoints(_settings())
+    apply_dbt_env(endpoints.warehouse)
+    dbt_exe = Path(sys.executable).parent / "dbt"
+    cmd = [str(dbt_exe) if dbt_exe.exists() else "dbt", *ctx.args,
+           "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
+    raise typer.Exit(subprocess.call(cmd))
+
+
 @app.command()
 def dev(
     port: Annotated[int, typer.Option(help="Port of the Dagster UI.")] = 3000,

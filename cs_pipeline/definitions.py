@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from cs_pipeline.ingest.assets import LandingZoneResource, build_ingest_assets
+from cs_pipeline.transform.assets import build_dbt_assets, dbt_resource
 from cs_pipeline.partitions import daily_partitions
 from cs_pipeline.resources import warehouse_from_settings
 from cs_pipeline.settings import Settings
@@ -13,11 +14,11 @@ from cs_pipeline.settings import Settings
 def build_definitions(settings: Settings) -> dg.Definitions:
     """All assets, checks, jobs, schedules, sensors and resources for ``settings``."""
     partitions_def = daily_partitions(settings.partition_start)
-    assets = [*build_ingest_assets(partitions_def)]
+    assets = [*build_ingest_assets(partitions_def), *build_dbt_assets(partitions_def)]
     daily_job = dg.define_asset_job(
         "daily_customer_success",
-        selection=dg.AssetSelection.groups("ingest"),
-        description="Every daily stage for one day (or a range, as one run): ingest.",
+        selection=dg.AssetSelection.groups("ingest", "seeds", "staging", "intermediate", "marts"),
+        description="Every daily stage for one day (or a range, as one run): ingest -> dbt marts.",
     )
     return dg.Definitions(
         assets=assets,
@@ -25,6 +26,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         resources={
             "warehouse": warehouse_from_settings(settings),
             "landing": LandingZoneResource(directory=str(settings.landing_dir)),
+            "dbt": dbt_resource(),
         },
     )
 

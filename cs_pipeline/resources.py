@@ -10,6 +10,7 @@ import dagster as dg
 import psycopg
 from pydantic import PrivateAttr
 
+from cs_pipeline.access import ensure_bi_role
 from cs_pipeline.schema import ensure_schemas
 from cs_pipeline.settings import Settings
 from cs_pipeline.warehouse import Endpoints, resolve_endpoints
@@ -46,6 +47,7 @@ class WarehouseResource(dg.ConfigurableResource):
             endpoints = resolve_endpoints(self.settings())
             with psycopg.connect(endpoints.warehouse, autocommit=True) as conn:
                 ensure_schemas(conn)
+                ensure_bi_role(conn, self.settings().bi_role)
             self._endpoints = endpoints
         return self._endpoints
 

@@ -1,0 +1,101 @@
+"""dbt models as Dagster assets (dagster-dbt): seeds and staging unpartitioned, daily models partitioned.
+
+* ``dbt_daily_models``: models tagged ``daily`` (intermediate, fct_supplier_activity_daily,
+  supplier_engagement_daily, fct_feature_adoption) on the daily partitions; a run over a range of days is
+  one ``dbt build`` with ``--vars {"min_date", "max_date"}`` (single-run backfill policy).
+* ``dbt_reference_models``: the feature catalogue seed, staging views and dim_suppliers, unpartitioned.
+
+dbt tests become Dagster asset checks. The translator groups models by layer and sets kinds.
+
+(No ``from __future__ import annotations`` here: Dagster inspects the context annotation.)
+"""
+
+from collections.abc import Iterator, Mapping
+from datetime import timedelta
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
+
+from cs_pipeline.access import ensure_bi_role
+from cs_pipeline.paths import DBT_PROJECT_DIR
+from cs_pipeline.resources import WarehouseResource
+from cs_pipeline.transform.dbt import apply_dbt_env, dbt_vars_arg, prepare_manifest
+
+DAILY_SELECT = "tag:daily"
+
+LAYER_GROUPS = {"staging": "staging", "intermediate": "intermediate", "marts": "marts"}
+
+
+class CsDbtTranslator(DagsterDbtTranslator):
+    """Groups dbt nodes by layer (seeds, staging, intermediate, marts) and tags them dbt + postgres."""
+
+    def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        props = self.get_resource_props(manifest, unique_id)
+        if props["resource_type"] == "source":
+            return spec
+        if props["resource_type"] == "seed":
+            group = "seeds"
+        else:
+            folder = props.get("fqn", ["", ""])[1] if len(props.get("fqn", [])) > 2 else "marts"
+            group = LAYER_GROUPS.get(folder, "marts")
+        return spec.replace_attributes(group_name=group, kinds={"dbt", "postgres"})
+
+
+def dbt_project() -> DbtProject:
+    """The project in ``dbt_project/``, with its manifest prepared (``dbt parse``) if stale."""
+    project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+    prepare_manifest(project)
+    return project
+
+
+def _translator() -> CsDbtTranslator:
+    return CsDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+
+
+def build_dbt_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """The two dbt multi-assets for ``partitions_def``."""
+    project = dbt_project()
+
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        select=DAILY_SELECT,
+        name="dbt_daily_models",
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        dagster_dbt_translator=_translator(),
+    )
+    def dbt_daily_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
+                         warehouse: WarehouseResource) -> Iterator[Any]:
+        """Daily dbt models for the run's partition window (one ``dbt build`` for a range)."""
+        window = context.partition_time_window
+        first, last = window.start.date(), (window.end - timedelta(days=1)).date()
+        apply_dbt_env(warehouse.conninfo)
+        context.log.info(f"dbt build of the daily models for {first}..{last}")
+        yield from dbt.cli(["build", *dbt_vars_arg(first, last)], context=context).stream()
+        with warehouse.connect(autocommit=True) as conn:
+            ensure_bi_role(conn, warehouse.settings().bi_role)
+
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        exclude=DAILY_SELECT,
+        name="dbt_reference_models",
+        dagster_dbt_translator=_translator(),
+    )
+    def dbt_reference_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
+                             warehouse: WarehouseResource) -> Iterator[Any]:
+        """Seeds, staging views and dim_suppliers (rebuilt whole; cheap)."""
+        apply_dbt_env(warehouse.conninfo)
+        yield from dbt.cli(["build"], context=context).stream()
+        with warehouse.connect(autocommit=True) as conn:
+            ensure_bi_role(conn, warehouse.settings().bi_role)
+
+    return [dbt_reference_models, dbt_daily_models]
+
+
+def dbt_resource() -> DbtCliResource:
+    """The dbt CLI resource for ``dbt_project/`` (profile from the CS_PIPELINE_DBT_* environment)."""
+    return DbtCliResource(project_dir=dbt_project(), profiles_dir=str(DBT_PROJECT_DIR))

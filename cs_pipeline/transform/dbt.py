@@ -1,0 +1,94 @@
+"""dbt wiring that is not Dagster: the project, its profile environment, its vars, its manifest.
+
+Pure helpers (``dbt_env``, ``dbt_vars``) are unit-tested; ``prepare_manifest`` runs ``dbt parse`` when the
+manifest is missing or older than any project file, so users never run it by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+
+from psycopg.conninfo import conninfo_to_dict
+
+from cs_pipeline.paths import DBT_PROJECT_DIR
+
+PROFILE_ENV = {
+    "host": "CS_PIPELINE_DBT_HOST",
+    "port": "CS_PIPELINE_DBT_PORT",
+    "user": "CS_PIPELINE_DBT_USER",
+    "password": "CS_PIPELINE_DBT_PASSWORD",
+    "dbname": "CS_PIPELINE_DBT_DBNAME",
+}
+TARGET_DIR = DBT_PROJECT_DIR / "target"
+MANIFEST = TARGET_DIR / "manifest.json"
+
+
+def dbt_env(conninfo: str) -> dict[str, str]:
+    """Environment variables for ``dbt_project/profiles.yml`` from a libpq conninfo or URL.
+
+    Socket directories (the embedded server) go in ``host`` as they are; dbt-postgres accepts them.
+    Missing parts fall back to libpq's defaults (port 5432, user postgres).
+    """
+    params = conninfo_to_dict(conninfo)
+    return {
+        PROFILE_ENV["host"]: params.get("host") or "localhost",
+        PROFILE_ENV["port"]: str(params.get("port") or 5432),
+        PROFILE_ENV["user"]: params.get("user") or "postgres",
+        PROFILE_ENV["password"]: params.get("password") or "",
+        PROFILE_ENV["dbname"]: params.get("dbname") or "cs_pipeline",
+    }
+
+
+def apply_dbt_env(conninfo: str, environ: dict[str, str] | None = None) -> None:
+    """Export ``dbt_env(conninfo)`` into ``environ`` (default ``os.environ``) for dbt subprocesses."""
+    (os.environ if environ is None else environ).update(dbt_env(conninfo))
+
+
+def dbt_vars(first_day: date, last_day: date) -> dict[str, str]:
+    """The ``--vars`` of a run over the inclusive UTC days [first_day, last_day].
+
+    Raises:
+        ValueError: last_day before first_day.
+    """
+    if last_day < first_day:
+        raise ValueError(f"empty window: {first_day} > {last_day}")
+    return {"min_date": first_day.isoformat(), "max_date": last_day.isoformat()}
+
+
+def dbt_vars_arg(first_day: date, last_day: date) -> list[str]:
+    """``["--vars", "<json>"]`` for ``dbt_vars``."""
+    return ["--vars", json.dumps(dbt_vars(first_day, last_day), sort_keys=True)]
+
+
+def _project_files(project_dir: Path) -> list[Path]:
+    patterns = ("*.sql", "*.yml", "*.yaml", "*.csv", "*.md")
+    skip = {"target", "logs", "dbt_packages"}
+    return [p for pattern in patterns for p in project_dir.rglob(pattern)
+            if not skip.intersection(p.relative_to(project_dir).parts)]
+
+
+def manifest_is_stale(project_dir: Path = DBT_PROJECT_DIR, manifest: Path = MANIFEST) -> bool:
+    """True when the manifest is missing or older than any model, macro, seed or YAML file."""
+    if not manifest.exists():
+        return True
+    built = manifest.stat().st_mtime
+    return any(p.stat().st_mtime > built for p in _project_files(project_dir))
+
+
+def prepare_manifest(project) -> Path:
+    """Run ``dbt parse`` through dagster-dbt's preparer when the manifest is stale; return its path.
+
+    ``project`` is a ``dagster_dbt.DbtProject``. Parsing needs no database connection.
+    """
+    if manifest_is_stale(Path(project.project_dir), Path(project.manifest_path)):
+        project.preparer.prepare(project)
+    return Path(project.manifest_path)
+
+
+def read_json(path: Path) -> Mapping:
+    """A JSON file as a mapping (for run_results.json in tests and metadata)."""
+    return json.loads(path.read_text())

@@ -1,0 +1,49 @@
+{#- The partition window of a daily run.
+
+    Dagster passes --vars '{"min_date": "YYYY-MM-DD", "max_date": "YYYY-MM-DD"}' (inclusive UTC days).
+    Incremental models process [min_date, max_date] (plus the look-back their rolling windows need) and
+    first delete that window from their table, so a re-run replaces it. A full refresh (or a build
+    without vars) processes every day up to max_date. -#}
+
+{% macro cs_date_var(name) -%}
+    {%- set value = var(name, none) -%}
+    {%- if value is none or value == '' -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- if not modules.re.match('^\d{4}-\d{2}-\d{2}$', value | string) -%}
+        {{ exceptions.raise_compiler_error("var " ~ name ~ " must be a day YYYY-MM-DD, got " ~ value) }}
+    {%- endif -%}
+    {{ return(value | string) }}
+{%- endmacro %}
+
+{#- SQL date literal for the window's first day (or a day before all data). -#}
+{% macro cs_min_date() -%}
+    {%- set value = cs_date_var('min_date') -%}
+    {%- if value is none -%}date '1900-01-01'{%- else -%}date '{{ value }}'{%- endif -%}
+{%- endmacro %}
+
+{#- SQL date literal for the window's last day (or a day after all data). -#}
+{% macro cs_max_date() -%}
+    {%- set value = cs_date_var('max_date') -%}
+    {%- if value is none -%}date '2999-12-31'{%- else -%}date '{{ value }}'{%- endif -%}
+{%- endmacro %}
+
+{#- Predicate: `column` falls in the days this run processes, with `lookback_days` before the window
+    (for rolling windows). A full refresh processes everything up to max_date. -#}
+{% macro cs_in_window(column, lookback_days=0) -%}
+    {%- if is_incremental() -%}
+        {{ column }} between {{ cs_min_date() }} - {{ lookback_days }} and {{ cs_max_date() }}
+    {%- else -%}
+        {{ column }} <= {{ cs_max_date() }}
+    {%- endif -%}
+{%- endmacro %}
+
+{#- pre_hook of incremental models: delete the window this run rebuilds, inside the model's
+    transaction, so that a re-run replaces its days exactly. -#}
+{% macro cs_delete_window(column) -%}
+    {%- if is_incremental() -%}
+        delete from {{ this }} where {{ column }} between {{ cs_min_date() }} and {{ cs_max_date() }}
+    {%- else -%}
+        select 1
+    {%- endif -%}
+{%- endmacro %}

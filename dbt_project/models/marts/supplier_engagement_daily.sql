@@ -1,0 +1,226 @@
+-- One row per supplier and as-of day for every supplier not cancelled on that day's snapshot, with
+-- activity or not: exactly the metrics the health score reads (DOMAIN.md, WS-168 and WS-133).
+-- Rolling windows end on the as-of day and include it: "7 days" = [as_of - 6, as_of].
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    pre_hook="{{ cs_delete_window('as_of_date') }}",
+    tags=['daily'],
+    indexes=[{'columns': ['as_of_date', 'supplier_id'], 'unique': true}],
+) }}
+
+with days as (
+    select snapshot_date as as_of_date, supplier_id, vendor_category, tier, status, signed_up_at,
+           onboarded_at, mrr
+    from {{ ref('stg_wedsync__supplier_snapshots') }}
+    where {{ cs_in_window('snapshot_date') }} and status <> 'cancelled'
+),
+
+activity as (
+    select * from {{ ref('fct_supplier_activity_daily') }}
+    where {{ cs_in_window('activity_date', 89) }}
+),
+
+rolling_activity as (
+    select
+        d.supplier_id,
+        d.as_of_date,
+        coalesce(sum(a.events_total) filter (where a.activity_date > d.as_of_date - 7), 0) as events_7d,
+        coalesce(sum(a.events_total) filter (where a.activity_date <= d.as_of_date - 7
+                                              and a.activity_date > d.as_of_date - 14), 0) as events_prev_7d,
+        coalesce(sum(a.events_total) filter (where a.activity_date > d.as_of_date - 30), 0) as events_30d,
+        coalesce(sum(a.events_total) filter (where a.activity_date <= d.as_of_date - 30), 0) as events_prev_30d,
+        count(*) filter (where a.activity_date > d.as_of_date - 7 and a.events_total > 0) as active_days_7d,
+        count(*) filter (where a.activity_date > d.as_of_date - 30 and a.events_total > 0) as active_days_30d,
+        coalesce(sum(a.logins) filter (where a.activity_date > d.as_of_date - 30), 0) as logins_30d,
+        coalesce(sum(a.forms_sent) filter (where a.activity_date > d.as_of_date - 30), 0) as forms_sent_30d,
+        coalesce(sum(a.forms_completed) filter (where a.activity_date > d.as_of_date - 30), 0) as forms_completed_30d,
+        coalesce(sum(a.journeys_started) filter (where a.activity_date > d.as_of_date - 30), 0) as journeys_started_30d,
+        coalesce(sum(a.journeys_completed) filter (where a.activity_date > d.as_of_date - 30), 0) as journeys_completed_30d,
+        coalesce(sum(a.tickets_opened) filter (where a.activity_date > d.as_of_date - 30), 0) as tickets_opened_30d,
+        coalesce(sum(a.failed_invoices) filter (where a.activity_date > d.as_of_date - 30), 0) as failed_invoices_30d
+    from days as d
+    left join activity as a
+        on a.supplier_id = d.supplier_id
+        and a.activity_date between d.as_of_date - 59 and d.as_of_date
+    group by 1, 2
+),
+
+-- Last login on or before each as-of day: a running max over login days, seeded (in incremental runs)
+-- with the previous day's stored value, so that the answer does not depend on how far back the
+-- window reads.
+login_calendar as (
+    select supplier_id, activity_date as d, activity_date as login_date
+    from activity where logins > 0
+    union all
+    select supplier_id, as_of_date, null::date from days
+    {% if is_incremental() %}
+    union all
+    select supplier_id, as_of_date, last_login_date from {{ this }}
+    where as_of_date = {{ cs_min_date() }} - 1 and last_login_date is not null
+    {% endif %}
+),
+
+last_logins as (
+    select supplier_id, d as as_of_date,
+           max(max(login_date)) over (partition by supplier_id order by d) as last_login_date
+    from login_calendar
+    group by supplier_id, d
+),
+
+users as (
+    select supplier_id, user_id, activity_date from {{ ref('int_supplier_user_days') }}
+    where {{ cs_in_window('activity_date', 29) }}
+),
+
+rolling_users as (
+    select
+        d.supplier_id,
+        d.as_of_date,
+        count(distinct u.user_id) filter (where u.activity_date = d.as_of_date) as dau,
+        count(distinct u.user_id) filter (where u.activity_date > d.as_of_date - 7) as wau,
+        count(distinct u.user_id) as mau
+    from days as d
+    left join users as u
+        on u.supplier_id = d.supplier_id
+        and u.activity_date between d.as_of_date - 29 and d.as_of_date
+    group by 1, 2
+),
+
+-- Distinct clients active in the last 30 and 90 days. Each active day a of a client covers the as-of
+-- days [a, a + N - 1]; cut at the client's next active day the segments do not overlap, so the
+-- number of segments covering a day is the number of distinct clients (linear, no range join).
+client_days as (
+    select supplier_id, client_id, activity_date,
+           lead(activity_date) over (partition by supplier_id, client_id order by activity_date) as next_date
+    from {{ ref('int_supplier_client_days') }}
+    where {{ cs_in_window('activity_date', 89) }}
+),
+
+client_deltas as (
+    select supplier_id, activity_date as d, 1 as delta_30, 1 as delta_90 from client_days
+    union all
+    select supplier_id, least(activity_date + 30, next_date), -1, 0 from client_days
+    union all
+    select supplier_id, least(activity_date + 90, next_date), 0, -1 from client_days
+    union all
+    select supplier_id, as_of_date, 0, 0 from days
+),
+
+client_counts as (
+    select supplier_id, d as as_of_date,
+           sum(sum(delta_30)) over w as clients_30d,
+           sum(sum(delta_90)) over w as clients_90d
+    from client_deltas
+    group by supplier_id, d
+    window w as (partition by supplier_id order by d)
+),
+
+catalogue as (
+    select * from {{ ref('int_feature_catalogue_features') }}
+),
+
+core_feature_days as (
+    select f.supplier_id, f.feature, f.activity_date
+    from {{ ref('int_supplier_feature_days') }} as f
+    where {{ cs_in_window('f.activity_date', 89) }} and f.is_core
+),
+
+adoption as (
+    select d.supplier_id, d.as_of_date, f.feature, count(*) as active_days
+    from days as d
+    join core_feature_days as f
+        on f.supplier_id = d.supplier_id
+        and f.activity_date between d.as_of_date - 89 and d.as_of_date
+    join catalogue as c
+        on c.feature = f.feature
+        and f.activity_date > d.as_of_date - c.adoption_window_days
+    group by 1, 2, 3
+),
+
+adoption_counts as (
+    select a.supplier_id, a.as_of_date,
+           count(*) filter (where a.active_days >= c.adoption_min_active_days) as adopted_core_features
+    from adoption as a
+    join catalogue as c using (feature)
+    group by 1, 2
+),
+
+core_total as (
+    select count(*) as core_features_total from catalogue where is_core
+),
+
+tickets as (
+    select supplier_id, opened_date, resolved_date, priority, csat
+    from {{ ref('stg_wedsync__support_tickets') }}
+    where opened_date <= {{ cs_max_date() }}
+),
+
+ticket_stats as (
+    select
+        d.supplier_id,
+        d.as_of_date,
+        count(*) filter (where t.resolved_date is null or t.resolved_date > d.as_of_date) as open_tickets,
+        count(*) filter (where (t.resolved_date is null or t.resolved_date > d.as_of_date)
+                           and t.priority = 'urgent') as urgent_open_tickets,
+        avg(t.csat) filter (where t.resolved_date between d.as_of_date - 29 and d.as_of_date) as csat_30d
+    from days as d
+    join tickets as t
+        on t.supplier_id = d.supplier_id
+        and t.opened_date <= d.as_of_date
+        and (t.resolved_date is null or t.resolved_date >= d.as_of_date - 29)
+    group by 1, 2
+)
+
+select
+    d.supplier_id,
+    d.as_of_date,
+    d.vendor_category,
+    d.tier,
+    d.status,
+    {{ lifecycle_stage('d.status', 'd.signed_up_at', 'd.as_of_date') }} as lifecycle_stage,
+    (d.signed_up_at at time zone 'UTC')::date as signup_date,
+    (d.onboarded_at at time zone 'UTC')::date as onboarded_date,
+    d.as_of_date - (d.signed_up_at at time zone 'UTC')::date as days_since_signup,
+    d.as_of_date - (d.onboarded_at at time zone 'UTC')::date as days_since_onboarded,
+    l.last_login_date,
+    d.as_of_date - l.last_login_date as days_since_last_login,
+    u.dau::integer as dau,
+    u.wau::integer as wau,
+    u.mau::integer as mau,
+    round(u.dau::numeric / nullif(u.mau, 0), 4) as stickiness,
+    ra.events_7d::integer as events_7d,
+    ra.events_prev_7d::integer as events_prev_7d,
+    round((ra.events_7d - ra.events_prev_7d)::numeric / nullif(ra.events_prev_7d, 0), 4) as events_change_7d,
+    ra.events_30d::integer as events_30d,
+    ra.events_prev_30d::integer as events_prev_30d,
+    round((ra.events_30d - ra.events_prev_30d)::numeric / nullif(ra.events_prev_30d, 0), 4) as events_change_30d,
+    ra.active_days_7d::integer as active_days_7d,
+    ra.active_days_30d::integer as active_days_30d,
+    ra.logins_30d::integer as logins_30d,
+    coalesce(c.clients_30d, 0)::integer as clients_active_30d,
+    coalesce(c.clients_90d, 0)::integer as clients_active_90d,
+    round(c.clients_30d::numeric / nullif(c.clients_90d, 0), 4) as client_activity_rate,
+    ra.forms_sent_30d::integer as forms_sent_30d,
+    ra.forms_completed_30d::integer as forms_completed_30d,
+    round(ra.forms_completed_30d::numeric / nullif(ra.forms_sent_30d, 0), 4) as form_completion_rate,
+    ra.journeys_started_30d::integer as journeys_started_30d,
+    ra.journeys_completed_30d::integer as journeys_completed_30d,
+    round(ra.journeys_completed_30d::numeric / nullif(ra.journeys_started_30d, 0), 4) as journey_completion_rate,
+    coalesce(ac.adopted_core_features, 0)::integer as adopted_core_features,
+    ct.core_features_total::integer as core_features_total,
+    round(coalesce(ac.adopted_core_features, 0)::numeric / nullif(ct.core_features_total, 0), 4) as adoption_breadth,
+    coalesce(ts.open_tickets, 0)::integer as open_tickets,
+    coalesce(ts.urgent_open_tickets, 0)::integer as urgent_open_tickets,
+    ra.tickets_opened_30d::integer as tickets_opened_30d,
+    round(ts.csat_30d, 2) as csat_30d,
+    ra.failed_invoices_30d::integer as failed_invoices_30d,
+    d.mrr
+from days as d
+cross join core_total as ct
+left join rolling_activity as ra using (supplier_id, as_of_date)
+left join last_logins as l using (supplier_id, as_of_date)
+left join rolling_users as u using (supplier_id, as_of_date)
+left join client_counts as c using (supplier_id, as_of_date)
+left join adoption_counts as ac using (supplier_id, as_of_date)
+left join ticket_stats as ts using (supplier_id, as_of_date)
