@@ -179,8 +179,9 @@ def dbt(ctx: typer.Context) -> None:
 
     endpoints = resolve_endpoints(_settings())
     apply_dbt_env(endpoints.warehouse)
-    dbt_exe = Path(sys.executable).parent / "dbt"
-    cmd = [str(dbt_exe) if dbt_exe.exists() else "dbt", *ctx.args,
+    from cs_pipeline.transform.assets import dbt_executable
+
+    cmd = [dbt_executable(), *ctx.args,
            "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
     raise typer.Exit(subprocess.call(cmd))
 

@@ -10,8 +10,10 @@ dbt tests become Dagster asset checks. The translator groups models by layer and
 (No ``from __future__ import annotations`` here: Dagster inspects the context annotation.)
 """
 
+import sys
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -96,6 +98,13 @@ def build_dbt_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsD
     return [dbt_reference_models, dbt_daily_models]
 
 
+def dbt_executable() -> str:
+    """The ``dbt`` installed beside this Python (a virtualenv's bin need not be on PATH)."""
+    candidate = Path(sys.executable).parent / "dbt"
+    return str(candidate) if candidate.exists() else "dbt"
+
+
 def dbt_resource() -> DbtCliResource:
     """The dbt CLI resource for ``dbt_project/`` (profile from the CS_PIPELINE_DBT_* environment)."""
-    return DbtCliResource(project_dir=dbt_project(), profiles_dir=str(DBT_PROJECT_DIR))
+    return DbtCliResource(project_dir=dbt_project(), profiles_dir=str(DBT_PROJECT_DIR),
+                          dbt_executable=dbt_executable())

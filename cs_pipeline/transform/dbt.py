@@ -85,6 +85,11 @@ def prepare_manifest(project) -> Path:
     ``project`` is a ``dagster_dbt.DbtProject``. Parsing needs no database connection.
     """
     if manifest_is_stale(Path(project.project_dir), Path(project.manifest_path)):
+        import sys
+
+        bin_dir = str(Path(sys.executable).parent)
+        if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):  # dbt beside this Python
+            os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
         project.preparer.prepare(project)
     return Path(project.manifest_path)
 

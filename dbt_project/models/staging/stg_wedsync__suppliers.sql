@@ -1,8 +1,6 @@
 -- The latest supplier snapshot: one row per supplier as of the newest loaded suppliers day.
 with latest as (
-    select max(partition_date) as snapshot_date
-    from {{ source('cs_ops', 'load_audit') }}
-    where source = 'suppliers'
+    select max(_partition_date) as snapshot_date from {{ source('wedsync', 'suppliers') }}
 )
 
 select s.*

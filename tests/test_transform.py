@@ -1,0 +1,235 @@
+"""dbt marts built through Dagster against the embedded PostgreSQL: hand-worked values, incremental
+equals full refresh, and the read-only BI role over a real connection."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from cs_pipeline.definitions import build_definitions
+from cs_pipeline.generate import GeneratorConfig, generate
+from cs_pipeline.runner import run_job_over_range
+from cs_pipeline.transform.assets import dbt_executable
+from cs_pipeline.transform.dbt import dbt_env, dbt_vars, dbt_vars_arg
+from cs_pipeline.paths import DBT_PROJECT_DIR
+
+pytestmark = pytest.mark.slow
+
+SUPPLIER_COLUMNS = ["supplier_id", "business_name", "email", "vendor_category", "tier", "country",
+                    "signed_up_at", "onboarded_at", "status", "cancelled_at", "mrr", "currency"]
+EVENT_COLUMNS = ["event_id", "supplier_id", "user_id", "event_name", "occurred_at", "client_id", "properties"]
+TICKET_COLUMNS = ["ticket_id", "supplier_id", "opened_at", "resolved_at", "channel", "category", "priority",
+                  "csat", "first_response_minutes"]
+BILLING_COLUMNS = ["billing_event_id", "supplier_id", "occurred_at", "event_type", "amount", "currency", "tier"]
+
+
+def reset_warehouse(conn: psycopg.Connection) -> None:
+    """Empty raw data and drop every dbt-built schema, so a test starts from nothing."""
+    conn.execute("TRUNCATE raw.suppliers, raw.activity_events, raw.support_tickets, raw.billing_events, "
+                 "raw.rejected_rows, ops.load_audit")
+    for schema in ("staging", "intermediate", "marts", "seeds"):
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    conn.commit()
+
+
+def _write(path: Path, columns: list[str], rows: list[list]) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        writer.writerows(rows)
+
+
+def hand_made_landing(directory: Path) -> None:
+    """Two suppliers over 2025-06-01..03 (see test_marts_match_values_worked_by_hand)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    s1 = ["s1", "Juniper Lane Photography", "a@b.example", "photographer", "starter", "GB",
+          "2025-05-01T10:00:00Z", "2025-05-02T10:00:00Z", "active", "", "19.00", "GBP"]
+    s2 = ["s2", "Oak Hall", "c@d.example", "venue", "professional", "GB",
+          "2025-01-01T10:00:00Z", "2025-01-02T10:00:00Z", "active", "", "49.00", "GBP"]
+    s2_cancelled = s2[:8] + ["cancelled", "2025-06-02T09:00:00Z", "0", "GBP"]
+    snapshots = {"2025-06-01": [s1, s2], "2025-06-02": [s1, s2_cancelled], "2025-06-03": [s1, s2_cancelled]}
+    events = {
+        "2025-06-01": [["a1", "s1", "u1", "login", "2025-06-01T09:00:00Z", "", ""],
+                       ["a2", "s1", "u1", "form_sent", "2025-06-01T09:10:00Z", "c1", json.dumps({"form_id": "f1"})],
+                       ["a3", "s1", "u1", "form_sent", "2025-06-01T09:20:00Z", "c2", json.dumps({"form_id": "f2"})],
+                       ["a4", "s1", "u1", "form_completed", "2025-06-01T15:00:00Z", "c1", ""],
+                       ["a5", "s1", "u1", "client_added", "2025-06-01T16:00:00Z", "c3", ""],
+                       ["a6", "s2", "u9", "login", "2025-06-01T08:00:00Z", "", ""]],
+        "2025-06-02": [["b1", "s1", "u2", "login", "2025-06-02T09:00:00Z", "", ""],
+                       ["b2", "s1", "u2", "journey_started", "2025-06-02T10:00:00Z", "c1", ""],
+                       ["b3", "s1", "u2", "journey_completed", "2025-06-02T18:00:00Z", "c1", ""],
+                       ["b4", "s1", "u2", "message_sent", "2025-06-02T19:00:00Z", "c2", ""]],
+        "2025-06-03": [["c1", "s1", "u1", "form_completed", "2025-06-03T08:00:00Z", "c2", ""],
+                       ["c2", "s1", "u1", "timeline_shared", "2025-06-03T09:00:00Z", "c1", ""]],
+    }
+    tickets = {"2025-06-01": [], "2025-06-02": [["t1", "s1", "2025-06-02T11:00:00Z", "", "chat", "technical",
+                                                 "urgent", "", "15"]], "2025-06-03": []}
+    billing = {"2025-06-01": [], "2025-06-02": [],
+               "2025-06-03": [["i1", "s1", "2025-06-03T02:00:00Z", "invoice_failed", "19.00", "GBP", ""]]}
+    for day in snapshots:
+        _write(directory / f"suppliers_{day}.csv", SUPPLIER_COLUMNS, snapshots[day])
+        _write(directory / f"activity_events_{day}.csv", EVENT_COLUMNS, events[day])
+        _write(directory / f"support_tickets_{day}.csv", TICKET_COLUMNS, tickets[day])
+        _write(directory / f"billing_events_{day}.csv", BILLING_COLUMNS, billing[day])
+
+
+def run_days(settings, landing: Path, first: date, last: date, days_per_run: int) -> None:
+    defs = build_definitions(settings.model_copy(update={"landing_dir": landing}))
+    summaries = run_job_over_range(defs, "daily_customer_success", first, last,
+                                   dg.DagsterInstance.ephemeral(), days_per_run)
+    assert all(s.success for s in summaries)
+
+
+def rows(conn: psycopg.Connection, query: str, params=()) -> list[dict]:
+    cur = conn.execute(query, params)
+    names = [d.name for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+def test_pure_helpers():
+    env = dbt_env("host=/tmp/pg user=postgres dbname=cs_pipeline")
+    assert env == {"CS_PIPELINE_DBT_HOST": "/tmp/pg", "CS_PIPELINE_DBT_PORT": "5432",
+                   "CS_PIPELINE_DBT_USER": "postgres", "CS_PIPELINE_DBT_PASSWORD": "",
+                   "CS_PIPELINE_DBT_DBNAME": "cs_pipeline"}
+    assert dbt_env("postgresql://bi:s3cret@db.example:6432/wh")["CS_PIPELINE_DBT_PORT"] == "6432"
+    assert dbt_vars(date(2025, 6, 1), date(2025, 6, 3)) == {"min_date": "2025-06-01", "max_date": "2025-06-03"}
+    assert dbt_vars_arg(date(2025, 6, 1), date(2025, 6, 1)) == [
+        "--vars", '{"max_date": "2025-06-01", "min_date": "2025-06-01"}']
+    with pytest.raises(ValueError):
+        dbt_vars(date(2025, 6, 2), date(2025, 6, 1))
+
+
+def test_definitions_wire_dbt_layers_and_lineage(settings):
+    defs = build_definitions(settings)
+    graph = defs.resolve_asset_graph()
+    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert groups["marts/supplier_engagement_daily"] == "marts"
+    assert groups["staging/stg_wedsync__activity_events"] == "staging"
+    assert groups["intermediate/int_supplier_feature_days"] == "intermediate"
+    assert groups["seeds/feature_catalogue"] == "seeds"
+    assert {g for g in groups.values()} == {"ingest", "seeds", "staging", "intermediate", "marts"}
+    upstream = graph.get(dg.AssetKey(["staging", "stg_wedsync__activity_events"])).parent_keys
+    assert dg.AssetKey(["raw", "activity_events"]) in upstream
+    daily = graph.get(dg.AssetKey(["marts", "supplier_engagement_daily"]))
+    assert daily.partitions_def is not None
+    assert graph.get(dg.AssetKey(["marts", "dim_suppliers"])).partitions_def is None
+    checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
+    assert any("unique_combination_supplier_engagement_daily" in name for name in checks)
+
+
+def test_marts_match_values_worked_by_hand(settings, warehouse, tmp_path):
+    with warehouse.connect() as conn:
+        reset_warehouse(conn)
+    landing = tmp_path / "landing"
+    hand_made_landing(landing)
+    run_days(settings, landing, date(2025, 6, 1), date(2025, 6, 3), days_per_run=3)
+    with warehouse.connect() as conn:
+        eng = {(r["supplier_id"], r["as_of_date"].isoformat()): r for r in rows(
+            conn, "SELECT * FROM marts.supplier_engagement_daily")}
+        # s2 is cancelled from 06-02 on: a row only for 06-01.
+        assert sorted(eng) == [("s1", "2025-06-01"), ("s1", "2025-06-02"), ("s1", "2025-06-03"),
+                               ("s2", "2025-06-01")]
+        s1 = eng[("s1", "2025-06-03")]
+        assert s1["days_since_last_login"] == 1 and s1["last_login_date"] == date(2025, 6, 2)
+        assert (s1["dau"], s1["wau"], s1["mau"], float(s1["stickiness"])) == (1, 2, 2, 0.5)
+        assert (s1["events_7d"], s1["events_prev_7d"], s1["events_change_7d"]) == (11, 0, None)
+        assert (s1["forms_sent_30d"], s1["forms_completed_30d"], float(s1["form_completion_rate"])) == (2, 2, 1.0)
+        assert float(s1["journey_completion_rate"]) == 1.0
+        assert (s1["clients_active_30d"], s1["clients_active_90d"], float(s1["client_activity_rate"])) == (3, 3, 1.0)
+        # forms on 06-01 and 06-03 (2 days) is the only core feature adopted of 6.
+        assert (s1["adopted_core_features"], s1["core_features_total"]) == (1, 6)
+        assert float(s1["adoption_breadth"]) == pytest.approx(0.1667)
+        assert (s1["open_tickets"], s1["urgent_open_tickets"], s1["tickets_opened_30d"]) == (1, 1, 1)
+        assert s1["failed_invoices_30d"] == 1 and s1["csat_30d"] is None
+        assert s1["lifecycle_stage"] == "active" and s1["days_since_signup"] == 33
+        assert eng[("s1", "2025-06-01")]["adopted_core_features"] == 0
+        assert eng[("s2", "2025-06-01")]["days_since_last_login"] == 0
+
+        [day1] = rows(conn, "SELECT * FROM marts.fct_supplier_activity_daily "
+                            "WHERE supplier_id = 's1' AND activity_date = '2025-06-01'")
+        assert (day1["logins"], day1["active_users"], day1["events_total"], day1["clients_touched"]) == (1, 1, 5, 3)
+        assert (day1["forms_sent"], day1["forms_completed"]) == (2, 1)
+        assert day1["events_by_feature"] == {"client_management": 1, "forms": 3, "session": 1}
+        [day3] = rows(conn, "SELECT * FROM marts.fct_supplier_activity_daily "
+                            "WHERE supplier_id = 's1' AND activity_date = '2025-06-03'")
+        assert (day3["logins"], day3["failed_invoices"], day3["tickets_opened"]) == (0, 1, 0)
+
+        dims = {r["supplier_id"]: r for r in rows(conn, "SELECT * FROM marts.dim_suppliers")}
+        assert dims["s1"]["lifecycle_stage"] == "active" and dims["s2"]["lifecycle_stage"] == "churned"
+        assert dims["s2"]["cancelled_date"] == date(2025, 6, 2)
+        assert "email" not in dims["s1"]
+
+        adoption = {r["feature"]: r for r in rows(
+            conn, "SELECT * FROM marts.fct_feature_adoption WHERE supplier_id = 's1'")}
+        assert adoption["forms"]["adopted"] and adoption["forms"]["uses_30d"] == 4
+        assert adoption["forms"]["first_used_date"] == date(2025, 6, 1)
+        assert not adoption["journeys"]["adopted"] and adoption["reviews"]["last_used_date"] is None
+
+
+def _mart_snapshot(conn: psycopg.Connection) -> dict[str, list[tuple]]:
+    out = {}
+    for table in ("fct_supplier_activity_daily", "supplier_engagement_daily", "fct_feature_adoption",
+                  "dim_suppliers"):
+        out[table] = conn.execute(
+            sql.SQL("SELECT * FROM {} ORDER BY 1, 2").format(sql.Identifier("marts", table))).fetchall()
+    return out
+
+
+def test_incremental_runs_equal_a_full_refresh(settings, warehouse, tmp_path):
+    with warehouse.connect() as conn:
+        reset_warehouse(conn)
+    landing = tmp_path / "landing"
+    first, days = date(2025, 3, 1), 40
+    generate(GeneratorConfig(suppliers=60, days=days, start=first, seed=21, out=landing))
+    last = date(2025, 4, 9)
+    # Day by day for the last days, in larger windows before: the windows must not matter.
+    run_days(settings, landing, first, date(2025, 4, 6), days_per_run=12)
+    run_days(settings, landing, date(2025, 4, 7), last, days_per_run=1)
+    with warehouse.connect() as conn:
+        incremental = _mart_snapshot(conn)
+        assert len(incremental["supplier_engagement_daily"]) > 1000
+    env = {**__import__("os").environ, **dbt_env(warehouse.conninfo)}
+    done = subprocess.run(
+        [dbt_executable(), "build", "--full-refresh", *dbt_vars_arg(first, last),
+         "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)],
+        env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:]
+    with warehouse.connect() as conn:
+        full = _mart_snapshot(conn)
+    for table in incremental:
+        assert incremental[table] == full[table], table
+
+
+def test_bi_role_reads_marts_and_is_refused_on_raw(settings, warehouse, conn):
+    role = settings.bi_role
+    # Marts exist from the tests above; make sure the role is set up even when run alone.
+    from cs_pipeline.access import ensure_bi_role
+
+    conn.execute("CREATE SCHEMA IF NOT EXISTS marts")
+    conn.execute("CREATE TABLE IF NOT EXISTS marts.bi_probe (x int)")
+    conn.commit()
+    with warehouse.connect(autocommit=True) as admin:
+        ensure_bi_role(admin, role)
+        ensure_bi_role(admin, role)  # idempotent
+        admin.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal("bi-test")))
+        admin.execute("CREATE TABLE IF NOT EXISTS marts.created_later (y int)")
+    params = conninfo_to_dict(warehouse.conninfo)
+    params.update(user=role, password="bi-test")
+    with psycopg.connect(make_conninfo(**params)) as bi:
+        bi.execute("SELECT count(*) FROM marts.bi_probe").fetchone()
+        bi.execute("SELECT count(*) FROM marts.created_later").fetchone()  # default privileges
+        for table in ("raw.activity_events", "raw.suppliers", "ops.load_audit"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                bi.execute(f"SELECT 1 FROM {table} LIMIT 1")
+            bi.rollback()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            bi.execute("CREATE TABLE marts.bi_write (z int)")
