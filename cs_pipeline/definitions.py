@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from cs_pipeline.health.assets import ScoringResource, build_health_assets
 from cs_pipeline.ingest.assets import LandingZoneResource, build_ingest_assets
 from cs_pipeline.transform.assets import build_dbt_assets, dbt_resource
 from cs_pipeline.partitions import daily_partitions
@@ -14,19 +15,32 @@ from cs_pipeline.settings import Settings
 def build_definitions(settings: Settings) -> dg.Definitions:
     """All assets, checks, jobs, schedules, sensors and resources for ``settings``."""
     partitions_def = daily_partitions(settings.partition_start)
-    assets = [*build_ingest_assets(partitions_def), *build_dbt_assets(partitions_def)]
+    assets = [*build_ingest_assets(partitions_def), *build_dbt_assets(partitions_def),
+              *build_health_assets(partitions_def)]
     daily_job = dg.define_asset_job(
         "daily_customer_success",
-        selection=dg.AssetSelection.groups("ingest", "seeds", "staging", "intermediate", "marts"),
-        description="Every daily stage for one day (or a range, as one run): ingest -> dbt marts.",
+        selection=dg.AssetSelection.groups("ingest", "seeds", "staging", "intermediate", "marts", "health")
+        - dg.AssetSelection.assets(["marts", "health_score_backtest"]),
+        description="Every daily stage for one day (or a range, as one run): ingest -> dbt marts -> "
+                    "customer_health -> success_milestones.",
+    )
+    backtest_job = dg.define_asset_job(
+        "health_score_backtest_job",
+        selection=dg.AssetSelection.assets(["marts", "health_score_backtest"]),
+        description="Backtest every scorecard on the warehouse's history (weekly).",
     )
     return dg.Definitions(
         assets=assets,
-        jobs=[daily_job],
+        jobs=[daily_job, backtest_job],
+        schedules=[
+            dg.ScheduleDefinition(job=backtest_job, cron_schedule="0 4 * * 1", execution_timezone="UTC",
+                                  name="health_score_backtest_weekly"),
+        ],
         resources={
             "warehouse": warehouse_from_settings(settings),
             "landing": LandingZoneResource(directory=str(settings.landing_dir)),
             "dbt": dbt_resource(),
+            "scoring": ScoringResource(scorecard=settings.scorecard),
         },
     )
 

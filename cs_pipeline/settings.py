@@ -20,6 +20,7 @@ ENV_HOME = "CS_PIPELINE_HOME"
 ENV_LANDING_DIR = "CS_PIPELINE_LANDING_DIR"
 ENV_PARTITION_START = "CS_PIPELINE_PARTITION_START"
 ENV_BI_ROLE = "CS_PIPELINE_BI_ROLE"
+ENV_SCORECARD = "CS_PIPELINE_SCORECARD"
 
 DEFAULT_HOME = ".cs_pipeline"
 DEFAULT_PARTITION_START = date(2024, 1, 1)
@@ -44,6 +45,7 @@ class Settings(BaseModel):
         partition_start: ``CS_PIPELINE_PARTITION_START`` (YYYY-MM-DD, default 2024-01-01), the
             first day of the daily partitions (UTC).
         bi_role: ``CS_PIPELINE_BI_ROLE`` (default ``cs_bi_reader``), the read-only role for BI tools.
+        scorecard: ``CS_PIPELINE_SCORECARD`` (default ``ws168``): a shipped scorecard name or a YAML path.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -54,6 +56,7 @@ class Settings(BaseModel):
     landing_dir: Path
     partition_start: date = DEFAULT_PARTITION_START
     bi_role: str = Field(default="cs_bi_reader", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    scorecard: str = "ws168"
 
     @field_validator("database_url", "dagster_storage_url")
     @classmethod
@@ -100,6 +103,8 @@ class Settings(BaseModel):
             values["partition_start"] = env[ENV_PARTITION_START]
         if env.get(ENV_BI_ROLE):
             values["bi_role"] = env[ENV_BI_ROLE]
+        if env.get(ENV_SCORECARD):
+            values["scorecard"] = env[ENV_SCORECARD]
         try:
             return cls.model_validate(values)
         except ValidationError as exc:

@@ -1,0 +1,282 @@
+"""Dagster assets of the health stage (group ``health``): customer_health, success_milestones and
+health_score_backtest. Thin: read from the marts, call the pure functions, write, report.
+
+(No ``from __future__ import annotations`` here: Dagster inspects the context annotation.)
+"""
+
+import json
+from datetime import date, timedelta
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from cs_pipeline.health.backtest import backtest, calibrated_churn_risk
+from cs_pipeline.health.milestones import evaluate_milestones, load_milestones
+from cs_pipeline.health.scorecard import load_scorecard, shipped_scorecards
+from cs_pipeline.health.scoring import add_history, score_suppliers, seasonal_index
+from cs_pipeline.health.store import (
+    components_json,
+    ensure_health_tables,
+    latest_calibration,
+    now_utc,
+    read_engagement,
+    read_frame,
+    read_health_history,
+    write_health,
+)
+from cs_pipeline.partitions import partition_days
+from cs_pipeline.resources import WarehouseResource
+
+ENGAGEMENT = dg.AssetKey(["marts", "supplier_engagement_daily"])
+ACTIVITY = dg.AssetKey(["marts", "fct_supplier_activity_daily"])
+DIM_SUPPLIERS = dg.AssetKey(["marts", "dim_suppliers"])
+SEASONAL_HISTORY_DAYS = 730
+
+
+class ScoringResource(dg.ConfigurableResource):
+    """Which scorecard scores (``CS_PIPELINE_SCORECARD``: a shipped name such as ws168 / ws133, or a
+    path to a YAML file)."""
+
+    scorecard: str = "ws168"
+
+
+def _md_table(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "(none)"
+    head = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns)
+    body = "\n".join("| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |"
+                     for row in frame.itertuples(index=False))
+    return head + "\n" + body
+
+
+def score_window(conn, scorecard, first: date, last: date) -> pd.DataFrame:
+    """Scores (with history columns) of every engagement row in [first, last]."""
+    engagement = read_engagement(conn, first, last)
+    seasonal_metrics = sorted({c.metric for c in scorecard.components if c.seasonal})
+    seasonal = None
+    if seasonal_metrics and scorecard.seasonality.enabled:
+        history = read_engagement(conn, last - timedelta(days=SEASONAL_HISTORY_DAYS), last,
+                                  ["vendor_category", "as_of_date", *seasonal_metrics])
+        seasonal = seasonal_index(history, seasonal_metrics, scorecard.seasonality)
+    scores = score_suppliers(engagement, scorecard, seasonal=seasonal)
+    calibration = latest_calibration(conn, scorecard.version)
+    if calibration:
+        scores["churn_risk_score"] = calibrated_churn_risk(scores["health_score"].to_numpy(dtype=float), calibration)
+    history = read_health_history(conn, first - timedelta(days=30), last)
+    return add_history(scores, history, scorecard)
+
+
+MILESTONE_FACTS_SQL = """
+WITH days AS (
+  SELECT supplier_id, as_of_date, (onboarded_date IS NOT NULL)::int AS onboarded, adopted_core_features,
+         core_features_total, days_since_signup
+  FROM marts.supplier_engagement_daily WHERE as_of_date BETWEEN %(first)s AND %(last)s
+), activity AS (
+  SELECT supplier_id, activity_date AS d, logins, forms_sent, forms_completed, journeys_completed,
+         coalesce((events_by_feature->>'reviews')::int, 0) AS reviews,
+         coalesce((events_by_feature->>'integrations')::int, 0) AS integrations, 0 AS clients, 0 AS upgrades
+  FROM marts.fct_supplier_activity_daily WHERE activity_date <= %(last)s
+  UNION ALL
+  SELECT supplier_id, first_seen, 0, 0, 0, 0, 0, 0, count(*), 0 FROM (
+    SELECT supplier_id, client_id, min(activity_date) AS first_seen FROM intermediate.int_supplier_client_days
+    WHERE activity_date <= %(last)s GROUP BY 1, 2) c GROUP BY 1, 2
+  UNION ALL
+  SELECT supplier_id, event_date, 0, 0, 0, 0, 0, 0, 0, count(*) FROM staging.stg_wedsync__billing_events
+  WHERE event_type = 'subscription_upgraded' AND event_date <= %(last)s GROUP BY 1, 2
+  UNION ALL
+  SELECT supplier_id, as_of_date, 0, 0, 0, 0, 0, 0, 0, 0 FROM days
+), running AS (
+  SELECT supplier_id, d,
+         sum(sum(logins)) OVER w AS logins_total, sum(sum(forms_sent)) OVER w AS forms_sent_total,
+         sum(sum(forms_completed)) OVER w AS forms_completed_total,
+         sum(sum(journeys_completed)) OVER w AS journeys_completed_total,
+         sum(sum(reviews)) OVER w AS reviews_total, sum(sum(integrations)) OVER w AS integrations_total,
+         sum(sum(clients)) OVER w AS clients_total, sum(sum(upgrades)) OVER w AS upgrades_total
+  FROM activity GROUP BY supplier_id, d
+  WINDOW w AS (PARTITION BY supplier_id ORDER BY d)
+)
+SELECT days.*, r.logins_total, r.forms_sent_total, r.forms_completed_total, r.journeys_completed_total,
+       r.reviews_total, r.integrations_total, r.clients_total, r.upgrades_total
+FROM days JOIN running r ON r.supplier_id = days.supplier_id AND r.d = days.as_of_date
+"""
+
+
+@dg.asset(
+    key=["marts", "health_score_backtest"],
+    group_name="health",
+    deps=[ENGAGEMENT, DIM_SUPPLIERS],
+    kinds={"python", "pandas", "postgres"},
+    description="marts.health_score_backtest: for every shipped scorecard, how well the health score ranks "
+                "suppliers that cancel within 30 days (ROC-AUC, churn rate per risk level, critical-band lift, "
+                "calibration), recomputed on the warehouse's own history.",
+)
+def health_score_backtest(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                          scoring: ScoringResource) -> dg.MaterializeResult:
+    """Backtest every shipped scorecard (and the configured one) on weekly as-of days with a full
+    30-day horizon."""
+    horizon = 30
+    cards = shipped_scorecards()
+    configured = load_scorecard(scoring.scorecard)
+    cards[configured.version] = configured
+    with warehouse.connect() as conn:
+        ensure_health_tables(conn)
+        bounds = conn.execute("SELECT min(as_of_date), max(as_of_date) FROM marts.supplier_engagement_daily").fetchone()
+        if bounds[0] is None:
+            return dg.MaterializeResult(metadata={"status": dg.MetadataValue.text("no engagement history yet")})
+        last_day = bounds[1] - timedelta(days=horizon)
+        engagement = read_engagement(conn, bounds[0], last_day)
+        churn = read_frame(conn, "SELECT supplier_id, cancelled_date FROM marts.dim_suppliers")
+        churn_dates = pd.Series(pd.to_datetime(churn["cancelled_date"]).to_numpy(), index=churn["supplier_id"].to_numpy())
+        if engagement.empty:
+            return dg.MaterializeResult(metadata={"status": dg.MetadataValue.text(
+                f"history shorter than the {horizon}-day horizon")})
+        weekly = pd.to_datetime(engagement["as_of_date"])
+        engagement = engagement.loc[((weekly - weekly.max()).dt.days % 7) == 0]
+        history = read_engagement(conn, bounds[0], bounds[1])
+        results = {}
+        for card in {c.version: c for c in cards.values()}.values():
+            seasonal_metrics = sorted({c.metric for c in card.components if c.seasonal})
+            seasonal = seasonal_index(history, seasonal_metrics, card.seasonality) if seasonal_metrics else None
+            scores = score_suppliers(engagement, card, seasonal=seasonal)
+            result = backtest(scores, churn_dates, horizon)
+            results[card.version] = result
+            conn.execute(
+                """
+                INSERT INTO marts.health_score_backtest (scorecard_version, evaluated_at, first_day, last_day,
+                  horizon_days, observations, churners, auc, churn_rate, critical_lift, churn_rate_by_level, calibration)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                """,
+                (card.version, now_utc(), result.first_day, result.last_day, horizon, result.observations,
+                 result.churners, result.auc, result.churn_rate, result.critical_lift,
+                 json.dumps(result.churn_rate_by_level), json.dumps(result.calibration)),
+            )
+        conn.commit()
+    for version, r in results.items():
+        context.log.info(f"{version}: AUC {r.auc} over {r.observations} observations, {r.churners} churners")
+    return dg.MaterializeResult(metadata={
+        "auc": dg.MetadataValue.json({v: None if r.auc is None else round(r.auc, 4) for v, r in results.items()}),
+        "critical_lift": dg.MetadataValue.json({v: None if r.critical_lift is None else round(r.critical_lift, 2)
+                                                for v, r in results.items()}),
+        "churn_rate_by_level": dg.MetadataValue.json({v: r.churn_rate_by_level for v, r in results.items()}),
+        "observations": dg.MetadataValue.json({v: r.observations for v, r in results.items()}),
+        "calibrated": dg.MetadataValue.json({v: r.calibrated for v, r in results.items()}),
+    })
+
+
+def build_health_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """customer_health and success_milestones on ``partitions_def``, and the unpartitioned backtest."""
+
+    @dg.asset(
+        key=["marts", "customer_health"],
+        group_name="health",
+        deps=[ENGAGEMENT],
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        kinds={"python", "pandas", "postgres"},
+        description="marts.customer_health: one row per active supplier per day: health score 0-100, risk "
+                    "level, components, drivers, 7/30-day deltas and trend (scorecard from CS_PIPELINE_SCORECARD).",
+        check_specs=[
+            dg.AssetCheckSpec("scores_in_range", asset=["marts", "customer_health"], description="health_score within 0..100"),
+            dg.AssetCheckSpec("every_active_supplier_scored", asset=["marts", "customer_health"],
+                              description="one row per engagement row of the day; only rows with no data unscored"),
+            dg.AssetCheckSpec("risk_level_matches_thresholds", asset=["marts", "customer_health"],
+                              description="risk level consistent with score and the scorecard's thresholds"),
+        ],
+    )
+    def customer_health(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                        scoring: ScoringResource) -> dg.MaterializeResult:
+        """Score every supplier of the partition's days (a range scores in one vectorised pass)."""
+        days = partition_days(context)
+        first, last = days[0], days[-1]
+        scorecard = load_scorecard(scoring.scorecard)
+        with warehouse.connect() as conn:
+            ensure_health_tables(conn)
+            scores = score_window(conn, scorecard, first, last)
+            names = [c.name for c in scorecard.components]
+            scores["components"] = components_json(scores, names)
+            scores["calculated_at"] = now_utc()
+            written = write_health(conn, scores, days)
+            expected = conn.execute("SELECT count(*) FROM marts.supplier_engagement_daily WHERE as_of_date BETWEEN %s AND %s",
+                                    (first, last)).fetchone()[0]
+        scored = scores.loc[scores["scored"]]
+        health = scored["health_score"].to_numpy(dtype=float)
+        in_range = bool(((health >= 0) & (health <= 100)).all())
+        rl = scorecard.risk_levels
+        crit = scored["segment"].map({o.name: (o.risk_levels or rl).critical_below for o in scorecard.overrides}).fillna(rl.critical_below)
+        atr = scored["segment"].map({o.name: (o.risk_levels or rl).at_risk_below for o in scorecard.overrides}).fillna(rl.at_risk_below)
+        expected_level = np.where(health < crit, "critical", np.where(health < atr, "at_risk", "healthy"))
+        inconsistent = int((expected_level != scored["risk_level"].to_numpy()).sum())
+        latest = scores.loc[pd.to_datetime(scores["as_of_date"]).dt.date == last]
+        counts = latest["risk_level"].fillna("unscored").value_counts().to_dict()
+        movers = latest.dropna(subset=["score_delta_7d"]).nsmallest(5, "score_delta_7d")[
+            ["supplier_id", "health_score", "score_delta_7d", "risk_level", "drivers"]]
+        quantiles = latest["health_score"].quantile([0.1, 0.25, 0.5, 0.75, 0.9]).round(1).to_dict() if len(latest) else {}
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": dg.MetadataValue.int(written),
+                "scorecard_version": dg.MetadataValue.text(scorecard.version),
+                "days": dg.MetadataValue.text(f"{first}..{last}"),
+                "risk_levels_latest_day": dg.MetadataValue.json({str(k): int(v) for k, v in counts.items()}),
+                "score_quantiles_latest_day": dg.MetadataValue.json({f"p{int(q * 100)}": v for q, v in quantiles.items()}),
+                "mean_score_latest_day": dg.MetadataValue.float(float(latest["health_score"].mean()) if len(latest) else 0.0),
+                "biggest_declines_7d": dg.MetadataValue.md(_md_table(movers)),
+                "unscored": dg.MetadataValue.int(int((~scores["scored"]).sum())),
+            },
+            check_results=[
+                dg.AssetCheckResult(check_name="scores_in_range", passed=in_range,
+                                    metadata={"min": float(health.min()) if len(health) else 0.0,
+                                              "max": float(health.max()) if len(health) else 0.0}),
+                dg.AssetCheckResult(check_name="every_active_supplier_scored", passed=written == expected,
+                                    metadata={"engagement_rows": int(expected), "health_rows": int(written),
+                                              "unscored_no_data": int((~scores["scored"]).sum())}),
+                dg.AssetCheckResult(check_name="risk_level_matches_thresholds", passed=inconsistent == 0,
+                                    metadata={"inconsistent_rows": inconsistent}),
+            ],
+        )
+
+
+    @dg.asset(
+        key=["marts", "success_milestones"],
+        group_name="health",
+        deps=[ENGAGEMENT, ACTIVITY],
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        kinds={"python", "pandas", "postgres"},
+        description="marts.success_milestones: one row per supplier and milestone type (config/milestones.yaml) "
+                    "with achieved_at (first day the criterion held) and celebrated.",
+    )
+    def success_milestones(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        """Evaluate milestones over the partition's days; achievements only ever move earlier."""
+        days = partition_days(context)
+        milestones = load_milestones()
+        with warehouse.connect() as conn:
+            ensure_health_tables(conn)
+            facts = read_frame(conn, MILESTONE_FACTS_SQL, {"first": days[0], "last": days[-1]})
+            achieved = read_frame(conn, "SELECT supplier_id, milestone_type, achieved_at FROM marts.success_milestones")
+            new = evaluate_milestones(facts, milestones, achieved)
+            with conn.transaction():
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        """
+                        INSERT INTO marts.success_milestones (supplier_id, milestone_type, category, achieved_at)
+                        VALUES (%s, %s, %s, %s)
+                        ON CONFLICT (supplier_id, milestone_type) DO UPDATE
+                          SET achieved_at = least(marts.success_milestones.achieved_at, EXCLUDED.achieved_at)
+                        """,
+                        list(new.itertuples(index=False, name=None)),
+                    )
+            totals = read_frame(conn, "SELECT milestone_type, count(*) AS suppliers, "
+                                      "count(*) FILTER (WHERE NOT celebrated) AS uncelebrated "
+                                      "FROM marts.success_milestones GROUP BY 1 ORDER BY 2 DESC")
+        return dg.MaterializeResult(metadata={
+            "new_or_earlier_achievements": dg.MetadataValue.int(len(new)),
+            "new_by_type": dg.MetadataValue.json(new["milestone_type"].value_counts().to_dict() if len(new) else {}),
+            "totals": dg.MetadataValue.md(_md_table(totals)),
+            "days": dg.MetadataValue.text(f"{days[0]}..{days[-1]}"),
+        })
+
+
+    return [customer_health, success_milestones, health_score_backtest]
+
+

@@ -1,0 +1,181 @@
+"""Success milestones as data (YAML) and their evaluation: pure, vectorised, no database.
+
+A milestone is achieved on the first day its criterion held *and* all its prerequisites had been
+achieved (on that day or before). Achievements are never lost: evaluating any window, in any order,
+can only keep or move an ``achieved_at`` earlier.
+"""
+
+from __future__ import annotations
+
+import operator
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cs_pipeline.paths import CONFIG_DIR
+
+MILESTONES_YAML = CONFIG_DIR / "milestones.yaml"
+CATEGORIES = ("setup", "first_use", "proficiency", "mastery", "growth", "success", "advocacy")
+#: The facts a criterion may read, per supplier and day (computed by the success_milestones asset).
+MILESTONE_FACTS = (
+    "onboarded", "logins_total", "clients_total", "forms_sent_total", "forms_completed_total",
+    "journeys_completed_total", "reviews_total", "integrations_total", "upgrades_total",
+    "adopted_core_features", "core_features_total", "days_since_signup",
+)
+_OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
+
+
+class MilestoneError(ValueError):
+    """The milestones file is missing or invalid; the message names the file and the field."""
+
+
+class Condition(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    metric: Literal[MILESTONE_FACTS]  # type: ignore[valid-type]
+    op: Literal[">=", ">", "<=", "<", "=="]
+    value: float | None = None
+    value_metric: Literal[MILESTONE_FACTS] | None = None  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _one_value(self) -> Condition:
+        if (self.value is None) == (self.value_metric is None):
+            raise ValueError("give exactly one of value or value_metric")
+        return self
+
+
+class Criterion(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    all: list[Condition] = Field(min_length=1)
+
+
+class Milestone(BaseModel):
+    """One milestone type: its category (DOMAIN.md), criterion and prerequisites."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    category: Literal[CATEGORIES]  # type: ignore[valid-type]
+    description: str
+    criterion: Criterion
+    prerequisites: list[str] = Field(default_factory=list)
+
+
+class MilestoneSet(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    milestones: list[Milestone] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _graph(self) -> MilestoneSet:
+        names = [m.type for m in self.milestones]
+        if len(set(names)) != len(names):
+            raise ValueError("milestone types must be unique")
+        for m in self.milestones:
+            unknown = set(m.prerequisites) - set(names)
+            if unknown:
+                raise ValueError(f"{m.type}: unknown prerequisite(s) {sorted(unknown)}")
+        self.ordered()  # raises on a cycle
+        return self
+
+    def ordered(self) -> list[Milestone]:
+        """Milestones with every prerequisite before its dependants.
+
+        Raises:
+            ValueError: the prerequisites form a cycle.
+        """
+        by_type = {m.type: m for m in self.milestones}
+        done: list[Milestone] = []
+        state: dict[str, int] = {}
+
+        def visit(name: str, path: tuple[str, ...]) -> None:
+            if state.get(name) == 2:
+                return
+            if state.get(name) == 1:
+                raise ValueError(f"prerequisite cycle: {' -> '.join(path + (name,))}")
+            state[name] = 1
+            for p in by_type[name].prerequisites:
+                visit(p, path + (name,))
+            state[name] = 2
+            done.append(by_type[name])
+
+        for m in self.milestones:
+            visit(m.type, ())
+        return done
+
+
+def load_milestones(path: Path = MILESTONES_YAML) -> MilestoneSet:
+    """Load and validate a milestones YAML file.
+
+    Raises:
+        MilestoneError: missing file, invalid YAML or fields (the message names file and field).
+    """
+    if not path.is_file():
+        raise MilestoneError(f"{path}: milestones file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return MilestoneSet.model_validate(data)
+    except yaml.YAMLError as exc:
+        raise MilestoneError(f"{path.name}: invalid YAML: {exc}") from exc
+    except ValidationError as exc:
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise MilestoneError(f"{path.name}: {detail}") from exc
+
+
+def _holds(facts: pd.DataFrame, criterion: Criterion) -> np.ndarray:
+    mask = np.ones(len(facts), dtype=bool)
+    for cond in criterion.all:
+        left = pd.to_numeric(facts[cond.metric], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        right = cond.value if cond.value is not None else pd.to_numeric(
+            facts[cond.value_metric], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            mask &= np.nan_to_num(_OPS[cond.op](left, right).astype(float), nan=0).astype(bool)
+    return mask
+
+
+def evaluate_milestones(facts: pd.DataFrame, milestones: MilestoneSet, achieved: pd.DataFrame) -> pd.DataFrame:
+    """First achievement day per supplier and milestone type, given facts and what is stored.
+
+    Args:
+        facts: one row per supplier and day: ``supplier_id``, ``as_of_date`` (date) and the
+            ``MILESTONE_FACTS`` columns.
+        milestones: the validated milestone set.
+        achieved: stored achievements: ``supplier_id``, ``milestone_type``, ``achieved_at`` (date).
+
+    Returns:
+        DataFrame ``supplier_id``, ``milestone_type``, ``category``, ``achieved_at`` (date): every
+        achievement implied by ``facts`` whose day is new or earlier than the stored one. Several
+        milestones may be achieved on one day; prerequisites are respected (a dependant is never
+        dated before its prerequisite).
+    """
+    columns = ["supplier_id", "milestone_type", "category", "achieved_at"]
+    known: dict[str, pd.Series] = {}
+    for m in milestones.milestones:
+        stored = achieved.loc[achieved["milestone_type"] == m.type] if len(achieved) else achieved
+        known[m.type] = (pd.Series(pd.to_datetime(stored["achieved_at"]).to_numpy(), index=stored["supplier_id"].to_numpy())
+                         if len(stored) else pd.Series(dtype="datetime64[ns]"))
+    results = []
+    days = pd.to_datetime(facts["as_of_date"]) if len(facts) else pd.Series(dtype="datetime64[ns]")
+    for m in milestones.ordered():
+        holds = _holds(facts, m.criterion) if len(facts) else np.zeros(0, dtype=bool)
+        candidates = pd.DataFrame({"supplier_id": facts["supplier_id"].to_numpy()[holds], "day": days.to_numpy()[holds]})
+        for p in m.prerequisites:
+            since = known[p]
+            if since.empty:
+                candidates = candidates.iloc[0:0]
+                break
+            prereq_day = since.groupby(level=0).min().reindex(candidates["supplier_id"]).to_numpy()
+            candidates = candidates.loc[~pd.isna(prereq_day) & (candidates["day"].to_numpy() >= prereq_day)]
+        first = candidates.groupby("supplier_id")["day"].min()
+        previous = known[m.type].groupby(level=0).min() if not known[m.type].empty else pd.Series(dtype="datetime64[ns]")
+        merged = pd.concat([previous, first]).groupby(level=0).min()
+        known[m.type] = merged
+        prior = previous.reindex(first.index)
+        better = first[pd.isna(prior.to_numpy()) | (first.to_numpy() < prior.to_numpy())]
+        if len(better):
+            results.append(pd.DataFrame({"supplier_id": better.index.to_numpy(), "milestone_type": m.type,
+                                         "category": m.category, "achieved_at": better.dt.date.to_numpy()}))
+    if not results:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(results, ignore_index=True)[columns]

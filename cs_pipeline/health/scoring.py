@@ -1,0 +1,374 @@
+"""Health scores: pure, vectorised functions over pandas DataFrames (no database, no Dagster).
+
+``score_suppliers`` turns rows of ``marts.supplier_engagement_daily`` into health scores with a
+``Scorecard`` (WS-168 by default, DOMAIN.md); ``seasonal_index`` learns what is normal per vendor
+category and calendar month; ``add_history`` adds deltas, trend and previous risk level from stored
+scores. Every function works on many suppliers and many days at once: no per-supplier Python loops.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from cs_pipeline.health.scorecard import (
+    Component,
+    LinearRule,
+    PercentileRule,
+    Scorecard,
+    Seasonality,
+    StepRule,
+)
+
+SEGMENT_COLUMNS = ["vendor_category", "tier", "lifecycle_stage"]
+
+
+# --- seasonality -----------------------------------------------------------------------------------
+
+
+def seasonal_index(history: pd.DataFrame, metrics: list[str], settings: Seasonality) -> pd.DataFrame:
+    """What is normal per vendor category and calendar month, relative to the category's own year.
+
+    Args:
+        history: rows of supplier_engagement_daily with ``vendor_category``, ``as_of_date`` and the
+            ``metrics`` columns (any number of days; more history, better index).
+        metrics: the metric columns to index.
+        settings: the scorecard's seasonality block (``min_observations``, clip range).
+
+    Returns:
+        DataFrame with columns ``vendor_category`` (str), ``month`` (int 1-12) and one float column per
+        metric: mean of the metric in that category and month / mean of the category's monthly means.
+        A category-month with fewer than ``min_observations`` non-null values falls back to the index
+        of that month over all categories, and to 1.0 when that is thin too; values are clipped to
+        [min_index, max_index].
+    """
+    columns = ["vendor_category", "month", *metrics]
+    if history.empty:
+        return pd.DataFrame(columns=columns)
+    h = history.loc[:, ["vendor_category", "as_of_date", *metrics]].copy()
+    h["month"] = pd.to_datetime(h["as_of_date"]).dt.month
+    out = None
+    for metric in metrics:
+        values = pd.to_numeric(h[metric], errors="coerce")
+        frame = h[["vendor_category", "month"]].assign(v=values)
+        by_cat = frame.groupby(["vendor_category", "month"])["v"].agg(["mean", "count"])
+        cat_level = by_cat["mean"].groupby(level=0).mean()
+        index = by_cat["mean"] / cat_level.reindex(by_cat.index.get_level_values(0)).to_numpy()
+        by_month = frame.groupby("month")["v"].agg(["mean", "count"])
+        month_index = by_month["mean"] / by_month["mean"].mean()
+        fallback = month_index.reindex(by_cat.index.get_level_values(1)).to_numpy()
+        fallback_ok = by_month["count"].reindex(by_cat.index.get_level_values(1)).to_numpy() >= settings.min_observations
+        fallback = np.where(fallback_ok, fallback, 1.0)
+        values_idx = np.where(by_cat["count"].to_numpy() >= settings.min_observations, index.to_numpy(), fallback)
+        values_idx = np.where(np.isfinite(values_idx) & (values_idx > 0), values_idx, 1.0)
+        values_idx = np.clip(values_idx, settings.min_index, settings.max_index)
+        part = pd.DataFrame({"vendor_category": by_cat.index.get_level_values(0),
+                             "month": by_cat.index.get_level_values(1).astype(int), metric: values_idx})
+        out = part if out is None else out.merge(part, on=["vendor_category", "month"], how="outer")
+    return out.fillna(1.0)[columns]
+
+
+# --- component points ------------------------------------------------------------------------------
+
+
+def _metric(frame: pd.DataFrame, component: Component) -> np.ndarray:
+    if component.metric not in frame:
+        raise KeyError(f"engagement data has no column {component.metric!r} (component {component.name})")
+    values = pd.to_numeric(frame[component.metric], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    if component.fallback_metric:
+        fallback = pd.to_numeric(frame[component.fallback_metric], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        values = np.where(np.isnan(values), fallback, values)
+    return values
+
+
+def _step_points(values: np.ndarray, rule: StepRule) -> np.ndarray:
+    conditions = [values < t.lt if t.lt is not None else values > t.gt for t in rule.tiers]
+    points = np.select(conditions, [t.points for t in rule.tiers], default=rule.otherwise).astype(float)
+    return np.where(np.isnan(values), np.nan, points)
+
+
+def _linear_points(values: np.ndarray, rule: LinearRule, weight: float) -> np.ndarray:
+    return weight * np.clip((values - rule.lower) / (rule.upper - rule.lower), 0.0, 1.0)
+
+
+def _percentile_points(values: np.ndarray, frame: pd.DataFrame, rule: PercentileRule, weight: float) -> np.ndarray:
+    """Percentile rank (0-1] of each value among the rows of the same segment and day, x weight."""
+    keys = [frame[c].to_numpy() for c in rule.by] + [frame["as_of_date"].to_numpy()]
+    ranks = pd.Series(values).groupby(keys, dropna=False).rank(pct=True, ascending=rule.higher_is_better,
+                                                              method="max")
+    return weight * ranks.to_numpy(dtype=float)
+
+
+def _points(values: np.ndarray, frame: pd.DataFrame, component: Component) -> np.ndarray:
+    """Points of ``component`` for ``values`` (``frame``: the same rows, for percentile segments)."""
+    rule = component.rule
+    if isinstance(rule, StepRule):
+        return _step_points(values, rule)
+    if isinstance(rule, LinearRule):
+        return _linear_points(values, rule, component.weight)
+    return _percentile_points(values, frame, rule, component.weight)
+
+
+# --- drivers ---------------------------------------------------------------------------------------
+
+
+_UNIT_SCALE = {"percent": 100.0, "days": 1.0, "count": 1.0, "ratio": 10.0, "score": 10.0}
+
+
+def _metric_code(values: np.ndarray, unit: str) -> np.ndarray:
+    """Integer bucket of a metric as it is printed (percent: whole %, days/count: whole, else 0.1)."""
+    v = np.nan_to_num(values, nan=0.0) * _UNIT_SCALE[unit]
+    return np.clip(np.rint(v), 0, 9999).astype(np.int64)
+
+
+def _phrase(component: Component, code: int, points: int, weight: int) -> str:
+    if component.unit == "percent":
+        shown = f"{code}%"
+    elif component.unit in ("days", "count"):
+        shown = str(code)
+    else:
+        shown = f"{code / 10:.1f}"
+    return f"{component.phrase.replace('{metric}', shown)}: {points} of {weight} points"
+
+
+def _drivers(components: list[Component], lost: np.ndarray, metrics: np.ndarray, points: np.ndarray,
+             weights: np.ndarray, top: int = 2) -> np.ndarray:
+    """The ``top`` components that lost the most points, as words, per row (object array).
+
+    Rows are reduced to integer codes (component, printed metric, points, weight); only the distinct
+    combinations are formatted, so the cost is one sort of integers, not one string per row.
+    """
+    n, k = lost.shape
+    if n == 0 or k == 0:
+        return np.full(n, "", dtype=object)
+    rows = np.arange(n)
+    remaining = lost.copy()
+    codes = []
+    for _ in range(min(top, k)):
+        col = np.argmax(remaining, axis=1)  # first of equal losses: component order breaks ties
+        keep = lost[rows, col] > 0.005
+        metric_code = np.zeros(n, dtype=np.int64)
+        for j, component in enumerate(components):
+            sel = col == j
+            metric_code[sel] = _metric_code(metrics[sel, j], component.unit)
+        pts = np.clip(np.rint(np.nan_to_num(points[rows, col])), 0, 127).astype(np.int64)
+        wgt = np.clip(np.rint(weights[rows, col]), 0, 127).astype(np.int64)
+        code = (((col.astype(np.int64) * 10000 + metric_code) * 128 + pts) * 128 + wgt)
+        codes.append(np.where(keep, code, -1))
+        remaining[rows, col] = -np.inf
+    # Factorise each rank's codes, then the combination, with 1-D integer uniques (hash based).
+    combined = np.zeros(n, dtype=np.int64)
+    uniques = []
+    for code in codes:
+        values, inverse = np.unique(code, return_inverse=True)
+        uniques.append(values)
+        combined = combined * (len(values) + 1) + inverse.reshape(-1)
+    unique_combined, inverse = np.unique(combined, return_inverse=True)
+    texts = []
+    for value in unique_combined:
+        pair = []
+        for values in reversed(uniques):
+            value, position = divmod(int(value), len(values) + 1)
+            pair.append(int(values[position]))
+        pair.reverse()
+        parts = []
+        for code in pair:
+            if code < 0:
+                continue
+            wgt, rest = int(code % 128), int(code // 128)
+            pts, rest = rest % 128, rest // 128
+            metric_code, j = rest % 10000, rest // 10000
+            parts.append(_phrase(components[j], metric_code, pts, wgt))
+        texts.append("; ".join(parts))
+    return np.array(texts, dtype=object)[inverse.reshape(-1)]
+
+
+def _missing(names: list[str], missing: np.ndarray) -> np.ndarray:
+    """Comma-separated names of the missing components per row (object array; "" when none)."""
+    n = missing.shape[0]
+    if n == 0:
+        return np.full(0, "", dtype=object)
+    bits = (missing.astype(np.int64) << np.arange(len(names), dtype=np.int64)).sum(axis=1)
+    unique_bits, inverse = np.unique(bits, return_inverse=True)
+    texts = [",".join(name for j, name in enumerate(names) if b >> j & 1) for b in unique_bits]
+    return np.array(texts, dtype=object)[inverse]
+
+
+# --- scoring ---------------------------------------------------------------------------------------
+
+
+def _segments(frame: pd.DataFrame, scorecard: Scorecard) -> np.ndarray:
+    """Index of the first matching override per row, -1 for the default profile."""
+    seg = np.full(len(frame), -1)
+    for i, override in enumerate(scorecard.overrides):
+        mask = np.ones(len(frame), dtype=bool)
+        for column, allowed in override.when.items():
+            mask &= frame[column].isin(allowed).to_numpy()
+        seg[(seg == -1) & mask] = i
+    return seg
+
+
+def _seasonal_factors(frame: pd.DataFrame, index: pd.DataFrame | None, metric: str) -> np.ndarray:
+    if index is None or index.empty or metric not in index:
+        return np.ones(len(frame))
+    months = pd.to_datetime(frame["as_of_date"]).dt.month.to_numpy()
+    lookup = index.set_index(["vendor_category", "month"])[metric]
+    keys = pd.MultiIndex.from_arrays([frame["vendor_category"].to_numpy(), months])
+    return lookup.reindex(keys).to_numpy(dtype=float, na_value=1.0)
+
+
+def score_suppliers(
+    engagement: pd.DataFrame,
+    scorecard: Scorecard,
+    as_of: date | None = None,
+    seasonal: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Score suppliers with ``scorecard`` (default rules: WS-168 scorecard, DOMAIN.md).
+
+    Args:
+        engagement: rows of ``marts.supplier_engagement_daily``: ``supplier_id``, ``as_of_date`` (date),
+            ``vendor_category``, ``tier``, ``lifecycle_stage`` and every metric the scorecard reads
+            (numbers; null = no data). Any number of suppliers and days.
+        scorecard: a validated ``Scorecard``.
+        as_of: score only the rows of this UTC day; ``None`` scores every row.
+        seasonal: the output of ``seasonal_index`` (ignored unless the scorecard's seasonality is on).
+
+    Returns:
+        One row per input row (in input order), columns:
+        ``supplier_id``, ``as_of_date``, ``vendor_category``, ``tier``, ``lifecycle_stage``,
+        ``health_score`` (float 0-100, 2 decimals; NaN when unscored), ``risk_level`` (healthy / at_risk
+        / critical; None when unscored), ``scored`` (bool: False only for a row with no data at all),
+        ``engagement_score`` and ``churn_risk_score`` (float 0-100), ``drivers`` (str: the components
+        that lost the most points, e.g. "no login for 12 days: 10 of 30 points"), ``missing_components``
+        (str, comma-separated, "" when none), ``scorecard_version``, ``segment`` ("default" or the
+        override's name), and per component ``<name>_points`` (float, NaN when missing),
+        ``<name>_max_points`` (float, the component's weight in the row's segment) and
+        ``<name>_metric`` (the raw metric; ``<name>_seasonal_index`` for seasonal components).
+
+    Raises:
+        KeyError: a column the scorecard reads is absent.
+    """
+    frame = engagement
+    if as_of is not None:
+        frame = frame.loc[pd.to_datetime(frame["as_of_date"]).dt.date == as_of]
+    frame = frame.reset_index(drop=True)
+    n = len(frame)
+    seg = _segments(frame, scorecard)
+    profiles = {-1: scorecard} | {i: scorecard.for_override(o) for i, o in enumerate(scorecard.overrides)}
+    names = [c.name for c in scorecard.components]
+    k = len(names)
+    points = np.full((n, k), np.nan)
+    weights = np.zeros((n, k))
+    metrics = np.full((n, k), np.nan)
+    out: dict[str, object] = {col: frame[col].to_numpy() for col in
+                              ["supplier_id", "as_of_date", "vendor_category", "tier", "lifecycle_stage"] if col in frame}
+    seasonality_on = scorecard.seasonality.enabled and seasonal is not None
+    for j, base in enumerate(scorecard.components):
+        raw = _metric(frame, base)
+        metrics[:, j] = raw
+        adjusted = raw
+        if base.seasonal and seasonality_on:
+            factor = _seasonal_factors(frame, seasonal, base.metric)
+            adjusted = raw / factor
+            out[f"{base.name}_seasonal_index"] = factor
+        for s in np.unique(seg):
+            rows = seg == s
+            component = profiles[int(s)].components[j]
+            if component.weight <= 0:
+                continue
+            subset = frame.loc[rows] if isinstance(component.rule, PercentileRule) else frame
+            points[rows, j] = _points(adjusted[rows], subset, component)
+            weights[rows, j] = component.weight
+        out[f"{base.name}_metric"] = raw
+    present = ~np.isnan(points) & (weights > 0)
+    weights_present = np.where(present, weights, 0.0)
+    total = weights_present.sum(axis=1)
+    earned = np.where(present, points, 0.0).sum(axis=1)
+    scored = total > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        health = np.where(scored, np.round(100.0 * earned / np.where(scored, total, 1.0), 2), np.nan)
+    order_keys = sorted(profiles)  # -1 (default) first, then the overrides in order
+    crit = np.array([profiles[s].risk_levels.critical_below for s in order_keys])[seg + 1]
+    at_risk = np.array([profiles[s].risk_levels.at_risk_below for s in order_keys])[seg + 1]
+    level = np.select([~scored, health < crit, health < at_risk], [3, 0, 1], default=2)
+    risk = np.array(["critical", "at_risk", "healthy", None], dtype=object)[level]
+
+    lost = np.where(present, weights - points, -1.0)
+    drivers = _drivers(scorecard.components, lost, metrics, points, weights)
+    missing = _missing(names, (weights > 0) & np.isnan(points))
+
+    out.update({
+        "health_score": health,
+        "risk_level": risk,
+        "scored": scored,
+        "engagement_score": engagement_score(frame),
+        "churn_risk_score": np.where(scored, np.round(100.0 - health, 2), np.nan),
+        "drivers": drivers,
+        "missing_components": missing,
+        "scorecard_version": np.full(n, scorecard.version, dtype=object),
+        "segment": np.array(["default", *[o.name for o in scorecard.overrides]], dtype=object)[seg + 1],
+    })
+    for j, name in enumerate(names):
+        out[f"{name}_points"] = np.round(points[:, j], 2)
+        out[f"{name}_max_points"] = weights[:, j]
+    return pd.DataFrame({name: pd.Series(values, dtype=object) if getattr(values, "dtype", None) == object
+                         else values for name, values in out.items()})
+
+
+def engagement_score(frame: pd.DataFrame) -> np.ndarray:
+    """Engagement score 0-100: the mean of the available parts of active days (20 of 30 days = full),
+    stickiness (DAU/MAU of 0.5 = full) and adoption breadth, x 100. NaN when none is available."""
+    parts = []
+    for column, full in (("active_days_30d", 20.0), ("stickiness", 0.5), ("adoption_breadth", 1.0)):
+        if column in frame:
+            values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+            parts.append(np.clip(values / full, 0.0, 1.0))
+    if not parts:
+        return np.full(len(frame), np.nan)
+    stacked = np.vstack(parts)
+    with np.errstate(invalid="ignore"):
+        mean = np.nanmean(np.where(np.isnan(stacked), np.nan, stacked), axis=0) if len(frame) else np.empty(0)
+    return np.round(100.0 * mean, 2)
+
+
+# --- history ---------------------------------------------------------------------------------------
+
+
+def add_history(scores: pd.DataFrame, history: pd.DataFrame, scorecard: Scorecard) -> pd.DataFrame:
+    """Add ``score_delta_7d``, ``score_delta_30d`` (points), ``trend`` and ``previous_risk_level``.
+
+    Args:
+        scores: output of ``score_suppliers`` (any days).
+        history: stored rows (``supplier_id``, ``as_of_date``, ``health_score``, ``risk_level``) of other
+            days; rows of the days in ``scores`` are ignored (the new scores win).
+        scorecard: gives the trend thresholds (``improving_at`` / ``declining_at`` on the 7-day delta).
+
+    Returns:
+        ``scores`` with the four columns added. ``trend`` is improving / stable / declining, or None
+        when there is no score 7 days earlier; ``previous_risk_level`` is the day before's level.
+    """
+    keys = ["supplier_id", "as_of_date"]
+    new_days = set(pd.to_datetime(scores["as_of_date"]).dt.date)
+    old = history.loc[~pd.to_datetime(history["as_of_date"]).dt.date.isin(new_days), keys + ["health_score", "risk_level"]] \
+        if len(history) else pd.DataFrame(columns=keys + ["health_score", "risk_level"])
+    combined = pd.concat([old, scores[keys + ["health_score", "risk_level"]]], ignore_index=True)
+    combined["as_of_date"] = pd.to_datetime(combined["as_of_date"])
+    lookup = combined.set_index(keys)
+    lookup = lookup[~lookup.index.duplicated(keep="last")]
+    out = scores.copy()
+    when = pd.to_datetime(out["as_of_date"])
+    result = {}
+    for label, days in (("7d", 7), ("30d", 30), ("prev", 1)):
+        idx = pd.MultiIndex.from_arrays([out["supplier_id"].to_numpy(), when - pd.Timedelta(days=days)])
+        result[label] = lookup.reindex(idx)
+    out["score_delta_7d"] = np.round(out["health_score"].to_numpy() - result["7d"]["health_score"].to_numpy(dtype=float), 2)
+    out["score_delta_30d"] = np.round(out["health_score"].to_numpy() - result["30d"]["health_score"].to_numpy(dtype=float), 2)
+    delta = out["score_delta_7d"].to_numpy(dtype=float)
+    trend = np.where(delta >= scorecard.trend.improving_at, "improving",
+                     np.where(delta <= scorecard.trend.declining_at, "declining", "stable")).astype(object)
+    trend[np.isnan(delta)] = None
+    out["trend"] = trend
+    out["previous_risk_level"] = result["prev"]["risk_level"].to_numpy(dtype=object)
+    return out

@@ -1,0 +1,160 @@
+"""Reading the marts the health stage needs and writing its tables (psycopg 3, COPY, one transaction
+per write). The logic lives in ``scoring``, ``milestones`` and ``backtest``; this module only moves data.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timezone
+
+import numpy as np
+import pandas as pd
+import psycopg
+from psycopg import sql
+
+HEALTH_COLUMNS = [
+    "supplier_id", "as_of_date", "vendor_category", "tier", "lifecycle_stage", "health_score", "risk_level",
+    "previous_risk_level", "score_delta_7d", "score_delta_30d", "trend", "engagement_score",
+    "churn_risk_score", "drivers", "missing_components", "components", "segment", "scored",
+    "scorecard_version", "calculated_at",
+]
+
+DDL = [
+    """
+    CREATE TABLE IF NOT EXISTS marts.customer_health (
+      supplier_id text NOT NULL,
+      as_of_date date NOT NULL,
+      vendor_category text,
+      tier text,
+      lifecycle_stage text,
+      health_score numeric(5, 2),
+      risk_level text CHECK (risk_level IN ('healthy', 'at_risk', 'critical')),
+      previous_risk_level text,
+      score_delta_7d numeric(6, 2),
+      score_delta_30d numeric(6, 2),
+      trend text CHECK (trend IN ('improving', 'stable', 'declining')),
+      engagement_score numeric(5, 2),
+      churn_risk_score numeric(5, 2),
+      drivers text,
+      missing_components text,
+      components jsonb NOT NULL,
+      segment text NOT NULL,
+      scored boolean NOT NULL,
+      scorecard_version text NOT NULL,
+      calculated_at timestamptz NOT NULL,
+      PRIMARY KEY (as_of_date, supplier_id)
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS customer_health_supplier_idx ON marts.customer_health (supplier_id, as_of_date)",
+    "CREATE INDEX IF NOT EXISTS customer_health_risk_idx ON marts.customer_health (as_of_date, risk_level)",
+    """
+    CREATE TABLE IF NOT EXISTS marts.success_milestones (
+      supplier_id text NOT NULL,
+      milestone_type text NOT NULL,
+      category text NOT NULL,
+      achieved_at date NOT NULL,
+      celebrated boolean NOT NULL DEFAULT false,
+      celebrated_at timestamptz,
+      recorded_at timestamptz NOT NULL DEFAULT now(),
+      PRIMARY KEY (supplier_id, milestone_type)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS marts.health_score_backtest (
+      scorecard_version text NOT NULL,
+      evaluated_at timestamptz NOT NULL,
+      first_day date,
+      last_day date,
+      horizon_days integer NOT NULL,
+      observations integer NOT NULL,
+      churners integer NOT NULL,
+      auc numeric(6, 4),
+      churn_rate numeric(6, 4),
+      critical_lift numeric(8, 3),
+      churn_rate_by_level jsonb NOT NULL,
+      calibration jsonb NOT NULL,
+      PRIMARY KEY (scorecard_version, evaluated_at)
+    )
+    """,
+]
+
+
+def ensure_health_tables(conn: psycopg.Connection) -> None:
+    """Create marts.customer_health, marts.success_milestones and marts.health_score_backtest."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (0x637370,))
+        conn.execute("CREATE SCHEMA IF NOT EXISTS marts")
+        for statement in DDL:
+            conn.execute(statement)
+
+
+def read_frame(conn: psycopg.Connection, query: sql.Composable | str, params: tuple = ()) -> pd.DataFrame:
+    """A query's rows as a DataFrame (numeric columns as float)."""
+    cur = conn.execute(query, params)
+    names = [d.name for d in cur.description]
+    frame = pd.DataFrame(cur.fetchall(), columns=names)
+    for column in frame.columns:
+        if frame[column].dtype == object and len(frame) and any(
+                isinstance(v, __import__("decimal").Decimal) for v in frame[column].head(50)):
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    return frame
+
+
+def relation_exists(conn: psycopg.Connection, qualified: str) -> bool:
+    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (qualified,)).fetchone()[0]
+
+
+def read_engagement(conn: psycopg.Connection, first: date, last: date, columns: list[str] | None = None) -> pd.DataFrame:
+    """Rows of marts.supplier_engagement_daily with as_of_date in [first, last]."""
+    cols = sql.SQL("*") if columns is None else sql.SQL(", ").join(map(sql.Identifier, columns))
+    return read_frame(conn, sql.SQL(
+        "SELECT {} FROM marts.supplier_engagement_daily WHERE as_of_date BETWEEN %s AND %s "
+        "ORDER BY as_of_date, supplier_id").format(cols), (first, last))
+
+
+def read_health_history(conn: psycopg.Connection, first: date, last: date) -> pd.DataFrame:
+    """Stored (supplier_id, as_of_date, health_score, risk_level) in [first, last]."""
+    return read_frame(conn, "SELECT supplier_id, as_of_date, health_score::float8 AS health_score, risk_level "
+                            "FROM marts.customer_health WHERE as_of_date BETWEEN %s AND %s", (first, last))
+
+
+def latest_calibration(conn: psycopg.Connection, scorecard_version: str) -> dict[str, float]:
+    """The newest backtest calibration of a scorecard version ({} when none)."""
+    if not relation_exists(conn, "marts.health_score_backtest"):
+        return {}
+    row = conn.execute("SELECT calibration FROM marts.health_score_backtest WHERE scorecard_version = %s "
+                       "ORDER BY evaluated_at DESC LIMIT 1", (scorecard_version,)).fetchone()
+    return dict(row[0]) if row else {}
+
+
+def components_json(scores: pd.DataFrame, names: list[str]) -> list[str]:
+    """Per row, the JSON object {component: {points, max_points, metric, missing}}."""
+    pts = {n: scores[f"{n}_points"].to_numpy(dtype=float) for n in names}
+    mx = {n: scores[f"{n}_max_points"].to_numpy(dtype=float) for n in names}
+    met = {n: pd.to_numeric(scores[f"{n}_metric"], errors="coerce").to_numpy(dtype=float) for n in names}
+
+    def clean(v: float) -> float | None:
+        return None if np.isnan(v) else round(float(v), 4)
+
+    out = []
+    for i in range(len(scores)):
+        out.append(json.dumps({n: {"points": clean(pts[n][i]), "max_points": clean(mx[n][i]),
+                                   "metric": clean(met[n][i]),
+                                   "missing": bool(mx[n][i] > 0 and np.isnan(pts[n][i]))} for n in names}))
+    return out
+
+
+def write_health(conn: psycopg.Connection, frame: pd.DataFrame, days: list[date]) -> int:
+    """Replace the rows of ``days`` in marts.customer_health with ``frame`` (HEALTH_COLUMNS), in one
+    transaction (DELETE + COPY). Returns the rows written."""
+    with conn.transaction():
+        conn.execute("DELETE FROM marts.customer_health WHERE as_of_date = ANY(%s)", (days,))
+        with conn.cursor().copy(sql.SQL("COPY marts.customer_health ({}) FROM STDIN").format(
+                sql.SQL(", ").join(map(sql.Identifier, HEALTH_COLUMNS)))) as copy:
+            for row in frame[HEALTH_COLUMNS].itertuples(index=False, name=None):
+                copy.write_row([None if (isinstance(v, float) and np.isnan(v)) else v for v in row])
+    return len(frame)
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
