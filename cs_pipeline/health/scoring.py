@@ -95,7 +95,7 @@ def _linear_points(values: np.ndarray, rule: LinearRule, weight: float) -> np.nd
 
 def _percentile_points(values: np.ndarray, frame: pd.DataFrame, rule: PercentileRule, weight: float) -> np.ndarray:
     """Percentile rank (0-1] of each value among the rows of the same segment and day, x weight."""
-    keys = [frame[c].to_numpy() for c in rule.by] + [frame["as_of_date"].to_numpy()]
+    keys = [_codes(frame, c)[0] for c in [*rule.by, "as_of_date"]]
     ranks = pd.Series(values).groupby(keys, dropna=False).rank(pct=True, ascending=rule.higher_is_better,
                                                               method="max")
     return weight * ranks.to_numpy(dtype=float)
@@ -137,6 +137,8 @@ def _drivers(components: list[Component], lost: np.ndarray, metrics: np.ndarray,
              weights: np.ndarray, top: int = 2) -> np.ndarray:
     """The ``top`` components that lost the most points, as words, per row (object array).
 
+    ``lost`` (n x k, -1 for missing components) is overwritten.
+
     Rows are reduced to integer codes (component, printed metric, points, weight); only the distinct
     combinations are formatted, so the cost is one sort of integers, not one string per row.
     """
@@ -144,45 +146,50 @@ def _drivers(components: list[Component], lost: np.ndarray, metrics: np.ndarray,
     if n == 0 or k == 0:
         return np.full(n, "", dtype=object)
     rows = np.arange(n)
-    remaining = lost.copy()
+    # One integer per row and component: (component, printed metric, points, weight).
+    code_matrix = np.empty((n, k), dtype=np.int64)
+    for j, component in enumerate(components):
+        code_matrix[:, j] = (((j * 10000 + _metric_code(metrics[:, j], component.unit)) * 128
+                              + np.clip(np.rint(np.nan_to_num(points[:, j])), 0, 127).astype(np.int64)) * 128
+                             + np.clip(np.rint(weights[:, j]), 0, 127).astype(np.int64))
+    remaining = lost  # consumed in place: the caller does not need it afterwards
     codes = []
     for _ in range(min(top, k)):
         col = np.argmax(remaining, axis=1)  # first of equal losses: component order breaks ties
-        keep = lost[rows, col] > 0.005
-        metric_code = np.zeros(n, dtype=np.int64)
-        for j, component in enumerate(components):
-            sel = col == j
-            metric_code[sel] = _metric_code(metrics[sel, j], component.unit)
-        pts = np.clip(np.rint(np.nan_to_num(points[rows, col])), 0, 127).astype(np.int64)
-        wgt = np.clip(np.rint(weights[rows, col]), 0, 127).astype(np.int64)
-        code = (((col.astype(np.int64) * 10000 + metric_code) * 128 + pts) * 128 + wgt)
-        codes.append(np.where(keep, code, -1))
+        picked = remaining[rows, col]
+        codes.append(np.where(picked > 0.005, code_matrix[rows, col], -1))
         remaining[rows, col] = -np.inf
-    # Factorise each rank's codes, then the combination, with 1-D integer uniques (hash based).
+    # Factorise each rank's codes, then the combination (hash based, no sort of the rows).
     combined = np.zeros(n, dtype=np.int64)
     uniques = []
     for code in codes:
-        values, inverse = np.unique(code, return_inverse=True)
+        inverse, values = pd.factorize(code)
         uniques.append(values)
-        combined = combined * (len(values) + 1) + inverse.reshape(-1)
-    unique_combined, inverse = np.unique(combined, return_inverse=True)
-    texts = []
-    for value in unique_combined:
-        pair = []
-        for values in reversed(uniques):
-            value, position = divmod(int(value), len(values) + 1)
-            pair.append(int(values[position]))
-        pair.reverse()
-        parts = []
-        for code in pair:
+        combined = combined * (len(values) + 1) + inverse
+    inverse, unique_combined = pd.factorize(combined)
+    # Words for each distinct single code, then for each distinct combination of ranks.
+    words = []
+    for values in uniques:
+        texts = []
+        for code in values.tolist():
             if code < 0:
+                texts.append("")
                 continue
-            wgt, rest = int(code % 128), int(code // 128)
+            wgt, rest = code % 128, code // 128
             pts, rest = rest % 128, rest // 128
-            metric_code, j = rest % 10000, rest // 10000
-            parts.append(_phrase(components[j], metric_code, pts, wgt))
-        texts.append("; ".join(parts))
-    return np.array(texts, dtype=object)[inverse.reshape(-1)]
+            texts.append(_phrase(components[rest // 10000], rest % 10000, pts, wgt))
+        words.append(np.array(texts, dtype=object))
+    positions = []
+    remainder = np.asarray(unique_combined, dtype=np.int64)
+    for values in reversed(uniques):
+        remainder, position = np.divmod(remainder, len(values) + 1)
+        positions.append(position)
+    positions.reverse()
+    texts = words[0][positions[0]]
+    for rank in range(1, len(words)):
+        extra = words[rank][positions[rank]]
+        texts = np.where(extra == "", texts, texts + "; " + extra)
+    return np.array(texts, dtype=object)[inverse]
 
 
 def _missing(names: list[str], missing: np.ndarray) -> np.ndarray:
@@ -191,7 +198,7 @@ def _missing(names: list[str], missing: np.ndarray) -> np.ndarray:
     if n == 0:
         return np.full(0, "", dtype=object)
     bits = (missing.astype(np.int64) << np.arange(len(names), dtype=np.int64)).sum(axis=1)
-    unique_bits, inverse = np.unique(bits, return_inverse=True)
+    inverse, unique_bits = pd.factorize(bits)
     texts = [",".join(name for j, name in enumerate(names) if b >> j & 1) for b in unique_bits]
     return np.array(texts, dtype=object)[inverse]
 
@@ -199,24 +206,40 @@ def _missing(names: list[str], missing: np.ndarray) -> np.ndarray:
 # --- scoring ---------------------------------------------------------------------------------------
 
 
+def _codes(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """(integer code per row, distinct values) of a column, hash-based (no per-row Python objects)."""
+    codes, uniques = pd.factorize(frame[column], use_na_sentinel=True)
+    return np.asarray(codes), np.asarray(uniques, dtype=object)
+
+
 def _segments(frame: pd.DataFrame, scorecard: Scorecard) -> np.ndarray:
     """Index of the first matching override per row, -1 for the default profile."""
     seg = np.full(len(frame), -1)
+    factorized: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for i, override in enumerate(scorecard.overrides):
         mask = np.ones(len(frame), dtype=bool)
         for column, allowed in override.when.items():
-            mask &= frame[column].isin(allowed).to_numpy()
+            if column not in factorized:
+                factorized[column] = _codes(frame, column)
+            codes, uniques = factorized[column]
+            mask &= np.isin(codes, np.flatnonzero(np.isin(uniques, allowed)))
         seg[(seg == -1) & mask] = i
     return seg
 
 
 def _seasonal_factors(frame: pd.DataFrame, index: pd.DataFrame | None, metric: str) -> np.ndarray:
+    """The seasonal index of each row's vendor category and calendar month (1.0 where unknown)."""
     if index is None or index.empty or metric not in index:
         return np.ones(len(frame))
-    months = pd.to_datetime(frame["as_of_date"]).dt.month.to_numpy()
-    lookup = index.set_index(["vendor_category", "month"])[metric]
-    keys = pd.MultiIndex.from_arrays([frame["vendor_category"].to_numpy(), months])
-    return lookup.reindex(keys).to_numpy(dtype=float, na_value=1.0)
+    day_codes, days = pd.factorize(frame["as_of_date"])
+    months = pd.to_datetime(pd.Series(days)).dt.month.to_numpy()[day_codes]
+    cat_codes, cats = _codes(frame, "vendor_category")
+    table = np.ones((len(cats) + 1, 13))
+    position = {c: i for i, c in enumerate(cats)}
+    for cat, month, value in index[["vendor_category", "month", metric]].itertuples(index=False):
+        if cat in position:
+            table[position[cat], int(month)] = value
+    return table[np.where(cat_codes < 0, len(cats), cat_codes), months]
 
 
 def score_suppliers(
@@ -259,10 +282,13 @@ def score_suppliers(
     profiles = {-1: scorecard} | {i: scorecard.for_override(o) for i, o in enumerate(scorecard.overrides)}
     names = [c.name for c in scorecard.components]
     k = len(names)
-    points = np.full((n, k), np.nan)
-    weights = np.zeros((n, k))
-    metrics = np.full((n, k), np.nan)
-    out: dict[str, object] = {col: frame[col].to_numpy() for col in
+    # Column-major: each component's column is contiguous.
+    points = np.full((n, k), np.nan, order="F")
+    weights = np.zeros((n, k), order="F")
+    metrics = np.full((n, k), np.nan, order="F")
+    distinct_segments = np.unique(seg)
+    segment_rows = {int(v): (None if len(distinct_segments) == 1 else seg == v) for v in distinct_segments}
+    out: dict[str, object] = {col: frame[col] for col in
                               ["supplier_id", "as_of_date", "vendor_category", "tier", "lifecycle_stage"] if col in frame}
     seasonality_on = scorecard.seasonality.enabled and seasonal is not None
     for j, base in enumerate(scorecard.components):
@@ -273,10 +299,13 @@ def score_suppliers(
             factor = _seasonal_factors(frame, seasonal, base.metric)
             adjusted = raw / factor
             out[f"{base.name}_seasonal_index"] = factor
-        for s in np.unique(seg):
-            rows = seg == s
-            component = profiles[int(s)].components[j]
+        for s, rows in segment_rows.items():
+            component = profiles[s].components[j]
             if component.weight <= 0:
+                continue
+            if rows is None:  # every row in one segment: no gathering
+                points[:, j] = _points(adjusted, frame, component)
+                weights[:, j] = component.weight
                 continue
             subset = frame.loc[rows] if isinstance(component.rule, PercentileRule) else frame
             points[rows, j] = _points(adjusted[rows], subset, component)
@@ -295,8 +324,9 @@ def score_suppliers(
     level = np.select([~scored, health < crit, health < at_risk], [3, 0, 1], default=2)
     risk = np.array(["critical", "at_risk", "healthy", None], dtype=object)[level]
 
-    lost = np.where(present, weights - points, -1.0)
-    drivers = _drivers(scorecard.components, lost, metrics, points, weights)
+    lost = weights - points
+    lost[~present] = -1.0
+    drivers = _drivers(scorecard.components, lost, metrics, points, weights)  # consumes ``lost``
     missing = _missing(names, (weights > 0) & np.isnan(points))
 
     out.update({
@@ -307,14 +337,15 @@ def score_suppliers(
         "churn_risk_score": np.where(scored, np.round(100.0 - health, 2), np.nan),
         "drivers": drivers,
         "missing_components": missing,
-        "scorecard_version": np.full(n, scorecard.version, dtype=object),
-        "segment": np.array(["default", *[o.name for o in scorecard.overrides]], dtype=object)[seg + 1],
+        "scorecard_version": pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), [scorecard.version]),
+        "segment": pd.Categorical.from_codes((seg + 1).astype(np.int16),
+                                             ["default", *[o.name for o in scorecard.overrides]]),
     })
     for j, name in enumerate(names):
         out[f"{name}_points"] = np.round(points[:, j], 2)
         out[f"{name}_max_points"] = weights[:, j]
-    return pd.DataFrame({name: pd.Series(values, dtype=object) if getattr(values, "dtype", None) == object
-                         else values for name, values in out.items()})
+    return pd.DataFrame({name: pd.Series(values, dtype=object, copy=False) if getattr(values, "dtype", None) == object
+                         else values for name, values in out.items()}, copy=False)
 
 
 def engagement_score(frame: pd.DataFrame) -> np.ndarray:
