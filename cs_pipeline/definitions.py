@@ -6,6 +6,12 @@ import dagster as dg
 
 from cs_pipeline.health.assets import ScoringResource, build_health_assets
 from cs_pipeline.ingest.assets import LandingZoneResource, build_ingest_assets
+from cs_pipeline.interventions.dagster_defs import (
+    email_from_env,
+    intervention_job,
+    intervention_outcomes,
+    risk_escalation_sensor,
+)
 from cs_pipeline.transform.assets import build_dbt_assets, dbt_resource
 from cs_pipeline.partitions import daily_partitions
 from cs_pipeline.resources import warehouse_from_settings
@@ -16,7 +22,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     """All assets, checks, jobs, schedules, sensors and resources for ``settings``."""
     partitions_def = daily_partitions(settings.partition_start)
     assets = [*build_ingest_assets(partitions_def), *build_dbt_assets(partitions_def),
-              *build_health_assets(partitions_def)]
+              *build_health_assets(partitions_def), intervention_outcomes]
     daily_job = dg.define_asset_job(
         "daily_customer_success",
         selection=dg.AssetSelection.groups("ingest", "seeds", "staging", "intermediate", "marts", "health")
@@ -31,7 +37,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
     return dg.Definitions(
         assets=assets,
-        jobs=[daily_job, backtest_job],
+        jobs=[daily_job, backtest_job, intervention_job],
+        sensors=[risk_escalation_sensor],
         schedules=[
             dg.ScheduleDefinition(job=backtest_job, cron_schedule="0 4 * * 1", execution_timezone="UTC",
                                   name="health_score_backtest_weekly"),
@@ -41,6 +48,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "landing": LandingZoneResource(directory=str(settings.landing_dir)),
             "dbt": dbt_resource(),
             "scoring": ScoringResource(scorecard=settings.scorecard),
+            "email": email_from_env(settings),
         },
     )
 

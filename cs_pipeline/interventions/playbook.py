@@ -1,0 +1,133 @@
+"""Playbooks as data (YAML, pydantic-validated): rules, conditions, actions, cooldowns and caps.
+
+The default playbook (``cs_pipeline/config/playbook.yaml``) is DOMAIN.md's: new supplier inactive 7
+days after setup -> re-engagement email with tips + check-in call task; healthy -> at_risk ->
+re-engagement email + in-app nudge toward the least adopted core feature; escalation to critical ->
+check-in call task + alert email to the CS team; milestone achieved -> celebration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cs_pipeline.paths import CONFIG_DIR
+
+PLAYBOOK_YAML = CONFIG_DIR / "playbook.yaml"
+TEMPLATE_DIR = CONFIG_DIR / "templates"
+CHANNELS = ("email", "in_app", "call")
+CALL_TYPES = ("onboarding_call", "check_in", "technical_support", "upgrade_discussion")
+LEVELS = ("healthy", "at_risk", "critical")
+
+
+class PlaybookError(ValueError):
+    """The playbook is missing or invalid; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RiskChange(_Strict):
+    from_: list[Literal[LEVELS]] = Field(alias="from", min_length=1)  # type: ignore[valid-type]
+    to: list[Literal[LEVELS]] = Field(min_length=1)  # type: ignore[valid-type]
+
+
+class ScoreDrop(_Strict):
+    points: float = Field(gt=0)
+    days: Literal[7, 30] = 7
+
+
+class Condition(_Strict):
+    """All given parts must hold for the supplier on the day (and not all of them the day before)."""
+
+    risk_changed: RiskChange | None = None
+    score_drop: ScoreDrop | None = None
+    lifecycle_stage: list[Literal["onboarding", "active", "paused"]] | None = None
+    days_since_onboarded_at_least: int | None = Field(default=None, ge=0)
+    days_since_last_login_at_least: int | None = Field(default=None, ge=0)
+    risk_level: list[Literal[LEVELS]] | None = None  # type: ignore[valid-type]
+    milestone_achieved: bool = False
+    #: With milestone_achieved: only milestones achieved within this many days are celebrated (a first
+    #: run over old history does not congratulate anybody for last year's achievements).
+    milestone_max_age_days: int = Field(default=7, ge=0)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Condition:
+        parts = self.model_dump(exclude={"milestone_max_age_days"})
+        if not any(v not in (None, False) for v in parts.values()):
+            raise ValueError("a condition needs at least one part")
+        return self
+
+
+class Action(_Strict):
+    channel: Literal[CHANNELS]  # type: ignore[valid-type]
+    template: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    audience: Literal["supplier", "cs_team"] = "supplier"
+    delay_days: int = Field(default=0, ge=0, le=60)
+    call_type: Literal[CALL_TYPES] | None = None  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _template_exists(self) -> Action:
+        if not (TEMPLATE_DIR / f"{self.template}.txt").is_file():
+            raise ValueError(f"template {self.template!r} not found in {TEMPLATE_DIR}")
+        if self.channel == "call" and self.call_type is None:
+            raise ValueError("a call action needs a call_type")
+        return self
+
+
+class Rule(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str
+    priority: int = Field(ge=0)
+    condition: Condition
+    actions: list[Action] = Field(min_length=1)
+
+
+class Playbook(_Strict):
+    version: str
+    cooldown_days: int = Field(default=7, ge=0)
+    weekly_cap: int = Field(default=3, ge=1)
+    daily_cap: int = Field(default=500, ge=1)
+    control_share: float = Field(default=0.10, ge=0, lt=1)
+    cs_team_email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    from_email: str
+    rules: list[Rule] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Playbook:
+        names = [r.name for r in self.rules]
+        if len(set(names)) != len(names):
+            raise ValueError("rule names must be unique")
+        return self
+
+    def rule(self, name: str) -> Rule:
+        """The rule called ``name``.
+
+        Raises:
+            KeyError: no such rule.
+        """
+        for r in self.rules:
+            if r.name == name:
+                return r
+        raise KeyError(f"playbook {self.version} has no rule {name!r}")
+
+
+def load_playbook(path: Path = PLAYBOOK_YAML) -> Playbook:
+    """Load and validate a playbook YAML file.
+
+    Raises:
+        PlaybookError: missing file, invalid YAML or invalid fields (the message names file and field).
+    """
+    if not path.is_file():
+        raise PlaybookError(f"{path}: playbook not found")
+    try:
+        return Playbook.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except yaml.YAMLError as exc:
+        raise PlaybookError(f"{path.name}: invalid YAML: {exc}") from exc
+    except ValidationError as exc:
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise PlaybookError(f"{path.name}: {detail}") from exc
