@@ -26,6 +26,7 @@ from cs_pipeline.health.store import (
     write_health,
 )
 from cs_pipeline.partitions import partition_days
+from cs_pipeline.quality.checks import GateRunner, check_result, health_gate
 from cs_pipeline.resources import WarehouseResource
 
 ENGAGEMENT = dg.AssetKey(["marts", "supplier_engagement_daily"])
@@ -182,6 +183,9 @@ def build_health_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
                               description="one row per engagement row of the day; only rows with no data unscored"),
             dg.AssetCheckSpec("risk_level_matches_thresholds", asset=["marts", "customer_health"],
                               description="risk level consistent with score and the scorecard's thresholds"),
+            dg.AssetCheckSpec("gx_customer_health", asset=["marts", "customer_health"], blocking=True,
+                              description="Great Expectations suite expectations/customer_health.json; critical "
+                                          "failures block milestones and interventions for the day"),
         ],
     )
     def customer_health(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
@@ -199,6 +203,8 @@ def build_health_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
             written = write_health(conn, scores, days)
             expected = conn.execute("SELECT count(*) FROM marts.supplier_engagement_daily WHERE as_of_date BETWEEN %s AND %s",
                                     (first, last)).fetchone()[0]
+            runner = GateRunner(warehouse.settings().home / "gx_data_docs")
+            gates = {last: health_gate(conn, runner, days, context.run_id)}
         scored = scores.loc[scores["scored"]]
         health = scored["health_score"].to_numpy(dtype=float)
         in_range = bool(((health >= 0) & (health <= 100)).all())
@@ -232,6 +238,7 @@ def build_health_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
                                               "unscored_no_data": int((~scores["scored"]).sum())}),
                 dg.AssetCheckResult(check_name="risk_level_matches_thresholds", passed=inconsistent == 0,
                                     metadata={"inconsistent_rows": inconsistent}),
+                check_result("gx_customer_health", gates),
             ],
         )
 

@@ -13,6 +13,9 @@ from cs_pipeline.ingest.landing import LandingFileError, find_landing_file, open
 from cs_pipeline.ingest.loader import LoadReport, load_partition
 from cs_pipeline.ingest.sources import SOURCE_NAMES, sources
 from cs_pipeline.partitions import partition_days
+from cs_pipeline.quality.checks import GateRunner, check_result, raw_gate, raw_gate_range
+
+PER_DAY_GATES_UP_TO = 7  # longer ranges (backfills) are validated as one batch
 from cs_pipeline.resources import WarehouseResource
 
 
@@ -98,6 +101,10 @@ def build_ingest_asset(source_name: str, partitions_def: dg.PartitionsDefinition
         description=f"raw.{source_name}: {source.description} Loaded with COPY from "
         f"{source_name}_<YYYY-MM-DD>.<csv|jsonl|parquet>[.gz]; rejected records go to raw.rejected_rows.",
         metadata={"table": f"raw.{source_name}", "columns": ", ".join(source.column_names)},
+        check_specs=[dg.AssetCheckSpec(
+            f"gx_raw_{source_name}", asset=["raw", source_name], blocking=True,
+            description=f"Great Expectations suite expectations/raw_{source_name}.json on each loaded day; "
+                        "critical failures block the day's downstream assets.")],
     )
     def _ingest(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                 landing: LandingZoneResource) -> dg.MaterializeResult:
@@ -117,6 +124,8 @@ def build_ingest_asset(source_name: str, partitions_def: dg.PartitionsDefinition
                 metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems))},
             )
         reports: list[LoadReport] = []
+        gates = {}
+        runner = GateRunner(warehouse.settings().home / "gx_data_docs")
         with warehouse.connect() as conn:
             for day, path in files:
                 report = load_partition(conn, source, path, day)
@@ -125,7 +134,16 @@ def build_ingest_asset(source_name: str, partitions_def: dg.PartitionsDefinition
                     f"{source_name} {day}: {report.rows_loaded} loaded, {report.rows_rejected} rejected "
                     f"from {path.name} in {report.load_seconds:.2f}s"
                 )
-        return dg.MaterializeResult(metadata=report_metadata(reports))
+                if len(files) <= PER_DAY_GATES_UP_TO:
+                    gates[day] = raw_gate(conn, runner, report, context.run_id)
+            if len(files) > PER_DAY_GATES_UP_TO:  # a backfill: one validation of the whole range
+                gates[files[-1][0]] = raw_gate_range(conn, runner, reports, context.run_id)
+        for day, gate in gates.items():
+            if not gate.passed:
+                context.log.warning(f"quality gate raw_{source_name} {day}: {gate.failed} expectation(s) "
+                                    f"failed ({gate.severity})")
+        return dg.MaterializeResult(metadata=report_metadata(reports),
+                                    check_results=[check_result(f"gx_raw_{source_name}", gates)])
 
     return _ingest
 

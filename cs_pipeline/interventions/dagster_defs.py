@@ -14,6 +14,7 @@ import pandas as pd
 from cs_pipeline.health.store import read_frame, relation_exists
 from cs_pipeline.interventions.delivery import EmailResource, ensure_intervention_tables
 from cs_pipeline.interventions.playbook import load_playbook
+from cs_pipeline.quality.gx import gate_failed
 from cs_pipeline.interventions.service import due_suppliers, latest_health_day, run_interventions
 from cs_pipeline.resources import WarehouseResource
 from cs_pipeline.settings import Settings
@@ -75,6 +76,8 @@ def risk_escalation_sensor(context: dg.SensorEvaluationContext, asset_event: dg.
         if day != latest:
             return dg.SkipReason(f"customer_health for {day} is a backfill (newest day is {latest}); past days do "
                                  f"not contact suppliers unless intervention_job is launched for them")
+        if gate_failed(conn, "marts/customer_health", day):
+            return dg.SkipReason(f"customer_health for {day} failed its quality gate: no interventions for that day")
         ensure_intervention_tables(conn)
         due = due_suppliers(conn, playbook, day)
     if not due:

@@ -1,0 +1,224 @@
+"""Great Expectations 1.x quality gates (dagster-ge supports only GX 0.x, so the checks are ours).
+
+Suites are JSON files in ``expectations/`` (``gx.ExpectationSuite(**json.load(f))``). Each expectation has
+a GX ``severity``: ``critical`` failures make the gate fail with Dagster severity ERROR (blocking the
+partition's downstream assets), ``warning`` failures are reported with severity WARN and block nothing.
+Runtime values (the partition's day window as epoch seconds, the event catalogue, the volume band
+from the trailing 7-day average, the rejected-share threshold) are suite parameters (``$PARAMETER``).
+
+Every validation runs through a GX checkpoint that updates the HTML Data Docs under
+``$CS_PIPELINE_HOME/gx_data_docs`` and is summarised in ``ops.validation_results``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psycopg
+
+from cs_pipeline.paths import EXPECTATIONS_DIR
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+VOLUME_LOW, VOLUME_HIGH = 0.3, 3.0
+MAX_REJECTED_SHARE = 0.05
+_lock = threading.Lock()
+
+
+@dataclass
+class GateResult:
+    """The outcome of one suite on one batch.
+
+    Attributes:
+        suite: suite name (file stem in ``expectations/``).
+        passed: no expectation failed at all.
+        blocking_failed: a ``critical`` expectation failed (Dagster severity ERROR).
+        evaluated, failed: expectation counts.
+        details: per expectation: type, column, severity, success, observed value, unexpected count and a
+            sample of unexpected values.
+        docs_path: the Data Docs page of this validation (file path), if built.
+    """
+
+    suite: str
+    passed: bool
+    blocking_failed: bool
+    evaluated: int
+    failed: int
+    details: list[dict] = field(default_factory=list)
+    docs_path: str | None = None
+
+    @property
+    def severity(self) -> str:
+        return "ERROR" if self.blocking_failed else "WARN"
+
+
+def load_suite_json(name: str, directory: Path = EXPECTATIONS_DIR) -> dict:
+    """The suite ``<directory>/<name>.json`` as a dict.
+
+    Raises:
+        FileNotFoundError: no such suite.
+    """
+    path = directory / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: expectation suite not found")
+    return json.loads(path.read_text())
+
+
+def with_epoch_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add ``<column>_epoch`` (float seconds since 1970, UTC) for every timestamp column, so that day
+    windows compare numbers whatever the backend's datetime handling."""
+    out = frame.copy()
+    for column in frame.columns:
+        values = frame[column]
+        if pd.api.types.is_datetime64_any_dtype(values) or (
+                values.dtype == object and values.notna().any() and isinstance(values.dropna().iloc[0], datetime)):
+            stamps = pd.to_datetime(values, utc=True)
+            out[f"{column}_epoch"] = (stamps - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds()
+    for column in out.columns:
+        if out[column].dtype == object and len(out) and out[column].map(lambda v: v.__class__.__name__ == "Decimal").any():
+            out[column] = pd.to_numeric(out[column], errors="coerce")
+    return out
+
+
+def day_parameters(day: date, now: datetime | None = None) -> dict[str, float]:
+    """``day_start_epoch`` / ``day_end_epoch`` (the UTC day, capped at now) and ``now_epoch``."""
+    now = now or datetime.now(timezone.utc)
+    start = datetime.combine(day, time(0), tzinfo=timezone.utc)
+    end = min(start + timedelta(days=1) - timedelta(microseconds=1), now)
+    return {"day_start_epoch": start.timestamp(), "day_end_epoch": end.timestamp(), "now_epoch": now.timestamp()}
+
+
+def volume_band(history: list[int]) -> dict[str, float]:
+    """``min_rows`` / ``max_rows`` from the trailing days' row counts (0.3x..3x their mean); without
+    history, any volume is accepted."""
+    if not history:
+        return {"min_rows": 0, "max_rows": 10**12}
+    mean = float(np.mean(history))
+    return {"min_rows": int(mean * VOLUME_LOW), "max_rows": int(np.ceil(mean * VOLUME_HIGH)) + 1}
+
+
+class GateRunner:
+    """Runs suites with one ephemeral GX context (and its Data Docs site) per process."""
+
+    def __init__(self, docs_dir: Path):
+        self.docs_dir = docs_dir
+        self._context = None
+        self._count = 0
+
+    def _ctx(self):
+        if self._context is None:
+            import great_expectations as gx
+
+            ctx = gx.get_context(mode="ephemeral")
+            ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
+            ctx.add_data_docs_site(site_name="cs_pipeline", site_config={
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(self.docs_dir)},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            })
+            self._datasource = ctx.data_sources.add_pandas("cs_pipeline")
+            self._context = ctx
+        return self._context
+
+    def validate(self, frame: pd.DataFrame, suite_name: str, parameters: dict, batch_label: str) -> GateResult:
+        """Validate ``frame`` with suite ``suite_name`` and ``parameters``; build Data Docs."""
+        import great_expectations as gx
+
+        with _lock:
+            ctx = self._ctx()
+            self._count += 1
+            run_name = f"{suite_name}__{batch_label}__{self._count}".replace("/", "_")
+            suite_json = load_suite_json(suite_name)
+            suite_json["name"] = run_name
+            try:
+                ctx.suites.delete(run_name)
+            except Exception:  # not there yet
+                pass
+            suite = ctx.suites.add(gx.ExpectationSuite(**suite_json))
+            asset = self._datasource.add_dataframe_asset(run_name)
+            batch_definition = asset.add_batch_definition_whole_dataframe("batch")
+            validation = ctx.validation_definitions.add(
+                gx.ValidationDefinition(name=run_name, data=batch_definition, suite=suite))
+            checkpoint = ctx.checkpoints.add(gx.Checkpoint(
+                name=run_name, validation_definitions=[validation],
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["cs_pipeline"])]))
+            result = checkpoint.run(batch_parameters={"dataframe": with_epoch_columns(frame)},
+                                    expectation_parameters=parameters)
+            [validation_result] = list(result.run_results.values())
+            ctx.checkpoints.delete(run_name)
+            ctx.validation_definitions.delete(run_name)
+            self._datasource.delete_asset(run_name)
+        details = []
+        for r in validation_result.results:
+            cfg = r.expectation_config
+            res = r.result or {}
+            details.append({
+                "expectation": cfg.type, "column": cfg.kwargs.get("column"), "severity": str(cfg.severity.value),
+                "success": bool(r.success), "observed_value": _plain(res.get("observed_value")),
+                "unexpected_count": res.get("unexpected_count"),
+                "unexpected_sample": [_plain(v) for v in (res.get("partial_unexpected_list") or [])[:5]],
+            })
+        failed = [d for d in details if not d["success"]]
+        docs = sorted(self.docs_dir.glob(f"validations/{run_name}/**/*.html"))
+        return GateResult(suite=suite_name, passed=not failed,
+                          blocking_failed=any(d["severity"] == "critical" for d in failed),
+                          evaluated=len(details), failed=len(failed), details=details,
+                          docs_path=str(docs[-1]) if docs else None)
+
+
+def _plain(value):
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, (datetime, date, pd.Timestamp)):
+        return str(value)
+    return value
+
+
+def ensure_validation_table(conn: psycopg.Connection) -> None:
+    """Create ``ops.validation_results`` (one summary row per validation)."""
+    with conn.transaction():
+        conn.execute("""
+            CREATE TABLE IF NOT EXISTS ops.validation_results (
+              validation_id bigserial PRIMARY KEY,
+              asset text NOT NULL,
+              partition_date date,
+              suite text NOT NULL,
+              passed boolean NOT NULL,
+              blocking_failed boolean NOT NULL,
+              evaluated integer NOT NULL,
+              failed integer NOT NULL,
+              details jsonb NOT NULL,
+              docs_path text,
+              run_id text,
+              validated_at timestamptz NOT NULL DEFAULT now()
+            )""")
+        conn.execute("CREATE INDEX IF NOT EXISTS validation_results_asset_day_idx "
+                     "ON ops.validation_results (asset, partition_date, validated_at)")
+
+
+def record_validation(conn: psycopg.Connection, asset: str, day: date | None, result: GateResult,
+                      run_id: str | None) -> None:
+    """Append the summary row of ``result``."""
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO ops.validation_results (asset, partition_date, suite, passed, blocking_failed, evaluated, "
+            "failed, details, docs_path, run_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (asset, day, result.suite, result.passed, result.blocking_failed, result.evaluated, result.failed,
+             json.dumps(result.details, default=str), result.docs_path, run_id))
+
+
+def gate_failed(conn: psycopg.Connection, asset: str, day: date) -> bool:
+    """True when the newest validation of ``asset`` for ``day`` failed a critical expectation."""
+    row = conn.execute("SELECT blocking_failed FROM ops.validation_results WHERE asset = %s AND partition_date = %s "
+                       "ORDER BY validated_at DESC, validation_id DESC LIMIT 1", (asset, day)).fetchone() \
+        if conn.execute("SELECT to_regclass('ops.validation_results') IS NOT NULL").fetchone()[0] else None
+    return bool(row and row[0])
