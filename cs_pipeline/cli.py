@@ -6,6 +6,7 @@ started on demand and stopped when the command exits.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -92,7 +93,8 @@ def run(
     _run_range(settings, job, first, last, days_per_run)
 
 
-def _run_range(settings: Settings, job: str, first: date, last: date, days_per_run: int) -> None:
+def _run_range(settings: Settings, job: str, first: date, last: date, days_per_run: int,
+               log: Path | None = None) -> None:
     from rich.progress import Progress
 
     from cs_pipeline.definitions import build_definitions
@@ -105,10 +107,11 @@ def _run_range(settings: Settings, job: str, first: date, last: date, days_per_r
     with Progress(console=console) as progress:
         task = progress.add_task(f"{job} {first}..{last}", total=total)
         try:
-            summaries = run_job_over_range(
-                defs, job, first, last, instance, days_per_run,
-                on_window=lambda a, b: progress.advance(task, (b - a).days + 1),
-            )
+            with _quiet(log) if log else contextlib.nullcontext():
+                summaries = run_job_over_range(
+                    defs, job, first, last, instance, days_per_run,
+                    on_window=lambda a, b: progress.advance(task, (b - a).days + 1),
+                )
         except Exception as exc:  # a failed step: report it and exit non-zero
             console.print(f"[red]run failed:[/red] {exc}")
             raise typer.Exit(1) from exc
@@ -124,23 +127,76 @@ def demo(
     suppliers: Annotated[int, typer.Option(min=1, help="Number of supplier accounts.")] = 400,
     days: Annotated[int, typer.Option(min=2, help="Days of history.")] = 120,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
-    days_per_run: Annotated[int, typer.Option(min=1, help="Days per Dagster run.")] = 31,
+    days_per_run: Annotated[int, typer.Option(min=1, help="Days per Dagster run for the history backfill.")] = 60,
 ) -> None:
-    """Generate data and run the whole pipeline on the embedded default, then print a summary."""
+    """Generate data, run the whole pipeline through Dagster on the embedded default (history as a
+    backfill, then the newest day as the daily run), evaluate the escalation sensor, deliver the
+    interventions, backtest the scorecards and print a summary."""
+    import dagster as dg
+
+    from cs_pipeline.definitions import build_definitions
     from cs_pipeline.generate import GeneratorConfig
     from cs_pipeline.generate import generate as run_generate
+    from cs_pipeline.instance import get_instance
+    from cs_pipeline.interventions.dagster_defs import email_from_env, intervention_job, risk_escalation_sensor
+    from cs_pipeline.resources import warehouse_from_settings
     from cs_pipeline.summary import print_summary
 
     settings = _settings()
     first = _today() - timedelta(days=days)
     last = _today() - timedelta(days=1)
+    log = settings.home / "logs" / "demo.log"
     console.rule("1. synthetic WedSync landing files")
     run_generate(GeneratorConfig(suppliers=suppliers, days=days, start=first, seed=seed,
                                  out=settings.landing_dir), progress=True)
-    console.rule("2. daily_customer_success over every day, through Dagster")
-    _run_range(settings, "daily_customer_success", first, last, days_per_run)
-    console.rule("3. summary")
+    console.rule("2. daily_customer_success through Dagster: history as a backfill, then the newest day")
+    console.print(f"(dbt and Dagster logs: {log})")
+    if last > first:
+        _run_range(settings, "daily_customer_success", first, last - timedelta(days=1), days_per_run, log)
+    _run_range(settings, "daily_customer_success", last, last, 1, log)
+    console.rule("3. risk_escalation_sensor and intervention_job")
+    instance = get_instance(settings)
+    defs = build_definitions(settings)
+    resources = {"warehouse": warehouse_from_settings(settings), "email": email_from_env(settings)}
+    with _quiet(log):
+        tick = risk_escalation_sensor.evaluate_tick(
+            dg.build_sensor_context(instance=instance, resources={"warehouse": resources["warehouse"]}))
+        requests = list(tick.run_requests or [])
+        for request in requests:
+            intervention_job.execute_in_process(run_config=request.run_config, instance=instance, resources=resources,
+                                                tags=request.tags)
+        second = risk_escalation_sensor.evaluate_tick(dg.build_sensor_context(
+            instance=instance, resources={"warehouse": resources["warehouse"]}, cursor=tick.cursor))
+    console.print(f"sensor: {len(requests)} run request(s): {', '.join(r.run_key for r in requests) or tick.skip_message}")
+    console.print(f"second tick: {len(second.run_requests or [])} run request(s) ({second.skip_message or 'nothing new'})")
+    console.rule("4. backtest and intervention outcomes")
+    with _quiet(log):
+        defs.resolve_job_def("health_score_backtest_job").execute_in_process(instance=instance)
+        defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey(["marts", "intervention_outcomes"])])
+    console.rule("5. summary")
     print_summary(settings, console, as_of=last)
+
+
+@contextlib.contextmanager
+def _quiet(log: Path):
+    """Send what Dagster and dbt print to ``log`` (the console keeps the progress display)."""
+    import logging
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    pinned = console.file  # the progress display keeps writing where it did
+    console.file = pinned
+    with open(log, "a", encoding="utf-8") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+        handler = logging.StreamHandler(fh)
+        root = logging.getLogger()
+        previous = [h for h in root.handlers]
+        root.addHandler(handler)
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+            root.handlers = previous
+            console.file = None  # back to following sys.stdout
 
 
 @db_app.command("url")

@@ -8,7 +8,6 @@ import dagster as dg
 
 from cs_pipeline.health.assets import ScoringResource, build_health_assets
 from cs_pipeline.ingest.assets import LandingZoneResource, build_ingest_assets
-from cs_pipeline.ingest.sources import SOURCE_NAMES
 from cs_pipeline.interventions.dagster_defs import (
     email_from_env,
     intervention_job,
@@ -45,16 +44,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         day = (context.scheduled_execution_time - timedelta(days=1)).date().isoformat()
         return dg.RunRequest(run_key=day, partition_key=day)
 
-    freshness_checks = dg.build_time_partition_freshness_checks(
-        assets=[*(dg.AssetKey(["raw", name]) for name in SOURCE_NAMES), dg.AssetKey(["marts", "customer_health"])],
-        deadline_cron="0 4 * * *", timezone="UTC", severity=dg.AssetCheckSeverity.ERROR)
     return dg.Definitions(
         assets=assets,
-        asset_checks=freshness_checks,
         jobs=[daily_job, backtest_job, intervention_job],
-        sensors=[risk_escalation_sensor,
-                 dg.build_sensor_for_freshness_checks(freshness_checks=freshness_checks,
-                                                      default_status=dg.DefaultSensorStatus.RUNNING)],
+        sensors=[risk_escalation_sensor],
         schedules=[
             daily_customer_success_schedule,
             dg.ScheduleDefinition(job=backtest_job, cron_schedule="0 4 * * 1", execution_timezone="UTC",

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from datetime import date
 
+from datetime import timedelta
+
 import dagster as dg
+
+#: A day's data must land (and be scored) within 26 hours: the UI shows the asset as stale (warn
+#: after 24 hours) or failing freshness when a day's files did not arrive.
+DAILY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=26), warn_window=timedelta(hours=24))
 
 
 def daily_partitions(start: date) -> dg.DailyPartitionsDefinition:

@@ -25,7 +25,7 @@ from cs_pipeline.health.store import (
     read_health_history,
     write_health,
 )
-from cs_pipeline.partitions import partition_days
+from cs_pipeline.partitions import DAILY_FRESHNESS, partition_days
 from cs_pipeline.quality.checks import GateRunner, check_result, health_gate
 from cs_pipeline.resources import WarehouseResource
 
@@ -174,6 +174,7 @@ def build_health_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         deps=[ENGAGEMENT],
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
+        freshness_policy=DAILY_FRESHNESS,
         kinds={"python", "pandas", "postgres"},
         description="marts.customer_health: one row per active supplier per day: health score 0-100, risk "
                     "level, components, drivers, 7/30-day deltas and trend (scorecard from CS_PIPELINE_SCORECARD).",

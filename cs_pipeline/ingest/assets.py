@@ -12,7 +12,7 @@ import dagster as dg
 from cs_pipeline.ingest.landing import LandingFileError, find_landing_file, open_records
 from cs_pipeline.ingest.loader import LoadReport, load_partition
 from cs_pipeline.ingest.sources import SOURCE_NAMES, sources
-from cs_pipeline.partitions import partition_days
+from cs_pipeline.partitions import DAILY_FRESHNESS, partition_days
 from cs_pipeline.quality.checks import GateRunner, check_result, raw_gate, raw_gate_range
 
 PER_DAY_GATES_UP_TO = 7  # longer ranges (backfills) are validated as one batch
@@ -97,6 +97,7 @@ def build_ingest_asset(source_name: str, partitions_def: dg.PartitionsDefinition
         group_name="ingest",
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
+        freshness_policy=DAILY_FRESHNESS,
         kinds={"python", "postgres"},
         description=f"raw.{source_name}: {source.description} Loaded with COPY from "
         f"{source_name}_<YYYY-MM-DD>.<csv|jsonl|parquet>[.gz]; rejected records go to raw.rejected_rows.",
