@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cs_pipeline.ingest.landing import landing_file_name
 from cs_pipeline.ingest.sources import SOURCE_NAMES, sources
+from cs_pipeline.yamlconfig import load_yaml_model
 
 
 class MappingError(ValueError):
@@ -117,15 +117,7 @@ def load_mapping(path: Path) -> ImportMapping:
     Raises:
         MappingError: missing file, invalid YAML or fields (the message names file and field).
     """
-    if not path.is_file():
-        raise MappingError(f"{path}: mapping not found")
-    try:
-        return ImportMapping.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except yaml.YAMLError as exc:
-        raise MappingError(f"{path.name}: invalid YAML: {exc}") from exc
-    except ValidationError as exc:
-        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise MappingError(f"{path.name}: {detail}") from exc
+    return load_yaml_model(path, ImportMapping, MappingError, "mapping")
 
 
 @dataclass

@@ -86,7 +86,9 @@ def print_summary(settings: Settings, console: Console, as_of: date) -> dict:
         console.print(f"call tasks for the CS team: {data['call_tasks']}")
     if "milestones" in data:
         console.print("[bold]milestones reached[/bold]: " + ", ".join(f"{m} {n}" for m, n, _ in data["milestones"]))
-    if "backtest" in data:
+    if not data.get("backtest"):
+        console.print("backtest: not yet (it needs more than 30 days of scored history)")
+    else:
         for version, auc, obs, churners, lift in data["backtest"]:
             auc_text = "n/a" if auc is None else f"{auc:.3f}"
             lift_text = "n/a" if lift is None else f"{lift:.1f}x"

@@ -61,7 +61,8 @@ def test_definitions_snapshot(settings):
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     sensor = defs.resolve_sensor_def("risk_escalation_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    with dg.build_schedule_context(scheduled_execution_time=__import__("datetime").datetime(2025, 6, 10, 2)) as ctx:
+    with dg.build_schedule_context(scheduled_execution_time=__import__("datetime").datetime(2025, 6, 10, 2),
+                                   repository_def=defs.get_repository_def()) as ctx:
         request = schedule.evaluate_tick(ctx).run_requests[0]
     assert request.partition_key == "2025-06-09"
     health = graph.get(dg.AssetKey(["marts", "customer_health"]))
@@ -78,7 +79,7 @@ def test_demo_command_runs_and_its_summary_matches_the_database(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     for heading in ("suppliers per risk level", "interventions by rule and channel", "milestones reached",
-                    "backtest ws168-v1", "outbox:", "cs-pipeline dev"):
+                    "backtest", "outbox:", "cs-pipeline dev"):
         assert heading in out
     # The numbers printed are the database's.
     socket_dir = tmp_path / "home" / "pgdata"
@@ -124,7 +125,7 @@ def test_ravenstack_import_runs_end_to_end(settings, warehouse, tmp_path, conn):
                                    dg.DagsterInstance.ephemeral(), 21)
     assert all(s.success for s in summaries)
     rejected = conn.execute("SELECT count(*) FROM raw.rejected_rows").fetchone()[0]
-    loaded = conn.execute("SELECT sum(rows_loaded) FROM ops.load_audit").fetchone()[0]
+    loaded = int(conn.execute("SELECT sum(rows_loaded) FROM ops.load_audit").fetchone()[0])
     assert loaded > 0 and rejected < loaded * 0.05
     scored = conn.execute("SELECT count(*), count(DISTINCT risk_level) FROM marts.customer_health "
                           "WHERE as_of_date = '2024-12-21'").fetchone()

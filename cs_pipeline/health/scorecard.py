@@ -28,10 +28,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cs_pipeline.paths import CONFIG_DIR
+from cs_pipeline.yamlconfig import load_yaml_model
 
 SCORECARD_DIR = CONFIG_DIR / "scorecards"
 SEGMENT_COLUMNS = ("vendor_category", "tier", "lifecycle_stage")
@@ -205,10 +205,6 @@ class Scorecard(_Strict):
         return out
 
 
-def _describe(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
-
-
 def load_scorecard(name_or_path: str | Path) -> Scorecard:
     """Load a shipped scorecard by name (``ws168``, ``ws133``) or a YAML file by path.
 
@@ -221,16 +217,7 @@ def load_scorecard(name_or_path: str | Path) -> Scorecard:
     if not path.is_file():
         shipped = ", ".join(sorted(p.stem for p in SCORECARD_DIR.glob("*.yaml")))
         raise ScorecardError(f"{path}: scorecard not found (shipped: {shipped})")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ScorecardError(f"{path.name}: invalid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ScorecardError(f"{path.name}: expected a mapping at the top level")
-    try:
-        return Scorecard.model_validate(data)
-    except ValidationError as exc:
-        raise ScorecardError(f"{path.name}: {_describe(exc)}") from exc
+    return load_yaml_model(path, Scorecard, ScorecardError, "scorecard")
 
 
 def shipped_scorecards() -> dict[str, Scorecard]:

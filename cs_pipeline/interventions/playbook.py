@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cs_pipeline.paths import CONFIG_DIR
+from cs_pipeline.yamlconfig import load_yaml_model
 
 PLAYBOOK_YAML = CONFIG_DIR / "playbook.yaml"
 TEMPLATE_DIR = CONFIG_DIR / "templates"
@@ -122,12 +122,4 @@ def load_playbook(path: Path = PLAYBOOK_YAML) -> Playbook:
     Raises:
         PlaybookError: missing file, invalid YAML or invalid fields (the message names file and field).
     """
-    if not path.is_file():
-        raise PlaybookError(f"{path}: playbook not found")
-    try:
-        return Playbook.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except yaml.YAMLError as exc:
-        raise PlaybookError(f"{path.name}: invalid YAML: {exc}") from exc
-    except ValidationError as exc:
-        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise PlaybookError(f"{path.name}: {detail}") from exc
+    return load_yaml_model(path, Playbook, PlaybookError, "playbook")
