@@ -316,6 +316,12 @@ def dev(
 
 def main() -> None:
     """Console-script entry point ``cs-pipeline``."""
+    import warnings
+
+    # Dagster's notices about beta/preview/superseded parameters are for us, not for the user.
+    for pattern in (r".*is currently in beta", r".*is currently in preview", r".*is superseded",
+                    r"XDG_RUNTIME_DIR is not set"):
+        warnings.filterwarnings("ignore", message=pattern)
     app()
 
 
