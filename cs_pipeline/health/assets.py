@@ -205,7 +205,7 @@ def build_health_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
             expected = conn.execute("SELECT count(*) FROM marts.supplier_engagement_daily WHERE as_of_date BETWEEN %s AND %s",
                                     (first, last)).fetchone()[0]
             runner = GateRunner(warehouse.settings().home / "gx_data_docs")
-            gates = {last: health_gate(conn, runner, days, context.run_id)}
+            gates = {last: health_gate(conn, runner, days, context.run.run_id)}
         scored = scores.loc[scores["scored"]]
         health = scored["health_score"].to_numpy(dtype=float)
         in_range = bool(((health >= 0) & (health <= 100)).all())

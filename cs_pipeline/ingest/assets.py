@@ -136,9 +136,9 @@ def build_ingest_asset(source_name: str, partitions_def: dg.PartitionsDefinition
                     f"from {path.name} in {report.load_seconds:.2f}s"
                 )
                 if len(files) <= PER_DAY_GATES_UP_TO:
-                    gates[day] = raw_gate(conn, runner, report, context.run_id)
+                    gates[day] = raw_gate(conn, runner, report, context.run.run_id)
             if len(files) > PER_DAY_GATES_UP_TO:  # a backfill: one validation of the whole range
-                gates[files[-1][0]] = raw_gate_range(conn, runner, reports, context.run_id)
+                gates[files[-1][0]] = raw_gate_range(conn, runner, reports, context.run.run_id)
         for day, gate in gates.items():
             if not gate.passed:
                 context.log.warning(f"quality gate raw_{source_name} {day}: {gate.failed} expectation(s) "
