@@ -36,13 +36,6 @@ class LandingFileError(ValueError):
     """A landing file is missing, unreadable, or lacks required columns; the message names the file."""
 
 
-class ImpreciseRecordNumbers(RuntimeError):
-    """A multi-threaded CSV read met an unparseable row whose record number it cannot know.
-
-    The caller restarts the load with ``precise=True`` (single-threaded parsing, exact numbers).
-    """
-
-
 @dataclass
 class ParseReject:
     """A record that could not be parsed into columns (``unparseable_record`` or ``invalid_json``)."""
@@ -107,17 +100,12 @@ def _check_columns(path: Path, source: Source, present: list[str]) -> list[str]:
     return [c for c in source.column_names if c in present]
 
 
-def open_records(
-    path: Path, source: Source, batch_rows: int = DEFAULT_BATCH_ROWS, precise: bool = True
-) -> Iterator[RecordBatch]:
+def open_records(path: Path, source: Source, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[RecordBatch]:
     """Check ``path`` and return an iterator over its record batches.
 
     The file's existence, readability and required columns are checked before this returns, so a
     caller can fail before changing anything. Errors met later (a truncated gzip stream) raise
     ``LandingFileError`` from the iterator.
-
-    With ``precise=False`` CSV is parsed on several threads; if an unparseable row turns up the
-    iterator raises ``ImpreciseRecordNumbers`` and the caller should start again with ``precise=True``.
 
     Raises:
         LandingFileError: missing or unreadable file, unsupported type, or required columns absent.
@@ -127,7 +115,7 @@ def open_records(
     fmt, gz = _format_of(path)
     try:
         if fmt == "csv":
-            return _csv_batches(path, gz, source, batch_rows, precise)
+            return _csv_batches(path, gz, source, batch_rows)
         if fmt == "jsonl":
             return _jsonl_batches(path, gz, source, batch_rows)
         return _parquet_batches(path, source, batch_rows)
@@ -140,7 +128,7 @@ def open_records(
 def _guard(path: Path, batches: Iterator[RecordBatch]) -> Iterator[RecordBatch]:
     try:
         yield from batches
-    except (LandingFileError, ImpreciseRecordNumbers):
+    except LandingFileError:
         raise
     except (OSError, EOFError, pa.ArrowException, UnicodeDecodeError, csv.Error) as exc:
         raise LandingFileError(f"{path}: unreadable: {exc}") from exc
@@ -158,33 +146,29 @@ def _csv_header(path: Path, gz: bool) -> list[str]:
     return [h.strip() for h in next(csv.reader([line]))]
 
 
-def _csv_batches(path: Path, gz: bool, source: Source, batch_rows: int, precise: bool) -> Iterator[RecordBatch]:
+def _csv_batches(path: Path, gz: bool, source: Source, batch_rows: int) -> Iterator[RecordBatch]:
     header = _csv_header(path, gz)
     dupes = {h for h in header if header.count(h) > 1}
     if dupes:
         raise LandingFileError(f"{path}: duplicate column(s) in header: {', '.join(sorted(dupes))}")
     columns = _check_columns(path, source, header)
-    return _guard(path, _csv_stream(path, gz, columns, batch_rows, precise))
+    return _guard(path, _csv_stream(path, gz, columns, batch_rows))
 
 
-def _csv_stream(
-    path: Path, gz: bool, columns: list[str], batch_rows: int, precise: bool
-) -> Iterator[RecordBatch]:
+def _csv_stream(path: Path, gz: bool, columns: list[str], batch_rows: int) -> Iterator[RecordBatch]:
     invalid: list[tuple[int, str]] = []
 
     def on_invalid(row) -> str:
-        # With use_threads=False, row.number is the physical line number (header = line 1).
-        if row.number is None:  # multi-threaded parse: the row's position is unknown
-            invalid.append((-1, row.text))
-            return "skip"
+        # Parsed on one thread, row.number is the physical line number (header = line 1).
         invalid.append((row.number - 1, row.text))
         return "skip"
 
     stream = pa.input_stream(str(path), compression="gzip" if gz else None)
     reader = pacsv.open_csv(
         stream,
-        # Arrow's streaming reader reads about 35 blocks ahead: small blocks keep memory flat.
-        read_options=pacsv.ReadOptions(use_threads=not precise, block_size=1 << 20),
+        # One thread, so that unparseable rows carry their line numbers. Arrow's streaming reader
+        # reads about 35 blocks ahead: small blocks keep memory flat.
+        read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 20),
         parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
             include_columns=columns,
@@ -204,8 +188,6 @@ def _csv_stream(
         table = pa.Table.from_batches(pending) if pending else _empty(columns)
         pending, pending_rows = [], 0
         new_invalid = invalid[invalid_seen:]
-        if any(n < 0 for n, _ in new_invalid):
-            raise ImpreciseRecordNumbers(f"{path}: unparseable row; record numbers need a precise read")
         invalid_seen = len(invalid)
         numbers = _interleave(good_seen, table.num_rows, [n for n, _ in invalid[:invalid_seen]])
         good_seen += table.num_rows

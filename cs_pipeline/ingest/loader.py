@@ -28,7 +28,7 @@ import pyarrow.csv as pacsv
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
-from cs_pipeline.ingest.landing import DEFAULT_BATCH_ROWS, ImpreciseRecordNumbers, open_records
+from cs_pipeline.ingest.landing import DEFAULT_BATCH_ROWS, open_records
 from cs_pipeline.ingest.sources import Source
 from cs_pipeline.ingest.validation import validate_batch
 from cs_pipeline.schema import ensure_partition
@@ -159,19 +159,14 @@ def load_partition(
         psycopg.Error: the database refused the load; the transaction is rolled back.
     """
     with _one_arrow_thread():
-        try:
-            return _load(conn, source, path, day, batch_rows, precise=True)
-        except ImpreciseRecordNumbers:
-            # An unparseable CSV row met by the multi-threaded parser: the transaction was rolled
-            # back; read again so that every rejected record gets its exact number.
-            return _load(conn, source, path, day, batch_rows, precise=True)
+        return _load(conn, source, path, day, batch_rows)
 
 
 @contextmanager
 def _one_arrow_thread() -> Iterator[None]:
     """Keep Arrow to one compute and one I/O thread while loading: on a small machine the
     PostgreSQL backend parsing the COPY stream needs the other core more than Arrow does
-    (measured: 2.9 s instead of 3.6 s per million events on 2 cores)."""
+    (measured with multi-threaded CSV reads: 2.9 s instead of 3.6 s per million events on 2 cores)."""
     cpu, io_threads = pa.cpu_count(), pa.io_thread_count()
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
@@ -182,10 +177,9 @@ def _one_arrow_thread() -> Iterator[None]:
         pa.set_io_thread_count(io_threads)
 
 
-def _load(conn: psycopg.Connection, source: Source, path: Path, day: date, batch_rows: int,
-          precise: bool) -> LoadReport:
+def _load(conn: psycopg.Connection, source: Source, path: Path, day: date, batch_rows: int) -> LoadReport:
     started = time.perf_counter()
-    batches = open_records(path, source, batch_rows, precise=precise)  # checks the file first
+    batches = open_records(path, source, batch_rows)  # checks the file before anything changes
     report = LoadReport(source.name, day, path.name, path.stat().st_size)
     child = ensure_partition(conn, source.name, day)
     columns = list(source.column_names)
@@ -203,7 +197,6 @@ def _load(conn: psycopg.Connection, source: Source, path: Path, day: date, batch
                     "ALTER COLUMN _source_file SET DEFAULT {}").format(child, sql.Literal(day), sql.Literal(path.name))
         )
         cur.execute(sql.SQL("TRUNCATE {}").format(child))  # same transaction as the COPY: FREEZE is allowed
-        cur.execute("SET LOCAL work_mem = '256MB'")  # the duplicate-key aggregate stays in memory
         cur.execute(
             "DELETE FROM raw.rejected_rows WHERE source = %s AND partition_date = %s", (source.name, day)
         )
