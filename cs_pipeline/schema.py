@@ -6,6 +6,8 @@ a day is a TRUNCATE + COPY of its own child table inside one transaction.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 
 import psycopg
@@ -32,13 +34,21 @@ def _column_ddl(source: Source) -> sql.Composed:
     return sql.SQL(",\n  ").join(parts)
 
 
+@contextmanager
+def ddl_transaction(conn: psycopg.Connection) -> Iterator[None]:
+    """A transaction holding the project's DDL advisory lock, so that processes creating the same
+    schemas, tables or partitions at once take turns instead of colliding in the catalog."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
+        yield
+
+
 def ensure_schemas(conn: psycopg.Connection) -> None:
     """Create the schemas, the raw tables and ``raw.rejected_rows`` if they do not exist.
 
     Safe to run concurrently from several processes (serialised by an advisory lock). Commits.
     """
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
+    with ddl_transaction(conn):
         for schema in SCHEMAS:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         for source in sources().values():
@@ -94,8 +104,7 @@ def ensure_partition(conn: psycopg.Connection, source: str, day: date) -> sql.Id
     transaction, which then locks only the child. Returns the child's qualified identifier.
     """
     child = sql.Identifier("raw", partition_table_name(source, day))
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
+    with ddl_transaction(conn):
         conn.execute(
             sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES IN ({})").format(
                 child, sql.Identifier("raw", source), sql.Literal(day)

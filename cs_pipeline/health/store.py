@@ -12,6 +12,8 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
+from cs_pipeline.schema import ddl_transaction
+
 HEALTH_COLUMNS = [
     "supplier_id", "as_of_date", "vendor_category", "tier", "lifecycle_stage", "health_score", "risk_level",
     "previous_risk_level", "score_delta_7d", "score_delta_30d", "trend", "engagement_score",
@@ -81,8 +83,7 @@ DDL = [
 
 def ensure_health_tables(conn: psycopg.Connection) -> None:
     """Create marts.customer_health, marts.success_milestones and marts.health_score_backtest."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (0x637370,))
+    with ddl_transaction(conn):
         conn.execute("CREATE SCHEMA IF NOT EXISTS marts")
         for statement in DDL:
             conn.execute(statement)

@@ -26,6 +26,8 @@ import pandas as pd
 import psycopg
 from pydantic import Field
 
+from cs_pipeline.schema import ddl_transaction
+
 DDL = [
     """
     CREATE TABLE IF NOT EXISTS ops.interventions (
@@ -93,8 +95,7 @@ DDL = [
 
 def ensure_intervention_tables(conn: psycopg.Connection) -> None:
     """Create the ops tables of the intervention stage if they do not exist."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (0x637370,))
+    with ddl_transaction(conn):
         conn.execute("CREATE SCHEMA IF NOT EXISTS ops")
         for statement in DDL:
             conn.execute(statement)

@@ -24,6 +24,7 @@ import pandas as pd
 import psycopg
 
 from cs_pipeline.paths import EXPECTATIONS_DIR
+from cs_pipeline.schema import ddl_transaction
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
@@ -185,7 +186,7 @@ def _plain(value):
 
 def ensure_validation_table(conn: psycopg.Connection) -> None:
     """Create ``ops.validation_results`` (one summary row per validation)."""
-    with conn.transaction():
+    with ddl_transaction(conn):
         conn.execute("""
             CREATE TABLE IF NOT EXISTS ops.validation_results (
               validation_id bigserial PRIMARY KEY,
