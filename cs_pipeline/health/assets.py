@@ -25,6 +25,7 @@ from cs_pipeline.health.store import (
     read_health_history,
     write_health,
 )
+from cs_pipeline.metadata import markdown_table
 from cs_pipeline.partitions import DAILY_FRESHNESS, partition_days
 from cs_pipeline.quality.checks import GateRunner, check_result, health_gate
 from cs_pipeline.resources import WarehouseResource
@@ -40,15 +41,6 @@ class ScoringResource(dg.ConfigurableResource):
     path to a YAML file)."""
 
     scorecard: str = "ws168"
-
-
-def _md_table(frame: pd.DataFrame) -> str:
-    if frame.empty:
-        return "(none)"
-    head = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns)
-    body = "\n".join("| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |"
-                     for row in frame.itertuples(index=False))
-    return head + "\n" + body
 
 
 def score_window(conn, scorecard, first: date, last: date) -> pd.DataFrame:
@@ -227,7 +219,7 @@ def build_health_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
                 "risk_levels_latest_day": dg.MetadataValue.json({str(k): int(v) for k, v in counts.items()}),
                 "score_quantiles_latest_day": dg.MetadataValue.json({f"p{int(q * 100)}": v for q, v in quantiles.items()}),
                 "mean_score_latest_day": dg.MetadataValue.float(float(latest["health_score"].mean()) if len(latest) else 0.0),
-                "biggest_declines_7d": dg.MetadataValue.md(_md_table(movers)),
+                "biggest_declines_7d": dg.MetadataValue.md(markdown_table(movers, empty="(none)", max_cell=None)),
                 "unscored": dg.MetadataValue.int(int((~scores["scored"]).sum())),
             },
             check_results=[
@@ -280,7 +272,7 @@ def build_health_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         return dg.MaterializeResult(metadata={
             "new_or_earlier_achievements": dg.MetadataValue.int(len(new)),
             "new_by_type": dg.MetadataValue.json(new["milestone_type"].value_counts().to_dict() if len(new) else {}),
-            "totals": dg.MetadataValue.md(_md_table(totals)),
+            "totals": dg.MetadataValue.md(markdown_table(totals, empty="(none)", max_cell=None)),
             "days": dg.MetadataValue.text(f"{days[0]}..{days[-1]}"),
         })
 

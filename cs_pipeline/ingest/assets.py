@@ -12,6 +12,7 @@ import dagster as dg
 from cs_pipeline.ingest.landing import LandingFileError, find_landing_file, open_records
 from cs_pipeline.ingest.loader import LoadReport, load_partition
 from cs_pipeline.ingest.sources import SOURCE_NAMES, sources
+from cs_pipeline.metadata import markdown_table
 from cs_pipeline.partitions import DAILY_FRESHNESS, partition_days
 from cs_pipeline.quality.checks import GateRunner, check_result, raw_gate, raw_gate_range
 
@@ -27,17 +28,6 @@ class LandingZoneResource(dg.ConfigurableResource):
     @property
     def path(self) -> Path:
         return Path(self.directory)
-
-
-def _markdown_table(rows: list[dict]) -> str:
-    if not rows:
-        return "(no rows)"
-    headers = list(rows[0])
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for row in rows:
-        cells = ["" if row.get(h) is None else str(row.get(h)).replace("|", "\\|").replace("\n", " ")[:60] for h in headers]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def _iso(value) -> str | None:
@@ -73,9 +63,9 @@ def report_metadata(reports: list[LoadReport]) -> dict[str, dg.MetadataValue]:
         meta["min_time"] = dg.MetadataValue.text(_iso(min(times)))
         meta["max_time"] = dg.MetadataValue.text(_iso(max(times)))
     if reports and reports[0].preview:
-        meta["preview"] = dg.MetadataValue.md(_markdown_table(reports[0].preview))
+        meta["preview"] = dg.MetadataValue.md(markdown_table(reports[0].preview))
     if len(reports) > 1:
-        meta["per_day"] = dg.MetadataValue.md(_markdown_table([
+        meta["per_day"] = dg.MetadataValue.md(markdown_table([
             {"day": r.partition_date.isoformat(), "file": r.source_file, "loaded": r.rows_loaded,
              "rejected": r.rows_rejected, "seconds": round(r.load_seconds, 2)} for r in reports
         ]))

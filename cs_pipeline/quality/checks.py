@@ -13,6 +13,7 @@ from psycopg import sql
 from cs_pipeline.health.store import read_frame
 from cs_pipeline.ingest.loader import LoadReport
 from cs_pipeline.ingest.sources import catalogue_event_names, sources
+from cs_pipeline.metadata import markdown_table
 from cs_pipeline.quality.gx import (
     MAX_REJECTED_SHARE,
     GateResult,
@@ -122,11 +123,10 @@ def check_result(check_name: str, results: dict[date, GateResult]) -> dg.AssetCh
 
 
 def _details_table(details: list[dict]) -> str:
-    lines = ["| expectation | column | severity | ok | observed | unexpected | sample |", "|---|---|---|---|---|---|---|"]
-    for d in details:
-        lines.append(f"| {d['expectation']} | {d['column'] or ''} | {d['severity']} | {'yes' if d['success'] else 'NO'} | "
-                     f"{str(d['observed_value'])[:40] if d['observed_value'] is not None else ''} | "
-                     f"{d['unexpected_count'] if d['unexpected_count'] is not None else ''} | "
-                     f"{', '.join(str(v) for v in d['unexpected_sample'])[:60]} |")
-    return "\n".join(lines)
-
+    return markdown_table([{
+        "expectation": d["expectation"], "column": d["column"], "severity": d["severity"],
+        "ok": "yes" if d["success"] else "NO",
+        "observed": None if d["observed_value"] is None else str(d["observed_value"])[:40],
+        "unexpected": d["unexpected_count"],
+        "sample": ", ".join(str(v) for v in d["unexpected_sample"])[:60],
+    } for d in details], empty="(no expectations)", max_cell=None)
