@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 from psycopg import sql
+from psycopg.types.numeric import FloatLoader
 
 from cs_pipeline.schema import ddl_transaction
 
@@ -90,15 +91,12 @@ def ensure_health_tables(conn: psycopg.Connection) -> None:
 
 
 def read_frame(conn: psycopg.Connection, query: sql.Composable | str, params: tuple = ()) -> pd.DataFrame:
-    """A query's rows as a DataFrame (numeric columns as float)."""
-    cur = conn.execute(query, params)
+    """A query's rows as a DataFrame; PostgreSQL ``numeric`` arrives as float (decoded by psycopg)."""
+    cur = conn.cursor()
+    cur.adapters.register_loader("numeric", FloatLoader)
+    cur.execute(query, params)
     names = [d.name for d in cur.description]
-    frame = pd.DataFrame(cur.fetchall(), columns=names)
-    for column in frame.columns:
-        if frame[column].dtype == object and len(frame) and any(
-                isinstance(v, __import__("decimal").Decimal) for v in frame[column].head(50)):
-            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
-    return frame
+    return pd.DataFrame(cur.fetchall(), columns=names)
 
 
 def relation_exists(conn: psycopg.Connection, qualified: str) -> bool:

@@ -149,10 +149,10 @@ def apply_filters(planned: pd.DataFrame, sent: pd.DataFrame, suppliers: pd.DataF
         keys = set(zip(opted_out["supplier_id"], opted_out["channel"].fillna("*")))
         hit = np.array([(s, c) in keys or (s, "*") in keys for s, c in zip(out["supplier_id"], out["channel"])])
         suppress(hit, "opted_out")
-    suppress(in_control_group(out["supplier_id"].tolist(), out["rule"].iloc[0], playbook.control_share)
-             if out["rule"].nunique() == 1 else
-             np.array([in_control_group([s], r, playbook.control_share)[0] for s, r in zip(out["supplier_id"], out["rule"])]),
-             "control")
+    control = np.zeros(len(out), dtype=bool)
+    for rule, rows in out.groupby("rule").indices.items():
+        control[rows] = in_control_group(out["supplier_id"].iloc[rows].tolist(), rule, playbook.control_share)
+    suppress(control, "control")
     recent = sent.loc[pd.to_datetime(sent["as_of_date"]).dt.date > as_of - timedelta(days=playbook.cooldown_days)] \
         if len(sent) else sent
     cooled = set(zip(recent["supplier_id"], recent["channel"])) if len(recent) else set()

@@ -82,9 +82,6 @@ def with_epoch_columns(frame: pd.DataFrame) -> pd.DataFrame:
                 values.dtype == object and values.notna().any() and isinstance(values.dropna().iloc[0], datetime)):
             stamps = pd.to_datetime(values, utc=True)
             out[f"{column}_epoch"] = (stamps - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds()
-    for column in out.columns:
-        if out[column].dtype == object and len(out) and out[column].map(lambda v: v.__class__.__name__ == "Decimal").any():
-            out[column] = pd.to_numeric(out[column], errors="coerce")
     return out
 
 
