@@ -21,7 +21,6 @@ import time
 from datetime import date
 from pathlib import Path
 
-import psycopg
 
 
 def main() -> None:

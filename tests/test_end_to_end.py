@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 from datetime import date
-from pathlib import Path
 
 import dagster as dg
 import psycopg

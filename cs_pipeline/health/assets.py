@@ -46,7 +46,7 @@ class ScoringResource(dg.ConfigurableResource):
 def score_window(conn, scorecard, first: date, last: date) -> pd.DataFrame:
     """Scores (with history columns) of every engagement row in [first, last]."""
     engagement = read_engagement(conn, first, last)
-    seasonal_metrics = sorted({c.metric for c in scorecard.components if c.seasonal})
+    seasonal_metrics = scorecard.seasonal_metrics
     seasonal = None
     if seasonal_metrics and scorecard.seasonality.enabled:
         history = read_engagement(conn, last - timedelta(days=SEASONAL_HISTORY_DAYS), last,
@@ -129,7 +129,7 @@ def health_score_backtest(context: dg.AssetExecutionContext, warehouse: Warehous
         history = read_engagement(conn, bounds[0], bounds[1])
         results = {}
         for card in {c.version: c for c in cards.values()}.values():
-            seasonal_metrics = sorted({c.metric for c in card.components if c.seasonal})
+            seasonal_metrics = card.seasonal_metrics
             seasonal = seasonal_index(history, seasonal_metrics, card.seasonality) if seasonal_metrics else None
             scores = score_suppliers(engagement, card, seasonal=seasonal)
             result = backtest(scores, churn_dates, horizon)

@@ -199,10 +199,9 @@ class Scorecard(_Strict):
                                        "overrides": []})
 
     @property
-    def metrics(self) -> set[str]:
-        """Every engagement column the scorecard reads."""
-        out = {c.metric for c in self.components} | {c.fallback_metric for c in self.components if c.fallback_metric}
-        return out
+    def seasonal_metrics(self) -> list[str]:
+        """The metrics of seasonal components (judged against the category's usual month), sorted."""
+        return sorted({c.metric for c in self.components if c.seasonal})
 
 
 def load_scorecard(name_or_path: str | Path) -> Scorecard:
