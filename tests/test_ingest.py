@@ -126,6 +126,14 @@ def test_rerun_replaces_the_partition_without_duplicates(conn, clean_raw, tmp_pa
     ({"properties": "{not json"}, "invalid_json:properties"),
     ({"properties": "[1, 2]"}, "invalid_json:properties"),
     ({"user_id": "bad\x00byte"}, "invalid_character:user_id"),
+    # JSON that Python's json reads but PostgreSQL's jsonb refuses: rejected, never a failed COPY.
+    ({"properties": '{"score": NaN}'}, "invalid_json:properties"),
+    ({"properties": '{"score": -Infinity}'}, "invalid_json:properties"),
+    ({"properties": '{"note": "nul \\u0000 here"}'}, "invalid_json:properties"),
+    ({"properties": '{"note": "lone \\ud800 surrogate"}'}, "invalid_json:properties"),
+    ({"properties": '{"note": "lone \\udc00 low surrogate"}'}, "invalid_json:properties"),
+    ({"properties": '{"a": 1}{"b": 2}'}, "invalid_json:properties"),
+    ({"properties": '{"a": "}'}, "invalid_json:properties"),
 ])
 def test_each_rejection_reason(conn, clean_raw, tmp_path, row, reason):
     rows = good_events(3)
@@ -304,3 +312,87 @@ def test_suppliers_source_rules(conn, clean_raw, tmp_path):
     got = conn.execute("SELECT supplier_id, mrr::text, onboarded_at FROM raw.suppliers ORDER BY 1").fetchall()
     assert [(g[0], g[1]) for g in got] == [("s1", "19.00"), ("s7", "49.5")]
     assert got[1][2].isoformat() == "2025-04-02T00:00:00+00:00"
+
+
+def test_json_values_that_look_like_objects_only_when_joined_are_rejected(conn, clean_raw, tmp_path):
+    # Joined with commas these three read as three objects; alone, the first two are not JSON.
+    rows = good_events(4)
+    rows[0]["properties"], rows[1]["properties"], rows[2]["properties"] = '{"a":"}', '{"}', "{}, {}"
+    path = write_file(tmp_path, "csv", False, rows)
+    report = load_partition(conn, EVENTS, path, DAY)
+    assert report.rejected_by_reason == {"invalid_json:properties": 3}
+    assert [r[0] for r in loaded(conn)] == ["e4"]
+
+
+def test_valid_json_the_fast_parser_refuses_is_still_loaded(conn, clean_raw, tmp_path):
+    rows = good_events(3)
+    rows[0]["properties"] = '{"huge": 1e999, "pair": "\\ud83d\\ude00", "text": "NaN"}'
+    rows[1]["properties"] = ' {"lead": "space",\n "newline": true} '
+    path = write_file(tmp_path, "csv", False, rows)
+    report = load_partition(conn, EVENTS, path, DAY)
+    assert report.rows_rejected == 0
+    got = {r[0]: r[6] for r in loaded(conn)}
+    assert got["e1"]["pair"] == "\U0001F600" and got["e1"]["text"] == "NaN"
+    assert got["e2"] == {"lead": "space", "newline": True}
+
+
+def test_timestamps_are_parsed_once_and_kept_to_the_microsecond(conn, clean_raw, tmp_path):
+    stamps = {
+        "2025-05-01T10Z": "2025-05-01T10:00:00+00:00",  # hour only: ISO 8601 reduced precision
+        "2025-05-01 10:15": "2025-05-01T10:15:00+00:00",  # no offset: UTC
+        "2025-05-01T12:00:00.1234567Z": "2025-05-01T12:00:00.123457+00:00",  # rounded as PostgreSQL does
+        "2025-05-01T14:00:00+0200": "2025-05-01T12:00:00+00:00",
+        "2025-05-01": "2025-05-01T00:00:00+00:00",
+        "2025-05-01T16:30:00.000001-01:00": "2025-05-01T17:30:00.000001+00:00",
+    }
+    rows = good_events(len(stamps))
+    for row, stamp in zip(rows, stamps, strict=True):
+        row["occurred_at"] = stamp
+    path = write_file(tmp_path, "csv", False, rows)
+    report = load_partition(conn, EVENTS, path, DAY)
+    assert report.rows_rejected == 0
+    assert [r[4].isoformat() for r in loaded(conn)] == list(stamps.values())
+
+
+def test_support_tickets_and_billing_types_round_trip(conn, clean_raw, tmp_path):
+    tickets = tmp_path / landing_file_name("support_tickets", DAY)
+    write_csv(tickets, [
+        {"ticket_id": "t1", "supplier_id": "s1", "opened_at": "2025-04-30T09:00:00Z", "resolved_at": "",
+         "channel": "chat", "category": "billing", "priority": "high", "csat": " 4 ",
+         "first_response_minutes": "12.50"},
+        {"ticket_id": "t2", "supplier_id": "s1", "opened_at": "2025-05-01T09:00:00Z",
+         "resolved_at": "2025-05-01T10:00:00Z", "channel": "email", "category": "other", "priority": "low",
+         "csat": "", "first_response_minutes": "1.5e2"},
+        {"ticket_id": "t3", "supplier_id": "s2", "opened_at": "2025-05-01T09:00:00Z", "csat": "99999999999",
+         "first_response_minutes": "0"},
+    ], columns=["ticket_id", "supplier_id", "opened_at", "resolved_at", "channel", "category", "priority", "csat",
+                "first_response_minutes"])
+    report = load_partition(conn, sources()["support_tickets"], tickets, DAY)
+    assert report.rejected_by_reason == {"invalid_number:csat": 1}
+    got = conn.execute("SELECT ticket_id, csat, first_response_minutes::text, resolved_at, _record_number "
+                       "FROM raw.support_tickets ORDER BY 1").fetchall()
+    assert [(g[0], g[1], g[2], g[4]) for g in got] == [("t1", 4, "12.50", 1), ("t2", None, "150", 2)]
+    assert got[0][3] is None and got[1][3].isoformat() == "2025-05-01T10:00:00+00:00"
+
+
+def test_arrow_parses_only_iso_shaped_timestamps():
+    # parse_timestamps trusts Arrow's parser on its fast path, without the ISO_TIMESTAMP regex.
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from cs_pipeline.ingest.validation import ISO_TIMESTAMP, parse_timestamps
+
+    samples = ["2025-06-14T13:43:27Z", "2025-06-14 13:43:27Z", "2025-06-14T13:43:27+01:00", "2025-06-14T13:43+0100",
+               "2025-06-14T13-05", "2025-06-14T13:43:27.123456789Z", "2025-06-14T13:43:27.1234567891Z",
+               "20250614T134327Z", "2025-06-14T13:43:27 Z", " 2025-06-14T13:43:27Z", "2025-6-14T13:43:27Z",
+               "2025-06-14T24:00:00Z", "+2025-06-14T13:43:27Z", "2025-06-14T13:43:27,5Z", "2025-06-14Z",
+               "2025-06-14T13:43:27.Z", "2025-W24-6T13:00Z", "2025-165T13:00Z", "1677-09-21T00:12:43.145224192Z"]
+    for text in samples:
+        try:
+            pc.cast(pa.array([text]), pa.timestamp("ns", tz="UTC"))
+        except pa.ArrowInvalid:
+            continue
+        assert pc.match_substring_regex(pa.array([text]), ISO_TIMESTAMP)[0].as_py(), text
+    parsed = parse_timestamps(pa.array(["2025-06-14T13", "2025-02-30T10:00Z", None, "2025-06-14T08:00z", "2025-06-14z"]))
+    assert [p and p.isoformat() for p in parsed.to_pylist()] == [
+        "2025-06-14T13:00:00+00:00", None, None, "2025-06-14T08:00:00+00:00", None]

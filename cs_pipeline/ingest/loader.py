@@ -1,8 +1,9 @@
 """Load one landing file into its raw partition with PostgreSQL COPY, atomically.
 
 One transaction per (source, day): TRUNCATE the day's child table, stream the valid records into it
-with ``COPY ... FROM STDIN`` (CSV), move in-file duplicate keys out, replace the day's rejected rows,
-and record an audit row. A crash or kill before COMMIT leaves the previous contents untouched; readers
+with ``COPY ... FROM STDIN`` (binary format, see ``pgcopy``), move in-file duplicate keys out, replace
+the day's rejected rows, and record an audit row. Reading and validating a batch overlaps with the
+server writing the previous ones: psycopg's queued writer sends from a thread. A crash or kill before COMMIT leaves the previous contents untouched; readers
 never see a half-loaded day. Memory is bounded by the batch size: the file is streamed, rejects are
 spooled to a temporary file.
 """
@@ -24,17 +25,16 @@ import psycopg
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
 from cs_pipeline.ingest.landing import DEFAULT_BATCH_ROWS, open_records
+from cs_pipeline.ingest.pgcopy import BinaryCopyEncoder
 from cs_pipeline.ingest.sources import Source
 from cs_pipeline.ingest.validation import validate_batch
 from cs_pipeline.schema import ensure_partition
 
 PREVIEW_ROWS = 5
-_WRITE_OPTIONS = pacsv.WriteOptions(include_header=False, quoting_style="needed")
 
 
 @dataclass
@@ -50,7 +50,7 @@ class LoadReport:
         distinct_suppliers: distinct supplier_id among loaded rows.
         min_time, max_time: range of the source's time column among loaded rows (UTC).
         load_seconds: wall-clock seconds from opening the file to COMMIT.
-        preview: up to five loaded records (column -> text).
+        preview: up to five loaded records (column -> value).
     """
 
     source: str
@@ -118,20 +118,12 @@ class KeyTracker:
         if not self._hashes:
             return []
         hashes = np.concatenate(self._hashes)
+        ordered = np.sort(hashes)
+        repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+        if not len(repeated):
+            return []
         numbers = np.concatenate(self._numbers)
-        order = np.argsort(hashes, kind="stable")
-        sorted_h = hashes[order]
-        repeated = np.zeros(len(sorted_h), dtype=bool)
-        same = sorted_h[1:] == sorted_h[:-1]
-        repeated[1:] |= same
-        repeated[:-1] |= same
-        return sorted(numbers[order[repeated]].tolist())
-
-
-def _csv_bytes(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    pacsv.write_csv(table, sink, write_options=_WRITE_OPTIONS)
-    return sink.getvalue()
+        return sorted(numbers[np.isin(hashes, repeated)].tolist())
 
 
 def load_partition(
@@ -182,9 +174,9 @@ def _load(conn: psycopg.Connection, source: Source, path: Path, day: date, batch
     batches = open_records(path, source, batch_rows)  # checks the file before anything changes
     report = LoadReport(source.name, day, path.name, path.stat().st_size)
     child = ensure_partition(conn, source.name, day)
-    columns = list(source.column_names)
-    copy_stmt = sql.SQL("COPY {} ({}, _record_number) FROM STDIN (FORMAT csv, FREEZE true)").format(
-        child, sql.SQL(", ").join(map(sql.Identifier, columns))
+    encoder = BinaryCopyEncoder(source)
+    copy_stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary, FREEZE true)").format(
+        child, sql.SQL(", ").join(map(sql.Identifier, encoder.columns))
     )
     reasons: Counter[str] = Counter()
     suppliers: set[str] = set()
@@ -201,6 +193,7 @@ def _load(conn: psycopg.Connection, source: Source, path: Path, day: date, batch
             "DELETE FROM raw.rejected_rows WHERE source = %s AND partition_date = %s", (source.name, day)
         )
         with cur.copy(copy_stmt, writer=QueuedLibpqWriter(cur)) as copy:
+            copy.write(encoder.header())
             for batch in batches:
                 for reject in batch.parse_rejects:
                     rejects.writerow([reject.record_number, reject.raw_record, reject.reason])
@@ -210,7 +203,7 @@ def _load(conn: psycopg.Connection, source: Source, path: Path, day: date, batch
                     continue
                 checked = validate_batch(batch.table, batch.record_numbers, source, day)
                 for number, raw, reason in zip(
-                    checked.rejected_record_numbers.tolist(), checked.rejected_raw, checked.rejected_reasons
+                    checked.rejected_record_numbers.tolist(), checked.rejected_raw, checked.rejected_reasons, strict=True
                 ):
                     rejects.writerow([number, raw, reason])
                     reasons[reason] += 1
@@ -218,15 +211,17 @@ def _load(conn: psycopg.Connection, source: Source, path: Path, day: date, batch
                 if keys is not None:
                     keys.add(valid.column(source.unique_column), checked.valid_record_numbers)
                 if valid.num_rows:
-                    copy.write(_csv_bytes(valid.append_column("_record_number", pa.array(checked.valid_record_numbers))))
+                    copy.write(encoder.encode(valid, checked.valid_record_numbers))
                     if len(report.preview) < PREVIEW_ROWS:
                         report.preview += valid.slice(0, PREVIEW_ROWS - len(report.preview)).to_pylist()
                 suppliers |= checked.supplier_ids
                 if checked.min_time is not None:
                     report.min_time = min(filter(None, [report.min_time, checked.min_time]))
                     report.max_time = max(filter(None, [report.max_time, checked.max_time]))
+            candidates = keys.candidates() if keys is not None else []  # while the server drains the queue
+            copy.write(encoder.trailer())
         if keys is not None:
-            duplicates = _reject_duplicates(cur, child, source.unique_column, keys.candidates())
+            duplicates = _reject_duplicates(cur, child, source.unique_column, candidates)
             for number, raw in duplicates:
                 rejects.writerow([number, raw, f"duplicate_key:{source.unique_column}"])
             if duplicates:
