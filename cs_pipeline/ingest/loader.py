@@ -3,9 +3,10 @@
 One transaction per (source, day): TRUNCATE the day's child table, stream the valid records into it
 with ``COPY ... FROM STDIN`` (binary format, see ``pgcopy``), move in-file duplicate keys out, replace
 the day's rejected rows, and record an audit row. Reading and validating a batch overlaps with the
-server writing the previous ones: psycopg's queued writer sends from a thread. A crash or kill before COMMIT leaves the previous contents untouched; readers
-never see a half-loaded day. Memory is bounded by the batch size: the file is streamed, rejects are
-spooled to a temporary file.
+server storing the previous ones: psycopg's queued writer sends from a thread. A crash or kill before
+COMMIT leaves the previous contents untouched; readers never see a half-loaded day. Memory is bounded
+by the batch size and psycopg's send queue (the file is streamed, rejects are spooled to a temporary
+file), plus 16 bytes per record for the in-file uniqueness check.
 """
 
 from __future__ import annotations
