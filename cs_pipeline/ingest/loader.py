@@ -6,7 +6,7 @@ the day's rejected rows, and record an audit row. Reading and validating a batch
 server storing the previous ones: psycopg's queued writer sends from a thread. A crash or kill before
 COMMIT leaves the previous contents untouched; readers never see a half-loaded day. Memory is bounded
 by the batch size and psycopg's send queue (the file is streamed, rejects are spooled to a temporary
-file), plus 16 bytes per record for the in-file uniqueness check.
+file), plus about 12 bytes per record for the in-file uniqueness check (``KeyTracker``).
 """
 
 from __future__ import annotations
@@ -75,9 +75,10 @@ class LoadReport:
 
 
 class KeyTracker:
-    """Finds repeated keys in a file without keeping the keys: 8 bytes of hash and 8 bytes of record
-    number per row. ``candidates()`` returns the record numbers whose hash repeats; the caller
-    confirms them exactly against the loaded rows (a hash collision only costs a look-up)."""
+    """Finds repeated keys in a file without keeping the keys: 8 bytes of hash and 4 bytes of record
+    number per row (8 beyond 2**31 records), and 8 more per row while ``candidates()`` sorts.
+    ``candidates()`` returns the record numbers whose hash repeats; the caller confirms them exactly
+    against the loaded rows (a hash collision only costs a look-up)."""
 
     _MULT = np.uint64(0x9E3779B97F4A7C15)
 
@@ -87,8 +88,9 @@ class KeyTracker:
 
     def add(self, keys: pa.Array, record_numbers: np.ndarray) -> None:
         """Track ``keys`` (non-null strings) of the rows numbered ``record_numbers``."""
+        numbers = np.asarray(record_numbers, dtype=np.int64)
         self._hashes.append(self.hash_keys(keys))
-        self._numbers.append(np.asarray(record_numbers, dtype=np.int64))
+        self._numbers.append(numbers.astype(np.int32) if len(numbers) and numbers[-1] < 2**31 else numbers)
 
     @classmethod
     def hash_keys(cls, keys: pa.Array) -> np.ndarray:
@@ -118,13 +120,14 @@ class KeyTracker:
         """Record numbers of rows whose key hash is shared with another row (sorted)."""
         if not self._hashes:
             return []
-        hashes = np.concatenate(self._hashes)
-        ordered = np.sort(hashes)
+        ordered = np.concatenate(self._hashes)
+        ordered.sort()
         repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+        del ordered
         if not len(repeated):
             return []
-        numbers = np.concatenate(self._numbers)
-        return sorted(numbers[np.isin(hashes, repeated)].tolist())
+        found = [numbers[np.isin(hashes, repeated)] for hashes, numbers in zip(self._hashes, self._numbers, strict=True)]
+        return sorted(int(n) for n in np.concatenate(found))
 
 
 def load_partition(
