@@ -134,6 +134,7 @@ def test_rerun_replaces_the_partition_without_duplicates(conn, clean_raw, tmp_pa
     ({"properties": '{"note": "lone \\udc00 low surrogate"}'}, "invalid_json:properties"),
     ({"properties": '{"a": 1}{"b": 2}'}, "invalid_json:properties"),
     ({"properties": '{"a": "}'}, "invalid_json:properties"),
+    ({"properties": '{"a": "nul\x00byte"}'}, "invalid_character:properties"),
 ])
 def test_each_rejection_reason(conn, clean_raw, tmp_path, row, reason):
     rows = good_events(3)

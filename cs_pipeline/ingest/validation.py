@@ -221,9 +221,10 @@ _JSON_PARSE = pajson.ParseOptions(explicit_schema=pa.schema([]), unexpected_fiel
 def _json_objects(values: pa.Array) -> pa.Array:
     """Boolean per value: null, or a JSON object PostgreSQL's ``jsonb`` accepts (``pg_json_object``).
 
-    Fast path: values on one line that start with ``{`` and end with ``}`` are parsed together as JSON
-    lines by Arrow's C++ parser; if it takes them all as exactly one object each, they pass. Values
-    holding a risky token (``_JSON_RISKY``), and all values when the fast path fails, are checked alone.
+    Fast path: values that start with ``{`` and end with ``}`` are parsed together as JSON lines by
+    Arrow's C++ parser; if it reads them all as exactly one object each, they pass. Values holding a line
+    break, a NUL byte or a risky token (``_JSON_RISKY``), and all values when the fast path fails, are
+    checked alone.
     """
     n = len(values)
     ok = np.ones(n, dtype=bool)
@@ -232,7 +233,7 @@ def _json_objects(values: pa.Array) -> pa.Array:
     candidate = _null_as(pc.and_(pc.starts_with(values, "{"), pc.ends_with(values, "}")), False)
     buffer = values.buffers()[2]
     data = b"" if buffer is None else memoryview(buffer).cast("B").tobytes()
-    for token in (b"\n", b"\r", *_JSON_RISKY):
+    for token in (b"\n", b"\r", b"\x00", *_JSON_RISKY):
         if data.find(token) >= 0:
             holds = _null_as(pc.match_substring(values, token.decode()), False)
             candidate = pc.and_(candidate, pc.invert(holds))
