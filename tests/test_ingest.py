@@ -249,6 +249,13 @@ with w.connect() as conn:
 """
 
 
+JOIN_SCRIPT = """
+import os
+from cs_pipeline.resources import WarehouseResource
+WarehouseResource(database_url=os.environ.get("CS_PIPELINE_DATABASE_URL"), home=os.environ["CS_PIPELINE_HOME"]).endpoints()
+"""
+
+
 def test_a_load_killed_mid_copy_leaves_the_previous_contents(conn, clean_raw, tmp_path, warehouse):
     from cs_pipeline.generate import write_bulk_events
 
@@ -287,6 +294,13 @@ def test_a_load_killed_mid_copy_leaves_the_previous_contents(conn, clean_raw, tm
     assert loaded(conn) == before
     assert conn.execute("SELECT rows_loaded FROM ops.load_audit WHERE source = 'activity_events' "
                         "AND partition_date = %s", (DAY,)).fetchone() == (3,)
+    if not warehouse.database_url:
+        # The killed process never left the embedded server's list of holders; the next process to exit
+        # cleanly drops it, so the server still stops when the last live process exits.
+        handles = Path(warehouse.home) / "pgdata" / ".handle_pids.json"
+        assert proc.pid in json.loads(handles.read_text())
+        subprocess.run([sys.executable, "-c", JOIN_SCRIPT], check=True, timeout=120)
+        assert proc.pid not in json.loads(handles.read_text())
 
 
 def test_suppliers_source_rules(conn, clean_raw, tmp_path):
