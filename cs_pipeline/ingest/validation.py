@@ -144,11 +144,16 @@ def to_microseconds(parsed: pa.Array) -> pa.Array:
         return pa.array(micros, type=pa.int64(), mask=mask).cast(ARROW_TYPES["timestamptz"])
 
 
-def _has_nul(values: pa.Array) -> pa.Array | None:
-    """Mask of values containing a NUL byte, or None when the column's data buffer has none."""
+def _data_bytes(values: pa.Array) -> bytes:
+    """The string column's data buffer (all values back to back; may reach past a slice), or b""."""
     buffers = values.buffers()
     data = buffers[2] if len(buffers) > 2 else None
-    if data is None or memoryview(data).cast("B").tobytes().find(b"\x00") < 0:
+    return b"" if data is None else memoryview(data).cast("B").tobytes()
+
+
+def _has_nul(values: pa.Array, data: bytes) -> pa.Array | None:
+    """Mask of values containing a NUL byte, or None when ``data`` (``_data_bytes(values)``) has none."""
+    if data.find(b"\x00") < 0:
         return None
     return _null_as(pc.match_substring(values, "\x00"), False)
 
@@ -218,21 +223,19 @@ _JSON_RISKY = (b"NaN", b"Infinity", b"\\u0000", b"\\ud", b"\\uD")
 _JSON_PARSE = pajson.ParseOptions(explicit_schema=pa.schema([]), unexpected_field_behavior="ignore")
 
 
-def _json_objects(values: pa.Array) -> pa.Array:
+def _json_objects(values: pa.Array, data: bytes) -> pa.Array:
     """Boolean per value: null, or a JSON object PostgreSQL's ``jsonb`` accepts (``pg_json_object``).
 
     Fast path: values that start with ``{`` and end with ``}`` are parsed together as JSON lines by
     Arrow's C++ parser; if it reads them all as exactly one object each, they pass. Values holding a line
     break, a NUL byte or a risky token (``_JSON_RISKY``), and all values when the fast path fails, are
-    checked alone.
+    checked alone. ``data`` is ``_data_bytes(values)``.
     """
     n = len(values)
     ok = np.ones(n, dtype=bool)
     if values.null_count == n:
         return pa.array(ok)
     candidate = _null_as(pc.and_(pc.starts_with(values, "{"), pc.ends_with(values, "}")), False)
-    buffer = values.buffers()[2]
-    data = b"" if buffer is None else memoryview(buffer).cast("B").tobytes()
     for token in (b"\n", b"\r", b"\x00", *_JSON_RISKY):
         if data.find(token) >= 0:
             holds = _null_as(pc.match_substring(values, token.decode()), False)
@@ -268,7 +271,8 @@ def _column_checks(
     if column.required:
         blank = _null_as(pc.utf8_is_space(values), True) if values.null_count < len(values) else pc.is_null(values)
         checks.append((f"missing_required:{column.name}", blank))
-    nul = _has_nul(values)
+    data = _data_bytes(values)
+    nul = _has_nul(values, data)
     if nul is not None:
         checks.append((f"invalid_character:{column.name}", nul))
     out = values
@@ -292,7 +296,7 @@ def _column_checks(
             bad = too_low if too_high is None else too_high if too_low is None else pc.or_(too_low, too_high)
             checks.append((f"out_of_range:{column.name}", _null_as(bad, False)))
     elif column.type == "jsonb":
-        checks.append((f"invalid_json:{column.name}", pc.invert(_json_objects(values))))
+        checks.append((f"invalid_json:{column.name}", pc.invert(_json_objects(values, data))))
     if column.allowed is not None:
         member = pc.is_in(values, value_set=pa.array(column.allowed, type=pa.string()))
         checks.append((f"invalid_enum:{column.name}", pc.and_(present, pc.invert(member))))
