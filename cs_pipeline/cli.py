@@ -63,9 +63,14 @@ def generate(
     except ValueError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    table = Table(title=f"generated {first} .. {first + timedelta(days=days - 1)} in {cfg.out}")
+    _print_counts(f"generated {first} .. {first + timedelta(days=days - 1)} in {cfg.out}", "rows", counts)
+
+
+def _print_counts(title: str, label: str, counts: dict[str, int]) -> None:
+    """A two-column table: source, and its count under ``label``."""
+    table = Table(title=title)
     table.add_column("source")
-    table.add_column("rows", justify="right")
+    table.add_column(label, justify="right")
     for source, count in counts.items():
         table.add_row(source, f"{count:,}")
     console.print(table)
@@ -216,12 +221,7 @@ def import_data(
     except MappingError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    table = Table(title=f"import {spec.name}: {spec.start}..{spec.end}, {result.files} files")
-    table.add_column("source")
-    table.add_column("rows written", justify="right")
-    for source, n in result.rows.items():
-        table.add_row(source, f"{n:,}")
-    console.print(table)
+    _print_counts(f"import {spec.name}: {spec.start}..{spec.end}, {result.files} files", "rows written", result.rows)
     for where, counter in result.unmapped.items():
         top = ", ".join(f"{v} ({n})" for v, n in counter.most_common(8))
         console.print(f"[yellow]unmapped[/yellow] {where}: {sum(counter.values())} value(s): {top}")
