@@ -44,7 +44,7 @@ def main() -> None:
 
     from cs_pipeline.ingest.loader import load_partition
     from cs_pipeline.ingest.sources import sources
-    from cs_pipeline.resources import WarehouseResource
+    from cs_pipeline.core.resources import WarehouseResource
     from cs_pipeline.settings import Settings
 
     day = date(2025, 6, 14)
@@ -54,7 +54,7 @@ def main() -> None:
         import subprocess
 
         subprocess.run([sys.executable, "-c", "import sys; from datetime import date; from pathlib import Path; "
-                        "from cs_pipeline.generate import write_bulk_events; "
+                        "from cs_pipeline.feeds.generate import write_bulk_events; "
                         "write_bulk_events(Path(sys.argv[1]), date.fromisoformat(sys.argv[2]), int(sys.argv[3]))",
                         str(path), day.isoformat(), str(args.rows)], check=True)
     print(f"generated {args.rows:,} rows ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f}s",

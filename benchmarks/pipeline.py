@@ -33,13 +33,13 @@ def main() -> None:
     import dagster as dg
 
     from cs_pipeline.definitions import build_definitions
-    from cs_pipeline.generate import GeneratorConfig, generate
-    from cs_pipeline.paths import DBT_PROJECT_DIR
-    from cs_pipeline.runner import run_job_over_range
+    from cs_pipeline.feeds.generate import GeneratorConfig, generate
+    from cs_pipeline.core.paths import DBT_PROJECT_DIR
+    from cs_pipeline.app.runner import run_job_over_range
     from cs_pipeline.settings import Settings
-    from cs_pipeline.transform.assets import dbt_executable
+    from cs_pipeline.transform.dbt import dbt_executable
     from cs_pipeline.transform.dbt import dbt_env, dbt_vars_arg
-    from cs_pipeline.warehouse import resolve_endpoints
+    from cs_pipeline.core.warehouse import resolve_endpoints
 
     start = date(2025, 1, 1)
     total_days = 182

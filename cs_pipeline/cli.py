@@ -51,8 +51,8 @@ def generate(
     gzip: Annotated[bool, typer.Option("--gzip/--no-gzip", help="Gzip csv/jsonl files.")] = False,
 ) -> None:
     """Write realistic synthetic WedSync landing files for all four sources."""
-    from cs_pipeline.generate import GeneratorConfig
-    from cs_pipeline.generate import generate as run_generate
+    from cs_pipeline.feeds.generate import GeneratorConfig
+    from cs_pipeline.feeds.generate import generate as run_generate
 
     settings = _settings()
     first = _parse_day(start) if start else _today() - timedelta(days=days)
@@ -103,8 +103,8 @@ def _run_range(settings: Settings, job: str, first: date, last: date, days_per_r
     from rich.progress import Progress
 
     from cs_pipeline.definitions import build_definitions
-    from cs_pipeline.instance import get_instance
-    from cs_pipeline.runner import day_windows, run_job_over_range
+    from cs_pipeline.app.instance import get_instance
+    from cs_pipeline.app.runner import day_windows, run_job_over_range
 
     instance = get_instance(settings)
     defs = build_definitions(settings)
@@ -140,12 +140,12 @@ def demo(
     import dagster as dg
 
     from cs_pipeline.definitions import build_definitions
-    from cs_pipeline.generate import GeneratorConfig
-    from cs_pipeline.generate import generate as run_generate
-    from cs_pipeline.instance import get_instance
-    from cs_pipeline.interventions.dagster_defs import email_from_env, intervention_job, risk_escalation_sensor
-    from cs_pipeline.resources import warehouse_from_settings
-    from cs_pipeline.summary import print_summary
+    from cs_pipeline.feeds.generate import GeneratorConfig
+    from cs_pipeline.feeds.generate import generate as run_generate
+    from cs_pipeline.app.instance import get_instance
+    from cs_pipeline.interventions.defs import email_from_env, intervention_job, risk_escalation_sensor
+    from cs_pipeline.core.resources import warehouse_from_settings
+    from cs_pipeline.app.summary import print_summary
 
     settings = _settings()
     first = _today() - timedelta(days=days)
@@ -212,7 +212,7 @@ def import_data(
     run_pipeline: Annotated[bool, typer.Option("--run/--no-run", help="Then run daily_customer_success over the days.")] = False,
 ) -> None:
     """Map a team's own exports onto the four landing sources, report what did not map, optionally run."""
-    from cs_pipeline.imports import MappingError, load_mapping, run_import
+    from cs_pipeline.feeds.imports import MappingError, load_mapping, run_import
 
     settings = _settings()
     try:
@@ -241,8 +241,8 @@ def report(
     """Export the health report for a day: HTML with charts, and the day's scores as CSV."""
     import psycopg
 
-    from cs_pipeline.report import export_report
-    from cs_pipeline.warehouse import resolve_endpoints
+    from cs_pipeline.app.report import export_report
+    from cs_pipeline.core.warehouse import resolve_endpoints
 
     day = _parse_day(as_of)
     endpoints = resolve_endpoints(_settings())
@@ -258,7 +258,7 @@ def report(
 @db_app.command("url")
 def db_url() -> None:
     """Print the warehouse connection string (starting the embedded server if needed)."""
-    from cs_pipeline.warehouse import resolve_endpoints
+    from cs_pipeline.core.warehouse import resolve_endpoints
 
     endpoints = resolve_endpoints(_settings())
     typer.echo(endpoints.warehouse)
@@ -267,7 +267,7 @@ def db_url() -> None:
 @db_app.command("shell")
 def db_shell() -> None:
     """Open psql on the warehouse (the embedded server stays up while psql runs)."""
-    from cs_pipeline.warehouse import resolve_endpoints
+    from cs_pipeline.core.warehouse import resolve_endpoints
 
     endpoints = resolve_endpoints(_settings())
     psql = shutil.which("psql")
@@ -285,13 +285,13 @@ def db_shell() -> None:
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def dbt(ctx: typer.Context) -> None:
     """Run dbt on dbt_project/ with the warehouse's connection settings, e.g. ``cs-pipeline dbt build``."""
-    from cs_pipeline.paths import DBT_PROJECT_DIR
+    from cs_pipeline.core.paths import DBT_PROJECT_DIR
     from cs_pipeline.transform.dbt import apply_dbt_env
-    from cs_pipeline.warehouse import resolve_endpoints
+    from cs_pipeline.core.warehouse import resolve_endpoints
 
     endpoints = resolve_endpoints(_settings())
     apply_dbt_env(endpoints.warehouse)
-    from cs_pipeline.transform.assets import dbt_executable
+    from cs_pipeline.transform.dbt import dbt_executable
 
     cmd = [dbt_executable(), *ctx.args,
            "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
@@ -303,8 +303,8 @@ def dev(
     port: Annotated[int, typer.Option(help="Port of the Dagster UI.")] = 3000,
 ) -> None:
     """Start the Dagster UI (``dagster dev``) on 127.0.0.1 with the persistent instance."""
-    from cs_pipeline.instance import prepare_dagster_home
-    from cs_pipeline.paths import PROJECT_ROOT
+    from cs_pipeline.app.instance import prepare_dagster_home
+    from cs_pipeline.core.paths import PROJECT_ROOT
 
     settings = _settings()
     prepare_dagster_home(settings)  # also starts the embedded server and keeps it for our lifetime

@@ -1,4 +1,10 @@
-"""The one Dagster entry point: ``dagster dev -m cs_pipeline.definitions`` or workspace.yaml."""
+"""The one Dagster entry point (``dagster dev -m cs_pipeline.definitions``, workspace.yaml, ``dg dev``).
+
+Each stage's ``defs.py`` returns that stage's ``Definitions``; this module merges them with the jobs and
+schedules that span stages (``daily_customer_success`` and the weekly backtest) and the shared
+``warehouse`` resource. ``defs`` is built lazily (``@dg.definitions``): importing the package starts
+nothing, not even the embedded PostgreSQL, which starts on a resource's first use.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +12,23 @@ from datetime import timedelta
 
 import dagster as dg
 
-from cs_pipeline.health.assets import ScoringResource, build_health_assets
-from cs_pipeline.ingest.assets import LandingZoneResource, build_ingest_assets
-from cs_pipeline.interventions.dagster_defs import (
-    email_from_env,
-    intervention_job,
-    intervention_outcomes,
-    risk_escalation_sensor,
-)
-from cs_pipeline.transform.assets import build_dbt_assets, dbt_resource
-from cs_pipeline.partitions import daily_partitions
-from cs_pipeline.resources import warehouse_from_settings
+from cs_pipeline.core.partitions import daily_partitions
+from cs_pipeline.core.resources import warehouse_from_settings
+from cs_pipeline.health import defs as health
+from cs_pipeline.ingest import defs as ingest
+from cs_pipeline.interventions import defs as interventions
 from cs_pipeline.settings import Settings
+from cs_pipeline.transform import defs as transform
+
+DAILY_GROUPS = ("ingest", "seeds", "staging", "intermediate", "marts", "health")
 
 
-def build_definitions(settings: Settings) -> dg.Definitions:
-    """All assets, checks, jobs, schedules, sensors and resources for ``settings``."""
-    partitions_def = daily_partitions(settings.partition_start)
-    assets = [*build_ingest_assets(partitions_def), *build_dbt_assets(partitions_def),
-              *build_health_assets(partitions_def), intervention_outcomes]
+def pipeline_defs() -> dg.Definitions:
+    """The jobs and schedules that span stages: ``daily_customer_success`` (every daily stage for one day,
+    or a range as one run) with its 02:00 UTC schedule, and ``health_score_backtest_job`` (weekly)."""
     daily_job = dg.define_asset_job(
         "daily_customer_success",
-        selection=dg.AssetSelection.groups("ingest", "seeds", "staging", "intermediate", "marts", "health")
-        - dg.AssetSelection.assets(["marts", "health_score_backtest"]),
+        selection=dg.AssetSelection.groups(*DAILY_GROUPS) - dg.AssetSelection.assets(["marts", "health_score_backtest"]),
         description="Every daily stage for one day (or a range, as one run): ingest -> dbt marts -> "
                     "customer_health -> success_milestones.",
     )
@@ -37,6 +37,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         selection=dg.AssetSelection.assets(["marts", "health_score_backtest"]),
         description="Backtest every scorecard on the warehouse's history (weekly).",
     )
+
     @dg.schedule(cron_schedule="0 2 * * *", job=daily_job, execution_timezone="UTC",
                  name="daily_customer_success_schedule", default_status=dg.DefaultScheduleStatus.RUNNING,
                  description="Every day at 02:00 UTC, run daily_customer_success for the day before.")
@@ -45,22 +46,30 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         return dg.RunRequest(run_key=day, partition_key=day)
 
     return dg.Definitions(
-        assets=assets,
-        jobs=[daily_job, backtest_job, intervention_job],
-        sensors=[risk_escalation_sensor],
+        jobs=[daily_job, backtest_job],
         schedules=[
             daily_customer_success_schedule,
             dg.ScheduleDefinition(job=backtest_job, cron_schedule="0 4 * * 1", execution_timezone="UTC",
                                   name="health_score_backtest_weekly"),
         ],
-        resources={
-            "warehouse": warehouse_from_settings(settings),
-            "landing": LandingZoneResource(directory=str(settings.landing_dir)),
-            "dbt": dbt_resource(),
-            "scoring": ScoringResource(scorecard=settings.scorecard),
-            "email": email_from_env(settings),
-        },
     )
 
 
-defs = build_definitions(Settings.from_env())
+def build_definitions(settings: Settings) -> dg.Definitions:
+    """All assets, checks, jobs, schedules, sensors and resources for ``settings``: the stages' own
+    ``Definitions`` in data-flow order, merged (``dg.Definitions.merge``)."""
+    partitions_def = daily_partitions(settings.partition_start)
+    return dg.Definitions.merge(
+        dg.Definitions(resources={"warehouse": warehouse_from_settings(settings)}),
+        ingest.build_defs(settings, partitions_def),
+        transform.build_defs(settings, partitions_def),
+        health.build_defs(settings, partitions_def),
+        interventions.build_defs(settings),
+        pipeline_defs(),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The definitions for the settings in this process's environment (read when Dagster loads them)."""
+    return build_definitions(Settings.from_env())

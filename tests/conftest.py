@@ -1,5 +1,10 @@
 """Shared fixtures: one real PostgreSQL for the whole session (the embedded one, or
-CS_PIPELINE_DATABASE_URL when set), in a temporary CS_PIPELINE_HOME."""
+CS_PIPELINE_DATABASE_URL when set), in a temporary CS_PIPELINE_HOME.
+
+Tiers: a test that uses the database or the temporary home (directly or through another fixture) is
+marked ``integration`` here, automatically; every other test is a fast unit test of pure functions.
+``pytest -m "not integration"`` runs only the fast tier (seconds).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,18 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cs_pipeline.resources import WarehouseResource
+from cs_pipeline.core.resources import WarehouseResource
+from cs_pipeline.ingest.tables import ensure_raw_tables
 from cs_pipeline.settings import Settings
+
+INTEGRATION_FIXTURES = {"cs_home", "settings", "warehouse", "conn", "clean_raw"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs the database or the temporary home as ``integration``."""
+    for item in items:
+        if INTEGRATION_FIXTURES.intersection(getattr(item, "fixturenames", ())) or item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +47,8 @@ def settings(cs_home: Path) -> Settings:
 def warehouse(settings: Settings) -> WarehouseResource:
     resource = WarehouseResource(database_url=settings.database_url, home=str(settings.home))
     resource.endpoints()  # start the server and create the schemas once
+    with resource.connect(autocommit=True) as connection:
+        ensure_raw_tables(connection)  # the ingest stage's tables, which clean_raw empties
     return resource
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from cs_pipeline.settings import Settings, SettingsError
-from cs_pipeline.warehouse import _as_psycopg2_url, _sqlalchemy_url
+from cs_pipeline.core.warehouse import _as_psycopg2_url, _sqlalchemy_url
 
 
 def test_defaults_relative_to_working_directory(tmp_path, monkeypatch):
@@ -48,14 +48,14 @@ def test_dagster_storage_urls_use_psycopg2():
 def test_embedded_server_runs_with_bulk_load_settings(conn, settings):
     if settings.database_url:
         pytest.skip("an external server keeps its own settings")
-    from cs_pipeline.warehouse import EMBEDDED_SETTINGS
+    from cs_pipeline.core.warehouse import EMBEDDED_SETTINGS
 
     for name, value in EMBEDDED_SETTINGS.items():
         assert conn.execute(f"SHOW {name}").fetchone()[0] == value, name
 
 
 def test_configure_embedded_is_idempotent(tmp_path):
-    from cs_pipeline.warehouse import SETTINGS_FILE, configure_embedded
+    from cs_pipeline.core.warehouse import SETTINGS_FILE, configure_embedded
 
     (tmp_path / "postgresql.conf").write_text("shared_buffers = '128MB'\n")
     configure_embedded(tmp_path)

@@ -30,8 +30,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cs_pipeline.paths import CONFIG_DIR
-from cs_pipeline.yamlconfig import load_yaml_model
+from cs_pipeline.core.paths import CONFIG_DIR
+from cs_pipeline.core.config import load_yaml_model
 
 SCORECARD_DIR = CONFIG_DIR / "scorecards"
 SEGMENT_COLUMNS = ("vendor_category", "tier", "lifecycle_stage")

@@ -5,15 +5,14 @@ per write). The logic lives in ``scoring``, ``milestones`` and ``backtest``; thi
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timezone
+from datetime import date
 
 import numpy as np
 import pandas as pd
 import psycopg
 from psycopg import sql
-from psycopg.types.numeric import FloatLoader
 
-from cs_pipeline.schema import ddl_transaction
+from cs_pipeline.core.db import copy_frame, ddl_transaction, read_frame, relation_exists
 
 HEALTH_COLUMNS = [
     "supplier_id", "as_of_date", "vendor_category", "tier", "lifecycle_stage", "health_score", "risk_level",
@@ -90,17 +89,6 @@ def ensure_health_tables(conn: psycopg.Connection) -> None:
             conn.execute(statement)
 
 
-def read_frame(conn: psycopg.Connection, query: sql.Composable | str, params: tuple = ()) -> pd.DataFrame:
-    """A query's rows as a DataFrame; PostgreSQL ``numeric`` arrives as float (decoded by psycopg)."""
-    cur = conn.cursor()
-    cur.adapters.register_loader("numeric", FloatLoader)
-    cur.execute(query, params)
-    names = [d.name for d in cur.description]
-    return pd.DataFrame(cur.fetchall(), columns=names)
-
-
-def relation_exists(conn: psycopg.Connection, qualified: str) -> bool:
-    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (qualified,)).fetchone()[0]
 
 
 def read_engagement(conn: psycopg.Connection, first: date, last: date, columns: list[str] | None = None) -> pd.DataFrame:
@@ -148,12 +136,5 @@ def write_health(conn: psycopg.Connection, frame: pd.DataFrame, days: list[date]
     transaction (DELETE + COPY). Returns the rows written."""
     with conn.transaction():
         conn.execute("DELETE FROM marts.customer_health WHERE as_of_date = ANY(%s)", (days,))
-        with conn.cursor().copy(sql.SQL("COPY marts.customer_health ({}) FROM STDIN").format(
-                sql.SQL(", ").join(map(sql.Identifier, HEALTH_COLUMNS)))) as copy:
-            for row in frame[HEALTH_COLUMNS].itertuples(index=False, name=None):
-                copy.write_row([None if (isinstance(v, float) and np.isnan(v)) else v for v in row])
-    return len(frame)
+        return copy_frame(conn, ("marts", "customer_health"), frame, HEALTH_COLUMNS)
 
-
-def now_utc() -> datetime:
-    return datetime.now(timezone.utc)

@@ -33,7 +33,7 @@ from cs_pipeline.ingest.landing import DEFAULT_BATCH_ROWS, open_records
 from cs_pipeline.ingest.pgcopy import BinaryCopyEncoder
 from cs_pipeline.ingest.sources import Source
 from cs_pipeline.ingest.validation import validate_batch
-from cs_pipeline.schema import ensure_partition
+from cs_pipeline.ingest.tables import ensure_partition
 
 PREVIEW_ROWS = 5
 

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from cs_pipeline.paths import FEATURE_CATALOGUE_CSV
+from cs_pipeline.core.paths import FEATURE_CATALOGUE_CSV
 
 ColumnType = Literal["text", "timestamptz", "numeric", "integer", "jsonb"]
 

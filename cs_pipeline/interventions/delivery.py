@@ -26,7 +26,7 @@ import pandas as pd
 import psycopg
 from pydantic import Field
 
-from cs_pipeline.schema import ddl_transaction
+from cs_pipeline.core.db import ddl_transaction
 
 DDL = [
     """

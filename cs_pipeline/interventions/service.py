@@ -8,7 +8,7 @@ from datetime import date, timedelta
 import pandas as pd
 import psycopg
 
-from cs_pipeline.health.store import read_frame, relation_exists
+from cs_pipeline.core.db import read_frame, relation_exists
 from cs_pipeline.interventions.delivery import (
     DeliveryReport,
     EmailResource,

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+import sys
 from datetime import date
 from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
 
-from cs_pipeline.paths import DBT_PROJECT_DIR
+from cs_pipeline.core.paths import DBT_PROJECT_DIR
 
 PROFILE_ENV = {
     "host": "CS_PIPELINE_DBT_HOST",
@@ -79,21 +79,26 @@ def manifest_is_stale(project_dir: Path = DBT_PROJECT_DIR, manifest: Path = MANI
     return any(p.stat().st_mtime > built for p in _project_files(project_dir))
 
 
+def put_dbt_on_path() -> None:
+    """Put this Python's bin directory (where ``dbt`` is installed) first on ``PATH`` if it is not there,
+    for dagster-dbt's preparer, which looks ``dbt`` up on ``PATH`` (a virtualenv need not be activated)."""
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+
+
 def prepare_manifest(project) -> Path:
     """Run ``dbt parse`` through dagster-dbt's preparer when the manifest is stale; return its path.
 
     ``project`` is a ``dagster_dbt.DbtProject``. Parsing needs no database connection.
     """
     if manifest_is_stale(Path(project.project_dir), Path(project.manifest_path)):
-        import sys
-
-        bin_dir = str(Path(sys.executable).parent)
-        if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):  # dbt beside this Python
-            os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+        put_dbt_on_path()
         project.preparer.prepare(project)
     return Path(project.manifest_path)
 
 
-def read_json(path: Path) -> Mapping:
-    """A JSON file as a mapping (for run_results.json in tests and metadata)."""
-    return json.loads(path.read_text())
+def dbt_executable() -> str:
+    """The ``dbt`` installed beside this Python (a virtualenv's bin need not be on PATH)."""
+    candidate = Path(sys.executable).parent / "dbt"
+    return str(candidate) if candidate.exists() else "dbt"

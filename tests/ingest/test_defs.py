@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from cs_pipeline.definitions import build_definitions
-from cs_pipeline.generate import GeneratorConfig, generate
+from cs_pipeline.feeds.generate import GeneratorConfig, generate
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from cs_pipeline.settings import ENV_DAGSTER_STORAGE_URL, ENV_HOME, ENV_LANDING_DIR, Settings
-from cs_pipeline.warehouse import Endpoints, resolve_endpoints
+from cs_pipeline.core.warehouse import Endpoints, resolve_endpoints
 
 DAGSTER_YAML = """\
 # Written by cs-pipeline. Runs, event logs and schedules live in PostgreSQL (dagster-postgres), in the

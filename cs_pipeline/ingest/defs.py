@@ -1,4 +1,5 @@
-"""Dagster assets ``raw/<source>``: one per source, daily partitions, COPY with quarantine.
+"""Dagster definitions of the ingest stage: the assets ``raw/<source>`` (one per source, daily partitions,
+COPY with quarantine, a blocking Great Expectations check each) and the landing-zone resource.
 
 (No ``from __future__ import annotations`` here: Dagster inspects the context annotation.)
 """
@@ -9,15 +10,18 @@ from pathlib import Path
 
 import dagster as dg
 
+from cs_pipeline.core.metadata import markdown_table
+from cs_pipeline.core.partitions import DAILY_FRESHNESS, partition_days
+from cs_pipeline.core.resources import WarehouseResource
+from cs_pipeline.ingest.gates import raw_gate, raw_gate_range
 from cs_pipeline.ingest.landing import LandingFileError, find_landing_file, open_records
 from cs_pipeline.ingest.loader import LoadReport, load_partition
 from cs_pipeline.ingest.sources import SOURCE_NAMES, sources
-from cs_pipeline.metadata import markdown_table
-from cs_pipeline.partitions import DAILY_FRESHNESS, partition_days
-from cs_pipeline.quality.checks import GateRunner, check_result, raw_gate, raw_gate_range
+from cs_pipeline.quality.checks import check_result
+from cs_pipeline.quality.gx import GateRunner
+from cs_pipeline.settings import Settings
 
 PER_DAY_GATES_UP_TO = 7  # longer ranges (backfills) are validated as one batch
-from cs_pipeline.resources import WarehouseResource
 
 
 class LandingZoneResource(dg.ConfigurableResource):
@@ -142,3 +146,12 @@ def build_ingest_asset(source_name: str, partitions_def: dg.PartitionsDefinition
 def build_ingest_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """The four ingest assets, in DOMAIN.md's order."""
     return [build_ingest_asset(name, partitions_def) for name in SOURCE_NAMES]
+
+
+def build_defs(settings: Settings, partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
+    """The ingest stage: the four ``raw/<source>`` assets on ``partitions_def`` and the ``landing``
+    resource (``CS_PIPELINE_LANDING_DIR``)."""
+    return dg.Definitions(
+        assets=build_ingest_assets(partitions_def),
+        resources={"landing": LandingZoneResource(directory=str(settings.landing_dir))},
+    )

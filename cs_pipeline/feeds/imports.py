@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cs_pipeline.ingest.landing import landing_file_name
 from cs_pipeline.ingest.sources import SOURCE_NAMES, sources
-from cs_pipeline.yamlconfig import load_yaml_model
+from cs_pipeline.core.config import load_yaml_model
 
 
 class MappingError(ValueError):

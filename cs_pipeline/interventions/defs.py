@@ -1,5 +1,6 @@
-"""Dagster wiring of the intervention stage: ``risk_escalation_sensor``, ``intervention_job`` and the
-``intervention_outcomes`` asset.
+"""Dagster definitions of the intervention stage: ``risk_escalation_sensor``, ``intervention_job``, the
+``intervention_outcomes`` asset, the ``email`` resource, and ``ops/interventions``, the asset the job
+writes (so its reads of raw.suppliers and its writes to success_milestones show in the asset graph).
 
 (No ``from __future__ import annotations`` here: Dagster inspects the context annotations.)
 """
@@ -11,16 +12,33 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from cs_pipeline.health.store import read_frame, relation_exists
+from cs_pipeline.core.db import copy_frame, read_frame, relation_exists
+from cs_pipeline.core.resources import WarehouseResource
 from cs_pipeline.interventions.delivery import EmailResource, ensure_intervention_tables
 from cs_pipeline.interventions.playbook import load_playbook
-from cs_pipeline.quality.gx import gate_failed
 from cs_pipeline.interventions.service import due_suppliers, latest_health_day, run_interventions
-from cs_pipeline.resources import WarehouseResource
+from cs_pipeline.quality.gx import gate_failed
 from cs_pipeline.settings import Settings
 
 CUSTOMER_HEALTH = dg.AssetKey(["marts", "customer_health"])
+INTERVENTIONS = dg.AssetKey(["ops", "interventions"])
 BATCH_SIZE = 200
+
+#: ops.interventions (with ops.in_app_notifications and ops.support_interactions) is written by
+#: intervention_job, an op job launched by risk_escalation_sensor, not materialised as an asset: this spec
+#: puts it in the lineage. The job reads owners' e-mail addresses from raw.suppliers, the day's scores from
+#: customer_health, uncelebrated milestones (and marks them celebrated) from success_milestones, and the
+#: least adopted core feature from fct_feature_adoption.
+interventions_spec = dg.AssetSpec(
+    key=INTERVENTIONS,
+    group_name="interventions",
+    deps=[dg.AssetKey(["raw", "suppliers"]), CUSTOMER_HEALTH, dg.AssetKey(["marts", "success_milestones"]),
+          dg.AssetKey(["marts", "fct_feature_adoption"])],
+    kinds={"postgres"},
+    description="ops.interventions: every planned, sent, failed or suppressed intervention (written by "
+                "intervention_job, launched by risk_escalation_sensor); also ops.in_app_notifications and "
+                "ops.support_interactions. The job sets success_milestones.celebrated after a celebration.",
+)
 
 
 class InterventionConfig(dg.Config):
@@ -41,6 +59,8 @@ def deliver_interventions(context: dg.OpExecutionContext, config: InterventionCo
         report = run_interventions(conn, playbook, email, config.rule, day, config.supplier_ids or None,
                                    run_id=context.run_id)
     context.log.info(f"{config.rule} {day} batch {config.batch}: {report}")
+    context.log_event(dg.AssetMaterialization(asset_key=INTERVENTIONS, partition=None, metadata={
+        "rule": config.rule, "as_of_date": config.as_of_date, "sent": report.sent, "failed": report.failed}))
     if report.failed:
         context.log.warning(f"{report.failed} delivery failure(s): re-run the job to retry only those")
     return dg.Output(
@@ -136,7 +156,7 @@ def outcomes(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     return out, summary
 
 
-@dg.asset(key=["marts", "intervention_outcomes"], group_name="interventions", deps=[CUSTOMER_HEALTH],
+@dg.asset(key=["marts", "intervention_outcomes"], group_name="interventions", deps=[INTERVENTIONS, CUSTOMER_HEALTH],
           kinds={"python", "postgres"},
           description="marts.intervention_outcomes: every sent intervention and control case with health and risk "
                       "7, 14 and 30 days later, a recovered flag, and uplift per rule (treated vs control).")
@@ -158,9 +178,7 @@ def intervention_outcomes(context: dg.AssetExecutionContext, warehouse: Warehous
             columns = ["intervention_id", "supplier_id", "rule", "channel", "as_of_date", "status", "reason",
                        "is_control", "health_at_trigger", "risk_at_trigger", "health_7d", "risk_7d", "health_14d",
                        "risk_14d", "health_30d", "risk_30d", "recovered"]
-            with conn.cursor().copy(f"COPY marts.intervention_outcomes_next ({', '.join(columns)}) FROM STDIN") as copy:
-                for row in frame[columns].itertuples(index=False, name=None):
-                    copy.write_row([None if (isinstance(v, float) and np.isnan(v)) else v for v in row])
+            copy_frame(conn, ("marts", "intervention_outcomes_next"), frame, columns)
             conn.execute("DROP TABLE IF EXISTS marts.intervention_outcomes")
             conn.execute("ALTER TABLE marts.intervention_outcomes_next RENAME TO intervention_outcomes")
         counts = read_frame(conn, "SELECT rule, channel, status, coalesce(reason, '') AS reason, count(*) AS n "
@@ -188,3 +206,13 @@ def email_from_env(settings: Settings) -> EmailResource:
         outbox_dir=str(settings.outbox_dir),
     )
 
+
+def build_defs(settings: Settings) -> dg.Definitions:
+    """The intervention stage: the sensor, the job, the outcomes asset, ``ops/interventions`` in the
+    lineage, and the ``email`` resource (``CS_PIPELINE_SMTP_*``; the outbox when no host is set)."""
+    return dg.Definitions(
+        assets=[interventions_spec, intervention_outcomes],
+        jobs=[intervention_job],
+        sensors=[risk_escalation_sensor],
+        resources={"email": email_from_env(settings)},
+    )

@@ -16,7 +16,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from cs_pipeline.definitions import build_definitions
-from cs_pipeline.interventions.dagster_defs import intervention_job, risk_escalation_sensor
+from cs_pipeline.interventions.defs import intervention_job, risk_escalation_sensor
 from cs_pipeline.interventions.delivery import EmailResource
 from cs_pipeline.interventions.planning import (
     apply_filters,
@@ -27,8 +27,8 @@ from cs_pipeline.interventions.planning import (
     render,
 )
 from cs_pipeline.interventions.playbook import PlaybookError, load_playbook
-from cs_pipeline.runner import run_job_over_range
-from tests.test_transform import (
+from cs_pipeline.app.runner import run_job_over_range
+from tests.helpers import (
     BILLING_COLUMNS,
     EVENT_COLUMNS,
     SUPPLIER_COLUMNS,

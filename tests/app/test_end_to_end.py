@@ -14,10 +14,10 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from cs_pipeline.definitions import build_definitions
-from cs_pipeline.imports import MappingError, load_mapping, run_import
-from cs_pipeline.paths import PROJECT_ROOT
-from cs_pipeline.runner import run_job_over_range
-from tests.test_transform import reset_warehouse
+from cs_pipeline.feeds.imports import MappingError, load_mapping, run_import
+from cs_pipeline.core.paths import PROJECT_ROOT
+from cs_pipeline.app.runner import run_job_over_range
+from tests.helpers import reset_warehouse
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ EXPECTED_ASSETS = {
     "intermediate/int_supplier_feature_days": "intermediate", "intermediate/int_supplier_client_days": "intermediate",
     "intermediate/int_supplier_user_days": "intermediate",
     "marts/dim_suppliers": "marts", "marts/fct_supplier_activity_daily": "marts", "marts/fct_feature_adoption": "marts",
-    "marts/supplier_engagement_daily": "marts",
+    "marts/supplier_engagement_daily": "marts", "marts/fct_supplier_milestone_facts": "marts",
     "marts/customer_health": "health", "marts/success_milestones": "health", "marts/health_score_backtest": "health",
     "marts/intervention_outcomes": "interventions",
 }
@@ -66,6 +66,13 @@ def test_definitions_snapshot(settings):
     assert request.partition_key == "2025-06-09"
     health = graph.get(dg.AssetKey(["marts", "customer_health"]))
     assert health.freshness_policy is not None
+    # Lineage (issue 11): milestones read the dbt facts model; the intervention job's table is in the graph.
+    assert graph.get(dg.AssetKey(["marts", "success_milestones"])).parent_keys == {
+        dg.AssetKey(["marts", "fct_supplier_milestone_facts"])}
+    interventions = graph.get(dg.AssetKey(["ops", "interventions"]))
+    assert {dg.AssetKey(["raw", "suppliers"]), dg.AssetKey(["marts", "customer_health"]),
+            dg.AssetKey(["marts", "success_milestones"])} <= interventions.parent_keys
+    assert dg.AssetKey(["ops", "interventions"]) in graph.get(dg.AssetKey(["marts", "intervention_outcomes"])).parent_keys
 
 
 def test_demo_command_runs_and_its_summary_matches_the_database(tmp_path):

@@ -16,37 +16,15 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from cs_pipeline.definitions import build_definitions
-from cs_pipeline.generate import GeneratorConfig, generate
-from cs_pipeline.runner import run_job_over_range
-from cs_pipeline.transform.assets import dbt_executable
+from cs_pipeline.feeds.generate import GeneratorConfig, generate
+from cs_pipeline.app.runner import run_job_over_range
+from cs_pipeline.transform.dbt import dbt_executable
 from cs_pipeline.transform.dbt import dbt_env, dbt_vars, dbt_vars_arg
-from cs_pipeline.paths import DBT_PROJECT_DIR
+from cs_pipeline.core.paths import DBT_PROJECT_DIR
+
+from tests.helpers import BILLING_COLUMNS, EVENT_COLUMNS, SUPPLIER_COLUMNS, TICKET_COLUMNS, _write, reset_warehouse
 
 pytestmark = pytest.mark.slow
-
-SUPPLIER_COLUMNS = ["supplier_id", "business_name", "email", "vendor_category", "tier", "country",
-                    "signed_up_at", "onboarded_at", "status", "cancelled_at", "mrr", "currency"]
-EVENT_COLUMNS = ["event_id", "supplier_id", "user_id", "event_name", "occurred_at", "client_id", "properties"]
-TICKET_COLUMNS = ["ticket_id", "supplier_id", "opened_at", "resolved_at", "channel", "category", "priority",
-                  "csat", "first_response_minutes"]
-BILLING_COLUMNS = ["billing_event_id", "supplier_id", "occurred_at", "event_type", "amount", "currency", "tier"]
-
-
-def reset_warehouse(conn: psycopg.Connection) -> None:
-    """Empty raw data and drop every dbt-built schema, so a test starts from nothing."""
-    conn.execute("TRUNCATE raw.suppliers, raw.activity_events, raw.support_tickets, raw.billing_events, "
-                 "raw.rejected_rows, ops.load_audit")
-    for schema in ("staging", "intermediate", "marts", "seeds"):
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-    conn.commit()
-
-
-def _write(path: Path, columns: list[str], rows: list[list]) -> None:
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(columns)
-        writer.writerows(rows)
-
 
 def hand_made_landing(directory: Path) -> None:
     """Two suppliers over 2025-06-01..03 (see test_marts_match_values_worked_by_hand)."""
@@ -212,7 +190,7 @@ def test_incremental_runs_equal_a_full_refresh(settings, warehouse, tmp_path):
 def test_bi_role_reads_marts_and_is_refused_on_raw(settings, warehouse, conn):
     role = settings.bi_role
     # Marts exist from the tests above; make sure the role is set up even when run alone.
-    from cs_pipeline.access import ensure_bi_role
+    from cs_pipeline.core.access import ensure_bi_role
 
     conn.execute("CREATE SCHEMA IF NOT EXISTS marts")
     conn.execute("CREATE TABLE IF NOT EXISTS marts.bi_probe (x int)")

@@ -242,7 +242,7 @@ from datetime import date
 from pathlib import Path
 from cs_pipeline.ingest.loader import load_partition
 from cs_pipeline.ingest.sources import sources
-from cs_pipeline.resources import WarehouseResource
+from cs_pipeline.core.resources import WarehouseResource
 w = WarehouseResource(database_url=os.environ.get("CS_PIPELINE_DATABASE_URL"), home=os.environ["CS_PIPELINE_HOME"])
 with w.connect() as conn:
     load_partition(conn, sources()["activity_events"], Path(sys.argv[1]), date(2025, 5, 1))
@@ -251,13 +251,13 @@ with w.connect() as conn:
 
 JOIN_SCRIPT = """
 import os
-from cs_pipeline.resources import WarehouseResource
+from cs_pipeline.core.resources import WarehouseResource
 WarehouseResource(database_url=os.environ.get("CS_PIPELINE_DATABASE_URL"), home=os.environ["CS_PIPELINE_HOME"]).endpoints()
 """
 
 
 def test_a_load_killed_mid_copy_leaves_the_previous_contents(conn, clean_raw, tmp_path, warehouse):
-    from cs_pipeline.generate import write_bulk_events
+    from cs_pipeline.feeds.generate import write_bulk_events
 
     small = write_file(tmp_path, "csv", False, good_events(3))
     load_partition(conn, EVENTS, small, DAY)

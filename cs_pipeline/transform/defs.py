@@ -1,4 +1,5 @@
-"""dbt models as Dagster assets (dagster-dbt): seeds and staging unpartitioned, daily models partitioned.
+"""Dagster definitions of the transform stage: dbt models as assets (dagster-dbt), seeds and staging
+unpartitioned, daily models partitioned, and the ``dbt`` resource.
 
 * ``dbt_daily_models``: models tagged ``daily`` (intermediate, fct_supplier_activity_daily,
   supplier_engagement_daily, fct_feature_adoption) on the daily partitions; a run over a range of days is
@@ -10,19 +11,18 @@ dbt tests become Dagster asset checks. The translator groups models by layer and
 (No ``from __future__ import annotations`` here: Dagster inspects the context annotation.)
 """
 
-import sys
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 
-from cs_pipeline.access import ensure_bi_role
-from cs_pipeline.paths import DBT_PROJECT_DIR
-from cs_pipeline.resources import WarehouseResource
-from cs_pipeline.transform.dbt import apply_dbt_env, dbt_vars_arg, prepare_manifest
+from cs_pipeline.core.access import ensure_bi_role
+from cs_pipeline.core.paths import DBT_PROJECT_DIR
+from cs_pipeline.core.resources import WarehouseResource
+from cs_pipeline.settings import Settings
+from cs_pipeline.transform.dbt import apply_dbt_env, dbt_executable, dbt_vars_arg, prepare_manifest, put_dbt_on_path
 
 DAILY_SELECT = "tag:daily"
 
@@ -46,8 +46,16 @@ class CsDbtTranslator(DagsterDbtTranslator):
 
 
 def dbt_project() -> DbtProject:
-    """The project in ``dbt_project/``, with its manifest prepared (``dbt parse``) if stale."""
+    """The project in ``dbt_project/``, with its manifest prepared.
+
+    Under ``dagster dev`` / ``dg dev``, ``DbtProject.prepare_if_dev()`` re-parses on every load (dagster-dbt's
+    own mechanism). Everywhere else (the ``cs-pipeline`` CLI, tests, ``dagster asset materialize``, a fresh
+    clone with no ``target/``), ``prepare_if_dev`` does nothing, so ``prepare_manifest`` parses when the
+    manifest is missing or older than a project file: nobody has to run ``dbt parse`` by hand.
+    """
     project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+    put_dbt_on_path()
+    project.prepare_if_dev()
     prepare_manifest(project)
     return project
 
@@ -98,13 +106,14 @@ def build_dbt_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsD
     return [dbt_reference_models, dbt_daily_models]
 
 
-def dbt_executable() -> str:
-    """The ``dbt`` installed beside this Python (a virtualenv's bin need not be on PATH)."""
-    candidate = Path(sys.executable).parent / "dbt"
-    return str(candidate) if candidate.exists() else "dbt"
-
-
 def dbt_resource() -> DbtCliResource:
     """The dbt CLI resource for ``dbt_project/`` (profile from the CS_PIPELINE_DBT_* environment)."""
     return DbtCliResource(project_dir=dbt_project(), profiles_dir=str(DBT_PROJECT_DIR),
                           dbt_executable=dbt_executable())
+
+
+def build_defs(settings: Settings, partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
+    """The transform stage: the two dbt multi-assets (their dbt tests become asset checks) and the
+    ``dbt`` resource. ``settings`` is unused today; every stage's ``build_defs`` takes it."""
+    del settings
+    return dg.Definitions(assets=build_dbt_assets(partitions_def), resources={"dbt": dbt_resource()})

@@ -1,5 +1,6 @@
-"""Dagster assets of the health stage (group ``health``): customer_health, success_milestones and
-health_score_backtest. Thin: read from the marts, call the pure functions, write, report.
+"""Dagster definitions of the health stage (group ``health``): customer_health, success_milestones and
+health_score_backtest, and the ``scoring`` resource. Thin: read from the marts, call the pure functions,
+write, report.
 
 (No ``from __future__ import annotations`` here: Dagster inspects the context annotation.)
 """
@@ -19,19 +20,21 @@ from cs_pipeline.health.store import (
     components_json,
     ensure_health_tables,
     latest_calibration,
-    now_utc,
     read_engagement,
-    read_frame,
     read_health_history,
     write_health,
 )
-from cs_pipeline.metadata import markdown_table
-from cs_pipeline.partitions import DAILY_FRESHNESS, partition_days
-from cs_pipeline.quality.checks import GateRunner, check_result, health_gate
-from cs_pipeline.resources import WarehouseResource
+from cs_pipeline.core.db import now_utc, read_frame
+from cs_pipeline.core.metadata import markdown_table
+from cs_pipeline.core.partitions import DAILY_FRESHNESS, partition_days
+from cs_pipeline.health.gates import health_gate
+from cs_pipeline.quality.checks import check_result
+from cs_pipeline.quality.gx import GateRunner
+from cs_pipeline.core.resources import WarehouseResource
+from cs_pipeline.settings import Settings
 
 ENGAGEMENT = dg.AssetKey(["marts", "supplier_engagement_daily"])
-ACTIVITY = dg.AssetKey(["marts", "fct_supplier_activity_daily"])
+MILESTONE_FACTS = dg.AssetKey(["marts", "fct_supplier_milestone_facts"])
 DIM_SUPPLIERS = dg.AssetKey(["marts", "dim_suppliers"])
 SEASONAL_HISTORY_DAYS = 730
 
@@ -58,41 +61,6 @@ def score_window(conn, scorecard, first: date, last: date) -> pd.DataFrame:
         scores["churn_risk_score"] = calibrated_churn_risk(scores["health_score"].to_numpy(dtype=float), calibration)
     history = read_health_history(conn, first - timedelta(days=30), last)
     return add_history(scores, history, scorecard)
-
-
-MILESTONE_FACTS_SQL = """
-WITH days AS (
-  SELECT supplier_id, as_of_date, (onboarded_date IS NOT NULL)::int AS onboarded, adopted_core_features,
-         core_features_total, days_since_signup
-  FROM marts.supplier_engagement_daily WHERE as_of_date BETWEEN %(first)s AND %(last)s
-), activity AS (
-  SELECT supplier_id, activity_date AS d, logins, forms_sent, forms_completed, journeys_completed,
-         coalesce((events_by_feature->>'reviews')::int, 0) AS reviews,
-         coalesce((events_by_feature->>'integrations')::int, 0) AS integrations, 0 AS clients, 0 AS upgrades
-  FROM marts.fct_supplier_activity_daily WHERE activity_date <= %(last)s
-  UNION ALL
-  SELECT supplier_id, first_seen, 0, 0, 0, 0, 0, 0, count(*), 0 FROM (
-    SELECT supplier_id, client_id, min(activity_date) AS first_seen FROM intermediate.int_supplier_client_days
-    WHERE activity_date <= %(last)s GROUP BY 1, 2) c GROUP BY 1, 2
-  UNION ALL
-  SELECT supplier_id, event_date, 0, 0, 0, 0, 0, 0, 0, count(*) FROM staging.stg_wedsync__billing_events
-  WHERE event_type = 'subscription_upgraded' AND event_date <= %(last)s GROUP BY 1, 2
-  UNION ALL
-  SELECT supplier_id, as_of_date, 0, 0, 0, 0, 0, 0, 0, 0 FROM days
-), running AS (
-  SELECT supplier_id, d,
-         sum(sum(logins)) OVER w AS logins_total, sum(sum(forms_sent)) OVER w AS forms_sent_total,
-         sum(sum(forms_completed)) OVER w AS forms_completed_total,
-         sum(sum(journeys_completed)) OVER w AS journeys_completed_total,
-         sum(sum(reviews)) OVER w AS reviews_total, sum(sum(integrations)) OVER w AS integrations_total,
-         sum(sum(clients)) OVER w AS clients_total, sum(sum(upgrades)) OVER w AS upgrades_total
-  FROM activity GROUP BY supplier_id, d
-  WINDOW w AS (PARTITION BY supplier_id ORDER BY d)
-)
-SELECT days.*, r.logins_total, r.forms_sent_total, r.forms_completed_total, r.journeys_completed_total,
-       r.reviews_total, r.integrations_total, r.clients_total, r.upgrades_total
-FROM days JOIN running r ON r.supplier_id = days.supplier_id AND r.d = days.as_of_date
-"""
 
 
 @dg.asset(
@@ -239,7 +207,7 @@ def build_health_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
     @dg.asset(
         key=["marts", "success_milestones"],
         group_name="health",
-        deps=[ENGAGEMENT, ACTIVITY],
+        deps=[MILESTONE_FACTS],
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         kinds={"python", "pandas", "postgres"},
@@ -252,7 +220,8 @@ def build_health_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         milestones = load_milestones()
         with warehouse.connect() as conn:
             ensure_health_tables(conn)
-            facts = read_frame(conn, MILESTONE_FACTS_SQL, {"first": days[0], "last": days[-1]})
+            facts = read_frame(conn, "SELECT * FROM marts.fct_supplier_milestone_facts "
+                                     "WHERE as_of_date BETWEEN %s AND %s", (days[0], days[-1]))
             achieved = read_frame(conn, "SELECT supplier_id, milestone_type, achieved_at FROM marts.success_milestones")
             new = evaluate_milestones(facts, milestones, achieved)
             with conn.transaction():
@@ -280,3 +249,8 @@ def build_health_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
     return [customer_health, success_milestones, health_score_backtest]
 
 
+def build_defs(settings: Settings, partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
+    """The health stage: customer_health and success_milestones on ``partitions_def``, the unpartitioned
+    backtest, and the ``scoring`` resource (``CS_PIPELINE_SCORECARD``)."""
+    return dg.Definitions(assets=build_health_assets(partitions_def),
+                          resources={"scoring": ScoringResource(scorecard=settings.scorecard)})

@@ -1,4 +1,4 @@
-"""Warehouse DDL: schemas and raw tables, created idempotently.
+"""The ingest stage's tables: ``raw.<source>``, ``raw.rejected_rows`` and ``ops.load_audit``, created idempotently.
 
 Raw tables are LIST-partitioned by ``_partition_date`` (one child table per landing day), so replacing
 a day is a TRUNCATE + COPY of its own child table inside one transaction.
@@ -6,18 +6,13 @@ a day is a TRUNCATE + COPY of its own child table inside one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 
 import psycopg
 from psycopg import sql
 
+from cs_pipeline.core.db import ddl_transaction, ensure_schemas
 from cs_pipeline.ingest.sources import Source, sources
-
-SCHEMAS = ("raw", "staging", "intermediate", "marts", "ops", "seeds")
-
-_DDL_LOCK_KEY = 0x637370  # one advisory lock for all of the project's DDL ("csp")
 
 
 def _column_ddl(source: Source) -> sql.Composed:
@@ -34,23 +29,14 @@ def _column_ddl(source: Source) -> sql.Composed:
     return sql.SQL(",\n  ").join(parts)
 
 
-@contextmanager
-def ddl_transaction(conn: psycopg.Connection) -> Iterator[None]:
-    """A transaction holding the project's DDL advisory lock, so that processes creating the same
-    schemas, tables or partitions at once take turns instead of colliding in the catalog."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
-        yield
-
-
-def ensure_schemas(conn: psycopg.Connection) -> None:
-    """Create the schemas, the raw tables and ``raw.rejected_rows`` if they do not exist.
+def ensure_raw_tables(conn: psycopg.Connection) -> None:
+    """Create the raw tables, ``raw.rejected_rows`` and ``ops.load_audit`` if they do not exist (the
+    schemas too, so the stage also works on a fresh database).
 
     Safe to run concurrently from several processes (serialised by an advisory lock). Commits.
     """
+    ensure_schemas(conn)
     with ddl_transaction(conn):
-        for schema in SCHEMAS:
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         for source in sources().values():
             conn.execute(
                 sql.SQL("CREATE TABLE IF NOT EXISTS {} (\n  {}\n) PARTITION BY LIST (_partition_date)").format(
@@ -101,9 +87,12 @@ def ensure_partition(conn: psycopg.Connection, source: str, day: date) -> sql.Id
     """Create the child table of ``raw.<source>`` for ``day`` if missing, in its own short transaction.
 
     Creating a partition locks the parent table, so it is done (and committed) before the load
-    transaction, which then locks only the child. Returns the child's qualified identifier.
+    transaction, which then locks only the child. Creates the raw tables first on a fresh database.
+    Returns the child's qualified identifier.
     """
     child = sql.Identifier("raw", partition_table_name(source, day))
+    if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"raw.{source}",)).fetchone()[0]:
+        ensure_raw_tables(conn)  # a fresh database: the stage creates its own tables
     with ddl_transaction(conn):
         conn.execute(
             sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES IN ({})").format(

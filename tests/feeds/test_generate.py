@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cs_pipeline.generate import GeneratorConfig, generate
+from cs_pipeline.feeds.generate import GeneratorConfig, generate
 from cs_pipeline.ingest.landing import open_records
 from cs_pipeline.ingest.sources import SOURCE_NAMES, sources
 from cs_pipeline.ingest.validation import validate_batch

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import psycopg
 
-from cs_pipeline.health.store import read_frame, relation_exists
+from cs_pipeline.core.db import read_frame, relation_exists
 
 LEVEL_COLOURS = {"healthy": "#2e7d32", "at_risk": "#f9a825", "critical": "#c62828", "unscored": "#9e9e9e"}
 

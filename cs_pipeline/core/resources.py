@@ -10,10 +10,10 @@ import dagster as dg
 import psycopg
 from pydantic import PrivateAttr
 
-from cs_pipeline.access import ensure_bi_role
-from cs_pipeline.schema import ensure_schemas
+from cs_pipeline.core.access import ensure_bi_role
+from cs_pipeline.core.db import ensure_schemas
 from cs_pipeline.settings import Settings
-from cs_pipeline.warehouse import Endpoints, resolve_endpoints
+from cs_pipeline.core.warehouse import Endpoints, resolve_endpoints
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -41,7 +41,7 @@ class WarehouseResource(dg.ConfigurableResource):
         """Resolve the warehouse (starting the embedded server if needed) and create the schemas once.
 
         Raises:
-            cs_pipeline.warehouse.WarehouseError: the server could not be reached or prepared.
+            cs_pipeline.core.warehouse.WarehouseError: the server could not be reached or prepared.
         """
         if self._endpoints is None:
             endpoints = resolve_endpoints(self.settings())

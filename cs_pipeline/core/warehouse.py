@@ -71,7 +71,7 @@ def configure_embedded(pgdata: Path) -> None:
         OSError: the data directory is not writable.
     """
     target = pgdata / SETTINGS_FILE
-    text = "# Written by cs_pipeline (cs_pipeline.warehouse.EMBEDDED_SETTINGS); replaced at every start.\n" + "".join(
+    text = "# Written by cs_pipeline (cs_pipeline.core.warehouse.EMBEDDED_SETTINGS); replaced at every start.\n" + "".join(
         f"{name} = '{value}'\n" for name, value in EMBEDDED_SETTINGS.items()
     )
     if not target.exists() or target.read_text() != text:

@@ -1,0 +1,91 @@
+"""Database helpers every stage uses: the schemas, the DDL transaction, reading a query into a
+DataFrame, writing a DataFrame with COPY, and the clock.
+
+Stages own their tables (each stage's ``tables.py`` or store module holds its DDL); this module owns only
+what they share. All values travel as parameters; identifiers are composed with psycopg's ``sql`` module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+import pandas as pd
+import psycopg
+from psycopg import sql
+from psycopg.types.numeric import FloatLoader
+
+#: The warehouse's schemas: raw (ingest), staging / intermediate / marts / seeds (dbt; health and
+#: interventions write their marts too), ops (operational tables: load audit, interventions, validations).
+SCHEMAS = ("raw", "staging", "intermediate", "marts", "ops", "seeds")
+
+_DDL_LOCK_KEY = 0x637370  # one advisory lock for all of the project's DDL ("csp")
+
+
+@contextmanager
+def ddl_transaction(conn: psycopg.Connection) -> Iterator[None]:
+    """A transaction holding the project's DDL advisory lock, so that processes creating the same
+    schemas, tables or partitions at once take turns instead of colliding in the catalog."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
+        yield
+
+
+def ensure_schemas(conn: psycopg.Connection) -> None:
+    """Create the schemas of ``SCHEMAS`` if they do not exist (the tables are each stage's own).
+
+    Safe to run concurrently from several processes (serialised by an advisory lock). Commits.
+    """
+    with ddl_transaction(conn):
+        for schema in SCHEMAS:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+
+
+def read_frame(conn: psycopg.Connection, query: sql.Composable | str, params: Sequence | dict = ()) -> pd.DataFrame:
+    """A query's rows as a DataFrame, one column per result column (names as in the query).
+
+    PostgreSQL ``numeric`` arrives as float (decoded by psycopg's FloatLoader); other types as psycopg
+    decodes them (date -> ``datetime.date``, timestamptz -> aware ``datetime``, jsonb -> dict/list).
+    """
+    cur = conn.cursor()
+    cur.adapters.register_loader("numeric", FloatLoader)
+    cur.execute(query, params)
+    names = [d.name for d in cur.description]
+    return pd.DataFrame(cur.fetchall(), columns=names)
+
+
+def relation_exists(conn: psycopg.Connection, qualified: str) -> bool:
+    """True when the table or view ``schema.name`` exists (``to_regclass``)."""
+    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (qualified,)).fetchone()[0]
+
+
+def _cell(value: object) -> object:
+    """A DataFrame cell as COPY wants it: NaN, NaT and pd.NA become NULL."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def copy_frame(conn: psycopg.Connection, table: tuple[str, str], frame: pd.DataFrame, columns: Sequence[str]) -> int:
+    """COPY ``frame[columns]`` into ``schema.table`` (``table`` = (schema, name)) on ``conn``'s current
+    transaction; NaN / NaT / pd.NA become NULL. Returns the rows written.
+
+    Raises:
+        KeyError: a column of ``columns`` is missing from ``frame``.
+        psycopg.Error: the server refused a row (types, constraints).
+    """
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(*table), sql.SQL(", ").join(map(sql.Identifier, columns)))
+    with conn.cursor().copy(statement) as copy:
+        for row in frame[list(columns)].itertuples(index=False, name=None):
+            copy.write_row([_cell(v) for v in row])
+    return len(frame)
+
+
+def now_utc() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(timezone.utc)
