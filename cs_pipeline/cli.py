@@ -255,6 +255,57 @@ def report(
     console.print(f"wrote {html_path} and {csv_path}")
 
 
+@app.command()
+def intervene(
+    supplier: Annotated[str, typer.Argument(help="Supplier id, e.g. sup_000123.")],
+    channel: Annotated[str, typer.Option(help="email, in_app or call.")],
+    template: Annotated[str | None, typer.Option(help="Template name (default: manual_message; calls: "
+                                                      "check_in_call).")] = None,
+    message: Annotated[str | None, typer.Option(help="Free text shown in the message or call task.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Override cooldowns and caps (recorded); opt-outs "
+                                                        "and cancellations always hold.")] = False,
+) -> None:
+    """Send one intervention by hand through the manual_intervention job (same opt-out, cooldown,
+    exactly-once and audit path as the playbook; recorded in ops.interventions with rule manual)."""
+    import dagster as dg
+    import psycopg
+
+    from cs_pipeline.app.instance import get_instance
+    from cs_pipeline.core.resources import warehouse_from_settings
+    from cs_pipeline.interventions.defs import email_from_env, manual_intervention_job, manual_run_config
+    from cs_pipeline.interventions.playbook import CHANNELS
+
+    if channel not in CHANNELS:
+        console.print(f"[red]error:[/red] --channel must be one of {', '.join(CHANNELS)}")
+        raise typer.Exit(2)
+    settings = _settings()
+    instance = get_instance(settings)
+    warehouse = warehouse_from_settings(settings)
+    user = os.environ.get("USER") or "cli"
+    result = manual_intervention_job.execute_in_process(
+        run_config=manual_run_config(supplier, channel, template or "", message or "", force), instance=instance,
+        resources={"warehouse": warehouse, "email": email_from_env(settings)}, raise_on_error=False,
+        tags={"cs_pipeline/requested_by": f"cli:{user}"})
+    with psycopg.connect(warehouse.conninfo) as conn:
+        row = conn.execute("SELECT intervention_id, status, coalesce(reason, ''), forced, coalesce(last_error, '') "
+                           "FROM ops.interventions WHERE run_id = %s", (result.run_id,)).fetchone() \
+            if conn.execute("SELECT to_regclass('ops.interventions') IS NOT NULL").fetchone()[0] else None
+    if row is None:
+        failure = next((e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE), None)
+        detail = failure.step_failure_data.user_failure_data.description if failure and \
+            failure.step_failure_data.user_failure_data else "see the Dagster run log"
+        console.print(f"[red]error:[/red] {detail or 'see the Dagster run log'} (run {result.run_id})")
+        raise typer.Exit(1)
+    intervention_id, status, reason, forced, error = row
+    console.print(f"intervention {intervention_id}: {status}{f' ({reason})' if reason else ''}"
+                  f"{' [forced]' if forced else ''}{f' - {error}' if error and status != 'sent' else ''} "
+                  f"(run {result.run_id})")
+    if status != "sent":
+        if reason in ("cooldown", "weekly_cap", "daily_cap", "one_rule_per_day") and not force:
+            console.print("use --force to override the cooldown or cap (it is recorded)")
+        raise typer.Exit(1)
+
+
 @db_app.command("url")
 def db_url() -> None:
     """Print the warehouse connection string (starting the embedded server if needed)."""

@@ -1,29 +1,29 @@
-"""Dagster definitions of the intervention stage: ``risk_escalation_sensor``, ``intervention_job``, the
-``intervention_outcomes`` asset, the ``email`` resource, and ``ops/interventions``, the asset the job
-writes (so its reads of raw.suppliers and its writes to success_milestones show in the asset graph).
+"""Dagster definitions of the intervention stage: ``risk_escalation_sensor``, ``intervention_job``,
+``manual_intervention``, the ``intervention_outcomes`` asset, the ``email`` resource, and
+``ops/interventions``, the asset the jobs write (so its reads of raw.suppliers and its writes to
+success_milestones show in the asset graph).
 
 (No ``from __future__ import annotations`` here: Dagster inspects the context annotations.)
 """
 
+import json
 import os
-from datetime import date
+from datetime import date, timedelta
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 
 from cs_pipeline.core.db import copy_frame, read_frame, relation_exists
 from cs_pipeline.core.resources import WarehouseResource
+from cs_pipeline.interventions import service
 from cs_pipeline.interventions.delivery import EmailResource, ensure_intervention_tables
-from cs_pipeline.interventions.playbook import load_playbook
+from cs_pipeline.interventions.outcomes import outcomes
+from cs_pipeline.interventions.playbook import CHANNELS, load_playbook
 from cs_pipeline.interventions.service import due_suppliers, latest_health_day, run_interventions
 from cs_pipeline.quality.gx import gate_failed
 from cs_pipeline.settings import Settings
 
 CUSTOMER_HEALTH = dg.AssetKey(["marts", "customer_health"])
 INTERVENTIONS = dg.AssetKey(["ops", "interventions"])
-BATCH_SIZE = 200
-
 #: ops.interventions (with ops.in_app_notifications and ops.support_interactions) is written by
 #: intervention_job, an op job launched by risk_escalation_sensor, not materialised as an asset: this spec
 #: puts it in the lineage. The job reads owners' e-mail addresses from raw.suppliers, the day's scores from
@@ -39,90 +39,206 @@ interventions_spec = dg.AssetSpec(
                 "intervention_job, launched by risk_escalation_sensor); also ops.in_app_notifications and "
                 "ops.support_interactions. The job sets success_milestones.celebrated after a celebration.",
 )
+#: Days the sensor remembers as evaluated (in its cursor).
+EVALUATED_MEMORY = 60
 
 
 class InterventionConfig(dg.Config):
-    """One batch: a rule, an as-of day and the suppliers (empty: every supplier newly matching)."""
+    """One day's interventions: plan every rule due on ``as_of_date`` (under the planning lock), then
+    deliver. ``rule`` / ``supplier_ids`` (optional) restrict it to one rule / some suppliers."""
 
-    rule: str
+    rule: str = ""
     as_of_date: str
     supplier_ids: list[str] = []
     batch: int = 0
 
 
-@dg.op(description="Plan, filter (opt-outs, control group, cooldowns, caps) and deliver one batch.")
+@dg.op(description="Plan and reserve a day's interventions (opt-outs, one rule per supplier, cooldowns, caps, "
+                   "control group; PostgreSQL-locked), then deliver them exactly once.")
 def deliver_interventions(context: dg.OpExecutionContext, config: InterventionConfig, warehouse: WarehouseResource,
                           email: EmailResource) -> dg.Output:
     playbook = load_playbook()
     day = date.fromisoformat(config.as_of_date)
     with warehouse.connect() as conn:
-        report = run_interventions(conn, playbook, email, config.rule, day, config.supplier_ids or None,
+        report = run_interventions(conn, playbook, email, config.rule or None, day, config.supplier_ids or None,
                                    run_id=context.run_id)
-    context.log.info(f"{config.rule} {day} batch {config.batch}: {report}")
+    context.log.info(f"{config.rule or 'all rules'} {day}: {report}")
     context.log_event(dg.AssetMaterialization(asset_key=INTERVENTIONS, partition=None, metadata={
-        "rule": config.rule, "as_of_date": config.as_of_date, "sent": report.sent, "failed": report.failed}))
+        "rule": config.rule or "all", "as_of_date": config.as_of_date, "sent": report.sent,
+        "failed": report.failed}))
     if report.failed:
         context.log.warning(f"{report.failed} delivery failure(s): re-run the job to retry only those")
     return dg.Output(
         report.sent,
-        metadata={"sent": report.sent, "failed": report.failed, "suppressed": report.suppressed,
-                  "already_done": report.skipped_already_done, "email_mode": email.mode},
+        metadata={"sent": report.sent, "failed": report.failed, "planned": report.planned,
+                  "suppressed": report.suppressed, "already_done": report.skipped_already_done,
+                  "reconciled": report.reconciled, "email_mode": email.mode},
     )
 
 
-@dg.job(description="Deliver one playbook rule's interventions for a day (launched by risk_escalation_sensor).",
+@dg.job(description="Plan and deliver a day's playbook interventions (launched by risk_escalation_sensor).",
         tags={"cs_pipeline/stage": "interventions"})
 def intervention_job():
     deliver_interventions()
 
 
-def _partition_day(event: dg.EventLogEntry) -> date | None:
-    partition = event.dagster_event.partition if event.dagster_event else None
-    return date.fromisoformat(partition) if partition else None
+def _day(partition: str | None) -> date | None:
+    try:
+        return date.fromisoformat(partition) if partition else None
+    except ValueError:
+        return None
 
 
-@dg.asset_sensor(asset_key=CUSTOMER_HEALTH, job=intervention_job, name="risk_escalation_sensor",
-                 minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
-                 description="On each customer_health materialisation of the newest day, launch intervention_job "
-                             "for the suppliers that newly match a playbook rule (run key per rule, day, batch).")
-def risk_escalation_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry,
-                           warehouse: WarehouseResource):
-    day = _partition_day(asset_event)
+def plan_sensor_tick(events: list[tuple[int, date | None]], cursor: str | None, latest: date | None,
+                     max_gap_days: int) -> tuple[list[tuple[date, int]], list[str], str | None]:
+    """Which materialised days a tick evaluates (pure; the sensor adds the gate and due checks).
+
+    Args:
+        events: (storage id, partition day) of the customer_health materialisations after the cursor.
+        cursor: the previous tick's cursor (JSON ``{"after": storage id, "evaluated": [days]}``) or None.
+        latest: the newest scored day in the warehouse.
+        max_gap_days: days before ``latest`` a day not yet evaluated may be and still be new.
+
+    Returns:
+        ((day, storage id) to evaluate, oldest first; skip notes; the new cursor). A day is evaluated when it
+        is new (not evaluated before, at most ``max_gap_days`` before ``latest``; on the very first tick only
+        ``latest``), or when it is ``latest`` materialised again (newly due suppliers). Every other day is a
+        backfill or a re-run of a past day: it contacts nobody.
+    """
+    state = json.loads(cursor) if cursor else None
+    evaluated = set(state["evaluated"]) if state else set()
+    after = state["after"] if state else 0
+    newest: dict[date, int] = {}
+    for storage_id, day in events:
+        after = max(after, storage_id)
+        if day is not None:
+            newest[day] = max(newest.get(day, 0), storage_id)
+    chosen, notes = [], []
+    for day, storage_id in sorted(newest.items()):
+        text = day.isoformat()
+        if latest is None or day > latest:
+            notes.append(f"{text}: not in marts.customer_health")
+        elif day == latest or (state is not None and text not in evaluated
+                               and day >= latest - timedelta(days=max_gap_days)):
+            chosen.append((day, storage_id))
+        else:
+            notes.append(f"{text}: backfill or re-run of a past day (newest day is {latest}): contacts nobody")
+    evaluated |= {d.isoformat() for d, _ in chosen}
+    new_cursor = json.dumps({"after": after, "evaluated": sorted(evaluated)[-EVALUATED_MEMORY:]})
+    return chosen, notes, new_cursor
+
+
+@dg.sensor(job=intervention_job, name="risk_escalation_sensor", minimum_interval_seconds=60,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Reads every new customer_health materialisation (cursor over the event log, not only the "
+                       "latest); for each new scored day (and the newest day materialised again) whose quality gate "
+                       "passed and where some supplier is due, launches intervention_job (run key "
+                       "interventions:<day>:<event storage id>). Backfills contact nobody.")
+def risk_escalation_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
+    state = json.loads(context.cursor) if context.cursor else None
+    events, page = [], None
+    records_filter = dg.AssetRecordsFilter(asset_key=CUSTOMER_HEALTH, after_storage_id=state["after"] if state else None)
+    while True:
+        result = context.instance.fetch_materializations(records_filter, limit=1000, cursor=page, ascending=True)
+        events += [(r.storage_id, _day(r.partition_key)) for r in result.records]
+        if not result.has_more:
+            break
+        page = result.cursor
+    if not events:
+        return dg.SkipReason("no new customer_health materialisation")
     playbook = load_playbook()
+    requests, notes = [], []
     with warehouse.connect() as conn:
         latest = latest_health_day(conn)
-        if day is None or latest is None:
-            return dg.SkipReason("customer_health has no scored day yet")
-        if day != latest:
-            return dg.SkipReason(f"customer_health for {day} is a backfill (newest day is {latest}); past days do "
-                                 f"not contact suppliers unless intervention_job is launched for them")
-        if gate_failed(conn, "marts/customer_health", day):
-            return dg.SkipReason(f"customer_health for {day} failed its quality gate: no interventions for that day")
-        ensure_intervention_tables(conn)
-        due = due_suppliers(conn, playbook, day)
-    if not due:
-        return dg.SkipReason(f"no supplier newly matches a playbook rule on {day}")
-    requests = []
-    for rule, ids in due.items():
-        for batch, start in enumerate(range(0, len(ids), BATCH_SIZE)):
-            chunk = ids[start:start + BATCH_SIZE]
+        chosen, notes, cursor = plan_sensor_tick(events, context.cursor, latest, playbook.transition_max_gap_days)
+        for day, storage_id in chosen:
+            if gate_failed(conn, "marts/customer_health", day):
+                notes.append(f"{day}: failed its quality gate, no interventions")
+                continue
+            due = due_suppliers(conn, playbook, day)
+            if not due:
+                notes.append(f"{day}: no supplier due")
+                continue
             requests.append(dg.RunRequest(
-                run_key=f"{rule}:{day.isoformat()}:{batch}",
-                run_config={"ops": {"deliver_interventions": {"config": {
-                    "rule": rule, "as_of_date": day.isoformat(), "supplier_ids": chunk, "batch": batch}}}},
-                tags={"cs_pipeline/rule": rule, "cs_pipeline/as_of_date": day.isoformat(),
-                      "cs_pipeline/suppliers": str(len(chunk))},
+                run_key=f"interventions:{day.isoformat()}:{storage_id}",
+                run_config={"ops": {"deliver_interventions": {"config": {"as_of_date": day.isoformat()}}}},
+                tags={"cs_pipeline/as_of_date": day.isoformat(),
+                      "cs_pipeline/due": str(sum(len(ids) for ids in due.values()))},
             ))
+    context.update_cursor(cursor)
+    for note in notes:
+        context.log.info(note)
+    if not requests:
+        return dg.SkipReason("; ".join(notes) or "nothing to evaluate")
     return requests
+
+
+class ManualInterventionConfig(dg.Config):
+    """One intervention by hand. Keys are a public contract (the launchpad, ``cs-pipeline intervene`` and the
+    dashboard use them): supplier_id, channel (email | in_app | call), template (empty: manual_message, or
+    check_in_call for calls), message (free text for the template), force (override cooldowns and caps;
+    recorded)."""
+
+    supplier_id: str
+    channel: str
+    template: str = ""
+    message: str = ""
+    force: bool = False
+
+
+#: The op of ``manual_intervention`` (run config: ``{"ops": {MANUAL_OP: {"config": {...}}}}``).
+MANUAL_OP = "send_manual_intervention"
+
+
+def manual_run_config(supplier_id: str, channel: str, template: str = "", message: str = "",
+                      force: bool = False) -> dict:
+    """The run config of the ``manual_intervention`` job (for the launchpad, the CLI and the dashboard)."""
+    return {"ops": {MANUAL_OP: {"config": {"supplier_id": supplier_id, "channel": channel, "template": template,
+                                           "message": message, "force": force}}}}
+
+
+@dg.op(name=MANUAL_OP, description="Plan, filter (opt-out, cancellation; cooldown and caps unless force) and "
+                                   "deliver one manual intervention, recorded in ops.interventions (rule manual).")
+def send_manual_intervention(context: dg.OpExecutionContext, config: ManualInterventionConfig,
+                             warehouse: WarehouseResource, email: EmailResource) -> dg.Output:
+    if config.channel not in CHANNELS:
+        raise dg.Failure(f"channel must be one of {', '.join(CHANNELS)}, not {config.channel!r}")
+    playbook = load_playbook()
+    requested_by = context.run.tags.get("cs_pipeline/requested_by") or context.run.tags.get("dagster/user")         or "dagster"
+    with warehouse.connect() as conn:
+        try:
+            result = service.manual_intervention(conn, playbook, email, config.supplier_id, config.channel,
+                                                 config.template or None, config.message or None, config.force,
+                                                 run_id=context.run_id, requested_by=requested_by)
+        except service.ManualInterventionError as exc:
+            raise dg.Failure(str(exc)) from None
+    metadata = {"intervention_id": result.intervention_id, "status": result.status,
+                "reason": result.reason or "", "forced": result.forced, "email_mode": email.mode}
+    context.log_event(dg.AssetMaterialization(asset_key=INTERVENTIONS, partition=None, metadata={
+        "rule": "manual", "channel": config.channel, "status": result.status, "forced": result.forced}))
+    context.log.info(f"manual intervention {result.intervention_id}: {result.status} {result.reason or ''}")
+    if result.status not in ("sent",):
+        hint = " (launch again with force to override)" if result.reason in service.FORCEABLE else ""
+        raise dg.Failure(f"not delivered: {result.status} ({result.reason or 'see last_error'}){hint}",
+                         metadata=metadata)
+    return dg.Output(result.intervention_id, metadata=metadata)
+
+
+@dg.job(name="manual_intervention", tags={"cs_pipeline/stage": "interventions"},
+        description="One intervention launched by a CS manager (launchpad, cs-pipeline intervene, the dashboard): "
+                    "config supplier_id, channel (email | in_app | call), template, message, force.")
+def manual_intervention_job():
+    send_manual_intervention()
 
 
 OUTCOMES_SQL = """
 WITH base AS (
-  SELECT i.intervention_id, i.supplier_id, i.rule, i.channel, i.as_of_date, i.status, i.reason,
+  SELECT i.intervention_id, i.supplier_id, i.rule, i.channel, i.audience, i.as_of_date, i.status, i.reason,
          (i.status = 'suppressed' AND i.reason = 'control') AS is_control,
          i.health_score::float8 AS health_at_trigger, i.risk_level AS risk_at_trigger
   FROM ops.interventions i
-  WHERE i.status = 'sent' OR (i.status = 'suppressed' AND i.reason = 'control')
+  WHERE i.audience = 'supplier' AND i.channel <> 'call' AND i.rule <> 'manual'
+    AND (i.status = 'sent' OR (i.status = 'suppressed' AND i.reason = 'control'))
 )
 SELECT b.*,
   h7.health_score::float8 AS health_7d, h7.risk_level AS risk_7d,
@@ -135,31 +251,12 @@ LEFT JOIN marts.customer_health h30 ON h30.supplier_id = b.supplier_id AND h30.a
 """
 
 
-def outcomes(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Add ``recovered`` (healthy 30 days later, or 10+ points up; None until 30 days have passed) and
-    summarise uplift per rule: recovery rate of treated minus control suppliers."""
-    out = frame.copy()
-    observed = out["health_30d"].notna()
-    recovered = (out["risk_30d"] == "healthy") | ((out["health_30d"] - out["health_at_trigger"]) >= 10)
-    out["recovered"] = np.where(observed, recovered, None)
-    summary = {}
-    for rule, group in out.loc[observed].groupby("rule"):
-        per_supplier = group.groupby(["supplier_id", "is_control"])["recovered"].max().reset_index()
-        treated = per_supplier.loc[~per_supplier["is_control"], "recovered"].astype(float)
-        control = per_supplier.loc[per_supplier["is_control"], "recovered"].astype(float)
-        summary[rule] = {
-            "treated": int(len(treated)), "control": int(len(control)),
-            "treated_recovery": None if treated.empty else round(float(treated.mean()), 4),
-            "control_recovery": None if control.empty else round(float(control.mean()), 4),
-            "uplift": None if treated.empty or control.empty else round(float(treated.mean() - control.mean()), 4),
-        }
-    return out, summary
-
-
 @dg.asset(key=["marts", "intervention_outcomes"], group_name="interventions", deps=[INTERVENTIONS, CUSTOMER_HEALTH],
           kinds={"python", "postgres"},
-          description="marts.intervention_outcomes: every sent intervention and control case with health and risk "
-                      "7, 14 and 30 days later, a recovered flag, and uplift per rule (treated vs control).")
+          description="marts.intervention_outcomes: every supplier-facing message sent and control case (CS-team "
+                      "alerts, call tasks and manual interventions excluded) with health and risk 7, 14 and 30 days "
+                      "later, a recovered flag, and uplift per rule: treated and control counts, recovery rates and "
+                      "their difference with a 95 % confidence interval.")
 def intervention_outcomes(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     with warehouse.connect() as conn:
         ensure_intervention_tables(conn)
@@ -171,11 +268,11 @@ def intervention_outcomes(context: dg.AssetExecutionContext, warehouse: Warehous
             conn.execute("""
                 CREATE TABLE marts.intervention_outcomes_next (
                   intervention_id bigint PRIMARY KEY, supplier_id text NOT NULL, rule text NOT NULL,
-                  channel text NOT NULL, as_of_date date NOT NULL, status text NOT NULL, reason text,
+                  channel text NOT NULL, audience text NOT NULL, as_of_date date NOT NULL, status text NOT NULL, reason text,
                   is_control boolean NOT NULL, health_at_trigger numeric(5, 2), risk_at_trigger text,
                   health_7d numeric(5, 2), risk_7d text, health_14d numeric(5, 2), risk_14d text,
                   health_30d numeric(5, 2), risk_30d text, recovered boolean)""")
-            columns = ["intervention_id", "supplier_id", "rule", "channel", "as_of_date", "status", "reason",
+            columns = ["intervention_id", "supplier_id", "rule", "channel", "audience", "as_of_date", "status", "reason",
                        "is_control", "health_at_trigger", "risk_at_trigger", "health_7d", "risk_7d", "health_14d",
                        "risk_14d", "health_30d", "risk_30d", "recovered"]
             copy_frame(conn, ("marts", "intervention_outcomes_next"), frame, columns)
@@ -186,9 +283,19 @@ def intervention_outcomes(context: dg.AssetExecutionContext, warehouse: Warehous
     return dg.MaterializeResult(metadata={
         "dagster/row_count": dg.MetadataValue.int(len(frame)),
         "uplift_by_rule": dg.MetadataValue.json(summary),
+        "uplift_table": dg.MetadataValue.md(_uplift_markdown(summary)),
         "interventions_by_rule_channel_status": dg.MetadataValue.md(
             "\n".join(f"- {r.rule} / {r.channel} / {r.status} {r.reason}: {r.n}" for r in counts.itertuples())),
     })
+
+
+def _uplift_markdown(summary: dict) -> str:
+    lines = ["| rule | treated | control | treated rate | control rate | difference | 95 % CI |", "|---|---|---|---|---|---|---|"]
+    for rule, item in summary.items():
+        ci = "n/a" if item["ci_low"] is None else f"[{item['ci_low']:+.3f}, {item['ci_high']:+.3f}]"
+        lines.append(f"| {rule} | {item['treated']} | {item['control']} | {item['treated_rate']} | "
+                     f"{item['control_rate']} | {item['difference']} | {ci} |")
+    return "\n".join(lines)
 
 
 def email_from_env(settings: Settings) -> EmailResource:
@@ -212,7 +319,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
     lineage, and the ``email`` resource (``CS_PIPELINE_SMTP_*``; the outbox when no host is set)."""
     return dg.Definitions(
         assets=[interventions_spec, intervention_outcomes],
-        jobs=[intervention_job],
+        jobs=[intervention_job, manual_intervention_job],
         sensors=[risk_escalation_sensor],
         resources={"email": email_from_env(settings)},
     )

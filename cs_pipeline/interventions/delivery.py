@@ -1,13 +1,19 @@
 """Delivering interventions: e-mail over SMTP (or .eml files in the outbox), in-app notifications and
 call tasks, each recorded exactly once in ``ops.interventions``.
 
-Exactly once: every intervention has the key (supplier_id, rule, as_of_date, channel), unique in
-``ops.interventions``. A run inserts its plan with ON CONFLICT DO NOTHING, then locks the rows still
-``planned`` or ``failed`` (FOR UPDATE SKIP LOCKED, so a concurrent retry cannot take the same row),
-delivers each and records ``sent`` or ``failed`` in its own transaction. In-app rows and call tasks are
-written in that same transaction (exactly once). An e-mail is handed to SMTP before its row commits:
-the Message-ID is derived from the key, so if a crash falls between the two, the retry's copy carries
-the same Message-ID and mail systems can drop it.
+Every intervention has the key (supplier_id, rule, as_of_date, channel), unique in ``ops.interventions``.
+Planning inserts its rows with ON CONFLICT DO NOTHING (see ``service.plan_day``). Delivery of one row:
+
+* in-app notifications and call tasks are written in the same transaction that marks the row ``sent``
+  (exactly once);
+* an e-mail first takes a session advisory lock on the row (a concurrent deliverer skips it; the lock
+  dies with the session), then commits ``status = 'sending'`` before any SMTP traffic. Just before the
+  DATA command it commits ``delivery_stage = 'data'``. DATA answered 250 = accepted: the row becomes
+  ``sent`` and a later error (e.g. ``421`` on QUIT) is only noted. An error before DATA, or a refusal of
+  DATA, is certain non-delivery: ``failed``, retried by the next run. A failure while DATA is in flight
+  (no reply) leaves ``sending`` with stage ``data``; so does a crash anywhere after the ``data`` commit.
+  A retry reconciles a ``sending`` row: stage ``data`` = possibly accepted -> ``sent`` with
+  ``reason = 'unconfirmed'``, never sent again (at most once); no stage = DATA never started -> sent.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import smtplib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from email.message import EmailMessage
@@ -24,6 +31,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import psycopg
+from email_validator import EmailNotValidError, validate_email
 from pydantic import Field
 
 from cs_pipeline.core.db import ddl_transaction
@@ -39,7 +47,8 @@ DDL = [
       template text NOT NULL,
       audience text NOT NULL,
       priority integer NOT NULL,
-      status text NOT NULL CHECK (status IN ('planned', 'sent', 'failed', 'suppressed')),
+      status text NOT NULL CONSTRAINT interventions_status_check
+        CHECK (status IN ('planned', 'sending', 'sent', 'failed', 'suppressed')),
       reason text,
       scheduled_for date NOT NULL,
       sent_at timestamptz,
@@ -52,12 +61,30 @@ DDL = [
       attempts integer NOT NULL DEFAULT 0,
       last_error text,
       run_id text,
+      delivery_stage text,
+      forced boolean NOT NULL DEFAULT false,
+      requested_by text,
       created_at timestamptz NOT NULL DEFAULT now(),
       updated_at timestamptz NOT NULL DEFAULT now(),
       CONSTRAINT interventions_idempotency UNIQUE (supplier_id, rule, as_of_date, channel)
     )
     """,
+    # Tables created by earlier versions: add the columns and the 'sending' status (only when missing, so a
+    # normal run takes no ACCESS EXCLUSIVE lock).
+    """
+    DO $$ BEGIN
+      IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'ops'
+                     AND table_name = 'interventions' AND column_name = 'delivery_stage') THEN
+        ALTER TABLE ops.interventions ADD COLUMN delivery_stage text,
+          ADD COLUMN forced boolean NOT NULL DEFAULT false, ADD COLUMN requested_by text,
+          DROP CONSTRAINT IF EXISTS interventions_status_check,
+          ADD CONSTRAINT interventions_status_check
+            CHECK (status IN ('planned', 'sending', 'sent', 'failed', 'suppressed'));
+      END IF;
+    END $$
+    """,
     "CREATE INDEX IF NOT EXISTS interventions_supplier_idx ON ops.interventions (supplier_id, as_of_date)",
+    "CREATE INDEX IF NOT EXISTS interventions_day_idx ON ops.interventions (as_of_date, audience)",
     """
     CREATE TABLE IF NOT EXISTS ops.in_app_notifications (
       notification_id bigserial PRIMARY KEY,
@@ -126,33 +153,108 @@ class EmailResource(dg.ConfigurableResource):
     def mode(self) -> str:
         return "smtp" if self.host else "outbox"
 
-    def send(self, message: EmailMessage) -> str:
-        """Send or file ``message``; returns where it went (``smtp://host`` or the .eml path).
+    def send(self, message: EmailMessage, before_data: Callable[[], None] | None = None) -> str:
+        """Send or file ``message``; returns where it went (``smtp://host:port`` or the .eml path).
+
+        SMTP: one session per message (EHLO, STARTTLS when ``use_tls``, AUTH when ``user``, MAIL, RCPT,
+        then ``before_data()``, then DATA). Once DATA is answered with 250 the message is accepted and
+        this returns normally whatever happens next (an error or ``421`` on QUIT is ignored).
 
         Raises:
-            smtplib.SMTPException, OSError: delivery failed (the caller records the message as failed).
+            NotAccepted: the server certainly did not accept the message (connection, TLS, AUTH, MAIL or
+                RCPT failed, or DATA was refused with a reply); safe to send again.
+            smtplib.SMTPException, OSError: the connection failed while DATA was in flight: the message
+                may have been accepted (do not send again).
         """
         if not self.host:
             outbox = Path(self.outbox_dir)
             outbox.mkdir(parents=True, exist_ok=True)
             name = message["Message-ID"].strip("<>").split("@")[0] + ".eml"
+            if before_data is not None:
+                before_data()
             (outbox / name).write_bytes(bytes(message))
             return str(outbox / name)
-        with smtplib.SMTP(self.host, self.port, timeout=self.timeout_seconds) as smtp:
+        smtp = None
+        try:
+            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout_seconds)
+            smtp.ehlo()
             if self.use_tls:
                 smtp.starttls()
+                smtp.ehlo()
             if self.user:
                 smtp.login(self.user, self.password or "")
-            smtp.send_message(message)
+            sender = message["From"]
+            recipients = [message["To"]]
+            code, reply = smtp.mail(sender)
+            if code != 250:
+                raise smtplib.SMTPSenderRefused(code, reply, sender)
+            for rcpt in recipients:
+                code, reply = smtp.rcpt(rcpt)
+                if code not in (250, 251):
+                    raise smtplib.SMTPRecipientsRefused({rcpt: (code, reply)})
+        except (smtplib.SMTPException, OSError) as exc:
+            _close(smtp)
+            raise NotAccepted(f"{type(exc).__name__}: {exc}") from exc
+        if before_data is not None:
+            before_data()
+        try:
+            smtp.data(message.as_bytes(policy=message.policy.clone(linesep="\r\n")))
+        except smtplib.SMTPDataError as exc:  # the server answered DATA with a refusal: not accepted
+            _close(smtp)
+            raise NotAccepted(f"{type(exc).__name__}: {exc}") from exc
+        except BaseException:
+            _close(smtp)
+            raise
+        try:  # accepted: whatever QUIT answers (421, a reset) does not undo it
+            smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            _close(smtp)
         return f"smtp://{self.host}:{self.port}"
 
 
+class NotAccepted(Exception):
+    """The SMTP server certainly did not accept the message (the message says why, without addresses)."""
+
+
+class InvalidAddress(ValueError):
+    """An e-mail address that is missing, not exactly one address, or not valid RFC 5322."""
+
+
+def _close(smtp: smtplib.SMTP | None) -> None:
+    if smtp is None:
+        return
+    try:
+        smtp.close()
+    except OSError:
+        pass
+
+
+def validate_address(value: str | None) -> str:
+    """The normalised form of one e-mail address (email-validator, syntax only: no DNS lookup).
+
+    Raises:
+        InvalidAddress: empty, several addresses (``,`` or ``;``), display names, or invalid syntax;
+            the message gives the reason but not the address.
+    """
+    if value is None or not str(value).strip():
+        raise InvalidAddress("no e-mail address")
+    text = str(value).strip()
+    if any(sep in text for sep in ",;<>") or any(ch.isspace() for ch in text):
+        raise InvalidAddress("not exactly one address")
+    try:
+        return validate_email(text, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise InvalidAddress(f"invalid address: {exc}".replace(text, "<address>")) from None
+
+
 def build_message(sender: str, recipient: str, subject: str, body: str, msg_id: str) -> EmailMessage:
-    """A plain-text e-mail with a fixed Message-ID."""
+    """A plain-text e-mail with a fixed Message-ID; the subject is made one line (no CR, LF, U+2028...)."""
+    from cs_pipeline.interventions.planning import single_line
+
     message = EmailMessage()
     message["From"] = sender
     message["To"] = recipient
-    message["Subject"] = subject
+    message["Subject"] = single_line(subject)
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = msg_id
     message.set_content(body)
@@ -167,14 +269,23 @@ class DeliveryReport:
     failed: int = 0
     suppressed: int = 0
     skipped_already_done: int = 0
+    #: ``sending`` rows left by an interrupted delivery, recorded as sent without sending again.
+    reconciled: int = 0
+    #: Rows planned (inserted) by this pass.
+    planned: int = 0
 
 
 def record_plan(conn: psycopg.Connection, planned: pd.DataFrame, run_id: str | None) -> int:
-    """Insert the planned and suppressed rows; existing keys are left as they are. Returns new rows."""
+    """Insert the planned and suppressed rows; existing keys are left as they are. Returns new rows.
+
+    ``planned``: output of ``apply_filters`` (extra columns go to ``context``; optional ``forced``,
+    ``requested_by``). Runs in its own transaction, or inside the caller's (savepoint).
+    """
     if planned.empty:
         return 0
     columns = ["supplier_id", "rule", "channel", "as_of_date", "template", "audience", "priority", "status",
-               "reason", "scheduled_for", "health_score", "risk_level", "drivers", "context", "run_id"]
+               "reason", "scheduled_for", "health_score", "risk_level", "drivers", "context", "run_id", "forced",
+               "requested_by"]
     rows = []
     for record in planned.to_dict("records"):
         context = {k: (v.isoformat() if isinstance(v, (date, datetime)) else v) for k, v in record.items()
@@ -183,14 +294,19 @@ def record_plan(conn: psycopg.Connection, planned: pd.DataFrame, run_id: str | N
                      record["template"], record["audience"], int(record["priority"]), record["status"],
                      record["reason"], record["scheduled_for"],
                      None if pd.isna(record.get("health_score")) else float(record["health_score"]),
-                     record.get("risk_level"), record.get("drivers"), json.dumps(context, default=str), run_id))
+                     record.get("risk_level"), record.get("drivers"), json.dumps(context, default=str), run_id,
+                     bool(record.get("forced") or False), record.get("requested_by")))
+    inserted = 0
     with conn.transaction(), conn.cursor() as cur:
-        before = cur.execute("SELECT count(*) FROM ops.interventions").fetchone()[0]
         cur.executemany(
             f"INSERT INTO ops.interventions ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "
-            "ON CONFLICT ON CONSTRAINT interventions_idempotency DO NOTHING", rows)
-        after = cur.execute("SELECT count(*) FROM ops.interventions").fetchone()[0]
-    return after - before
+            "ON CONFLICT ON CONSTRAINT interventions_idempotency DO NOTHING RETURNING intervention_id", rows,
+            returning=True)
+        while True:
+            inserted += len(cur.fetchall())
+            if not cur.nextset():
+                break
+    return inserted
 
 
 def now_utc() -> datetime:

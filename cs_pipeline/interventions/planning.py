@@ -6,6 +6,7 @@ Pure functions over pandas DataFrames: no database, no Dagster, no SMTP.
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import date, timedelta
 from functools import lru_cache
 
@@ -55,12 +56,39 @@ def condition_mask(facts: pd.DataFrame, condition: Condition) -> np.ndarray:
     return mask
 
 
-def newly_matching(rule: Rule, today: pd.DataFrame, yesterday: pd.DataFrame,
-                   uncelebrated: pd.DataFrame | None = None) -> list[str]:
-    """Supplier ids that match ``rule`` today and did not the day before (sorted).
+def previous_scored(history: pd.DataFrame, day: date, max_gap_days: int) -> pd.DataFrame:
+    """Each supplier's last scored row strictly before ``day`` and at most ``max_gap_days`` days before it.
 
     Args:
-        today, yesterday: ``FACT_COLUMNS`` rows for the day and the day before.
+        history: ``FACT_COLUMNS`` rows of any days (``as_of_date`` date or datetime).
+
+    Returns:
+        ``FACT_COLUMNS`` rows, at most one per supplier (suppliers without such a row are absent).
+    """
+    if history.empty:
+        return history.iloc[0:0]
+    days = pd.to_datetime(history["as_of_date"]).dt.date
+    window = history.loc[(days < day) & (days >= day - timedelta(days=max_gap_days))].copy()
+    window["_d"] = pd.to_datetime(window["as_of_date"])
+    return window.sort_values(["supplier_id", "_d"]).drop_duplicates("supplier_id", keep="last") \
+        .drop(columns="_d").reset_index(drop=True)
+
+
+def newly_matching(rule: Rule, today: pd.DataFrame, previous: pd.DataFrame,
+                   uncelebrated: pd.DataFrame | None = None) -> list[str]:
+    """Supplier ids due for ``rule`` on the day (sorted).
+
+    A transition rule (``every_day`` false) needs evidence: the supplier must have a previous scored row in
+    ``previous`` (its last scored day within the playbook's gap, see ``previous_scored``); it is due when
+    the condition holds today and did not on that previous day. ``risk_changed`` compares today's level with
+    that previous row's level (not with a day that may be missing). Suppliers without a previous row are
+    never "newly" matching, so a missing day cannot turn every standing case into a transition.
+    An ``every_day`` rule is due whenever its condition holds (cooldowns limit repeats).
+    A milestone rule is due for suppliers with uncelebrated milestones (and its other parts today).
+
+    Args:
+        today: ``FACT_COLUMNS`` rows of the day.
+        previous: ``FACT_COLUMNS`` rows, one per supplier: its comparable previous scored day.
         uncelebrated: ``supplier_id`` of achieved, uncelebrated milestones (for milestone rules).
     """
     if rule.condition.milestone_achieved:
@@ -68,11 +96,19 @@ def newly_matching(rule: Rule, today: pd.DataFrame, yesterday: pd.DataFrame,
             return []
         ids = set(uncelebrated["supplier_id"])
         others = rule.condition.model_copy(update={"milestone_achieved": False})
-        if any(v not in (None, False) for v in others.model_dump(exclude={"milestone_max_age_days"}).values()):
+        if any(v not in (None, False) for v in others.model_dump(exclude={"milestone_max_age_days",
+                                                                          "every_day"}).values()):
             ids &= set(today.loc[condition_mask(today, others), "supplier_id"])
         return sorted(ids & set(today["supplier_id"]))
-    now = set(today.loc[condition_mask(today, rule.condition), "supplier_id"])
-    before = set(yesterday.loc[condition_mask(yesterday, rule.condition), "supplier_id"]) if len(yesterday) else set()
+    if rule.condition.every_day:
+        return sorted(set(today.loc[condition_mask(today, rule.condition), "supplier_id"]))
+    if previous is None or previous.empty or today.empty:
+        return []
+    prev_level = previous.set_index("supplier_id")["risk_level"]
+    current = today.loc[today["supplier_id"].isin(prev_level.index)].copy()
+    current["previous_risk_level"] = current["supplier_id"].map(prev_level)
+    now = set(current.loc[condition_mask(current, rule.condition), "supplier_id"])
+    before = set(previous.loc[condition_mask(previous, rule.condition), "supplier_id"])
     return sorted(now - before)
 
 
@@ -116,61 +152,125 @@ def plan(rule: Rule, context: pd.DataFrame, as_of: date) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+RISK_RANK = {"critical": 2, "at_risk": 1, "healthy": 0}
+#: Statuses of ``ops.interventions`` rows that count for cooldowns and caps (reserved or delivered).
+COUNTED_STATUSES = ("planned", "sending", "sent", "failed")
+
+
+def is_alert(frame: pd.DataFrame) -> np.ndarray:
+    """True for CS-team alert e-mails (``audience`` cs_team, ``channel`` email): not a supplier contact."""
+    return ((frame["audience"] == "cs_team") & (frame["channel"] == "email")).to_numpy()
+
+
 def apply_filters(planned: pd.DataFrame, sent: pd.DataFrame, suppliers: pd.DataFrame, playbook: Playbook,
-                  as_of: date, opted_out: pd.DataFrame | None = None) -> pd.DataFrame:
+                  as_of: date, opted_out: pd.DataFrame | None = None, force: bool = False) -> pd.DataFrame:
     """Decide, for each planned row, ``status`` (planned / suppressed) and ``reason``.
 
-    In order: cancelled supplier, opted out (channel or all), holdout ``control`` group, ``cooldown``
-    (same supplier and channel sent within ``cooldown_days``), ``weekly_cap`` (supplier-facing sends in
-    the last 7 days), ``daily_cap`` (supplier-facing sends on the day, all suppliers). Alerts to the CS
-    team are never held back (a critical supplier always produces its alert).
+    Rows are first ordered by rule priority (high first), then risk (critical, at_risk, healthy; lower
+    health score first), then supplier id: when a cap binds, the highest-priority, highest-risk cases keep
+    their slot. Supplier contacts (every row but CS-team alert e-mails), in order:
+
+    1. ``cancelled`` supplier; 2. ``opted_out`` (the channel, or every channel when channel is null);
+    3. ``one_rule_per_day``: only the supplier's highest-priority rule of the day contacts it (all of that
+       rule's channels go); a supplier already contacted on ``as_of`` by another rule is not contacted again;
+    4. ``cooldown``: same supplier and channel reserved or sent within ``cooldown_days`` (any rule);
+    5. ``weekly_cap``: supplier-facing messages (audience supplier) to the supplier in the 7 days up to
+       ``as_of``, across rules, would exceed ``weekly_cap``;
+    6. ``daily_cap``: supplier-facing messages on ``as_of`` (all suppliers, all runs: ``sent`` must hold
+       every reserved row of the day) plus this supplier's rule would exceed ``daily_cap``; a supplier's
+       rule is admitted or held back as a whole;
+    7. ``control``: of the rows still planned, supplier-facing messages of suppliers in the holdout group
+       (``in_control_group`` of rule and supplier), so control and treated cases pass the same filters.
+
+    CS-team alert e-mails are never held back except by ``cooldown`` (one alert per supplier within
+    ``cooldown_days``). With ``force`` (manual interventions) steps 3-7 are skipped; 1-2 always apply.
 
     Args:
-        planned: output of ``plan`` (rows in priority order are kept first).
-        sent: interventions already sent: ``supplier_id``, ``channel``, ``audience``, ``as_of_date``.
+        planned: output of ``plan`` (any rules), with ``risk_level`` and ``health_score`` when known.
+        sent: rows of ``ops.interventions`` that count (status in ``COUNTED_STATUSES``): ``supplier_id``,
+            ``rule``, ``channel``, ``audience``, ``as_of_date``; the keys being planned must not be in it.
         suppliers: ``supplier_id``, ``status`` (latest snapshot).
         opted_out: ``supplier_id``, ``channel`` (None = every channel).
     """
-    out = planned.sort_values(["priority", "supplier_id"], ascending=[False, True], kind="stable").reset_index(drop=True)
+    out = planned.copy()
+    if out.empty:
+        out["status"] = pd.Series(dtype=object)
+        out["reason"] = pd.Series(dtype=object)
+        return out
+    risk = out["risk_level"].map(RISK_RANK).fillna(-1) if "risk_level" in out else pd.Series(-1, index=out.index)
+    health = pd.to_numeric(out["health_score"], errors="coerce").fillna(101.0) if "health_score" in out \
+        else pd.Series(101.0, index=out.index)
+    out = out.assign(_risk=-risk, _health=health, _prio=-out["priority"].astype(int)) \
+        .sort_values(["_prio", "_risk", "_health", "supplier_id", "rule"], kind="stable") \
+        .drop(columns=["_risk", "_health", "_prio"]).reset_index(drop=True)
     out["status"] = "planned"
     out["reason"] = None
-    if out.empty:
-        return out
-    alert = (out["audience"] == "cs_team") & (out["channel"] == "email")
-    status = suppliers.set_index("supplier_id")["status"].reindex(out["supplier_id"]).to_numpy()
+    alert = is_alert(out)
+    facing = (out["audience"] == "supplier").to_numpy()
+    status = suppliers.set_index("supplier_id")["status"].reindex(out["supplier_id"]).to_numpy() \
+        if len(suppliers) else np.full(len(out), None)
 
-    def suppress(mask: np.ndarray, reason: str) -> None:
-        target = mask & (out["status"] == "planned").to_numpy() & ~alert.to_numpy()
+    def suppress(mask: np.ndarray, reason: str, alerts_too: bool = False) -> None:
+        target = mask & (out["status"] == "planned").to_numpy() & (alerts_too | ~alert)
         out.loc[target, "status"] = "suppressed"
         out.loc[target, "reason"] = reason
 
+    sent = sent if len(sent) else pd.DataFrame(columns=["supplier_id", "rule", "channel", "audience", "as_of_date"])
+    sent_day = pd.to_datetime(sent["as_of_date"]).dt.date if len(sent) else pd.Series(dtype=object)
     suppress(status == "cancelled", "cancelled")
     if opted_out is not None and len(opted_out):
         keys = set(zip(opted_out["supplier_id"], opted_out["channel"].fillna("*")))
-        hit = np.array([(s, c) in keys or (s, "*") in keys for s, c in zip(out["supplier_id"], out["channel"])])
-        suppress(hit, "opted_out")
-    control = np.zeros(len(out), dtype=bool)
-    for rule, rows in out.groupby("rule").indices.items():
-        control[rows] = in_control_group(out["supplier_id"].iloc[rows].tolist(), rule, playbook.control_share)
-    suppress(control, "control")
-    recent = sent.loc[pd.to_datetime(sent["as_of_date"]).dt.date > as_of - timedelta(days=playbook.cooldown_days)] \
-        if len(sent) else sent
-    cooled = set(zip(recent["supplier_id"], recent["channel"])) if len(recent) else set()
+        suppress(np.array([(s, c) in keys or (s, "*") in keys for s, c in zip(out["supplier_id"], out["channel"])]),
+                 "opted_out")
+    # Cooldown of CS-team alerts: one per supplier within cooldown_days (any rule), even when forced.
+    recent = sent.loc[(sent_day > as_of - timedelta(days=playbook.cooldown_days)).to_numpy()] if len(sent) else sent
+    alerted = set(recent.loc[is_alert(recent), "supplier_id"]) if len(recent) else set()
+    suppress(alert & out["supplier_id"].isin(alerted).to_numpy(), "cooldown", alerts_too=True)
+    first_alert = ~out.loc[alert].duplicated("supplier_id")  # one alert per supplier in this plan
+    suppress(alert & ~first_alert.reindex(out.index, fill_value=True).to_numpy(), "cooldown", alerts_too=True)
+    if force:
+        return out
+
+    contacts = sent.loc[~is_alert(sent)] if len(sent) else sent
+    today_contacts = contacts.loc[(pd.to_datetime(contacts["as_of_date"]).dt.date == as_of).to_numpy()] \
+        if len(contacts) else contacts
+    contacted_by = today_contacts.groupby("supplier_id")["rule"].agg(set).to_dict() if len(today_contacts) else {}
+    live = out.loc[~alert & (out["status"] == "planned").to_numpy()]
+    top_rule = live.groupby("supplier_id")["rule"].first().to_dict()  # rows are in priority order
+    suppress(np.array([top_rule.get(s, r) != r or bool(contacted_by.get(s, set()) - {r})
+                       for s, r in zip(out["supplier_id"], out["rule"])]), "one_rule_per_day")
+    recent_contacts = recent.loc[~is_alert(recent)] if len(recent) else recent
+    cooled = set(zip(recent_contacts["supplier_id"], recent_contacts["channel"])) if len(recent_contacts) else set()
     suppress(np.array([(s, c) in cooled for s, c in zip(out["supplier_id"], out["channel"])]), "cooldown")
-    facing = sent.loc[sent["audience"] != "cs_team"] if len(sent) else sent
-    week = facing.loc[pd.to_datetime(facing["as_of_date"]).dt.date > as_of - timedelta(days=7)] if len(facing) else facing
+
+    messages = sent.loc[(sent["audience"] == "supplier").to_numpy()] if len(sent) else sent
+    message_days = pd.to_datetime(messages["as_of_date"]).dt.date if len(messages) else pd.Series(dtype=object)
+    week = messages.loc[(message_days > as_of - timedelta(days=7)).to_numpy()] if len(messages) else messages
     per_supplier = week.groupby("supplier_id").size().to_dict() if len(week) else {}
-    today_total = int((pd.to_datetime(facing["as_of_date"]).dt.date == as_of).sum()) if len(facing) else 0
-    for i in out.index[(out["status"] == "planned") & ~alert]:
+    today_total = int((message_days == as_of).sum()) if len(messages) else 0
+    for i in out.index[(out["status"] == "planned").to_numpy() & facing]:
         sid = out.at[i, "supplier_id"]
         if per_supplier.get(sid, 0) >= playbook.weekly_cap:
             out.at[i, "status"], out.at[i, "reason"] = "suppressed", "weekly_cap"
-            continue
-        if today_total >= playbook.daily_cap:
-            out.at[i, "status"], out.at[i, "reason"] = "suppressed", "daily_cap"
-            continue
-        per_supplier[sid] = per_supplier.get(sid, 0) + 1
-        today_total += 1
+        else:
+            per_supplier[sid] = per_supplier.get(sid, 0) + 1
+    # Daily cap: a supplier's rule (its remaining supplier-facing messages) is admitted or held back whole.
+    pending = out.loc[(out["status"] == "planned").to_numpy() & ~alert]
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, key in zip(pending.index, zip(pending["supplier_id"], pending["rule"])):
+        groups.setdefault(key, []).append(i)  # insertion order = priority and risk order
+    for rows in groups.values():
+        need = int(facing[rows].sum())
+        if need and today_total + need > playbook.daily_cap:
+            out.loc[rows, "status"], out.loc[rows, "reason"] = "suppressed", "daily_cap"
+        else:
+            today_total += need
+    control = np.zeros(len(out), dtype=bool)
+    candidates = (out["status"] == "planned").to_numpy() & facing
+    for rule, rows in out.loc[candidates].groupby("rule").indices.items():
+        index = out.index[candidates][rows]
+        control[index] = in_control_group(out.loc[index, "supplier_id"].tolist(), rule, playbook.control_share)
+    suppress(control, "control")
     return out
 
 
@@ -180,13 +280,30 @@ def _environment() -> jinja2.Environment:
                               autoescape=False, keep_trailing_newline=True)
 
 
+#: Characters that end a line somewhere (CR, LF, VT, FF, NEL, U+2028, U+2029) or are other C0/C1 controls.
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def single_line(value: str) -> str:
+    """``value`` with every line or paragraph separator and control character (CR, LF, U+2028, U+2029,
+    NEL, ...) replaced by one space and the ends stripped: safe in an e-mail header and on one template line."""
+    return _LINE_BREAKS.sub(" ", value).strip()
+
+
 def render(template: str, fields: dict) -> tuple[str, str]:
     """(subject, body) of ``template`` rendered with ``fields``.
+
+    Every string field except ``message`` (a manual note, kept multi-line) is made ``single_line``
+    first, and so is the subject: a business name with U+2028 or CR/LF cannot break the headers.
 
     Raises:
         jinja2.UndefinedError: the template uses a field that is not given.
     """
-    values = dict(fields)
+    values = {k: (single_line(v) if isinstance(v, str) and k != "message" else v) for k, v in fields.items()}
+    if isinstance(values.get("message"), str):
+        values["message"] = values["message"].replace("\r\n", "\n").replace("\r", "\n") \
+            .replace("\u2028", "\n").replace("\u2029", "\n\n")
+    values.setdefault("message", "")
     values.setdefault("least_adopted_feature_label",
                       FEATURE_LABELS.get(values.get("least_adopted_feature") or "", "forms and questionnaires"))
     drivers = values.get("drivers") or ""
@@ -194,5 +311,5 @@ def render(template: str, fields: dict) -> tuple[str, str]:
     text = _environment().get_template(f"{template}.txt").render(**values)
     first, _, rest = text.partition("\n")
     if first.startswith("Subject:"):
-        return first[len("Subject:"):].strip(), rest.lstrip("\n")
+        return single_line(first[len("Subject:"):]), rest.lstrip("\n")
     return template.replace("_", " "), text

@@ -19,6 +19,10 @@ from cs_pipeline.core.config import load_yaml_model
 PLAYBOOK_YAML = CONFIG_DIR / "playbook.yaml"
 TEMPLATE_DIR = CONFIG_DIR / "templates"
 CHANNELS = ("email", "in_app", "call")
+#: The rule name recorded for interventions launched by hand (job ``manual_intervention``, ``cs-pipeline intervene``).
+MANUAL_RULE = "manual"
+#: Priority of manual interventions (above every playbook rule).
+MANUAL_PRIORITY = 1000
 CALL_TYPES = ("onboarding_call", "check_in", "technical_support", "upgrade_discussion")
 LEVELS = ("healthy", "at_risk", "critical")
 
@@ -54,10 +58,14 @@ class Condition(_Strict):
     #: With milestone_achieved: only milestones achieved within this many days are celebrated (a first
     #: run over old history does not congratulate anybody for last year's achievements).
     milestone_max_age_days: int = Field(default=7, ge=0)
+    #: False (default): the rule fires on a *transition*, when the condition holds on the day and did not
+    #: on the supplier's previous scored day (within the playbook's ``transition_max_gap_days``).
+    #: True: the rule fires every day the condition holds; cooldowns limit the repeats (the critical alert).
+    every_day: bool = False
 
     @model_validator(mode="after")
     def _not_empty(self) -> Condition:
-        parts = self.model_dump(exclude={"milestone_max_age_days"})
+        parts = self.model_dump(exclude={"milestone_max_age_days", "every_day"})
         if not any(v not in (None, False) for v in parts.values()):
             raise ValueError("a condition needs at least one part")
         return self
@@ -93,6 +101,9 @@ class Playbook(_Strict):
     weekly_cap: int = Field(default=3, ge=1)
     daily_cap: int = Field(default=500, ge=1)
     control_share: float = Field(default=0.10, ge=0, lt=1)
+    #: A transition ("newly" at risk, ...) needs a previous score of the supplier at most this many days
+    #: before the day; without one the supplier is not newly matching (a missing day never means mass contact).
+    transition_max_gap_days: int = Field(default=3, ge=1, le=30)
     cs_team_email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
     from_email: str
     rules: list[Rule] = Field(min_length=1)
@@ -102,6 +113,8 @@ class Playbook(_Strict):
         names = [r.name for r in self.rules]
         if len(set(names)) != len(names):
             raise ValueError("rule names must be unique")
+        if MANUAL_RULE in names:
+            raise ValueError(f"the rule name {MANUAL_RULE!r} is reserved for manual interventions")
         return self
 
     def rule(self, name: str) -> Rule:

@@ -1,9 +1,19 @@
-"""The intervention stage end to end, without Dagster: read facts, find due suppliers, plan, filter,
-record and deliver. Used by the sensor, the job and the CLI."""
+"""The intervention stage end to end, without Dagster: read facts, find due suppliers, plan and reserve
+under a PostgreSQL lock, filter, record and deliver. Used by the sensor, the jobs and the CLI.
+
+Guarantees (see the README, "Interventions"):
+
+* planning and reserving a day's interventions (``plan_day``, ``manual_intervention``) run in one
+  transaction holding the advisory lock ``PLAN_LOCK_KEY``; the caps and cooldowns read every row already
+  reserved (``planned``, ``sending``, ``sent``, ``failed``), so concurrent runs cannot exceed them;
+* delivery is exactly once per key for in-app notifications and call tasks, and for e-mail at the SMTP
+  boundary as described in ``delivery``.
+"""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
 
 import pandas as pd
 import psycopg
@@ -12,14 +22,37 @@ from cs_pipeline.core.db import read_frame, relation_exists
 from cs_pipeline.interventions.delivery import (
     DeliveryReport,
     EmailResource,
+    InvalidAddress,
+    NotAccepted,
     build_message,
     ensure_intervention_tables,
     message_id,
     now_utc,
     record_plan,
+    validate_address,
 )
-from cs_pipeline.interventions.planning import apply_filters, newly_matching, plan, render
-from cs_pipeline.interventions.playbook import Playbook
+from cs_pipeline.interventions.planning import (
+    COUNTED_STATUSES,
+    FACT_COLUMNS,
+    apply_filters,
+    newly_matching,
+    next_business_day,
+    plan,
+    previous_scored,
+    render,
+)
+from cs_pipeline.interventions.playbook import (
+    CHANNELS,
+    MANUAL_PRIORITY,
+    MANUAL_RULE,
+    TEMPLATE_DIR,
+    Playbook,
+)
+
+#: Advisory lock (one bigint key) held around plan + reserve, so caps and cooldowns hold across runs.
+PLAN_LOCK_KEY = 7_311_401_401
+#: Class id of the per-intervention session advisory lock held while a row is being delivered.
+DELIVERY_LOCK_CLASS = 73_114
 
 FACTS_SQL = """
 SELECT h.supplier_id, h.as_of_date, h.risk_level, h.previous_risk_level, h.score_delta_7d::float8 AS score_delta_7d,
@@ -27,7 +60,7 @@ SELECT h.supplier_id, h.as_of_date, h.risk_level, h.previous_risk_level, h.score
        e.days_since_last_login, e.days_since_signup, e.status
 FROM marts.customer_health h
 JOIN marts.supplier_engagement_daily e USING (supplier_id, as_of_date)
-WHERE h.as_of_date = %s
+WHERE h.as_of_date BETWEEN %s AND %s
 """
 
 
@@ -48,15 +81,24 @@ def uncelebrated(conn: psycopg.Connection, day: date, max_age_days: int = 7) -> 
                       (day, day - timedelta(days=max_age_days)))
 
 
+def read_facts(conn: psycopg.Connection, day: date, max_gap_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(``FACT_COLUMNS`` rows of ``day``, each supplier's last scored row within ``max_gap_days`` before it)."""
+    frame = read_frame(conn, FACTS_SQL, (day - timedelta(days=max_gap_days), day))
+    if frame.empty:
+        empty = pd.DataFrame(columns=FACT_COLUMNS)
+        return empty, empty
+    days = pd.to_datetime(frame["as_of_date"]).dt.date
+    return frame.loc[days == day].reset_index(drop=True), previous_scored(frame, day, max_gap_days)
+
+
 def due_suppliers(conn: psycopg.Connection, playbook: Playbook, day: date) -> dict[str, list[str]]:
-    """Rule name -> supplier ids that newly match it on ``day`` (rules in priority order)."""
-    today = read_frame(conn, FACTS_SQL, (day,))
-    yesterday = read_frame(conn, FACTS_SQL, (day - timedelta(days=1),))
+    """Rule name -> supplier ids due for it on ``day`` (rules in priority order; see ``newly_matching``)."""
+    today, previous = read_facts(conn, day, playbook.transition_max_gap_days)
     due = {}
     for rule in sorted(playbook.rules, key=lambda r: -r.priority):
         milestones = uncelebrated(conn, day, rule.condition.milestone_max_age_days) \
             if rule.condition.milestone_achieved else None
-        ids = newly_matching(rule, today, yesterday, milestones)
+        ids = newly_matching(rule, today, previous, milestones)
         if ids:
             due[rule.name] = ids
     return due
@@ -84,110 +126,345 @@ WHERE h.as_of_date = %s AND h.supplier_id = ANY(%s)
 ORDER BY h.supplier_id
 """
 
+HISTORY_SQL = """
+SELECT supplier_id, rule, channel, audience, as_of_date FROM ops.interventions
+WHERE as_of_date > %s AND status = ANY(%s) AND coalesce(reason, '') <> 'invalid_email'
+"""
 
-def run_interventions(conn: psycopg.Connection, playbook: Playbook, email: EmailResource, rule_name: str,
-                      day: date, supplier_ids: list[str] | None = None, run_id: str | None = None) -> DeliveryReport:
-    """Plan, filter, record and deliver ``rule_name`` for ``day``.
 
-    ``supplier_ids`` None: the suppliers newly matching the rule that day. Safe to re-run: already
-    sent interventions are never sent again; failed ones are retried.
+def _history(conn: psycopg.Connection, playbook: Playbook, day: date) -> pd.DataFrame:
+    window = max(playbook.cooldown_days, 7)
+    return read_frame(conn, HISTORY_SQL, (day - timedelta(days=window), list(COUNTED_STATUSES)))
 
-    Raises:
-        KeyError: the playbook has no such rule.
+
+def plan_day(conn: psycopg.Connection, playbook: Playbook, day: date, supplier_ids: list[str] | None = None,
+             run_id: str | None = None) -> tuple[int, int]:
+    """Plan every rule due on ``day``, filter (``apply_filters``) and reserve the rows, idempotently.
+
+    The history read, the filters and the insert run in one transaction holding the advisory lock
+    ``PLAN_LOCK_KEY``: two runs at once take turns, and the second sees the first's reservations (daily
+    cap, weekly cap, cooldowns, one rule per supplier and day). Keys already in ``ops.interventions`` keep
+    their row (a re-run plans only what is new, e.g. suppliers newly due after a re-materialisation).
+
+    Args:
+        supplier_ids: restrict planning to these suppliers (None: every supplier due).
+
+    Returns:
+        (rows inserted, of which suppressed). Commits.
     """
     ensure_intervention_tables(conn)
-    rule = playbook.rule(rule_name)
-    if supplier_ids is None:
-        supplier_ids = due_suppliers(conn, playbook, day).get(rule_name, [])
-    report = DeliveryReport()
-    if not supplier_ids:
-        return report
-    context = read_frame(conn, CONTEXT_SQL, (day, list(supplier_ids)))
+    due = due_suppliers(conn, playbook, day)
+    if supplier_ids is not None:
+        wanted = set(supplier_ids)
+        due = {rule: [s for s in ids if s in wanted] for rule, ids in due.items()}
+        due = {rule: ids for rule, ids in due.items() if ids}
+    conn.commit()
+    if not due:
+        return 0, 0
+    every = sorted({s for ids in due.values() for s in ids})
+    context = read_frame(conn, CONTEXT_SQL, (day, every))
     context["as_of_date_text"] = day.isoformat()
-    if rule.condition.milestone_achieved:
-        milestones = uncelebrated(conn, day, rule.condition.milestone_max_age_days)
-        grouped = milestones.groupby("supplier_id")["milestone_type"].apply(list)
-        context["milestones"] = context["supplier_id"].map(grouped)
-        context = context.loc[context["milestones"].notna()]
-    planned = plan(rule, context, day)
-    sent = read_frame(conn, "SELECT supplier_id, channel, audience, as_of_date FROM ops.interventions "
-                            "WHERE status = 'sent' AND as_of_date > %s AND NOT (rule = %s AND as_of_date = %s)",
-                      (day - timedelta(days=max(playbook.cooldown_days, 7) + 1), rule_name, day))
+    frames = []
+    for rule_name, ids in due.items():
+        rule = playbook.rule(rule_name)
+        rule_context = context.loc[context["supplier_id"].isin(ids)].copy()
+        if rule.condition.milestone_achieved:
+            milestones = uncelebrated(conn, day, rule.condition.milestone_max_age_days)
+            grouped = milestones.groupby("supplier_id")["milestone_type"].apply(list)
+            rule_context["milestones"] = rule_context["supplier_id"].map(grouped)
+            rule_context = rule_context.loc[rule_context["milestones"].notna()]
+        if len(rule_context):
+            frames.append(plan(rule, rule_context, day))
+    conn.commit()
+    if not frames:
+        return 0, 0
+    planned = pd.concat(frames, ignore_index=True)
     suppliers = context.rename(columns={"supplier_status": "status"})[["supplier_id", "status"]]
-    opted = read_frame(conn, "SELECT supplier_id, channel FROM ops.opt_outs WHERE supplier_id = ANY(%s)",
-                       (list(supplier_ids),))
-    filtered = apply_filters(planned, sent, suppliers, playbook, day, opted)
-    record_plan(conn, filtered, run_id)
-    report.suppressed = int((filtered["status"] == "suppressed").sum())
-    return deliver_pending(conn, playbook, email, rule_name, day, list(supplier_ids), report)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (PLAN_LOCK_KEY,))
+        existing = conn.execute("SELECT supplier_id, rule, channel FROM ops.interventions WHERE as_of_date = %s",
+                                (day,)).fetchall()
+        known = set(existing)
+        fresh = planned.loc[[(s, r, c) not in known for s, r, c in
+                             zip(planned["supplier_id"], planned["rule"], planned["channel"])]]
+        if fresh.empty:
+            return 0, 0
+        opted = read_frame(conn, "SELECT supplier_id, channel FROM ops.opt_outs WHERE supplier_id = ANY(%s)",
+                           (sorted(set(fresh["supplier_id"])),))
+        filtered = apply_filters(fresh, _history(conn, playbook, day), suppliers, playbook, day, opted)
+        inserted = record_plan(conn, filtered, run_id)
+    return inserted, int((filtered["status"] == "suppressed").sum())
 
 
-def deliver_pending(conn: psycopg.Connection, playbook: Playbook, email: EmailResource, rule_name: str, day: date,
-                    supplier_ids: list[str], report: DeliveryReport | None = None) -> DeliveryReport:
-    """Deliver the rows of (rule, day, suppliers) still planned or failed, one transaction each."""
+def run_interventions(conn: psycopg.Connection, playbook: Playbook, email: EmailResource, rule_name: str | None,
+                      day: date, supplier_ids: list[str] | None = None, run_id: str | None = None) -> DeliveryReport:
+    """Plan and reserve ``day`` (every rule, ``plan_day``), then deliver what is pending.
+
+    ``rule_name`` / ``supplier_ids`` restrict planning (suppliers) and delivery (rule, suppliers); None: all.
+    Safe to re-run and to run concurrently: reserved rows are never planned twice, sent rows never sent
+    again, failed ones retried, interrupted ones reconciled (see ``deliver_one``).
+
+    Raises:
+        KeyError: the playbook has no rule ``rule_name``.
+    """
+    if rule_name:
+        playbook.rule(rule_name)
+    report = DeliveryReport()
+    report.planned, report.suppressed = plan_day(conn, playbook, day, supplier_ids, run_id)
+    return deliver_pending(conn, playbook, email, day, rule_name, supplier_ids, report)
+
+
+def deliver_pending(conn: psycopg.Connection, playbook: Playbook, email: EmailResource, day: date,
+                    rule_name: str | None = None, supplier_ids: list[str] | None = None,
+                    report: DeliveryReport | None = None) -> DeliveryReport:
+    """Deliver the rows of ``day`` (optionally one rule / some suppliers) still ``planned``, ``failed``
+    (except invalid addresses) or ``sending`` (reconciled), highest priority first."""
     report = report or DeliveryReport()
     pending = conn.execute(
-        "SELECT intervention_id FROM ops.interventions WHERE rule = %s AND as_of_date = %s "
-        "AND supplier_id = ANY(%s) AND status IN ('planned', 'failed') ORDER BY priority DESC, intervention_id",
-        (rule_name, day, supplier_ids)).fetchall()
+        "SELECT intervention_id FROM ops.interventions WHERE as_of_date = %s "
+        "AND (%s::text IS NULL OR rule = %s) AND (%s::text[] IS NULL OR supplier_id = ANY(%s)) "
+        "AND (status IN ('planned', 'sending') OR (status = 'failed' AND coalesce(reason, '') <> 'invalid_email')) "
+        "ORDER BY priority DESC, intervention_id",
+        (day, rule_name, rule_name, supplier_ids, supplier_ids)).fetchall()
     conn.commit()
     for (intervention_id,) in pending:
-        with conn.transaction():
-            row = conn.execute(
-                "SELECT supplier_id, rule, channel, as_of_date, template, audience, scheduled_for, context, "
-                "health_score::float8, risk_level, drivers, status FROM ops.interventions "
-                "WHERE intervention_id = %s AND status IN ('planned', 'failed') FOR UPDATE SKIP LOCKED",
-                (intervention_id,)).fetchone()
-            if row is None:
-                report.skipped_already_done += 1
-                continue
-            (supplier_id, rule, channel, as_of, template, audience, scheduled_for, context, health, risk, drivers,
-             _status) = row
-            fields = {**context, "supplier_id": supplier_id, "rule": rule, "as_of_date": as_of.isoformat(),
-                      "health_score": "n/a" if health is None else f"{health:.0f}", "risk_level": risk or "n/a",
-                      "drivers": drivers or ""}
-            fields.setdefault("business_name", supplier_id)
-            fields["milestones_sentence"] = ", ".join(m.replace("_", " ") for m in context.get("milestones") or [])
-            for key in ("vendor_category", "tier", "previous_risk_level", "days_since_last_login",
-                        "least_adopted_feature"):
-                fields.setdefault(key, None)
-            subject, body = render(template, fields)
-            msg_id = message_id(supplier_id, rule, as_of, channel)
-            try:
-                recipient = _deliver(conn, playbook, email, intervention_id, supplier_id, channel, audience,
-                                     context, subject, body, msg_id, scheduled_for)
-            except Exception as exc:  # SMTP/OS errors: record, keep the others going
-                conn.execute("UPDATE ops.interventions SET status = 'failed', attempts = attempts + 1, "
-                             "last_error = %s, updated_at = now() WHERE intervention_id = %s",
-                             (f"{type(exc).__name__}: {exc}"[:500], intervention_id))
-                report.failed += 1
-                continue
-            conn.execute("UPDATE ops.interventions SET status = 'sent', sent_at = %s, message_id = %s, recipient = %s, "
-                         "attempts = attempts + 1, last_error = NULL, updated_at = now() WHERE intervention_id = %s",
-                         (now_utc(), msg_id, recipient, intervention_id))
-            if context.get("milestones") and channel in ("email", "in_app"):
-                conn.execute("UPDATE marts.success_milestones SET celebrated = true, celebrated_at = now() "
-                             "WHERE supplier_id = %s AND milestone_type = ANY(%s) AND NOT celebrated",
-                             (supplier_id, list(context["milestones"])))
-            report.sent += 1
+        deliver_one(conn, playbook, email, intervention_id, report)
     return report
 
 
-def _deliver(conn, playbook, email, intervention_id, supplier_id, channel, audience, context, subject, body,
-             msg_id, scheduled_for) -> str:
-    if channel == "in_app":
-        conn.execute("INSERT INTO ops.in_app_notifications (intervention_id, supplier_id, title, body) "
-                     "VALUES (%s, %s, %s, %s) ON CONFLICT (intervention_id) DO NOTHING",
-                     (intervention_id, supplier_id, subject, body))
-        return f"in_app:{supplier_id}"
-    if channel == "call":
-        call_type = context.get("call_type") or "check_in"
-        conn.execute("INSERT INTO ops.support_interactions (intervention_id, supplier_id, interaction_type, "
-                     "scheduled_for, notes) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (intervention_id) DO NOTHING",
-                     (intervention_id, supplier_id, call_type, scheduled_for, f"{subject}\n\n{body}"))
-        return "cs_team:call_queue"
-    recipient = playbook.cs_team_email if audience == "cs_team" else context.get("email")
-    if not recipient:
-        raise ValueError(f"no e-mail address for supplier {supplier_id}")
-    email.send(build_message(playbook.from_email, recipient, subject, body, msg_id))
-    return recipient
+ROW_SQL = """
+SELECT supplier_id, rule, channel, as_of_date, template, audience, scheduled_for, context,
+       health_score::float8, risk_level, drivers, status, delivery_stage
+FROM ops.interventions WHERE intervention_id = %s
+"""
+
+
+def deliver_one(conn: psycopg.Connection, playbook: Playbook, email: EmailResource, intervention_id: int,
+                report: DeliveryReport) -> None:
+    """Deliver one intervention at most once (exactly once unless a delivery was interrupted mid-DATA).
+
+    Holds a session advisory lock on the row for the whole delivery (a concurrent deliverer skips the row).
+    ``sending`` rows found here were left by an interrupted delivery: with ``delivery_stage = 'data'`` the
+    message may have been accepted, so the row is recorded ``sent`` with ``reason = 'unconfirmed'`` and not
+    sent again; without it DATA never started and the message is sent. Commits.
+    """
+    lock = (DELIVERY_LOCK_CLASS, intervention_id % 2_147_483_647)
+    locked = conn.execute("SELECT pg_try_advisory_lock(%s, %s::int)", lock).fetchone()[0]
+    conn.commit()
+    if not locked:
+        report.skipped_already_done += 1
+        return
+    try:
+        _deliver_locked(conn, playbook, email, intervention_id, report)
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s, %s::int)", lock)
+        conn.commit()
+
+
+def _update(conn: psycopg.Connection, intervention_id: int, assignments: str, params: tuple = ()) -> None:
+    conn.execute(f"UPDATE ops.interventions SET {assignments}, updated_at = now() WHERE intervention_id = %s",
+                 (*params, intervention_id))
+    conn.commit()
+
+
+def _deliver_locked(conn, playbook, email, intervention_id, report) -> None:
+    row = conn.execute(ROW_SQL, (intervention_id,)).fetchone()
+    if row is None or row[11] not in ("planned", "failed", "sending"):
+        conn.commit()
+        report.skipped_already_done += 1
+        return
+    (supplier_id, rule, channel, as_of, template, audience, scheduled_for, context, health, risk, drivers,
+     status, stage) = row
+    msg_id = message_id(supplier_id, rule, as_of, channel)
+    if status == "sending" and stage == "data":
+        _update(conn, intervention_id, "status = 'sent', reason = 'unconfirmed', sent_at = coalesce(sent_at, %s), "
+                "message_id = %s, last_error = 'interrupted after DATA started: not sent again'",
+                (now_utc(), msg_id))
+        report.reconciled += 1
+        return
+    try:
+        fields = {**context, "supplier_id": supplier_id, "rule": rule, "as_of_date": as_of.isoformat(),
+                  "health_score": "n/a" if health is None else f"{health:.0f}", "risk_level": risk or "n/a",
+                  "drivers": drivers or ""}
+        fields.setdefault("business_name", supplier_id)
+        fields["milestones_sentence"] = ", ".join(m.replace("_", " ") for m in context.get("milestones") or [])
+        for key in ("vendor_category", "tier", "previous_risk_level", "days_since_last_login",
+                    "least_adopted_feature", "message"):
+            fields.setdefault(key, None)
+        subject, body = render(template, fields)
+    except Exception as exc:  # a template error is certain non-delivery: record it, keep the others going
+        _update(conn, intervention_id, "status = 'failed', reason = 'render_error', attempts = attempts + 1, "
+                "last_error = %s", (f"{type(exc).__name__}: {exc}"[:500],))
+        report.failed += 1
+        return
+    if channel in ("in_app", "call"):
+        with conn.transaction():
+            if channel == "in_app":
+                conn.execute("INSERT INTO ops.in_app_notifications (intervention_id, supplier_id, title, body) "
+                             "VALUES (%s, %s, %s, %s) ON CONFLICT (intervention_id) DO NOTHING",
+                             (intervention_id, supplier_id, subject, body))
+                recipient = f"in_app:{supplier_id}"
+            else:
+                conn.execute("INSERT INTO ops.support_interactions (intervention_id, supplier_id, interaction_type, "
+                             "scheduled_for, notes) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (intervention_id) DO NOTHING",
+                             (intervention_id, supplier_id, context.get("call_type") or "check_in", scheduled_for,
+                              f"{subject}\n\n{body}"))
+                recipient = "cs_team:call_queue"
+            _mark_sent(conn, intervention_id, supplier_id, channel, context, msg_id, recipient)
+        conn.commit()
+        report.sent += 1
+        return
+    try:
+        recipient = playbook.cs_team_email if audience == "cs_team" else validate_address(context.get("email"))
+        message = build_message(playbook.from_email, recipient, subject, body, msg_id)
+    except (InvalidAddress, ValueError) as exc:
+        reason = "invalid_email" if isinstance(exc, InvalidAddress) else "invalid_message"
+        _update(conn, intervention_id, "status = 'failed', reason = %s, attempts = attempts + 1, last_error = %s",
+                (reason, str(exc)[:500]))
+        report.failed += 1
+        return
+    _update(conn, intervention_id, "status = 'sending', delivery_stage = NULL, reason = NULL, "
+            "attempts = attempts + 1, recipient = %s", (recipient,))
+    try:
+        email.send(message, before_data=lambda: _update(conn, intervention_id, "delivery_stage = 'data'"))
+    except NotAccepted as exc:
+        _update(conn, intervention_id, "status = 'failed', delivery_stage = NULL, last_error = %s", (str(exc)[:500],))
+        report.failed += 1
+        return
+    except Exception as exc:  # lost while DATA was in flight: maybe accepted; left 'sending' for reconciliation
+        conn.rollback()
+        _update(conn, intervention_id, "last_error = %s",
+                (f"uncertain, not retried: {type(exc).__name__}: {exc}"[:500],))
+        report.failed += 1
+        return
+    with conn.transaction():
+        _mark_sent(conn, intervention_id, supplier_id, channel, context, msg_id, recipient)
+    conn.commit()
+    report.sent += 1
+
+
+def _mark_sent(conn, intervention_id, supplier_id, channel, context, msg_id, recipient) -> None:
+    conn.execute("UPDATE ops.interventions SET status = 'sent', delivery_stage = NULL, sent_at = %s, message_id = %s, "
+                 "recipient = %s, reason = NULL, last_error = NULL, "
+                 "attempts = attempts + CASE WHEN channel = 'email' THEN 0 ELSE 1 END, updated_at = now() "
+                 "WHERE intervention_id = %s", (now_utc(), msg_id, recipient, intervention_id))
+    if context.get("milestones") and channel in ("email", "in_app"):
+        conn.execute("UPDATE marts.success_milestones SET celebrated = true, celebrated_at = now() "
+                     "WHERE supplier_id = %s AND milestone_type = ANY(%s) AND NOT celebrated",
+                     (supplier_id, list(context["milestones"])))
+
+
+# --- manual interventions (job manual_intervention, cs-pipeline intervene) ---------------------------
+
+DEFAULT_MANUAL_TEMPLATE = {"email": "manual_message", "in_app": "manual_message", "call": "check_in_call"}
+
+MANUAL_CONTEXT_SQL = """
+WITH latest AS (SELECT max(_partition_date) AS d FROM raw.suppliers),
+owners AS (SELECT s.supplier_id, s.email FROM raw.suppliers s, latest WHERE s._partition_date = latest.d),
+health AS (
+  SELECT DISTINCT ON (supplier_id) supplier_id, health_score::float8 AS health_score, risk_level,
+         previous_risk_level, drivers
+  FROM marts.customer_health WHERE supplier_id = %(sid)s ORDER BY supplier_id, as_of_date DESC
+),
+least_adopted AS (
+  SELECT DISTINCT ON (supplier_id) supplier_id, feature AS least_adopted_feature
+  FROM marts.fct_feature_adoption WHERE is_core AND supplier_id = %(sid)s
+  ORDER BY supplier_id, active_days_30d, uses_90d, feature
+)
+SELECT d.supplier_id, d.business_name, d.vendor_category, d.tier, d.status AS supplier_status,
+       h.health_score, h.risk_level, h.previous_risk_level, h.drivers, la.least_adopted_feature, o.email
+FROM marts.dim_suppliers d
+LEFT JOIN health h USING (supplier_id)
+LEFT JOIN least_adopted la USING (supplier_id)
+LEFT JOIN owners o USING (supplier_id)
+WHERE d.supplier_id = %(sid)s
+"""
+
+#: Reasons a forced manual intervention overrides (opt-outs and cancellations are never overridden).
+FORCEABLE = ("cooldown", "weekly_cap", "daily_cap", "one_rule_per_day")
+
+
+class ManualInterventionError(ValueError):
+    """A manual intervention request that cannot be planned (unknown supplier, channel or template)."""
+
+
+@dataclass
+class ManualResult:
+    """Outcome of one manual intervention: the ``ops.interventions`` row and its final status/reason."""
+
+    intervention_id: int
+    status: str
+    reason: str | None
+    forced: bool
+    report: DeliveryReport = field(default_factory=DeliveryReport)
+
+
+def manual_intervention(conn: psycopg.Connection, playbook: Playbook, email: EmailResource, supplier_id: str,
+                        channel: str, template: str | None = None, message: str | None = None, force: bool = False,
+                        run_id: str | None = None, requested_by: str | None = None,
+                        day: date | None = None) -> ManualResult:
+    """Plan, filter and deliver one intervention by hand (WS-168 "quick intervention actions").
+
+    Recorded in ``ops.interventions`` with ``rule = 'manual'`` and ``as_of_date`` = ``day`` (default: today,
+    UTC), so it is part of the intervention history and of every later cooldown and cap. Goes through the
+    same path as the playbook: cancelled suppliers and opt-outs are always respected; cooldown, weekly and
+    daily caps and one-rule-per-day apply unless ``force`` (recorded in ``forced``); delivery is the same
+    exactly-once path. At most one manual intervention per supplier, channel and day: launching it again
+    retries or reconciles that one (and ``force`` releases it when it was held back).
+
+    Args:
+        channel: email, in_app or call (a call task for the CS team on the next business day).
+        template: a template in config/templates (default: manual_message, or check_in_call for calls).
+        message: free text shown in the template (``{{ message }}``).
+
+    Raises:
+        ManualInterventionError: unknown channel, template or supplier.
+    """
+    if channel not in CHANNELS:
+        raise ManualInterventionError(f"channel must be one of {', '.join(CHANNELS)}, not {channel!r}")
+    template = template or DEFAULT_MANUAL_TEMPLATE[channel]
+    if not template.replace("_", "").isalnum() or not (TEMPLATE_DIR / f"{template}.txt").is_file():
+        raise ManualInterventionError(f"template {template!r} not found in {TEMPLATE_DIR}")
+    day = day or datetime.now(timezone.utc).date()
+    ensure_intervention_tables(conn)
+    if not relation_exists(conn, "marts.dim_suppliers"):
+        raise ManualInterventionError("no suppliers in the warehouse yet (marts.dim_suppliers is missing)")
+    context = read_frame(conn, MANUAL_CONTEXT_SQL, {"sid": supplier_id})
+    conn.commit()
+    if context.empty:
+        raise ManualInterventionError(f"unknown supplier {supplier_id!r}")
+    record = context.iloc[0].to_dict()
+    scheduled = next_business_day(day) if channel == "call" else day
+    row = {**record, "rule": MANUAL_RULE, "channel": channel, "as_of_date": day, "template": template,
+           "audience": "cs_team" if channel == "call" else "supplier", "call_type": "check_in" if channel == "call"
+           else None, "priority": MANUAL_PRIORITY, "scheduled_for": scheduled, "message": message or "",
+           "as_of_date_text": day.isoformat(), "forced": bool(force), "requested_by": requested_by}
+    planned = pd.DataFrame([row])
+    suppliers = pd.DataFrame({"supplier_id": [supplier_id], "status": [record.get("supplier_status")]})
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (PLAN_LOCK_KEY,))
+        existing = conn.execute("SELECT intervention_id, status, reason FROM ops.interventions WHERE supplier_id = %s "
+                                "AND rule = %s AND as_of_date = %s AND channel = %s",
+                                (supplier_id, MANUAL_RULE, day, channel)).fetchone()
+        if existing is None:
+            opted = read_frame(conn, "SELECT supplier_id, channel FROM ops.opt_outs WHERE supplier_id = %s",
+                               (supplier_id,))
+            filtered = apply_filters(planned, _history(conn, playbook, day), suppliers, playbook, day, opted,
+                                     force=force)
+            record_plan(conn, filtered, run_id)
+        elif force and existing[1] == "suppressed" and existing[2] in FORCEABLE:
+            conn.execute("UPDATE ops.interventions SET status = 'planned', reason = NULL, forced = true, run_id = %s, "
+                         "requested_by = %s, updated_at = now() WHERE intervention_id = %s",
+                         (run_id, requested_by, existing[0]))
+        intervention_id = conn.execute(
+            "SELECT intervention_id FROM ops.interventions WHERE supplier_id = %s AND rule = %s AND as_of_date = %s "
+            "AND channel = %s", (supplier_id, MANUAL_RULE, day, channel)).fetchone()[0]
+    report = DeliveryReport()
+    deliver_one(conn, playbook, email, intervention_id, report)
+    status, reason, forced = conn.execute("SELECT status, reason, forced FROM ops.interventions "
+                                          "WHERE intervention_id = %s", (intervention_id,)).fetchone()
+    conn.commit()
+    return ManualResult(intervention_id, status, reason, forced, report)
