@@ -207,7 +207,7 @@ def apply_filters(planned: pd.DataFrame, sent: pd.DataFrame, suppliers: pd.DataF
     out["reason"] = None
     alert = is_alert(out)
     facing = (out["audience"] == "supplier").to_numpy()
-    status = suppliers.set_index("supplier_id")["status"].reindex(out["supplier_id"]).to_numpy() \
+    status = suppliers.drop_duplicates("supplier_id", keep="last").set_index("supplier_id")["status"].reindex(out["supplier_id"]).to_numpy() \
         if len(suppliers) else np.full(len(out), None)
 
     def suppress(mask: np.ndarray, reason: str, alerts_too: bool = False) -> None:
