@@ -215,7 +215,9 @@ def apply_filters(planned: pd.DataFrame, sent: pd.DataFrame, suppliers: pd.DataF
         out.loc[target, "status"] = "suppressed"
         out.loc[target, "reason"] = reason
 
-    sent = sent if len(sent) else pd.DataFrame(columns=["supplier_id", "rule", "channel", "audience", "as_of_date"])
+    sent = sent.copy() if len(sent) else pd.DataFrame(columns=["supplier_id", "rule", "channel", "audience", "as_of_date"])
+    if "rule" not in sent:
+        sent["rule"] = None  # unknown rule: counts as another rule for one_rule_per_day
     sent_day = pd.to_datetime(sent["as_of_date"]).dt.date if len(sent) else pd.Series(dtype=object)
     suppress(status == "cancelled", "cancelled")
     if opted_out is not None and len(opted_out):
