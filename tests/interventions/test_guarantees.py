@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from aiosmtpd.controller import Controller
 
-from cs_pipeline.interventions.dagster_defs import (
+from cs_pipeline.interventions.defs import (
     CUSTOMER_HEALTH,
     intervention_job,
     manual_intervention_job,
@@ -33,12 +33,12 @@ from cs_pipeline.interventions.outcomes import outcomes
 from cs_pipeline.interventions.planning import apply_filters, in_control_group, plan, render
 from cs_pipeline.interventions.playbook import load_playbook
 from cs_pipeline.interventions.service import run_interventions
-from cs_pipeline.schema import ensure_partition
-from tests.test_transform import reset_warehouse
+from cs_pipeline.ingest.tables import ensure_partition
+from tests.helpers import reset_warehouse
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = load_playbook()
 DAY = date(2025, 7, 10)
 
