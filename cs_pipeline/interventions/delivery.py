@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import smtplib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -194,17 +195,20 @@ class EmailResource(dg.ConfigurableResource):
                     raise smtplib.SMTPRecipientsRefused({rcpt: (code, reply)})
         except (smtplib.SMTPException, OSError) as exc:
             _close(smtp)
-            raise NotAccepted(f"{type(exc).__name__}: {exc}") from exc
+            raise NotAccepted(redact(f"{type(exc).__name__}: {exc}")) from exc
         if before_data is not None:
             before_data()
         try:
-            smtp.data(message.as_bytes(policy=message.policy.clone(linesep="\r\n")))
+            code, reply = smtp.data(message.as_bytes(policy=message.policy.clone(linesep="\r\n")))
         except smtplib.SMTPDataError as exc:  # the server answered DATA with a refusal: not accepted
             _close(smtp)
-            raise NotAccepted(f"{type(exc).__name__}: {exc}") from exc
+            raise NotAccepted(redact(f"{type(exc).__name__}: {exc}")) from exc
         except BaseException:
             _close(smtp)
             raise
+        if code != 250:  # smtplib returns (does not raise) the reply to the message: 451, 554... = refused
+            _close(smtp)
+            raise NotAccepted(redact(f"SMTPDataError: ({code}, {reply!r})"))
         try:  # accepted: whatever QUIT answers (421, a reset) does not undo it
             smtp.quit()
         except (smtplib.SMTPException, OSError):
@@ -229,12 +233,25 @@ def _close(smtp: smtplib.SMTP | None) -> None:
         pass
 
 
+#: Anything shaped like an e-mail address (also inside ``<...>`` or quotes, as SMTP replies echo them).
+_ADDRESS = re.compile(r"[^\s<>()\[\],;:'\"]+@[^\s<>()\[\],;:'\"]+")
+
+
+def redact(text: str) -> str:
+    """``text`` with every e-mail address replaced by ``<address>``: for errors, ``last_error``, logs and
+    metadata (an SMTP refusal such as ``550 <owner@example.org>: unknown`` names the recipient)."""
+    return _ADDRESS.sub("<address>", text)
+
+
 def validate_address(value: str | None) -> str:
-    """The normalised form of one e-mail address (email-validator, syntax only: no DNS lookup).
+    """The normalised ASCII form of one e-mail address (email-validator, syntax only: no DNS lookup).
+
+    Internationalised domains are returned IDNA-encoded (``xn--``); a non-ASCII local part is refused,
+    because it needs SMTPUTF8, which the sender (smtplib with ASCII commands) does not speak.
 
     Raises:
-        InvalidAddress: empty, several addresses (``,`` or ``;``), display names, or invalid syntax;
-            the message gives the reason but not the address.
+        InvalidAddress: empty, several addresses (``,`` or ``;``), display names, a non-ASCII local part,
+            or invalid syntax; the message gives the reason but not the address.
     """
     if value is None or not str(value).strip():
         raise InvalidAddress("no e-mail address")
@@ -242,9 +259,10 @@ def validate_address(value: str | None) -> str:
     if any(sep in text for sep in ",;<>") or any(ch.isspace() for ch in text):
         raise InvalidAddress("not exactly one address")
     try:
-        return validate_email(text, check_deliverability=False).normalized
+        result = validate_email(text, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
-        raise InvalidAddress(f"invalid address: {exc}".replace(text, "<address>")) from None
+        raise InvalidAddress(redact(f"invalid address: {exc}".replace(text, "<address>"))) from None
+    return result.ascii_email or result.normalized
 
 
 def build_message(sender: str, recipient: str, subject: str, body: str, msg_id: str) -> EmailMessage:

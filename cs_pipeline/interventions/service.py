@@ -29,6 +29,7 @@ from cs_pipeline.interventions.delivery import (
     message_id,
     now_utc,
     record_plan,
+    redact,
     validate_address,
 )
 from cs_pipeline.interventions.planning import (
@@ -264,6 +265,12 @@ def deliver_one(conn: psycopg.Connection, playbook: Playbook, email: EmailResour
         conn.commit()
 
 
+def _opted_out(conn: psycopg.Connection, supplier_id: str, channel: str) -> bool:
+    """True when ``ops.opt_outs`` holds the supplier for ``channel`` or for every channel (channel null)."""
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM ops.opt_outs WHERE supplier_id = %s "
+                        "AND (channel IS NULL OR channel = %s))", (supplier_id, channel)).fetchone()[0]
+
+
 def _update(conn: psycopg.Connection, intervention_id: int, assignments: str, params: tuple = ()) -> None:
     conn.execute(f"UPDATE ops.interventions SET {assignments}, updated_at = now() WHERE intervention_id = %s",
                  (*params, intervention_id))
@@ -285,6 +292,11 @@ def _deliver_locked(conn, playbook, email, intervention_id, report) -> None:
                 (now_utc(), msg_id))
         report.reconciled += 1
         return
+    if not (audience == "cs_team" and channel == "email") and _opted_out(conn, supplier_id, channel):
+        # An opt-out recorded after planning (a retry of a failed row, a forced re-launch): it still holds.
+        _update(conn, intervention_id, "status = 'suppressed', reason = 'opted_out', delivery_stage = NULL")
+        report.suppressed += 1
+        return
     try:
         fields = {**context, "supplier_id": supplier_id, "rule": rule, "as_of_date": as_of.isoformat(),
                   "health_score": "n/a" if health is None else f"{health:.0f}", "risk_level": risk or "n/a",
@@ -297,7 +309,7 @@ def _deliver_locked(conn, playbook, email, intervention_id, report) -> None:
         subject, body = render(template, fields)
     except Exception as exc:  # a template error is certain non-delivery: record it, keep the others going
         _update(conn, intervention_id, "status = 'failed', reason = 'render_error', attempts = attempts + 1, "
-                "last_error = %s", (f"{type(exc).__name__}: {exc}"[:500],))
+                "last_error = %s", (redact(f"{type(exc).__name__}: {exc}")[:500],))
         report.failed += 1
         return
     if channel in ("in_app", "call"):
@@ -323,7 +335,7 @@ def _deliver_locked(conn, playbook, email, intervention_id, report) -> None:
     except (InvalidAddress, ValueError) as exc:
         reason = "invalid_email" if isinstance(exc, InvalidAddress) else "invalid_message"
         _update(conn, intervention_id, "status = 'failed', reason = %s, attempts = attempts + 1, last_error = %s",
-                (reason, str(exc)[:500]))
+                (reason, redact(str(exc))[:500]))
         report.failed += 1
         return
     _update(conn, intervention_id, "status = 'sending', delivery_stage = NULL, reason = NULL, "
@@ -331,13 +343,13 @@ def _deliver_locked(conn, playbook, email, intervention_id, report) -> None:
     try:
         email.send(message, before_data=lambda: _update(conn, intervention_id, "delivery_stage = 'data'"))
     except NotAccepted as exc:
-        _update(conn, intervention_id, "status = 'failed', delivery_stage = NULL, last_error = %s", (str(exc)[:500],))
+        _update(conn, intervention_id, "status = 'failed', delivery_stage = NULL, last_error = %s", (redact(str(exc))[:500],))
         report.failed += 1
         return
     except Exception as exc:  # lost while DATA was in flight: maybe accepted; left 'sending' for reconciliation
         conn.rollback()
         _update(conn, intervention_id, "last_error = %s",
-                (f"uncertain, not retried: {type(exc).__name__}: {exc}"[:500],))
+                (redact(f"uncertain, not retried: {type(exc).__name__}: {exc}")[:500],))
         report.failed += 1
         return
     with conn.transaction():

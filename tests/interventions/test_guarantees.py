@@ -116,13 +116,26 @@ def load(conn, rows: list[dict], names: dict[str, str] | None = None, emails: di
 
 
 class Handler:
-    """Keeps every accepted message; answers QUIT with ``quit_reply`` when set (e.g. 421)."""
+    """Keeps every accepted message; answers QUIT with ``quit_reply`` when set (e.g. 421); refuses the
+    recipients in ``refuse`` (echoing the address, as real servers do); answers the next ``data_refusals``
+    DATA commands with ``451``."""
 
     def __init__(self) -> None:
         self.messages: list[email_lib.message.Message] = []
         self.quit_reply: str | None = None
+        self.refuse: set[str] = set()
+        self.data_refusals = 0
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse:
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.data_refusals:
+            self.data_refusals -= 1
+            return "451 4.3.0 temporary failure, try again later"
         message = email_lib.message_from_bytes(envelope.content)
         message["X-Envelope-To"] = ",".join(envelope.rcpt_tos)
         self.messages.append(message)
@@ -239,6 +252,7 @@ def test_missing_previous_day_contacts_nobody(db, smtp):
     standing = not_in_control("sharp_score_drop", 30, "st")
     escalated = not_in_control("escalated_to_at_risk", 1, "esc")[0]
     stale = not_in_control("escalated_to_at_risk", 1, "old")[0]
+    stale_drop = not_in_control("sharp_score_drop", 1, "sd")[0]
     rows = []
     for sid in standing:  # at risk with a sharp drop on D-2 and D; D-1 missing (a blocked quality gate)
         rows += [{"sid": sid, "day": DAY - timedelta(days=2), "risk": "at_risk", "delta7": -25.0},
@@ -246,7 +260,10 @@ def test_missing_previous_day_contacts_nobody(db, smtp):
     rows += [{"sid": escalated, "day": DAY - timedelta(days=2), "risk": "healthy"},
              {"sid": escalated, "day": DAY, "risk": "at_risk", "previous": None},
              {"sid": stale, "day": DAY - timedelta(days=5), "risk": "healthy"},  # beyond the 3-day gap
-             {"sid": stale, "day": DAY, "risk": "at_risk", "previous": "healthy"}]
+             {"sid": stale, "day": DAY, "risk": "at_risk", "previous": "healthy"},
+             # a sharp drop with no score within the gap (D-5 only): no evidence of a *new* drop
+             {"sid": stale_drop, "day": DAY - timedelta(days=5), "risk": "at_risk", "delta7": -25.0},
+             {"sid": stale_drop, "day": DAY, "risk": "at_risk", "previous": "at_risk", "delta7": -25.0}]
     load(db, rows)
     for rule in ("sharp_score_drop", "escalated_to_at_risk"):
         run_interventions(db, PLAYBOOK, email, rule, DAY)
@@ -347,12 +364,13 @@ def test_smtp_421_on_quit_receives_each_message_once_across_retries(db, smtp):
     ids = not_in_control("escalated_to_at_risk", 5, "q")
     load(db, [r for s in ids for r in ({"sid": s, "day": DAY - timedelta(days=1), "risk": "healthy"},
                                        {"sid": s, "day": DAY, "risk": "at_risk", "previous": "healthy"})])
-    for _ in range(3):
-        run_interventions(db, PLAYBOOK, email, "escalated_to_at_risk", DAY)
+    reports = [run_interventions(db, PLAYBOOK, email, "escalated_to_at_risk", DAY) for _ in range(3)]
     received = pd.Series([m["Message-ID"] for m in handler.messages]).value_counts()
     assert len(received) == 5 and (received == 1).all()
-    assert db.execute("SELECT array_agg(DISTINCT status) FROM ops.interventions WHERE channel = 'email'"
-                      ).fetchone()[0] == ["sent"]
+    # accepted = sent and confirmed on the first run (not left 'sending' and reconciled as 'unconfirmed')
+    assert reports[0].sent == 10 and reports[0].failed == 0 and sum(r.reconciled for r in reports) == 0
+    assert db.execute("SELECT array_agg(DISTINCT status || ':' || coalesce(reason, '')) FROM ops.interventions "
+                      "WHERE channel = 'email'").fetchone()[0] == ["sent:"]
 
 
 def test_interrupted_sending_rows_are_reconciled_without_resending(db, smtp):
@@ -511,3 +529,104 @@ def test_cli_intervene_goes_through_the_job(db, smtp, monkeypatch, tmp_path):
     assert db.execute("SELECT requested_by FROM ops.interventions WHERE rule = 'manual'").fetchone()[0].startswith("cli:")
     bad = runner.invoke(app, ["intervene", "cli1", "--channel", "pigeon"])
     assert bad.exit_code == 2
+
+
+# --- review of issue 14 (hostile reviewer): holes found after the merge ------------------------------------
+
+
+def _escalated(db, sid: str, **extra) -> None:
+    load(db, [{"sid": sid, "day": DAY - timedelta(days=1), "risk": "healthy"},
+              {"sid": sid, "day": DAY, "risk": "at_risk", "previous": "healthy"}], **extra)
+
+
+def test_data_refused_with_451_is_retried_and_sent_once(db, smtp):
+    """A reply refusing DATA is certain non-delivery: ``failed``, and the next run sends it (not 'unconfirmed')."""
+    handler, email = smtp
+    sid = not_in_control("escalated_to_at_risk", 1, "d")[0]
+    _escalated(db, sid)
+    handler.data_refusals = 1
+    run_interventions(db, PLAYBOOK, email, "escalated_to_at_risk", DAY)
+    assert handler.messages == []
+    assert db.execute("SELECT status FROM ops.interventions WHERE channel = 'email'").fetchone()[0] == "failed"
+    run_interventions(db, PLAYBOOK, email, "escalated_to_at_risk", DAY)
+    run_interventions(db, PLAYBOOK, email, "escalated_to_at_risk", DAY)
+    assert [m["To"] for m in handler.messages] == [f"{sid}@example.org"]
+    assert db.execute("SELECT status, reason FROM ops.interventions WHERE channel = 'email'").fetchone() == ("sent", None)
+
+
+def test_refused_recipient_error_does_not_record_the_address(db, smtp):
+    """The server's refusal (which echoes the address) is kept in last_error without the address."""
+    handler, email = smtp
+    sid = not_in_control("escalated_to_at_risk", 1, "rf")[0]
+    _escalated(db, sid)
+    handler.refuse = {f"{sid}@example.org"}
+    report = run_interventions(db, PLAYBOOK, email, "escalated_to_at_risk", DAY)
+    assert report.failed == 1 and handler.messages == []
+    status, error = db.execute("SELECT status, last_error FROM ops.interventions WHERE channel = 'email'").fetchone()
+    assert status == "failed" and "550" in error
+    assert "@" not in error and sid not in error
+
+
+def test_address_smtplib_cannot_send_is_invalid_not_stuck_sending(db, smtp):
+    """A non-ASCII local part needs SMTPUTF8, which the sender does not speak: refused as invalid_email
+    (before, it raised UnicodeEncodeError mid-session and left the row 'sending' for ever)."""
+    handler, email = smtp
+    sid = not_in_control("escalated_to_at_risk", 1, "u")[0]
+    _escalated(db, sid, emails={sid: "jürgen@example.org"})
+    run_interventions(db, PLAYBOOK, email, "escalated_to_at_risk", DAY)
+    assert handler.messages == []
+    assert db.execute("SELECT status, reason FROM ops.interventions WHERE channel = 'email'").fetchone() == \
+        ("failed", "invalid_email")
+    with pytest.raises(InvalidAddress):
+        validate_address("jürgen@example.org")
+    assert validate_address("owner@exämple.org") == "owner@xn--exmple-cua.org"  # IDNA domain: plain ASCII
+
+
+def test_opt_out_after_planning_holds_on_retry_and_forced_relaunch(db, smtp):
+    """An opt-out recorded after a row was planned (or held back) stops it: a retry of a failed e-mail and a
+    forced re-launch of a held-back manual intervention send nothing."""
+    from cs_pipeline.interventions.service import manual_intervention
+
+    handler, email = smtp
+    sid, other = not_in_control("escalated_to_at_risk", 2, "oo")
+    load(db, [r for s in (sid, other) for r in ({"sid": s, "day": DAY - timedelta(days=1), "risk": "healthy"},
+                                                {"sid": s, "day": DAY, "risk": "at_risk", "previous": "healthy"})])
+    down = EmailResource(host="127.0.0.1", port=1, use_tls=False, timeout_seconds=2)
+    run_interventions(db, PLAYBOOK, down, "escalated_to_at_risk", DAY)  # e-mails fail: retried later
+    assert db.execute("SELECT count(*) FROM ops.interventions WHERE channel = 'email' AND status = 'failed'"
+                      ).fetchone()[0] == 2
+    blocked = manual_intervention(db, PLAYBOOK, email, other, "in_app", day=DAY)  # contacted today: held back
+    assert blocked.status == "suppressed" and blocked.reason in ("one_rule_per_day", "cooldown")
+    db.execute("INSERT INTO ops.opt_outs (supplier_id, channel) VALUES (%s, 'email'), (%s, NULL)", (sid, other))
+    db.commit()
+    run_interventions(db, PLAYBOOK, email, "escalated_to_at_risk", DAY)
+    forced = manual_intervention(db, PLAYBOOK, email, other, "in_app", force=True, day=DAY)
+    assert handler.messages == []
+    assert (forced.status, forced.reason) == ("suppressed", "opted_out")
+    rows = dict(db.execute("SELECT supplier_id, status || ':' || coalesce(reason, '') FROM ops.interventions "
+                           "WHERE channel = 'email'").fetchall())
+    assert rows == {sid: "suppressed:opted_out", other: "suppressed:opted_out"}
+    assert in_app_count(db) == 2  # the two in-app nudges of the playbook, delivered before the opt-outs
+
+
+def test_supplier_contacted_earlier_in_the_day_is_not_contacted_by_a_later_rule(db, smtp):
+    """One rule per supplier and day across runs: after a re-materialisation makes a higher-priority rule
+    newly due, the supplier already contacted that day gets nothing more (not even its call task)."""
+    handler, email = smtp
+    sid = [s for s in not_in_control("escalated_to_at_risk", 5, "x2")
+           if not in_control_group([s], "new_supplier_inactive", PLAYBOOK.control_share)[0]][0]
+    load(db, [{"sid": sid, "day": DAY - timedelta(days=1), "risk": "healthy", "stage": "onboarding",
+               "onboarded": 6, "login": 6},
+              {"sid": sid, "day": DAY, "risk": "at_risk", "previous": "healthy"}])
+    run_interventions(db, PLAYBOOK, email, None, DAY)
+    assert db.execute("SELECT DISTINCT rule FROM ops.interventions WHERE status = 'sent'").fetchall() == \
+        [("escalated_to_at_risk",)]
+    db.execute("UPDATE marts.supplier_engagement_daily SET lifecycle_stage = 'onboarding', days_since_onboarded = 7, "
+               "days_since_last_login = 7 WHERE supplier_id = %s AND as_of_date = %s", (sid, DAY))
+    db.commit()  # the corrected day: new_supplier_inactive (priority 40) is now newly due as well
+    run_interventions(db, PLAYBOOK, email, None, DAY)
+    later = dict(db.execute("SELECT channel, coalesce(reason, status) FROM ops.interventions "
+                            "WHERE rule = 'new_supplier_inactive'").fetchall())
+    assert later == {"email": "one_rule_per_day", "call": "one_rule_per_day"}
+    assert db.execute("SELECT count(*) FROM ops.support_interactions").fetchone()[0] == 0
+    assert len(handler.messages) == 1
