@@ -10,8 +10,9 @@ Planning inserts its rows with ON CONFLICT DO NOTHING (see ``service.plan_day``)
   dies with the session), then commits ``status = 'sending'`` before any SMTP traffic. Just before the
   DATA command it commits ``delivery_stage = 'data'``. DATA answered 250 = accepted: the row becomes
   ``sent`` and a later error (e.g. ``421`` on QUIT) is only noted. An error before DATA, or a refusal of
-  DATA, is certain non-delivery: ``failed``, retried by the next run. A failure while DATA is in flight
-  (no reply) leaves ``sending`` with stage ``data``; so does a crash anywhere after the ``data`` commit.
+  DATA or of the message (any reply but 250 to its content), is certain non-delivery: ``failed``,
+  retried by the next run. A failure while DATA is in flight (no reply) leaves ``sending`` with stage
+  ``data``; so does a crash anywhere after the ``data`` commit.
   A retry reconciles a ``sending`` row: stage ``data`` = possibly accepted -> ``sent`` with
   ``reason = 'unconfirmed'``, never sent again (at most once); no stage = DATA never started -> sent.
 """

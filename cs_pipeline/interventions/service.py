@@ -343,7 +343,8 @@ def _deliver_locked(conn, playbook, email, intervention_id, report) -> None:
     try:
         email.send(message, before_data=lambda: _update(conn, intervention_id, "delivery_stage = 'data'"))
     except NotAccepted as exc:
-        _update(conn, intervention_id, "status = 'failed', delivery_stage = NULL, last_error = %s", (redact(str(exc))[:500],))
+        _update(conn, intervention_id, "status = 'failed', delivery_stage = NULL, last_error = %s",
+                (redact(str(exc))[:500],))
         report.failed += 1
         return
     except Exception as exc:  # lost while DATA was in flight: maybe accepted; left 'sending' for reconciliation

@@ -551,7 +551,8 @@ def test_data_refused_with_451_is_retried_and_sent_once(db, smtp):
     run_interventions(db, PLAYBOOK, email, "escalated_to_at_risk", DAY)
     run_interventions(db, PLAYBOOK, email, "escalated_to_at_risk", DAY)
     assert [m["To"] for m in handler.messages] == [f"{sid}@example.org"]
-    assert db.execute("SELECT status, reason FROM ops.interventions WHERE channel = 'email'").fetchone() == ("sent", None)
+    assert db.execute("SELECT status, reason FROM ops.interventions WHERE channel = 'email'"
+                      ).fetchone() == ("sent", None)
 
 
 def test_refused_recipient_error_does_not_record_the_address(db, smtp):
