@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
-from cs_pipeline.ingest.landing import DEFAULT_BATCH_ROWS, open_records
+from cs_pipeline.ingest.landing import DEFAULT_BATCH_ROWS, CsvNeedsPythonReader, open_records, storable_text
 from cs_pipeline.ingest.pgcopy import BinaryCopyEncoder
 from cs_pipeline.ingest.sources import Source
 from cs_pipeline.ingest.validation import validate_batch
@@ -45,13 +45,14 @@ class LoadReport:
     Attributes:
         source, partition_date, source_file: what was loaded (file name without directory).
         file_bytes: size of the landing file in bytes.
-        records_in_file: records read (parsed or not); equals ``rows_loaded + rows_rejected``.
-        rows_loaded, rows_rejected: rows now in ``raw.<source>`` / ``raw.rejected_rows`` for the day.
+        records_in_file: records read (parsed or not), counted by the reader.
+        rows_loaded, rows_rejected: rows now in ``raw.<source>`` / ``raw.rejected_rows`` for the day,
+            counted in those tables after the load (so ``conserved`` is a measurement).
         rejected_by_reason: reason code -> count.
         distinct_suppliers: distinct supplier_id among loaded rows.
         min_time, max_time: range of the source's time column among loaded rows (UTC).
         load_seconds: wall-clock seconds from opening the file to COMMIT.
-        preview: up to five loaded records (column -> value).
+        preview: up to five loaded records (column -> value), personal data masked (``mask_personal_data``).
     """
 
     source: str
@@ -70,7 +71,8 @@ class LoadReport:
 
     @property
     def conserved(self) -> bool:
-        """Records in the file = rows loaded + rows rejected."""
+        """Records read from the file = rows counted in the day's partition + rows counted in
+        ``raw.rejected_rows`` for the day."""
         return self.records_in_file == self.rows_loaded + self.rows_rejected
 
 
@@ -155,7 +157,10 @@ def load_partition(
         psycopg.Error: the database refused the load; the transaction is rolled back.
     """
     with _one_arrow_thread():
-        return _load(conn, source, path, day, batch_rows)
+        try:
+            return _load(conn, source, path, day, batch_rows)
+        except CsvNeedsPythonReader:  # rolled back; read record by record, quarantining what Arrow refused
+            return _load(conn, source, path, day, batch_rows, csv_engine="python")
 
 
 @contextmanager
@@ -173,9 +178,11 @@ def _one_arrow_thread() -> Iterator[None]:
         pa.set_io_thread_count(io_threads)
 
 
-def _load(conn: psycopg.Connection, source: Source, path: Path, day: date, batch_rows: int) -> LoadReport:
+def _load(
+    conn: psycopg.Connection, source: Source, path: Path, day: date, batch_rows: int, csv_engine: str = "arrow"
+) -> LoadReport:
     started = time.perf_counter()
-    batches = open_records(path, source, batch_rows)  # checks the file before anything changes
+    batches = open_records(path, source, batch_rows, csv_engine)  # checks the file before anything changes
     report = LoadReport(source.name, day, path.name, path.stat().st_size)
     child = ensure_partition(conn, source.name, day)
     encoder = BinaryCopyEncoder(source)
@@ -209,7 +216,7 @@ def _load(conn: psycopg.Connection, source: Source, path: Path, day: date, batch
                 for number, raw, reason in zip(
                     checked.rejected_record_numbers.tolist(), checked.rejected_raw, checked.rejected_reasons, strict=True
                 ):
-                    rejects.writerow([number, raw, reason])
+                    rejects.writerow([number, storable_text(raw), reason])
                     reasons[reason] += 1
                 valid = checked.valid
                 if keys is not None:
@@ -217,7 +224,8 @@ def _load(conn: psycopg.Connection, source: Source, path: Path, day: date, batch
                 if valid.num_rows:
                     copy.write(encoder.encode(valid, checked.valid_record_numbers))
                     if len(report.preview) < PREVIEW_ROWS:
-                        report.preview += valid.slice(0, PREVIEW_ROWS - len(report.preview)).to_pylist()
+                        report.preview += mask_personal_data(
+                            valid.slice(0, PREVIEW_ROWS - len(report.preview)).to_pylist(), source)
                 suppliers |= checked.supplier_ids
                 if checked.min_time is not None:
                     report.min_time = min(filter(None, [report.min_time, checked.min_time]))
@@ -241,8 +249,11 @@ def _load(conn: psycopg.Connection, source: Source, path: Path, day: date, batch
             suffix = _csv_suffix(source.name, day, path.name)
             for line in csv.reader(spool):
                 copy.write(_csv_line(line) + suffix)
-        report.rows_rejected = sum(reasons.values())
-        report.rows_loaded = report.records_in_file - report.rows_rejected
+        # Conservation is measured, not computed: count what the tables now hold for the day.
+        report.rows_loaded = cur.execute(sql.SQL("SELECT count(*) FROM {}").format(child)).fetchone()[0]
+        report.rows_rejected = cur.execute(
+            "SELECT count(*) FROM raw.rejected_rows WHERE source = %s AND partition_date = %s", (source.name, day)
+        ).fetchone()[0]
         report.rejected_by_reason = dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
         report.distinct_suppliers = len(suppliers)
         report.load_seconds = time.perf_counter() - started
@@ -262,6 +273,24 @@ def _load(conn: psycopg.Connection, source: Source, path: Path, day: date, batch
         )
     report.load_seconds = time.perf_counter() - started
     return report
+
+
+def mask_email(value: str) -> str:
+    """``"***@example.com"`` for ``"jane@example.com"``; ``"***"`` for anything without a domain."""
+    _, at, domain = value.rpartition("@")
+    return f"***@{domain}" if at and domain else "***"
+
+
+def mask_personal_data(rows: list[dict], source: Source) -> list[dict]:
+    """Preview rows with the source's personal-data columns (``Column.pii``) masked: e-mail addresses
+    keep only their domain (``mask_email``), other personal values become ``"***"``. For UI metadata."""
+    personal = {c.name for c in source.columns if c.pii}
+    if not personal:
+        return rows
+    return [
+        {k: (v if k not in personal or v is None else mask_email(v) if "email" in k else "***") for k, v in row.items()}
+        for row in rows
+    ]
 
 
 def _csv_line(fields: list[str]) -> str:
