@@ -192,8 +192,8 @@ def _guard(path: Path, batches: Iterator[RecordBatch], arrow_csv: bool = False) 
 
 def _csv_header(path: Path, gz: bool) -> list[str]:
     opener = gzip.open if gz else open
-    with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
-        line = fh.readline()
+    with opener(path, "rb") as fh:  # the first line only: bytes further on are the records' business
+        line = fh.readline().decode("utf-8-sig")
     if not line.strip():
         raise LandingFileError(f"{path}: no header row (empty file)")
     return [h.strip() for h in next(csv.reader([line]))]
@@ -352,8 +352,11 @@ class _NumberOverflow(ValueError):
     """A JSON number too large for a float (``1e999999``): PostgreSQL cannot store it either."""
 
 
-class _BigNumber(str):
-    """The text of a JSON number that a float cannot hold: carried as text, rejected by ``_to_text``."""
+class _BigNumber:
+    """A JSON number that a float cannot hold (its text): ``_to_text`` rejects any value holding one."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
 def _parse_float(text: str):
@@ -363,7 +366,7 @@ def _parse_float(text: str):
 
 def _json_default(value):
     if isinstance(value, _BigNumber):
-        raise _NumberOverflow(value)
+        raise _NumberOverflow(value.text)
     if isinstance(value, (datetime, date, dt_time)):
         return value.isoformat()
     if isinstance(value, Decimal):
@@ -383,7 +386,7 @@ def _to_text(value) -> str | None:
     if value is None:
         return None
     if isinstance(value, _BigNumber):
-        raise _NumberOverflow(value)
+        raise _NumberOverflow(value.text)
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
