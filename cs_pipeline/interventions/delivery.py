@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import smtplib
+import ssl
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from email.message import EmailMessage
@@ -119,6 +120,7 @@ class EmailResource(dg.ConfigurableResource):
     user: str | None = None
     password: str | None = None
     use_tls: bool = True
+    tls_verify: bool = True  # False only when explicitly configured: STARTTLS without certificate checks
     outbox_dir: str = Field(default=".cs_pipeline/outbox")
     timeout_seconds: float = 20.0
 
@@ -140,7 +142,10 @@ class EmailResource(dg.ConfigurableResource):
             return str(outbox / name)
         with smtplib.SMTP(self.host, self.port, timeout=self.timeout_seconds) as smtp:
             if self.use_tls:
-                smtp.starttls()
+                context = ssl.create_default_context()  # verifies the certificate and the host name
+                if not self.tls_verify:
+                    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+                smtp.starttls(context=context)
             if self.user:
                 smtp.login(self.user, self.password or "")
             smtp.send_message(message)
