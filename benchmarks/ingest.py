@@ -12,12 +12,13 @@ The figures are the medians over the rounds.
 
 Then the same file with 10 % of its records broken (every tenth record: alternately cut short, so the
 reader rejects it as ``unparseable_record``, and given an unknown event name, so validation rejects it)
-is loaded once per round, settled the same way: ``broken_10pct_ratio`` is the median broken-file load
-time over the median clean-file load time (target: <= 2, i.e. rejections cost linear time).
+is loaded once per round right after a load of the clean file, both settled the same way:
+``broken_10pct_ratio`` is the median over the rounds of broken-file time / clean-file time of the same
+round (paired, so a noisy neighbour skews one pair, not the ratio; target <= 2: rejections cost linear time).
 
 Prints one JSON object last: ``{"rows", "rounds", "ingest_s", "copy_s", "ingest_rows_per_s",
 "copy_rows_per_s", "ratio", "peak_rss_mb", "ingest_s_all", "copy_s_all", "broken_s",
-"broken_10pct_ratio", "broken_s_all"}``. Targets: ratio >= 0.8, broken_10pct_ratio <= 2, and peak
+"broken_10pct_ratio", "broken_s_all", "broken_ratio_all"}``. Targets: ratio >= 0.8, broken_10pct_ratio <= 2, and peak
 memory flat in the file size.
 
     python benchmarks/ingest.py [--rows 5000000] [--rounds 3]
@@ -93,6 +94,7 @@ def main() -> None:
     ingest_times: list[float] = []
     copy_times: list[float] = []
     broken_times: list[float] = []
+    broken_ratios: list[float] = []
     with warehouse.connect() as conn:
         report = load_partition(conn, source, path, day)  # warm-up: imports, partition creation
         assert report.conserved and report.rows_loaded == args.rows, report
@@ -135,13 +137,19 @@ def main() -> None:
                   file=sys.stderr)
         broken_path = work / f"broken_activity_events_{day.isoformat()}.csv"
         broken = write_broken_copy(path, broken_path)
-        for round_no in range(1, args.rounds + 1):
+        for round_no in range(1, args.rounds + 1):  # paired: clean then broken, back to back
+            settle()
+            t0 = time.perf_counter()
+            load_partition(conn, source, path, day)
+            paired_clean = time.perf_counter() - t0
             settle()
             t0 = time.perf_counter()
             report = load_partition(conn, source, broken_path, day)
             broken_times.append(time.perf_counter() - t0)
+            broken_ratios.append(broken_times[-1] / paired_clean)
             assert report.conserved and report.rows_rejected == broken, report
-            print(f"round {round_no}: broken 10% ingest {broken_times[-1]:.2f}s", file=sys.stderr)
+            print(f"round {round_no}: clean ingest {paired_clean:.2f}s, broken 10% ingest {broken_times[-1]:.2f}s",
+                  file=sys.stderr)
         conn.execute("DROP TABLE public.bench_bare_copy")
         conn.commit()
     ingest_s, copy_s = statistics.median(ingest_times), statistics.median(copy_times)
@@ -158,8 +166,9 @@ def main() -> None:
         "ingest_s_all": [round(t, 3) for t in ingest_times],
         "copy_s_all": [round(t, 3) for t in copy_times],
         "broken_s": round(statistics.median(broken_times), 3),
-        "broken_10pct_ratio": round(statistics.median(broken_times) / ingest_s, 3),
+        "broken_10pct_ratio": round(statistics.median(broken_ratios), 3),
         "broken_s_all": [round(t, 3) for t in broken_times],
+        "broken_ratio_all": [round(r, 3) for r in broken_ratios],
     }
     print(json.dumps(result))
 
