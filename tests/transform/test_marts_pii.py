@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cs_pipeline.paths import DBT_PROJECT_DIR
+from cs_pipeline.core.paths import DBT_PROJECT_DIR
 
 pytestmark = pytest.mark.slow
 

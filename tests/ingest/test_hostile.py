@@ -15,9 +15,8 @@ import pytest
 from cs_pipeline.ingest.landing import _interleave, landing_file_name, storable_text
 from cs_pipeline.ingest.loader import load_partition, mask_personal_data
 from cs_pipeline.ingest.sources import sources
-from tests.test_ingest import COLUMNS, DAY, EVENTS, good_events, loaded, rejected, write_csv
+from tests.ingest.test_ingest import COLUMNS, DAY, EVENTS, good_events, loaded, rejected, write_csv
 
-pytestmark = pytest.mark.slow
 
 HEADER = ",".join(COLUMNS).encode() + b"\n"
 
