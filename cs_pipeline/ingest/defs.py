@@ -56,7 +56,14 @@ def report_metadata(reports: list[LoadReport]) -> dict[str, dg.MetadataValue]:
         "rows_loaded": dg.MetadataValue.int(loaded),
         "rows_rejected": dg.MetadataValue.int(rejected),
         "records_in_files": dg.MetadataValue.int(sum(r.records_in_file for r in reports)),
+        # Measured: rows counted in raw.<source> and raw.rejected_rows after each load (LoadReport).
         "conservation_holds": dg.MetadataValue.bool(all(r.conserved for r in reports)),
+        "conservation": dg.MetadataValue.text(
+            f"records {sum(r.records_in_file for r in reports)} = loaded {loaded} + rejected {rejected} "
+            "(counted in the tables after the load)"
+            if all(r.conserved for r in reports) else
+            f"NOT CONSERVED: records {sum(r.records_in_file for r in reports)} != loaded {loaded} + "
+            f"rejected {rejected} (counted in the tables after the load)"),
         "rejected_by_reason": dg.MetadataValue.json(dict(sorted(reasons.items(), key=lambda kv: -kv[1]))),
         "distinct_suppliers": dg.MetadataValue.int(max((r.distinct_suppliers for r in reports), default=0)),
         "load_seconds": dg.MetadataValue.float(round(sum(r.load_seconds for r in reports), 3)),

@@ -12,7 +12,6 @@ file), plus about 12 bytes per record for the in-file uniqueness check (``KeyTra
 from __future__ import annotations
 
 import csv
-import io
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +28,7 @@ import pyarrow.compute as pc
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
-from cs_pipeline.ingest.landing import DEFAULT_BATCH_ROWS, open_records
+from cs_pipeline.ingest.landing import DEFAULT_BATCH_ROWS, CsvNeedsPythonReader, open_records, storable_text
 from cs_pipeline.ingest.pgcopy import BinaryCopyEncoder
 from cs_pipeline.ingest.sources import Source
 from cs_pipeline.ingest.validation import validate_batch
@@ -45,13 +44,14 @@ class LoadReport:
     Attributes:
         source, partition_date, source_file: what was loaded (file name without directory).
         file_bytes: size of the landing file in bytes.
-        records_in_file: records read (parsed or not); equals ``rows_loaded + rows_rejected``.
-        rows_loaded, rows_rejected: rows now in ``raw.<source>`` / ``raw.rejected_rows`` for the day.
+        records_in_file: records read (parsed or not), counted by the reader.
+        rows_loaded, rows_rejected: rows now in ``raw.<source>`` / ``raw.rejected_rows`` for the day,
+            counted in those tables after the load (so ``conserved`` is a measurement).
         rejected_by_reason: reason code -> count.
         distinct_suppliers: distinct supplier_id among loaded rows.
         min_time, max_time: range of the source's time column among loaded rows (UTC).
         load_seconds: wall-clock seconds from opening the file to COMMIT.
-        preview: up to five loaded records (column -> value).
+        preview: up to five loaded records (column -> value), personal data masked (``mask_personal_data``).
     """
 
     source: str
@@ -70,7 +70,8 @@ class LoadReport:
 
     @property
     def conserved(self) -> bool:
-        """Records in the file = rows loaded + rows rejected."""
+        """Records read from the file = rows counted in the day's partition + rows counted in
+        ``raw.rejected_rows`` for the day."""
         return self.records_in_file == self.rows_loaded + self.rows_rejected
 
 
@@ -155,7 +156,10 @@ def load_partition(
         psycopg.Error: the database refused the load; the transaction is rolled back.
     """
     with _one_arrow_thread():
-        return _load(conn, source, path, day, batch_rows)
+        try:
+            return _load(conn, source, path, day, batch_rows)
+        except CsvNeedsPythonReader:  # rolled back; read record by record, quarantining what Arrow refused
+            return _load(conn, source, path, day, batch_rows, csv_engine="python")
 
 
 @contextmanager
@@ -173,9 +177,11 @@ def _one_arrow_thread() -> Iterator[None]:
         pa.set_io_thread_count(io_threads)
 
 
-def _load(conn: psycopg.Connection, source: Source, path: Path, day: date, batch_rows: int) -> LoadReport:
+def _load(
+    conn: psycopg.Connection, source: Source, path: Path, day: date, batch_rows: int, csv_engine: str = "arrow"
+) -> LoadReport:
     started = time.perf_counter()
-    batches = open_records(path, source, batch_rows)  # checks the file before anything changes
+    batches = open_records(path, source, batch_rows, csv_engine)  # checks the file before anything changes
     report = LoadReport(source.name, day, path.name, path.stat().st_size)
     child = ensure_partition(conn, source.name, day)
     encoder = BinaryCopyEncoder(source)
@@ -186,7 +192,12 @@ def _load(conn: psycopg.Connection, source: Source, path: Path, day: date, batch
     suppliers: set[str] = set()
     keys = KeyTracker() if source.unique_column else None
     with tempfile.TemporaryFile("w+", encoding="utf-8", newline="") as spool, conn.transaction():
-        rejects = csv.writer(spool)
+        # Rows of raw.rejected_rows as COPY CSV: record_number, raw_record, reason, source, day, file.
+        writer = csv.writer(spool, lineterminator="\n")
+        suffix = [source.name, day.isoformat(), path.name]
+
+        def reject(number: int, raw: str, reason: str) -> None:
+            writer.writerow([number, raw, reason, *suffix])
         cur = conn.cursor()
         cur.execute(
             sql.SQL("ALTER TABLE {} ALTER COLUMN _partition_date SET DEFAULT {}, "
@@ -199,9 +210,9 @@ def _load(conn: psycopg.Connection, source: Source, path: Path, day: date, batch
         with cur.copy(copy_stmt, writer=QueuedLibpqWriter(cur)) as copy:
             copy.write(encoder.header())
             for batch in batches:
-                for reject in batch.parse_rejects:
-                    rejects.writerow([reject.record_number, reject.raw_record, reject.reason])
-                    reasons[reject.reason] += 1
+                for parse_reject in batch.parse_rejects:
+                    reject(parse_reject.record_number, parse_reject.raw_record, parse_reject.reason)
+                    reasons[parse_reject.reason] += 1
                 report.records_in_file += batch.table.num_rows + len(batch.parse_rejects)
                 if batch.table.num_rows == 0:
                     continue
@@ -209,7 +220,7 @@ def _load(conn: psycopg.Connection, source: Source, path: Path, day: date, batch
                 for number, raw, reason in zip(
                     checked.rejected_record_numbers.tolist(), checked.rejected_raw, checked.rejected_reasons, strict=True
                 ):
-                    rejects.writerow([number, raw, reason])
+                    reject(number, storable_text(raw), reason)
                     reasons[reason] += 1
                 valid = checked.valid
                 if keys is not None:
@@ -217,7 +228,8 @@ def _load(conn: psycopg.Connection, source: Source, path: Path, day: date, batch
                 if valid.num_rows:
                     copy.write(encoder.encode(valid, checked.valid_record_numbers))
                     if len(report.preview) < PREVIEW_ROWS:
-                        report.preview += valid.slice(0, PREVIEW_ROWS - len(report.preview)).to_pylist()
+                        report.preview += mask_personal_data(
+                            valid.slice(0, PREVIEW_ROWS - len(report.preview)).to_pylist(), source)
                 suppliers |= checked.supplier_ids
                 if checked.min_time is not None:
                     report.min_time = min(filter(None, [report.min_time, checked.min_time]))
@@ -227,7 +239,7 @@ def _load(conn: psycopg.Connection, source: Source, path: Path, day: date, batch
         if keys is not None:
             duplicates = _reject_duplicates(cur, child, source.unique_column, candidates)
             for number, raw in duplicates:
-                rejects.writerow([number, raw, f"duplicate_key:{source.unique_column}"])
+                reject(number, raw, f"duplicate_key:{source.unique_column}")
             if duplicates:
                 reasons[f"duplicate_key:{source.unique_column}"] += len(duplicates)
         spool.flush()
@@ -238,11 +250,13 @@ def _load(conn: psycopg.Connection, source: Source, path: Path, day: date, batch
                 "FROM STDIN (FORMAT csv)"
             )
         ) as copy:
-            suffix = _csv_suffix(source.name, day, path.name)
-            for line in csv.reader(spool):
-                copy.write(_csv_line(line) + suffix)
-        report.rows_rejected = sum(reasons.values())
-        report.rows_loaded = report.records_in_file - report.rows_rejected
+            while chunk := spool.read(1 << 20):
+                copy.write(chunk)
+        # Conservation is measured, not computed: count what the tables now hold for the day.
+        report.rows_loaded = cur.execute(sql.SQL("SELECT count(*) FROM {}").format(child)).fetchone()[0]
+        report.rows_rejected = cur.execute(
+            "SELECT count(*) FROM raw.rejected_rows WHERE source = %s AND partition_date = %s", (source.name, day)
+        ).fetchone()[0]
         report.rejected_by_reason = dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
         report.distinct_suppliers = len(suppliers)
         report.load_seconds = time.perf_counter() - started
@@ -264,16 +278,22 @@ def _load(conn: psycopg.Connection, source: Source, path: Path, day: date, batch
     return report
 
 
-def _csv_line(fields: list[str]) -> str:
-    out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow(fields)
-    return out.getvalue()
+def mask_email(value: str) -> str:
+    """``"***@example.com"`` for ``"jane@example.com"``; ``"***"`` for anything without a domain."""
+    _, at, domain = value.rpartition("@")
+    return f"***@{domain}" if at and domain else "***"
 
 
-def _csv_suffix(source: str, day: date, file_name: str) -> str:
-    out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerow(["", source, day.isoformat(), file_name])
-    return out.getvalue()
+def mask_personal_data(rows: list[dict], source: Source) -> list[dict]:
+    """Preview rows with the source's personal-data columns (``Column.pii``) masked: e-mail addresses
+    keep only their domain (``mask_email``), other personal values become ``"***"``. For UI metadata."""
+    personal = {c.name for c in source.columns if c.pii}
+    if not personal:
+        return rows
+    return [
+        {k: (v if k not in personal or v is None else mask_email(v) if "email" in k else "***") for k, v in row.items()}
+        for row in rows
+    ]
 
 
 def _reject_duplicates(

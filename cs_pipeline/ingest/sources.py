@@ -45,6 +45,7 @@ class Column:
         day_window: ``"inside"``: the timestamp must fall in the file's UTC day; ``"not_after"``: it
             must not be later than the end of that day (``outside_partition_day``).
         unique: unique within one file (``duplicate_key``); the first record wins.
+        pii: personal data (an owner's e-mail, a sole trader's business name): masked in UI previews.
     """
 
     name: str
@@ -56,6 +57,7 @@ class Column:
     max_value: float | None = None
     day_window: Literal["inside", "not_after"] | None = None
     unique: bool = False
+    pii: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,8 +113,8 @@ def build_sources(event_names: tuple[str, ...]) -> dict[str, Source]:
             description="Daily full snapshot of all supplier accounts.",
             columns=(
                 Column("supplier_id", required=True, unique=True),
-                Column("business_name", required=True),
-                Column("email"),
+                Column("business_name", required=True, pii=True),
+                Column("email", pii=True),
                 Column("vendor_category", allowed=VENDOR_CATEGORIES),
                 Column("tier", allowed=TIERS),
                 Column("country", pattern=_COUNTRY),

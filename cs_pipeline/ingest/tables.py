@@ -91,9 +91,10 @@ def ensure_partition(conn: psycopg.Connection, source: str, day: date) -> sql.Id
     Returns the child's qualified identifier.
     """
     child = sql.Identifier("raw", partition_table_name(source, day))
-    if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"raw.{source}",)).fetchone()[0]:
-        ensure_raw_tables(conn)  # a fresh database: the stage creates its own tables
     with ddl_transaction(conn):
+        # Checked inside the transaction, so no implicit transaction is left open around the load.
+        if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"raw.{source}",)).fetchone()[0]:
+            ensure_raw_tables(conn)  # a fresh database: the stage creates its own tables
         conn.execute(
             sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES IN ({})").format(
                 child, sql.Identifier("raw", source), sql.Literal(day)

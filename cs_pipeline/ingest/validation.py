@@ -31,6 +31,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
 
 import numpy as np
 import pyarrow as pa
@@ -100,7 +101,8 @@ def _null_as(mask: pa.Array, value: bool) -> pa.Array:
 
 def _day_bounds(day: date) -> tuple[pa.Scalar, pa.Scalar]:
     start = datetime.combine(day, time(0), tzinfo=timezone.utc)
-    return pa.scalar(start, type=_TS_TYPE), pa.scalar(start + timedelta(days=1), type=_TS_TYPE)
+    us = ARROW_TYPES["timestamptz"]
+    return pa.scalar(start, type=us), pa.scalar(start + timedelta(days=1), type=us)
 
 
 def parse_timestamps(values: pa.Array) -> pa.Array:
@@ -185,8 +187,54 @@ def _numbers(values: pa.Array, integer: bool) -> tuple[pa.Array, pa.Array, pa.Ar
     return pc.and_(pc.is_valid(values), pc.invert(shaped)), number, out
 
 
+#: PostgreSQL's numeric: at most 131,072 digits before the decimal point and 16,383 after it
+#: (NUMERIC_DSCALE_MAX), and in text input an exponent within +-1000 (NUMERIC_MAX_PRECISION).
+NUMERIC_MAX_INTEGER_DIGITS = 131_072
+NUMERIC_MAX_SCALE = 16_383
+NUMERIC_MAX_EXPONENT = 1_000
+_SHORT_NUMBER = 40  # characters: a shorter decimal text is always within PostgreSQL's numeric
+
+
+def pg_number(text: str) -> bool:
+    """True if the decimal number ``text`` (already of the ``DECIMAL`` or JSON number shape) fits
+    PostgreSQL's ``numeric``: integer digits, scale and written exponent within the limits above."""
+    try:
+        value = Decimal(text.strip())
+    except ArithmeticError:
+        return False
+    if not value.is_finite():
+        return False
+    mantissa = text.strip().lower().partition("e")
+    if mantissa[2] and abs(int(mantissa[2])) > NUMERIC_MAX_EXPONENT:
+        return False
+    sign, digits, exponent = value.as_tuple()
+    integer_digits = len(digits) + exponent
+    scale = max(0, -exponent)
+    return integer_digits <= NUMERIC_MAX_INTEGER_DIGITS and scale <= NUMERIC_MAX_SCALE
+
+
+def _numeric_unstorable(text: pa.Array) -> pa.Array | None:
+    """Mask of decimal texts PostgreSQL's numeric cannot hold (``pg_number``), or None if all fit.
+    Only values longer than ``_SHORT_NUMBER`` characters are checked one by one."""
+    if len(text) == 0 or text.null_count == len(text):
+        return None
+    long = _null_as(pc.greater(pc.utf8_length(text), _SHORT_NUMBER), False)
+    if not pc.any(long).as_py():
+        return None
+    mask = np.zeros(len(text), dtype=bool)
+    for i in np.flatnonzero(long.to_numpy(zero_copy_only=False)):
+        mask[i] = not pg_number(text[int(i)].as_py())
+    return pa.array(mask)
+
+
 class _NotJson(ValueError):
     pass
+
+
+def _json_number(text: str) -> Decimal:
+    if not pg_number(text):
+        raise _NotJson(f"{text[:40]} is outside PostgreSQL's numeric")
+    return Decimal(text)
 
 
 def _reject_constant(name: str) -> None:
@@ -210,9 +258,10 @@ def _pg_text(value) -> bool:
 
 def pg_json_object(text: str) -> bool:
     """True if ``text`` is a JSON object that PostgreSQL's ``jsonb`` accepts (no ``NaN``/``Infinity``,
-    no ``\\u0000``, no unpaired surrogate escape)."""
+    no ``\\u0000``, no unpaired surrogate escape, no number outside ``numeric`` (``pg_number``), nesting
+    within Python's recursion limit)."""
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_json_number, parse_int=_json_number)
     except (ValueError, RecursionError):
         return False
     return isinstance(value, dict) and _pg_text(value)
@@ -220,6 +269,10 @@ def pg_json_object(text: str) -> bool:
 
 # Tokens the fast JSON parser accepts but PostgreSQL's jsonb does not: values holding one are checked alone.
 _JSON_RISKY = (b"NaN", b"Infinity", b"\\u0000", b"\\ud", b"\\uD")
+_JSON_RISKY_PATTERN = re.compile(rb"[eE][+-]?\d{4}|\d{%d}" % _SHORT_NUMBER)
+#: Values with this many ``{``/``[`` or more are parsed alone (Python's parser refuses deep nesting;
+#: Arrow's accepts any depth, and PostgreSQL's jsonb input then runs out of stack).
+_JSON_DEEP = 64
 _JSON_PARSE = pajson.ParseOptions(explicit_schema=pa.schema([]), unexpected_field_behavior="ignore")
 
 
@@ -240,6 +293,13 @@ def _json_objects(values: pa.Array, data: bytes) -> pa.Array:
         if data.find(token) >= 0:
             holds = _null_as(pc.match_substring(values, token.decode()), False)
             candidate = pc.and_(candidate, pc.invert(holds))
+    if _JSON_RISKY_PATTERN.search(data):  # long numbers, large exponents
+        holds = _null_as(pc.match_substring_regex(values, _JSON_RISKY_PATTERN.pattern.decode()), False)
+        candidate = pc.and_(candidate, pc.invert(holds))
+    # Every candidate holds at least one bracket, so only a surplus of _JSON_DEEP can hide a deep value.
+    if data.count(b"{") + data.count(b"[") - (n - values.null_count) >= _JSON_DEEP - 1:
+        deep = _null_as(pc.greater_equal(pc.count_substring_regex(values, r"[\[{]"), _JSON_DEEP), False)
+        candidate = pc.and_(candidate, pc.invert(deep))
     alone = pc.and_(pc.is_valid(values), pc.invert(candidate)).to_numpy(zero_copy_only=False)
     fast = pc.filter(values, candidate)
     if len(fast):
@@ -279,21 +339,27 @@ def _column_checks(
     if column.type == "timestamptz":
         parsed = parse_timestamps(values)
         checks.append((f"invalid_timestamp:{column.name}", pc.and_(present, pc.is_null(parsed))))
+        out = to_microseconds(parsed)  # the instant PostgreSQL stores: the day window applies to it
         if column.day_window:
             start, end = _day_bounds(day)
-            after = _null_as(pc.greater_equal(parsed, end), False)
+            after = _null_as(pc.greater_equal(out, end), False)
             outside = after if column.day_window == "not_after" else pc.or_(
-                after, _null_as(pc.less(parsed, start), False)
+                after, _null_as(pc.less(out, start), False)
             )
             checks.append((f"outside_partition_day:{column.name}", outside))
-        out = to_microseconds(parsed)
     elif column.type in ("numeric", "integer"):
         failing, number, out = _numbers(values, column.type == "integer")
         checks.append((f"invalid_number:{column.name}", failing))
+        bad = None
         if column.min_value is not None or column.max_value is not None:
             too_low = pc.less(number, column.min_value) if column.min_value is not None else None
             too_high = pc.greater(number, column.max_value) if column.max_value is not None else None
             bad = too_low if too_high is None else too_high if too_low is None else pc.or_(too_low, too_high)
+        if column.type == "numeric":
+            unstorable = _numeric_unstorable(out)
+            if unstorable is not None:
+                bad = unstorable if bad is None else pc.or_kleene(bad, unstorable)
+        if bad is not None:
             checks.append((f"out_of_range:{column.name}", _null_as(bad, False)))
     elif column.type == "jsonb":
         checks.append((f"invalid_json:{column.name}", pc.invert(_json_objects(values, data))))

@@ -299,7 +299,8 @@ def _uplift_markdown(summary: dict) -> str:
 
 
 def email_from_env(settings: Settings) -> EmailResource:
-    """SMTP settings from CS_PIPELINE_SMTP_* (host unset: the outbox under CS_PIPELINE_HOME)."""
+    """SMTP settings from CS_PIPELINE_SMTP_* (host unset: the outbox under CS_PIPELINE_HOME). STARTTLS verifies the
+    server's certificate unless ``CS_PIPELINE_SMTP_TLS_VERIFY=false`` says otherwise."""
     env = os.environ
     host = env.get("CS_PIPELINE_SMTP_HOST") or None
     if host is None:
@@ -310,6 +311,7 @@ def email_from_env(settings: Settings) -> EmailResource:
         user=env.get("CS_PIPELINE_SMTP_USER") or None,
         password=dg.EnvVar("CS_PIPELINE_SMTP_PASSWORD") if env.get("CS_PIPELINE_SMTP_PASSWORD") else None,
         use_tls=env.get("CS_PIPELINE_SMTP_TLS", "true").lower() not in ("0", "false", "no"),
+        tls_verify=env.get("CS_PIPELINE_SMTP_TLS_VERIFY", "true").lower() not in ("0", "false", "no"),
         outbox_dir=str(settings.outbox_dir),
     )
 

@@ -23,6 +23,7 @@ import hashlib
 import json
 import re
 import smtplib
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -148,6 +149,7 @@ class EmailResource(dg.ConfigurableResource):
     user: str | None = None
     password: str | None = None
     use_tls: bool = True
+    tls_verify: bool = True  # False only when explicitly configured: STARTTLS without certificate checks
     outbox_dir: str = Field(default=".cs_pipeline/outbox")
     timeout_seconds: float = 20.0
 
@@ -181,7 +183,10 @@ class EmailResource(dg.ConfigurableResource):
             smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout_seconds)
             smtp.ehlo()
             if self.use_tls:
-                smtp.starttls()
+                context = ssl.create_default_context()  # verifies the certificate and the host name
+                if not self.tls_verify:
+                    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+                smtp.starttls(context=context)
                 smtp.ehlo()
             if self.user:
                 smtp.login(self.user, self.password or "")

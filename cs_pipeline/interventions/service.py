@@ -108,14 +108,14 @@ def due_suppliers(conn: psycopg.Connection, playbook: Playbook, day: date) -> di
 CONTEXT_SQL = """
 WITH latest AS (SELECT max(_partition_date) AS d FROM raw.suppliers),
 owners AS (
-  SELECT s.supplier_id, s.email FROM raw.suppliers s, latest WHERE s._partition_date = latest.d
+  SELECT s.supplier_id, s.email, s.business_name FROM raw.suppliers s, latest WHERE s._partition_date = latest.d
 ),
 least_adopted AS (
   SELECT DISTINCT ON (supplier_id) supplier_id, feature AS least_adopted_feature
   FROM marts.fct_feature_adoption WHERE is_core
   ORDER BY supplier_id, active_days_30d, uses_90d, feature
 )
-SELECT h.supplier_id, d.business_name, h.vendor_category, h.tier, d.status AS supplier_status,
+SELECT h.supplier_id, o.business_name, h.vendor_category, h.tier, d.status AS supplier_status,
        h.health_score::float8 AS health_score, h.risk_level, h.previous_risk_level, h.drivers,
        e.days_since_last_login, e.days_since_onboarded, la.least_adopted_feature, o.email
 FROM marts.customer_health h
@@ -376,7 +376,7 @@ DEFAULT_MANUAL_TEMPLATE = {"email": "manual_message", "in_app": "manual_message"
 
 MANUAL_CONTEXT_SQL = """
 WITH latest AS (SELECT max(_partition_date) AS d FROM raw.suppliers),
-owners AS (SELECT s.supplier_id, s.email FROM raw.suppliers s, latest WHERE s._partition_date = latest.d),
+owners AS (SELECT s.supplier_id, s.email, s.business_name FROM raw.suppliers s, latest WHERE s._partition_date = latest.d),
 health AS (
   SELECT DISTINCT ON (supplier_id) supplier_id, health_score::float8 AS health_score, risk_level,
          previous_risk_level, drivers
@@ -387,7 +387,7 @@ least_adopted AS (
   FROM marts.fct_feature_adoption WHERE is_core AND supplier_id = %(sid)s
   ORDER BY supplier_id, active_days_30d, uses_90d, feature
 )
-SELECT d.supplier_id, d.business_name, d.vendor_category, d.tier, d.status AS supplier_status,
+SELECT d.supplier_id, o.business_name, d.vendor_category, d.tier, d.status AS supplier_status,
        h.health_score, h.risk_level, h.previous_risk_level, h.drivers, la.least_adopted_feature, o.email
 FROM marts.dim_suppliers d
 LEFT JOIN health h USING (supplier_id)

@@ -12,8 +12,6 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from psycopg.conninfo import conninfo_to_dict
-
 from cs_pipeline.core.paths import DBT_PROJECT_DIR
 
 PROFILE_ENV = {
@@ -22,7 +20,13 @@ PROFILE_ENV = {
     "user": "CS_PIPELINE_DBT_USER",
     "password": "CS_PIPELINE_DBT_PASSWORD",
     "dbname": "CS_PIPELINE_DBT_DBNAME",
+    "sslmode": "CS_PIPELINE_DBT_SSLMODE",
+    "sslrootcert": "CS_PIPELINE_DBT_SSLROOTCERT",
+    "sslcert": "CS_PIPELINE_DBT_SSLCERT",
+    "sslkey": "CS_PIPELINE_DBT_SSLKEY",
 }
+#: libpq's default sslmode, used when the conninfo sets none.
+DEFAULT_SSLMODE = "prefer"
 TARGET_DIR = DBT_PROJECT_DIR / "target"
 MANIFEST = TARGET_DIR / "manifest.json"
 
@@ -31,10 +35,21 @@ def dbt_env(conninfo: str) -> dict[str, str]:
     """Environment variables for ``dbt_project/profiles.yml`` from a libpq conninfo or URL.
 
     Socket directories (the embedded server) go in ``host`` as they are; dbt-postgres accepts them.
-    Missing parts fall back to libpq's defaults (port 5432, user postgres).
+    Missing parts fall back to libpq's defaults (port 5432, user postgres, sslmode prefer). TLS
+    parameters (``sslmode``, ``sslrootcert``, ``sslcert``, ``sslkey``) pass through unchanged, so dbt
+    verifies the server exactly as psycopg and dagster-postgres do; absent file parameters are "".
+
+    Raises:
+        cs_pipeline.core.warehouse.WarehouseError: the conninfo is malformed (message with secrets masked).
     """
-    params = conninfo_to_dict(conninfo)
+    from cs_pipeline.core.warehouse import parse_conninfo
+
+    params = parse_conninfo(conninfo)
     return {
+        PROFILE_ENV["sslmode"]: params.get("sslmode") or DEFAULT_SSLMODE,
+        PROFILE_ENV["sslrootcert"]: params.get("sslrootcert") or "",
+        PROFILE_ENV["sslcert"]: params.get("sslcert") or "",
+        PROFILE_ENV["sslkey"]: params.get("sslkey") or "",
         PROFILE_ENV["host"]: params.get("host") or "localhost",
         PROFILE_ENV["port"]: str(params.get("port") or 5432),
         PROFILE_ENV["user"]: params.get("user") or "postgres",

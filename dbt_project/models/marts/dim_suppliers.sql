@@ -1,11 +1,11 @@
--- One row per supplier as of the latest snapshot, with its lifecycle stage. No personal data.
+-- One row per supplier as of the latest snapshot, with its lifecycle stage. No personal data (the BI role
+-- reads marts): supplier names and e-mail addresses stay in raw/staging.
 with suppliers as (
     select * from {{ ref('stg_wedsync__suppliers') }}
 )
 
 select
     supplier_id,
-    business_name,
     vendor_category,
     tier,
     country,
