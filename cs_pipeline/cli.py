@@ -365,6 +365,29 @@ def dev(
     raise typer.Exit(subprocess.call(cmd, cwd=str(PROJECT_ROOT)))
 
 
+@app.command()
+def dashboard(
+    port: Annotated[int, typer.Option(help="Port of the dashboard.")] = 8501,
+) -> None:
+    """Start the customer-success dashboard (Streamlit) on 127.0.0.1; it reads the marts as the BI role."""
+    from cs_pipeline.app.dashboard.connection import (
+        ENV_DASHBOARD_CONNINFO,
+        dashboard_conninfo,
+        prepare_dashboard_access,
+    )
+    from cs_pipeline.app.dashboard import APP_SCRIPT
+    from cs_pipeline.core.warehouse import describe
+
+    settings = _settings()
+    prepare_dashboard_access(settings)  # also starts the embedded server and keeps it for our lifetime
+    conninfo = dashboard_conninfo(settings)
+    env = {**os.environ, ENV_DASHBOARD_CONNINFO: conninfo}
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT), "--server.address", "127.0.0.1",
+           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    console.print(f"dashboard on http://127.0.0.1:{port} (reading marts as {describe(conninfo)})")
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
 def main() -> None:
     """Console-script entry point ``cs-pipeline``."""
     import warnings
