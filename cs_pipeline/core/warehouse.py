@@ -135,9 +135,10 @@ host    all       all   ::1/128       scram-sha-256
 """
 
 
-def embedded_password(home: Path) -> str:
-    """The embedded server's password: generated once (256 random bits, ``secrets``), stored in
-    ``<home>/secrets/embedded_postgres_password`` with mode 0600 in a 0700 directory owned by this user.
+def embedded_password(home: Path, name: str = SECRET_FILE.name) -> str:
+    """A password of the embedded server: generated once (256 random bits, ``secrets``), stored in
+    ``<home>/secrets/<name>`` with mode 0600 in a 0700 directory owned by this user. The default name is
+    the ``postgres`` role's; the dashboard keeps the BI role's login beside it (``bi_reader_password``).
 
     Raises:
         WarehouseError: the file exists but is owned by another user.
@@ -145,7 +146,7 @@ def embedded_password(home: Path) -> str:
     directory = home / SECRET_FILE.parent
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     directory.chmod(0o700)
-    path = home / SECRET_FILE
+    path = directory / name
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

@@ -17,12 +17,14 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from cs_pipeline.core.access import ensure_bi_role
 from cs_pipeline.settings import Settings
-from cs_pipeline.core.warehouse import resolve_endpoints
+from cs_pipeline.core.warehouse import embedded_password, resolve_endpoints
 
 #: An explicit libpq URL/conninfo for the dashboard (an external server's BI login, with its password).
 ENV_DASHBOARD_DATABASE_URL = "CS_PIPELINE_DASHBOARD_DATABASE_URL"
 #: Set by ``cs-pipeline dashboard`` for the Streamlit process it starts (the resolved conninfo).
 ENV_DASHBOARD_CONNINFO = "CS_PIPELINE_DASHBOARD_CONNINFO"
+#: The BI role's generated login on the embedded server (``$CS_PIPELINE_HOME/secrets/``, mode 0600).
+BI_SECRET_NAME = "bi_reader_password"
 #: Every session of the dashboard's connection is read-only, on top of the role's grants.
 READ_ONLY_OPTIONS = "-c default_transaction_read_only=on -c TimeZone=UTC"
 
@@ -46,7 +48,8 @@ def dashboard_conninfo(settings: Settings, environ: dict[str, str] | None = None
 
     Order: ``CS_PIPELINE_DASHBOARD_CONNINFO`` (set by ``cs-pipeline dashboard`` for its child process),
     then ``CS_PIPELINE_DASHBOARD_DATABASE_URL`` (an explicit BI login), else the warehouse's conninfo with
-    the user replaced by the BI role and any password dropped (the embedded server; starts it if needed).
+    the user replaced by the BI role and, on the embedded server, the BI role's generated password
+    (``$CS_PIPELINE_HOME/secrets/bi_reader_password``; the server starts if needed).
     Every variant gets ``default_transaction_read_only=on`` and UTC.
 
     Raises:
@@ -60,6 +63,8 @@ def dashboard_conninfo(settings: Settings, environ: dict[str, str] | None = None
         params = conninfo_to_dict(resolve_endpoints(settings).warehouse)
         params.pop("password", None)
         params["user"] = settings.bi_role
+        if settings.embedded:  # scram-sha-256: the BI role logs in with its own generated secret
+            params["password"] = embedded_password(settings.home, BI_SECRET_NAME)
     params["options"] = " ".join(filter(None, [params.get("options"), READ_ONLY_OPTIONS]))
     params["application_name"] = "cs_pipeline_dashboard"
     return make_conninfo(**params)
@@ -80,7 +85,9 @@ def prepare_dashboard_access(settings: Settings) -> None:
     with psycopg.connect(endpoints.warehouse, autocommit=True) as conn:
         ensure_bi_role(conn, settings.bi_role)
         if settings.embedded:
-            conn.execute(sql.SQL("ALTER ROLE {} LOGIN").format(role))
+            secret = embedded_password(settings.home, BI_SECRET_NAME)
+            conn.execute("SET password_encryption = 'scram-sha-256'")
+            conn.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(role, sql.Literal(secret)))
         with conn.transaction():
             for view, body in INTERVENTION_VIEWS.items():
                 source = _VIEW_SOURCES[view]
