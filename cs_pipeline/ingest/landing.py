@@ -29,9 +29,6 @@ import pyarrow.parquet as pq
 
 from cs_pipeline.ingest.sources import Source
 
-FILE_PATTERN = re.compile(
-    r"^(?P<source>[a-z_]+)_(?P<day>\d{4}-\d{2}-\d{2})\.(?P<format>csv|jsonl|parquet)(?P<gz>\.gz)?$"
-)
 FORMATS = ("csv", "jsonl", "parquet")
 DEFAULT_BATCH_ROWS = 250_000
 

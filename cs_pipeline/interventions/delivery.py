@@ -141,7 +141,8 @@ class EmailResource(dg.ConfigurableResource):
     """E-mail delivery. With ``host`` set, SMTP (STARTTLS when ``use_tls``, login when ``user`` is set);
     without it, the embedded default writes each message as ``<outbox>/<message-id>.eml``.
 
-    Environment: CS_PIPELINE_SMTP_HOST, _PORT, _USER, _PASSWORD, _TLS, CS_PIPELINE_OUTBOX.
+    Environment (``interventions.defs.email_from_env``): CS_PIPELINE_SMTP_HOST, _PORT, _USER, _PASSWORD, _TLS,
+    _TLS_VERIFY; the outbox is ``$CS_PIPELINE_HOME/outbox``.
     """
 
     host: str | None = None
