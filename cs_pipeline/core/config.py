@@ -7,9 +7,16 @@ from pathlib import Path
 from typing import TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Base of every configuration model a CS team edits (scorecards, milestones, playbook, import
+    mappings): an unknown key is an error, so a typo never passes silently, and loaded values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def describe_errors(exc: ValidationError) -> str:

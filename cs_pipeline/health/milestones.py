@@ -13,10 +13,10 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from cs_pipeline.core.paths import CONFIG_DIR
-from cs_pipeline.core.config import load_yaml_model
+from cs_pipeline.core.config import StrictModel, load_yaml_model
 
 MILESTONES_YAML = CONFIG_DIR / "milestones.yaml"
 CATEGORIES = ("setup", "first_use", "proficiency", "mastery", "growth", "success", "advocacy")
@@ -33,8 +33,7 @@ class MilestoneError(ValueError):
     """The milestones file is missing or invalid; the message names the file and the field."""
 
 
-class Condition(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Condition(StrictModel):
     metric: Literal[MILESTONE_FACTS]  # type: ignore[valid-type]
     op: Literal[">=", ">", "<=", "<", "=="]
     value: float | None = None
@@ -47,15 +46,13 @@ class Condition(BaseModel):
         return self
 
 
-class Criterion(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Criterion(StrictModel):
     all: list[Condition] = Field(min_length=1)
 
 
-class Milestone(BaseModel):
+class Milestone(StrictModel):
     """One milestone type: its category (DOMAIN.md), criterion and prerequisites."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     type: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     category: Literal[CATEGORIES]  # type: ignore[valid-type]
     description: str
@@ -63,8 +60,7 @@ class Milestone(BaseModel):
     prerequisites: list[str] = Field(default_factory=list)
 
 
-class MilestoneSet(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class MilestoneSet(StrictModel):
     milestones: list[Milestone] = Field(min_length=1)
 
     @model_validator(mode="after")
