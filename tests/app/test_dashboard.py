@@ -9,7 +9,7 @@ import pandas as pd
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 from streamlit.testing.v1 import AppTest
 
 from cs_pipeline.app.dashboard import APP_SCRIPT, actions, data
@@ -145,10 +145,8 @@ def test_a_day_without_scores_is_said_so(bi_conninfo, scored, conn):
     assert not [d for d in at.dataframe if "last_activity" in d.value.columns]
 
 
-def test_an_empty_warehouse_shows_the_message(bi_conninfo, settings, monkeypatch):
-    admin = conninfo_to_dict(dashboard_conninfo(settings, environ={}))
-    owner = make_conninfo(**{**admin, "user": "postgres", "options": ""})
-    with psycopg.connect(owner, autocommit=True) as c:
+def test_an_empty_warehouse_shows_the_message(bi_conninfo, warehouse, monkeypatch):
+    with psycopg.connect(warehouse.conninfo, autocommit=True) as c:  # the owner role creates the database
         c.execute("DROP DATABASE IF EXISTS cs_dashboard_empty")
         c.execute("CREATE DATABASE cs_dashboard_empty")
     monkeypatch.setenv(ENV_DASHBOARD_CONNINFO, make_conninfo(bi_conninfo, dbname="cs_dashboard_empty"))

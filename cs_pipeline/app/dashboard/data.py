@@ -24,7 +24,7 @@ RISK_BACKGROUNDS = {"healthy": "#c8e6c9", "at_risk": "#fff59d", "critical": "#ff
 NO_SCORES = "no health scores yet: run cs-pipeline demo (or cs-pipeline run --start ... for your own data)"
 STALE_AFTER_DAYS = 2
 
-GRID_COLUMNS = ["supplier_id", "business_name", "health_score", "risk_level", "trend", "score_delta_7d",
+GRID_COLUMNS = ["supplier_id", "health_score", "risk_level", "trend", "score_delta_7d",
                 "last_activity", "tier", "vendor_category", "lifecycle_stage", "mrr", "drivers"]
 
 
@@ -75,11 +75,10 @@ def marts_status(conn: psycopg.Connection) -> MartsStatus:
 
 
 HEALTH_DAY_SQL = """
-SELECT h.supplier_id, d.business_name, h.health_score, coalesce(h.risk_level, 'unscored') AS risk_level, h.trend,
+SELECT h.supplier_id, h.health_score, coalesce(h.risk_level, 'unscored') AS risk_level, h.trend,
        h.score_delta_7d, h.score_delta_30d, e.last_login_date AS last_activity, h.tier, h.vendor_category,
        h.lifecycle_stage, e.mrr, h.drivers, h.missing_components, h.scorecard_version, h.as_of_date
 FROM marts.customer_health h
-LEFT JOIN marts.dim_suppliers d ON d.supplier_id = h.supplier_id
 LEFT JOIN marts.supplier_engagement_daily e ON e.supplier_id = h.supplier_id AND e.as_of_date = h.as_of_date
 WHERE h.as_of_date = %s
 ORDER BY h.health_score NULLS LAST, h.supplier_id
@@ -87,14 +86,11 @@ ORDER BY h.health_score NULLS LAST, h.supplier_id
 
 
 def read_health_day(conn: psycopg.Connection, status: MartsStatus, day: date) -> pd.DataFrame:
-    """The day's customer_health rows with business name, MRR and last activity (``GRID_COLUMNS`` plus
+    """The day's customer_health rows with MRR and last activity (``GRID_COLUMNS`` plus
     score_delta_30d, missing_components, scorecard_version, as_of_date); risk_level 'unscored' when none."""
     if "marts.customer_health" not in status.present:
         return pd.DataFrame(columns=GRID_COLUMNS)
     query = HEALTH_DAY_SQL
-    if "marts.dim_suppliers" not in status.present:
-        query = query.replace("d.business_name", "NULL::text AS business_name").replace(
-            "LEFT JOIN marts.dim_suppliers d ON d.supplier_id = h.supplier_id", "")
     if "marts.supplier_engagement_daily" not in status.present:
         query = query.replace("e.last_login_date", "NULL::date").replace("e.mrr", "NULL::numeric AS mrr").replace(
             "LEFT JOIN marts.supplier_engagement_daily e ON e.supplier_id = h.supplier_id AND e.as_of_date = h.as_of_date", "")
@@ -192,8 +188,9 @@ def filter_grid(health: pd.DataFrame, levels: list[str] | None = None, tiers: li
                 search: str = "") -> pd.DataFrame:
     """The rows of ``health`` (``read_health_day``) matching every given filter, in ``GRID_COLUMNS`` order.
 
-    An empty or None list means "no filter on that column". ``search`` matches supplier_id or
-    business_name, case-insensitive, as a plain substring (not a pattern).
+    An empty or None list means "no filter on that column". ``search`` matches supplier_id,
+    case-insensitive, as a plain substring (not a pattern). The marts hold no personal data (WS-168 BI
+    path, issue 12), so there is no business name to search: CSMs search by account id.
     """
     mask = pd.Series(True, index=health.index)
     for column, chosen in (("risk_level", levels), ("tier", tiers), ("vendor_category", categories),
@@ -202,9 +199,7 @@ def filter_grid(health: pd.DataFrame, levels: list[str] | None = None, tiers: li
             mask &= health[column].isin(chosen)
     needle = search.strip().lower()
     if needle:
-        ids = health["supplier_id"].astype(str).str.lower().str.contains(needle, regex=False)
-        names = health["business_name"].fillna("").astype(str).str.lower().str.contains(needle, regex=False)
-        mask &= ids | names
+        mask &= health["supplier_id"].astype(str).str.lower().str.contains(needle, regex=False)
     return health.loc[mask, GRID_COLUMNS].reset_index(drop=True)
 
 
@@ -222,10 +217,10 @@ def risk_summary(health: pd.DataFrame) -> pd.DataFrame:
 
 def biggest_declines(health: pd.DataFrame, n: int = 10) -> pd.DataFrame:
     """The ``n`` suppliers whose score fell most over 7 days (score_delta_7d < 0, most negative first):
-    supplier_id, business_name, health_score, score_delta_7d, risk_level, drivers."""
+    supplier_id, health_score, score_delta_7d, risk_level, drivers."""
     falling = health.loc[pd.to_numeric(health["score_delta_7d"]) < 0]
     return falling.sort_values(["score_delta_7d", "supplier_id"]).head(n)[
-        ["supplier_id", "business_name", "health_score", "score_delta_7d", "risk_level", "drivers"]
+        ["supplier_id", "health_score", "score_delta_7d", "risk_level", "drivers"]
     ].reset_index(drop=True)
 
 

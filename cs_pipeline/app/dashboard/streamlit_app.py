@@ -93,7 +93,7 @@ def portfolio(conn, status: data.MartsStatus, day: date) -> None:
     tiers = c2.multiselect("Tier", sorted(health["tier"].dropna().unique()), key="f_tier")
     categories = c3.multiselect("Vendor category", sorted(health["vendor_category"].dropna().unique()), key="f_cat")
     stages = c4.multiselect("Lifecycle stage", sorted(health["lifecycle_stage"].dropna().unique()), key="f_stage")
-    search = st.text_input("Search by supplier name or id", key="f_search")
+    search = st.text_input("Search by supplier id", key="f_search")
     grid = data.filter_grid(health, levels, tiers, categories, stages, search)
     st.caption(f"{len(grid):,} of {len(health):,} suppliers")
     st.dataframe(_risk_style(grid), hide_index=True, width="stretch", key="grid")
@@ -124,12 +124,11 @@ def supplier(conn, status: data.MartsStatus, day: date) -> None:
     if not options:
         st.info(f"no health scores for {day}: the pipeline did not score that day")
         return
-    names = dict(zip(health["supplier_id"], health["business_name"].fillna("")))
-    chosen = st.selectbox("Supplier", options, format_func=lambda s: f"{s}  {names.get(s, '')}", key="supplier")
+    chosen = st.selectbox("Supplier", options, key="supplier")
     history = data.read_supplier_history(conn, chosen)
     today = history.loc[history["as_of_date"] == day]
     row = today.iloc[0] if len(today) else history.iloc[-1]
-    st.subheader(f"{chosen} {names.get(chosen, '')}: {row['health_score'] if pd.notna(row['health_score']) else '-'} "
+    st.subheader(f"{chosen}: {row['health_score'] if pd.notna(row['health_score']) else '-'} "
                  f"({row['risk_level']}, {row['trend'] or 'no trend yet'})")
 
     bands = pd.DataFrame({"low": [0, 40, 70], "high": [40, 70, 100], "risk_level": ["critical", "at_risk", "healthy"]})
