@@ -22,11 +22,11 @@ import yaml
 from psycopg import sql
 
 from cs_pipeline.definitions import build_definitions
-from cs_pipeline.generate import GeneratorConfig, generate
+from cs_pipeline.feeds.generate import GeneratorConfig, generate
 from cs_pipeline.health.scorecard import load_scorecard
-from cs_pipeline.runner import run_job_over_range
+from cs_pipeline.app.runner import run_job_over_range
 from cs_pipeline.transform.dbt import FULL_REFRESH_TAG, rebuild_window
-from tests.test_transform import reset_warehouse
+from tests.helpers import reset_warehouse
 
 pytestmark = pytest.mark.slow
 
