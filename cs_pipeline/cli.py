@@ -90,16 +90,19 @@ def run(
     end: Annotated[str | None, typer.Option(help="Last partition day (default: START).")] = None,
     job: Annotated[str, typer.Option(help="Job to run.")] = "daily_customer_success",
     days_per_run: Annotated[int, typer.Option(min=1, help="Days per Dagster run (single-run backfills).")] = 31,
+    full_refresh: Annotated[bool, typer.Option(
+        "--full-refresh", help="Rebuild the dbt marts from raw (dbt --full-refresh) in the first run; every "
+                               "day up to the newest built day is rebuilt, later runs continue incrementally.")] = False,
 ) -> None:
     """Materialise a job over a range of daily partitions, recorded in the persistent Dagster instance."""
     settings = _settings()
     first = _parse_day(start)
     last = _parse_day(end) if end else first
-    _run_range(settings, job, first, last, days_per_run)
+    _run_range(settings, job, first, last, days_per_run, full_refresh=full_refresh)
 
 
 def _run_range(settings: Settings, job: str, first: date, last: date, days_per_run: int,
-               log: Path | None = None) -> None:
+               log: Path | None = None, full_refresh: bool = False) -> None:
     from rich.progress import Progress
 
     from cs_pipeline.definitions import build_definitions
@@ -113,10 +116,18 @@ def _run_range(settings: Settings, job: str, first: date, last: date, days_per_r
         task = progress.add_task(f"{job} {first}..{last}", total=total)
         try:
             with _quiet(log) if log else contextlib.nullcontext():
-                summaries = run_job_over_range(
-                    defs, job, first, last, instance, days_per_run,
-                    on_window=lambda a, b: progress.advance(task, (b - a).days + 1),
-                )
+                advance = lambda a, b: progress.advance(task, (b - a).days + 1)  # noqa: E731
+                windows = day_windows(first, last, days_per_run)
+                summaries = []
+                if full_refresh:  # only the first run rebuilds from raw; it covers every built day
+                    from cs_pipeline.transform.dbt import FULL_REFRESH_TAG
+
+                    summaries += run_job_over_range(defs, job, *windows[0], instance, days_per_run,
+                                                    on_window=advance, tags={FULL_REFRESH_TAG: "true"})
+                    windows = windows[1:]
+                if windows:
+                    summaries += run_job_over_range(defs, job, windows[0][0], last, instance, days_per_run,
+                                                    on_window=advance)
         except Exception as exc:  # a failed step: report it and exit non-zero
             console.print(f"[red]run failed:[/red] {exc}")
             raise typer.Exit(1) from exc

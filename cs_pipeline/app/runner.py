@@ -43,9 +43,11 @@ def run_job_over_range(
     instance: dg.DagsterInstance,
     days_per_run: int = 31,
     on_window: Callable[[date, date], None] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> list[RunSummary]:
     """Execute ``job_name`` in-process for [start, end], one run per window of ``days_per_run`` days
-    (each run covers its window as one partition range, as a single-run backfill would).
+    (each run covers its window as one partition range, as a single-run backfill would). ``tags`` are
+    added to every run (e.g. ``cs_pipeline.transform.dbt.FULL_REFRESH_TAG``).
 
     Raises:
         dagster.DagsterExecutionStepExecutionError (or a subclass): a step failed; earlier windows
@@ -56,12 +58,13 @@ def run_job_over_range(
     summaries = []
     for first, last in day_windows(start, end, days_per_run):
         if first == last:
-            result = job.execute_in_process(run_config=quiet, instance=instance, partition_key=first.isoformat())
+            result = job.execute_in_process(run_config=quiet, instance=instance, partition_key=first.isoformat(),
+                                            tags=dict(tags or {}))
         else:
             result = job.execute_in_process(
                 run_config=quiet,
                 instance=instance,
-                tags={RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()},
+                tags={**(tags or {}), RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()},
             )
         summaries.append(RunSummary(result.run_id, result.success, first, last))
         if on_window is not None:

@@ -32,6 +32,7 @@ from cs_pipeline.quality.checks import check_result
 from cs_pipeline.quality.gx import GateRunner
 from cs_pipeline.core.resources import WarehouseResource
 from cs_pipeline.settings import Settings
+from cs_pipeline.transform.reruns import rebuilt_days, report_rebuilt_partitions
 
 ENGAGEMENT = dg.AssetKey(["marts", "supplier_engagement_daily"])
 MILESTONE_FACTS = dg.AssetKey(["marts", "fct_supplier_milestone_facts"])
@@ -151,8 +152,11 @@ def build_health_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
     )
     def customer_health(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                         scoring: ScoringResource) -> dg.MaterializeResult:
-        """Score every supplier of the partition's days (a range scores in one vectorised pass)."""
-        days = partition_days(context)
+        """Score every supplier of the partition's days (a range scores in one vectorised pass), plus the
+        days the same run's dbt build rebuilt beyond them (a re-run of an old day: issue 15)."""
+        own_days = partition_days(context)
+        rescored = [d for d in rebuilt_days(context, ENGAGEMENT) if d not in own_days]
+        days = sorted({*own_days, *rescored})
         first, last = days[0], days[-1]
         scorecard = load_scorecard(scoring.scorecard)
         with warehouse.connect() as conn:
@@ -179,6 +183,11 @@ def build_health_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         movers = latest.dropna(subset=["score_delta_7d"]).nsmallest(5, "score_delta_7d")[
             ["supplier_id", "health_score", "score_delta_7d", "risk_level", "drivers"]]
         quantiles = latest["health_score"].quantile([0.1, 0.25, 0.5, 0.75, 0.9]).round(1).to_dict() if len(latest) else {}
+        # Later days rescored after a re-run are reported before the run's own partitions, which stay the
+        # newest events: the intervention sensor sees a past day and never contacts for it.
+        if rescored:
+            report_rebuilt_partitions(context, [context.asset_key], rescored[0], rescored[-1],
+                                      context.assets_def.partitions_def)
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": dg.MetadataValue.int(written),

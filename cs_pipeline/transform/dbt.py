@@ -79,6 +79,76 @@ def dbt_vars_arg(first_day: date, last_day: date) -> list[str]:
     return ["--vars", json.dumps(dbt_vars(first_day, last_day), sort_keys=True)]
 
 
+#: Run tag that makes the daily dbt models rebuild from raw (``dbt build --full-refresh``); set by
+#: ``cs-pipeline run --full-refresh`` on its first run.
+FULL_REFRESH_TAG = "cs_pipeline/full_refresh"
+
+#: The newest day the daily marts hold (None before the first build). Both lookups use the leading
+#: column of a unique index, so this is cheap whatever the history.
+NEWEST_BUILT_SQL = """
+SELECT greatest(
+  (SELECT max(as_of_date) FROM marts.supplier_engagement_daily),
+  (SELECT max(activity_date) FROM marts.fct_supplier_activity_daily))
+"""
+
+#: The first day whose marts a change of support tickets since the last build affects (None if no
+#: ticket changed): a ticket that appeared (also late: opened days before the file it first appears
+#: in), disappeared, or changed supplier, opened day or priority affects its opened day on; a changed
+#: resolved day affects the earlier of the old and new resolved day (null = still open); a changed
+#: CSAT affects the resolved day. ``least`` ignores nulls.
+TICKET_CHANGES_SQL = """
+SELECT min(CASE
+  WHEN o.ticket_id IS NULL OR n.ticket_id IS NULL
+       OR (o.supplier_id, o.opened_date, o.priority) IS DISTINCT FROM (n.supplier_id, n.opened_date, n.priority)
+    THEN least(o.opened_date, n.opened_date)
+  WHEN o.resolved_date IS DISTINCT FROM n.resolved_date THEN least(o.resolved_date, n.resolved_date)
+  ELSE n.resolved_date END)
+FROM intermediate.int_support_ticket_states o
+FULL JOIN staging.stg_wedsync__support_tickets n USING (ticket_id)
+WHERE (o.supplier_id, o.opened_date, o.resolved_date, o.priority, o.csat)
+      IS DISTINCT FROM (n.supplier_id, n.opened_date, n.resolved_date, n.priority, n.csat)
+"""
+
+
+def rebuild_window(first_day: date, last_day: date, newest_built: date | None,
+                   earliest_changed: date | None) -> tuple[date, date]:
+    """The inclusive UTC days the daily dbt models rebuild for a run over [first_day, last_day].
+
+    It starts at the earliest changed day (the run's first day, or the first day a late or corrected
+    support ticket affects) and ends at the newest day already built when that is later than the run's
+    last day: a re-run of an old day D must refresh every later day whose rolling windows, last-seen
+    dates and running totals depend on D (issue 15). A daily run of the newest day gives
+    ``(day, day)``; the models then read at most 89 days before the window and carry running totals
+    forward from the day before it, so the cost does not grow with history.
+
+    Args:
+        first_day, last_day: the run's partition days.
+        newest_built: ``NEWEST_BUILT_SQL`` (None before the first build or after a reset).
+        earliest_changed: ``TICKET_CHANGES_SQL`` (None when no ticket changed).
+
+    Raises:
+        ValueError: last_day before first_day.
+    """
+    if last_day < first_day:
+        raise ValueError(f"empty window: {first_day} > {last_day}")
+    start = first_day if earliest_changed is None else min(first_day, earliest_changed)
+    end = last_day if newest_built is None else max(last_day, newest_built)
+    return start, end
+
+
+def build_state(conn) -> tuple[date | None, date | None]:
+    """``(newest_built, earliest_changed)`` for ``rebuild_window`` from the warehouse (a psycopg
+    connection); None for a relation that does not exist yet (first run)."""
+    exists = conn.execute(
+        "SELECT to_regclass('marts.supplier_engagement_daily') IS NOT NULL "
+        "AND to_regclass('marts.fct_supplier_activity_daily') IS NOT NULL, "
+        "to_regclass('intermediate.int_support_ticket_states') IS NOT NULL "
+        "AND to_regclass('staging.stg_wedsync__support_tickets') IS NOT NULL").fetchone()
+    newest = conn.execute(NEWEST_BUILT_SQL).fetchone()[0] if exists[0] else None
+    changed = conn.execute(TICKET_CHANGES_SQL).fetchone()[0] if exists[1] else None
+    return newest, changed
+
+
 def _project_files(project_dir: Path) -> list[Path]:
     patterns = ("*.sql", "*.yml", "*.yaml", "*.csv", "*.md")
     skip = {"target", "logs", "dbt_packages"}

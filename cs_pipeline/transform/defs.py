@@ -1,9 +1,13 @@
 """Dagster definitions of the transform stage: dbt models as assets (dagster-dbt), seeds and staging
 unpartitioned, daily models partitioned, and the ``dbt`` resource.
 
-* ``dbt_daily_models``: models tagged ``daily`` (intermediate, fct_supplier_activity_daily,
-  supplier_engagement_daily, fct_feature_adoption) on the daily partitions; a run over a range of days is
-  one ``dbt build`` with ``--vars {"min_date", "max_date"}`` (single-run backfill policy).
+* ``dbt_daily_models``: models tagged ``daily`` (stg_wedsync__activity_events, intermediate,
+  fct_supplier_activity_daily, supplier_engagement_daily, fct_feature_adoption) on the daily partitions;
+  a run over a range of days is one ``dbt build`` with ``--vars {"min_date", "max_date"}`` (single-run
+  backfill policy) over ``rebuild_window``: from the first changed day to the newest day built, so a
+  re-run of an old day also rebuilds every later day it affects. Those later partitions are reported
+  as materialised by the same run (``AssetMaterialization`` events with ``rebuilt_after``), so Dagster
+  shows them, and customer_health rescores them (``rebuilt_days``), in that run.
 * ``dbt_reference_models``: the feature catalogue seed, staging views and dim_suppliers, unpartitioned.
 
 dbt tests become Dagster asset checks. The translator groups models by layer and sets kinds.
@@ -22,7 +26,18 @@ from cs_pipeline.core.access import ensure_bi_role
 from cs_pipeline.core.paths import DBT_PROJECT_DIR
 from cs_pipeline.core.resources import WarehouseResource
 from cs_pipeline.settings import Settings
-from cs_pipeline.transform.dbt import apply_dbt_env, dbt_executable, dbt_vars_arg, prepare_manifest, put_dbt_on_path
+from cs_pipeline.transform.dbt import (
+    FULL_REFRESH_TAG,
+    apply_dbt_env,
+    build_state,
+    dbt_executable,
+    dbt_vars_arg,
+    prepare_manifest,
+    put_dbt_on_path,
+    rebuild_window,
+)
+
+from cs_pipeline.transform.reruns import report_rebuilt_partitions
 
 DAILY_SELECT = "tag:daily"
 
@@ -82,11 +97,20 @@ def build_dbt_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsD
         """Daily dbt models for the run's partition window (one ``dbt build`` for a range)."""
         window = context.partition_time_window
         first, last = window.start.date(), (window.end - timedelta(days=1)).date()
+        full_refresh = context.run.tags.get(FULL_REFRESH_TAG) == "true"
+        with warehouse.connect() as conn:
+            newest, changed = build_state(conn)
+        start, end = rebuild_window(first, last, newest, None if full_refresh else changed)
         apply_dbt_env(warehouse.conninfo)
-        context.log.info(f"dbt build of the daily models for {first}..{last}")
-        yield from dbt.cli(["build", *dbt_vars_arg(first, last)], context=context).stream()
+        context.log.info(f"dbt build{' --full-refresh' if full_refresh else ''} of the daily models for "
+                         f"{start}..{end} (run for {first}..{last})")
+        args = ["build", *dbt_vars_arg(start, end), *(["--full-refresh"] if full_refresh else []),
+                # dbt unit tests with a `this` input need the table: not on the first build.
+                *(["--exclude", "tag:needs_this"] if newest is None else [])]
+        yield from dbt.cli(args, context=context).stream()
         with warehouse.connect(autocommit=True) as conn:
             ensure_bi_role(conn, warehouse.settings().bi_role)
+        report_rebuilt_partitions(context, context.selected_asset_keys, start, end, partitions_def)
 
     @dbt_assets(
         manifest=project.manifest_path,
@@ -104,6 +128,7 @@ def build_dbt_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsD
             ensure_bi_role(conn, warehouse.settings().bi_role)
 
     return [dbt_reference_models, dbt_daily_models]
+
 
 
 def dbt_resource() -> DbtCliResource:

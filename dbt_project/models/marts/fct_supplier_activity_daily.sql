@@ -1,10 +1,12 @@
--- One row per supplier and UTC day with any activity: product events, tickets opened, failed invoices.
+-- One row per supplier and UTC day with any activity: product events, tickets opened (on their opened
+-- day, also when the ticket first appears in a later day's file), failed or paid invoices.
 {{ config(
     materialized='incremental',
     incremental_strategy='append',
     pre_hook="{{ cs_delete_window('activity_date') }}",
     tags=['daily'],
-    indexes=[{'columns': ['activity_date', 'supplier_id'], 'unique': true}],
+    indexes=[{'columns': ['activity_date', 'supplier_id'], 'unique': true},
+             {'columns': ['supplier_id', 'activity_date']}],
 ) }}
 
 with events as (
@@ -48,9 +50,11 @@ tickets as (
 ),
 
 invoices as (
-    select supplier_id, event_date as activity_date, count(*) as failed_invoices
+    select supplier_id, event_date as activity_date,
+           count(*) filter (where event_type = 'invoice_failed') as failed_invoices,
+           sum(amount) filter (where event_type = 'invoice_paid') as revenue
     from {{ ref('stg_wedsync__billing_events') }}
-    where {{ cs_in_window('loaded_date') }} and event_type = 'invoice_failed'
+    where {{ cs_in_window('loaded_date') }} and event_type in ('invoice_failed', 'invoice_paid')
     group by 1, 2
 ),
 
@@ -79,7 +83,8 @@ select
     coalesce(e.journeys_completed, 0)::integer as journeys_completed,
     coalesce(e.journeys_failed, 0)::integer as journeys_failed,
     coalesce(t.tickets_opened, 0)::integer as tickets_opened,
-    coalesce(i.failed_invoices, 0)::integer as failed_invoices
+    coalesce(i.failed_invoices, 0)::integer as failed_invoices,
+    coalesce(i.revenue, 0)::numeric as revenue
 from supplier_days as d
 left join event_days as e using (supplier_id, activity_date)
 left join feature_uses as f using (supplier_id, activity_date)

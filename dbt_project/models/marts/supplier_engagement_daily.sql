@@ -1,6 +1,7 @@
 -- One row per supplier and as-of day for every supplier not cancelled on that day's snapshot, with
 -- activity or not: exactly the metrics the health score reads (DOMAIN.md, WS-168 and WS-133).
 -- Rolling windows end on the as-of day and include it: "7 days" = [as_of - 6, as_of].
+{%- set recency_prior_gaps = 2 -%}
 {{ config(
     materialized='incremental',
     incremental_strategy='append',
@@ -29,7 +30,8 @@ rolling_activity as (
         coalesce(sum(a.events_total) filter (where a.activity_date <= d.as_of_date - 7
                                               and a.activity_date > d.as_of_date - 14), 0) as events_prev_7d,
         coalesce(sum(a.events_total) filter (where a.activity_date > d.as_of_date - 30), 0) as events_30d,
-        coalesce(sum(a.events_total) filter (where a.activity_date <= d.as_of_date - 30), 0) as events_prev_30d,
+        coalesce(sum(a.events_total) filter (where a.activity_date <= d.as_of_date - 30
+                                              and a.activity_date > d.as_of_date - 60), 0) as events_prev_30d,
         count(*) filter (where a.activity_date > d.as_of_date - 7 and a.events_total > 0) as active_days_7d,
         count(*) filter (where a.activity_date > d.as_of_date - 30 and a.events_total > 0) as active_days_30d,
         coalesce(sum(a.logins) filter (where a.activity_date > d.as_of_date - 30), 0) as logins_30d,
@@ -38,12 +40,85 @@ rolling_activity as (
         coalesce(sum(a.journeys_started) filter (where a.activity_date > d.as_of_date - 30), 0) as journeys_started_30d,
         coalesce(sum(a.journeys_completed) filter (where a.activity_date > d.as_of_date - 30), 0) as journeys_completed_30d,
         coalesce(sum(a.tickets_opened) filter (where a.activity_date > d.as_of_date - 30), 0) as tickets_opened_30d,
-        coalesce(sum(a.failed_invoices) filter (where a.activity_date > d.as_of_date - 30), 0) as failed_invoices_30d
+        coalesce(sum(a.failed_invoices) filter (where a.activity_date > d.as_of_date - 30), 0) as failed_invoices_30d,
+        count(*) filter (where a.events_total > 0) as active_days_90d,
+        coalesce(sum(a.revenue), 0) as revenue_90d
     from days as d
     left join activity as a
         on a.supplier_id = d.supplier_id
-        and a.activity_date between d.as_of_date - 59 and d.as_of_date
+        and a.activity_date between d.as_of_date - 89 and d.as_of_date
     group by 1, 2
+),
+
+-- Lifetime running totals (first and last active day, active days, paid revenue). A full refresh
+-- sums every day up to each as-of day; an incremental run carries the totals forward from the stored
+-- row of the day before its window (min_date - 1) and adds only the window's days, so its cost does
+-- not grow with history. A supplier with no stored row that day (new, or back from a cancellation)
+-- is seeded from its own fct_supplier_activity_daily rows before the window (index on supplier_id).
+lifetime_calendar as (
+    select supplier_id, activity_date as d,
+           case when events_total > 0 then activity_date end as first_active_date,
+           case when events_total > 0 then activity_date end as last_active_date,
+           (events_total > 0)::integer as active_days,
+           revenue
+    from activity
+    {% if is_incremental() -%} where activity_date >= {{ cs_min_date() }} {%- endif %}
+    union all
+    select supplier_id, as_of_date, null::date, null::date, 0, 0 from days
+    {% if is_incremental() %}
+    union all
+    select supplier_id, as_of_date, first_active_date, last_active_date, active_days_lifetime, revenue_lifetime
+    from {{ this }}
+    where as_of_date = {{ cs_min_date() }} - 1
+    union all
+    select s.supplier_id, {{ cs_min_date() }} - 1, h.first_active_date, h.last_active_date, h.active_days, h.revenue
+    from (select distinct supplier_id from days) as s
+    cross join lateral (
+        select min(f.activity_date) filter (where f.events_total > 0) as first_active_date,
+               max(f.activity_date) filter (where f.events_total > 0) as last_active_date,
+               count(*) filter (where f.events_total > 0) as active_days,
+               coalesce(sum(f.revenue), 0) as revenue
+        from {{ ref('fct_supplier_activity_daily') }} as f
+        where f.supplier_id = s.supplier_id and f.activity_date < {{ cs_min_date() }}
+    ) as h
+    where not exists (select 1 from {{ this }} as t
+                      where t.supplier_id = s.supplier_id and t.as_of_date = {{ cs_min_date() }} - 1)
+    {% endif %}
+),
+
+lifetime_running as (
+    select supplier_id, d as as_of_date,
+           min(min(first_active_date)) over w as first_active_date,
+           max(max(last_active_date)) over w as last_active_date,
+           sum(sum(active_days)) over w as active_days_lifetime,
+           sum(sum(revenue)) over w as revenue_lifetime
+    from lifetime_calendar
+    group by supplier_id, d
+    window w as (partition by supplier_id order by d)
+),
+
+lifetime as (
+    select
+        d.supplier_id,
+        d.as_of_date,
+        l.first_active_date,
+        l.last_active_date,
+        l.active_days_lifetime,
+        l.revenue_lifetime,
+        greatest(d.as_of_date - least((d.signed_up_at at time zone 'UTC')::date, l.first_active_date), 0) as tenure_days,
+        d.as_of_date - l.last_active_date as days_since_last_activity,
+        greatest(l.active_days_lifetime - 1, 0) as gaps,
+        l.last_active_date - l.first_active_date as gap_days
+    from days as d
+    join lifetime_running as l using (supplier_id, as_of_date)
+),
+
+-- The population's pooled gap between active days on each as-of day (all gaps of all suppliers with
+-- at least 2 active days): the prior that recency_to_cadence shrinks each supplier's own gap toward.
+population_gap as (
+    select as_of_date, sum(gap_days)::numeric / nullif(sum(gaps), 0) as gap
+    from lifetime
+    group by 1
 ),
 
 -- Last login on or before each as-of day: a running max over login days, seeded (in incremental runs)
@@ -215,7 +290,21 @@ select
     ra.tickets_opened_30d::integer as tickets_opened_30d,
     round(ts.csat_30d, 2) as csat_30d,
     ra.failed_invoices_30d::integer as failed_invoices_30d,
-    d.mrr
+    d.mrr,
+    lt.first_active_date,
+    lt.last_active_date,
+    lt.tenure_days::integer as tenure_days,
+    lt.active_days_lifetime::integer as active_days_lifetime,
+    round(30.0 * lt.active_days_lifetime / (lt.tenure_days + 1), 4) as active_days_per_30d_lifetime,
+    lt.days_since_last_activity::integer as days_since_last_activity,
+    round(lt.gap_days::numeric / nullif(lt.gaps, 0), 4) as mean_days_between_active_days,
+    round(lt.days_since_last_activity
+          / nullif((lt.gap_days + {{ recency_prior_gaps }} * coalesce(pg.gap, 0))
+                   / nullif(lt.gaps + case when pg.gap is null then 0 else {{ recency_prior_gaps }} end, 0), 0), 4)
+        as recency_to_cadence,
+    ra.active_days_90d::integer as active_days_90d,
+    ra.revenue_90d::numeric as revenue_90d,
+    lt.revenue_lifetime::numeric as revenue_lifetime
 from days as d
 cross join core_total as ct
 left join rolling_activity as ra using (supplier_id, as_of_date)
@@ -224,3 +313,5 @@ left join rolling_users as u using (supplier_id, as_of_date)
 left join client_counts as c using (supplier_id, as_of_date)
 left join adoption_counts as ac using (supplier_id, as_of_date)
 left join ticket_stats as ts using (supplier_id, as_of_date)
+left join lifetime as lt using (supplier_id, as_of_date)
+left join population_gap as pg using (as_of_date)
