@@ -11,14 +11,19 @@ components and per-segment overrides. Each component reads one metric of
 * ``percentile``: ``weight x`` the metric's percentile rank among suppliers of the same segment
   (``by`` columns) on the same day, so a product judged by its own cadence rather than a fixed bar.
 
-A component whose metric is null is *missing*: it is left out and the present weights are rescaled to
-100 (DOMAIN.md). ``fallback_metric`` fills a null metric first (days since signup for a supplier who
+What a null metric means depends on the metric (``NULL_MEANS``): "nothing happened" (no active day in
+30 days, so no stickiness; never active, so no recency) gives the rule's *worst value* (the fewest points
+the rule can give, or the bottom percentile rank); "this account has no such data" (no CSAT without
+tickets, no ticketing integration) is *missing*: the component is left out and the present weights are
+rescaled to 100 (DOMAIN.md). A component can override with ``missing: exclude | zero_points |
+worst_value``. ``fallback_metric`` fills a null metric first (days since signup for a supplier who
 never logged in, so that recency is 0 points rather than missing). Seasonality (``seasonal: true`` on a
 component, and the scorecard's ``seasonality`` block) divides the metric by the vendor category's usual
 level for that calendar month before the rule applies.
 
 Shipped scorecards live in ``cs_pipeline/config/scorecards/``: ``ws168`` (the WS-168 specification,
-default) and ``ws133`` (the WS-133 split).
+default), ``ws133`` (the WS-133 split) and ``purchase`` (an example for purchase-based products: lifetime
+metrics with percentile rules and an inactivity churn label).
 
 Errors name the file and the field: ``ScorecardError: ws168.yaml: components.0.weight: ...``.
 """
@@ -28,7 +33,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cs_pipeline.core.paths import CONFIG_DIR
 from cs_pipeline.core.config import load_yaml_model
@@ -38,6 +43,36 @@ SEGMENT_COLUMNS = ("vendor_category", "tier", "lifecycle_stage")
 RISK_LEVELS = ("healthy", "at_risk", "critical")
 #: Other tools' risk vocabulary, offered as an alias of the stored level (DOMAIN.md).
 RISK_ALIASES = {"healthy": "low", "at_risk": "medium", "critical": "high"}
+
+
+#: What a null value of a metric of ``marts.supplier_engagement_daily`` means. "nothing_happened": the
+#: account did nothing that would give the metric a value, which is the worst case (``worst_value``);
+#: "no_data": the account has no such data (no tickets, no integration, not yet in the window), so the
+#: component is missing and the other weights are rescaled (``exclude``). Metrics not listed: "no_data".
+NULL_MEANS: dict[str, Literal["nothing_happened", "no_data"]] = {
+    "days_since_last_login": "nothing_happened",  # never logged in
+    "days_since_last_activity": "nothing_happened",  # never active
+    "stickiness": "nothing_happened",  # no active user in 30 days (DAU/MAU of 0/0)
+    "client_activity_rate": "nothing_happened",  # no client active in 90 days
+    "form_completion_rate": "nothing_happened",  # no form sent in 30 days
+    "journey_completion_rate": "nothing_happened",  # no journey started in 30 days
+    "mean_days_between_active_days": "nothing_happened",  # fewer than 2 active days ever
+    "recency_to_cadence": "nothing_happened",  # fewer than 2 active days ever
+    "active_days_per_30d_lifetime": "nothing_happened",
+    "active_days_90d": "nothing_happened",
+    "active_days_30d": "nothing_happened",
+    "revenue_90d": "nothing_happened",  # nothing paid in 90 days
+    "revenue_lifetime": "nothing_happened",
+    "csat_30d": "no_data",  # no rated ticket
+    "adoption_breadth": "no_data",
+    "tenure_days": "no_data",
+}
+MissingPolicy = Literal["exclude", "zero_points", "worst_value"]
+
+
+def null_policy(metric: str) -> MissingPolicy:
+    """The default ``missing`` policy of a component reading ``metric`` (from ``NULL_MEANS``)."""
+    return "worst_value" if NULL_MEANS.get(metric) == "nothing_happened" else "exclude"
 
 
 class ScorecardError(ValueError):
@@ -102,13 +137,22 @@ class Component(_Strict):
     #: How a driver reads, with {metric} (the raw metric, formatted per ``unit``).
     phrase: str
     unit: Literal["days", "percent", "count", "ratio", "score"] = "count"
+    #: What a null metric gives: ``exclude`` (missing, other weights rescaled), ``zero_points``, or
+    #: ``worst_value`` (the rule's worst: fewest step points, 0 linear points, bottom percentile).
+    #: Unset: from the metric (``NULL_MEANS``).
+    missing: MissingPolicy | None = None
+
+    @property
+    def missing_policy(self) -> MissingPolicy:
+        """``missing`` if set, else what a null of the metric means (``null_policy``)."""
+        return self.missing or null_policy(self.metric)
 
     @model_validator(mode="after")
     def _points_within_weight(self) -> Component:
         if isinstance(self.rule, StepRule):
             top = max([t.points for t in self.rule.tiers] + [self.rule.otherwise])
             if top > self.weight:
-                raise ValueError(f"rule gives {top} points, more than the weight {self.weight}")
+                raise ValueError(f"weight {self.weight} is below the {top} points the rule gives")
         return self
 
 
@@ -146,6 +190,26 @@ class Seasonality(_Strict):
 class ComponentOverride(_Strict):
     weight: float | None = Field(default=None, ge=0, le=100)
     rule: Rule | None = None
+    missing: MissingPolicy | None = None
+
+
+class Churn(_Strict):
+    """The churn label the backtest and ``scorecard fit`` use (issue 13).
+
+    ``kind: cancellation``: the account is cancelled in (as-of day, as-of day + ``horizon_days``].
+    ``kind: inactivity``: the account has no activity (of ``events`` when given, any event otherwise)
+    in (as-of day, as-of day + ``horizon_days``].
+    """
+
+    kind: Literal["cancellation", "inactivity"] = "cancellation"
+    horizon_days: int = Field(default=30, ge=1, le=730)
+    events: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _events_only_for_inactivity(self) -> Churn:
+        if self.events is not None and self.kind != "inactivity":
+            raise ValueError("events applies to kind: inactivity only")
+        return self
 
 
 class SegmentOverride(_Strict):
@@ -166,6 +230,7 @@ class Scorecard(_Strict):
     risk_levels: RiskLevels = RiskLevels()
     trend: Trend = Trend()
     seasonality: Seasonality = Seasonality()
+    churn: Churn = Churn()
     components: list[Component] = Field(min_length=1)
     overrides: list[SegmentOverride] = Field(default_factory=list)
 
@@ -180,23 +245,41 @@ class Scorecard(_Strict):
             unknown = set(override.components) - set(names)
             if unknown:
                 raise ValueError(f"override {override.name!r} names unknown component(s): {sorted(unknown)}")
+        for i, override in enumerate(self.overrides):
+            self._override_profile(override, f"overrides.{i}")
         return self
 
+    def _override_profile(self, override: SegmentOverride, where: str) -> Scorecard:
+        """Build the profile of ``override`` through full validation (``where``: its field path)."""
+        data = self.model_dump(exclude={"overrides"})
+        for c in data["components"]:
+            change = override.components.get(c["name"])
+            if change is not None:
+                c.update(change.model_dump(exclude_none=True))
+        if override.risk_levels is not None:
+            data["risk_levels"] = override.risk_levels.model_dump()
+        try:
+            return Scorecard.model_validate(data)
+        except ValidationError as exc:
+            details = []
+            for e in exc.errors():
+                loc = list(e["loc"])
+                if len(loc) >= 2 and loc[0] == "components" and isinstance(loc[1], int):
+                    loc = ["components", data["components"][loc[1]]["name"], *loc[2:]]
+                details.append(f"{where}.{'.'.join(str(p) for p in loc)}: {e['msg']}")
+            raise ValueError(f"override {override.name!r} is invalid: {'; '.join(details)}") from None
+
     def for_override(self, override: SegmentOverride | None) -> Scorecard:
-        """This scorecard with ``override`` applied (components re-weighted or re-ruled)."""
+        """This scorecard with ``override`` applied (components re-weighted or re-ruled), validated
+        like a scorecard of its own (a step tier worth more than an overridden weight is refused).
+
+        Raises:
+            ValueError: the override's profile is invalid (message names ``overrides.N.components...``).
+        """
         if override is None:
             return self
-        components = []
-        for c in self.components:
-            change = override.components.get(c.name)
-            if change is None:
-                components.append(c)
-                continue
-            components.append(c.model_copy(update={k: v for k, v in
-                                                   (("weight", change.weight), ("rule", change.rule)) if v is not None}))
-        return self.model_copy(update={"components": components,
-                                       "risk_levels": override.risk_levels or self.risk_levels,
-                                       "overrides": []})
+        index = self.overrides.index(override) if override in self.overrides else 0
+        return self._override_profile(override, f"overrides.{index}")
 
     @property
     def seasonal_metrics(self) -> list[str]:

@@ -94,21 +94,56 @@ def _linear_points(values: np.ndarray, rule: LinearRule, weight: float) -> np.nd
 
 
 def _percentile_points(values: np.ndarray, frame: pd.DataFrame, rule: PercentileRule, weight: float) -> np.ndarray:
-    """Percentile rank (0-1] of each value among the rows of the same segment and day, x weight."""
+    """Mid-rank percentile of each value among the rows of the same segment and day, x weight.
+
+    The mid-rank percentile is ``(rank - 0.5) / n`` with ties given their average rank (``rank`` 1 =
+    worst, ``n`` = non-null values in the group): the share of the group below a value plus half the
+    share equal to it. When 93 % of the accounts share the worst value each gets 0.465 (not 0.93, as
+    ``method="max"`` would give). A lone value gets 0.5. Null values stay null (NaN points).
+    """
     keys = [_codes(frame, c)[0] for c in [*rule.by, "as_of_date"]]
-    ranks = pd.Series(values).groupby(keys, dropna=False).rank(pct=True, ascending=rule.higher_is_better,
-                                                              method="max")
-    return weight * ranks.to_numpy(dtype=float)
+    series = pd.Series(values)
+    grouped = series.groupby(keys, dropna=False)
+    ranks = grouped.rank(method="average", ascending=rule.higher_is_better)
+    counts = grouped.transform("count")
+    return weight * ((ranks - 0.5) / counts).to_numpy(dtype=float)
+
+
+def _worst_fill(values: np.ndarray, component: Component) -> np.ndarray:
+    """``values`` with nulls replaced by the rule's worst value (for ``missing: worst_value``)."""
+    rule = component.rule
+    if isinstance(rule, PercentileRule):
+        worst = -np.inf if rule.higher_is_better else np.inf
+    elif isinstance(rule, LinearRule):
+        worst = rule.lower - abs(rule.upper - rule.lower)  # clipped to 0 points
+    else:  # step: probe every interval between the bounds and take the value with the fewest points
+        bounds = sorted({t.lt if t.lt is not None else t.gt for t in rule.tiers})
+        probes = np.array([bounds[0] - 1.0, *bounds, *((a + b) / 2 for a, b in zip(bounds, bounds[1:])), bounds[-1] + 1.0])
+        worst = float(probes[np.argmin(_step_points(probes, rule))])
+    return np.where(np.isnan(values), worst, values)
 
 
 def _points(values: np.ndarray, frame: pd.DataFrame, component: Component) -> np.ndarray:
-    """Points of ``component`` for ``values`` (``frame``: the same rows, for percentile segments)."""
+    """Points of ``component`` for ``values`` (``frame``: the same rows, for percentile segments).
+
+    Null values follow ``component.missing_policy``: ``exclude`` gives NaN (missing), ``zero_points``
+    0 points, ``worst_value`` the points of the rule's worst value (for a percentile rule: ranked as
+    the worst of the group).
+    """
+    policy = component.missing_policy
+    null = np.isnan(values)
+    if policy == "worst_value" and null.any():
+        values = _worst_fill(values, component)
     rule = component.rule
     if isinstance(rule, StepRule):
-        return _step_points(values, rule)
-    if isinstance(rule, LinearRule):
-        return _linear_points(values, rule, component.weight)
-    return _percentile_points(values, frame, rule, component.weight)
+        points = _step_points(values, rule)
+    elif isinstance(rule, LinearRule):
+        points = _linear_points(values, rule, component.weight)
+    else:
+        points = _percentile_points(values, frame, rule, component.weight)
+    if policy == "zero_points":
+        points = np.where(null, 0.0, points)
+    return points
 
 
 # --- drivers ---------------------------------------------------------------------------------------
@@ -253,7 +288,8 @@ def score_suppliers(
     Args:
         engagement: rows of ``marts.supplier_engagement_daily``: ``supplier_id``, ``as_of_date`` (date),
             ``vendor_category``, ``tier``, ``lifecycle_stage`` and every metric the scorecard reads
-            (numbers; null = no data). Any number of suppliers and days.
+            (numbers; what a null means is the component's ``missing_policy``: missing and rescaled,
+            0 points, or the rule's worst value). Any number of suppliers and days.
         scorecard: a validated ``Scorecard``.
         as_of: score only the rows of this UTC day; ``None`` scores every row.
         seasonal: the output of ``seasonal_index`` (ignored unless the scorecard's seasonality is on).
@@ -315,7 +351,8 @@ def score_suppliers(
     weights_present = np.where(present, weights, 0.0)
     total = weights_present.sum(axis=1)
     earned = np.where(present, points, 0.0).sum(axis=1)
-    scored = total > 0
+    # Only a row with no data at all is unscored (DOMAIN.md), even where nulls give worst-value points.
+    scored = (total > 0) & ~np.isnan(metrics).all(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         health = np.where(scored, np.round(100.0 * earned / np.where(scored, total, 1.0), 2), np.nan)
     order_keys = sorted(profiles)  # -1 (default) first, then the overrides in order

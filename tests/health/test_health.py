@@ -91,8 +91,8 @@ def test_ws133_split_scores_support_and_payments():
     assert (out.loc["s1", "payment_health_points"], out.loc["s2", "payment_health_points"]) == (10, 0)
     assert (out.loc["s1", "support_urgent_points"], out.loc["s2", "support_urgent_points"]) == (5, 0)
     assert out.loc["s2", "support_csat_points"] == 1.25  # 5 x (2 - 1) / (5 - 1)
-    # Percentile rank within the vendor category that day: equal activity -> both at the top.
-    assert out.loc["s1", "usage_activity_points"] == 30
+    # Mid-rank percentile within the vendor category that day: equal activity -> both at 0.5.
+    assert out.loc["s1", "usage_activity_points"] == 15
     assert out.loc["s2", "health_score"] < out.loc["s1", "health_score"]
 
 
