@@ -1,0 +1,149 @@
+"""Issue 13: health scores that mean what they say. No activity is not missing data, percentile ties,
+validated overrides, the configurable churn label and backtest metrics, fitted scorecards (pure functions)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cs_pipeline.health.scorecard import ScorecardError, load_scorecard, shipped_scorecards
+from cs_pipeline.health.scoring import score_suppliers
+
+DAY = date(2025, 6, 1)
+
+
+def account(supplier_id: str, **metrics) -> dict:
+    """A row of marts.supplier_engagement_daily with every metric any shipped scorecard reads."""
+    row = dict(supplier_id=supplier_id, as_of_date=DAY, vendor_category="photographer", tier="starter",
+               lifecycle_stage="active", days_since_signup=400, adoption_breadth=0.5, tickets_opened_30d=0,
+               csat_30d=None, urgent_open_tickets=0, failed_invoices_30d=0, tenure_days=400,
+               active_days_lifetime=40, active_days_per_30d_lifetime=3.0, mean_days_between_active_days=10.0,
+               revenue_lifetime=900.0, revenue_90d=0.0)
+    row.update(metrics)
+    return row
+
+
+INACTIVE_60_DAYS = dict(days_since_last_login=60, days_since_last_activity=60, active_days_30d=0, stickiness=None,
+                        client_activity_rate=None, form_completion_rate=None, journey_completion_rate=None,
+                        active_days_90d=4, recency_to_cadence=6.0)
+ACTIVE_YESTERDAY = dict(days_since_last_login=1, days_since_last_activity=1, active_days_30d=1, stickiness=0.05,
+                        client_activity_rate=0.0, form_completion_rate=0.0, journey_completion_rate=0.0,
+                        active_days_90d=5, recency_to_cadence=0.1)
+
+
+def _population() -> pd.DataFrame:
+    """40 accounts, most of them dormant (as on a real purchase log), plus the two being compared."""
+    rows = [account(f"dormant{i}", **INACTIVE_60_DAYS | {"days_since_last_login": 60 + i,
+                                                         "days_since_last_activity": 60 + i})
+            for i in range(37)]
+    rows += [account("busy", **ACTIVE_YESTERDAY | {"active_days_30d": 20, "stickiness": 0.4})]
+    rows += [account("inactive", **INACTIVE_60_DAYS), account("active", **ACTIVE_YESTERDAY)]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("name", sorted(shipped_scorecards()))
+def test_sixty_days_inactive_scores_below_active_yesterday(name):
+    card = shipped_scorecards()[name]
+    out = score_suppliers(_population(), card).set_index("supplier_id")
+    assert out.loc["inactive", "scored"] and out.loc["active", "scored"]
+    assert out.loc["inactive", "health_score"] < out.loc["active", "health_score"], (
+        name, out.loc[["inactive", "active"], ["health_score", "missing_components"]].to_dict("index"))
+
+
+def test_what_null_means_per_metric_and_per_component():
+    ws133 = load_scorecard("ws133")
+    frame = pd.DataFrame([account("a", **INACTIVE_60_DAYS), account("b", **ACTIVE_YESTERDAY)])
+    out = score_suppliers(frame, ws133).set_index("supplier_id")
+    # No active day in 30 days: stickiness is null because nothing happened -> its worst value, 0 of 20.
+    assert out.loc["a", "engagement_quality_points"] == 0 and out.loc["a", "engagement_quality_max_points"] == 20
+    # No rated ticket: CSAT has no such data -> missing, the other weights are rescaled.
+    assert "support_csat" in out.loc["a", "missing_components"].split(",")
+    assert "engagement_quality" not in out.loc["a", "missing_components"].split(",")
+    # A component can override: exclude (missing) / zero_points.
+    data = ws133.model_dump()
+    data["components"][2]["missing"] = "exclude"
+    data["components"][4]["missing"] = "zero_points"
+    changed = type(ws133).model_validate(data)
+    out = score_suppliers(frame, changed).set_index("supplier_id")
+    assert np.isnan(out.loc["a", "engagement_quality_points"])
+    assert out.loc["a", "support_csat_points"] == 0 and "support_csat" not in out.loc["a", "missing_components"]
+
+
+def test_worst_value_of_a_step_rule_and_a_lower_is_better_percentile():
+    ws168 = load_scorecard("ws168")
+    # Never logged in and no signup date: the login recency's worst tier (0 points), not missing.
+    out = score_suppliers(pd.DataFrame([account("x", **ACTIVE_YESTERDAY | {"days_since_last_login": None},
+                                                days_since_signup=None)]), ws168)
+    assert out.loc[0, "login_recency_points"] == 0 and out.loc[0, "login_recency_max_points"] == 30
+    purchase = load_scorecard("purchase")
+    frame = pd.DataFrame([account("never", **ACTIVE_YESTERDAY | {"days_since_last_activity": None}),
+                          account("old", **ACTIVE_YESTERDAY | {"days_since_last_activity": 300}),
+                          account("new", **ACTIVE_YESTERDAY | {"days_since_last_activity": 2})])
+    out = score_suppliers(frame, purchase).set_index("supplier_id")
+    # Never active ranks below the 300-day silence: mid-rank percentiles 1/6, 3/6, 5/6 of 35 points.
+    assert out["recency_points"].round(2).to_dict() == {"never": 5.83, "old": 17.5, "new": 29.17}
+
+
+def test_account_with_no_data_at_all_stays_unscored():
+    ws133 = load_scorecard("ws133")
+    empty = {k: None for k in account("x")} | {"supplier_id": "x", "as_of_date": DAY, "vendor_category": "florist",
+                                               "tier": "starter", "lifecycle_stage": "active",
+                                               "days_since_last_login": None, "active_days_30d": None,
+                                               "stickiness": None}
+    out = score_suppliers(pd.DataFrame([empty]), ws133)
+    assert not out.loc[0, "scored"] and np.isnan(out.loc[0, "health_score"])
+
+
+def test_percentile_ties_get_the_mid_rank():
+    ws133 = load_scorecard("ws133")
+    # 93 of 100 accounts active on 0 of the last 30 days, 7 on 1..7 days.
+    rows = [account(f"z{i}", **ACTIVE_YESTERDAY | {"active_days_30d": 0}) for i in range(93)]
+    rows += [account(f"a{i}", **ACTIVE_YESTERDAY | {"active_days_30d": i + 1}) for i in range(7)]
+    out = score_suppliers(pd.DataFrame(rows), ws133).set_index("supplier_id")
+    # Mid-rank: (average rank 47 - 0.5) / 100 = 0.465 of 30 points, not the 93rd percentile.
+    assert out.loc["z0", "usage_activity_points"] == pytest.approx(30 * 0.465, abs=0.01)
+    assert out.loc["a6", "usage_activity_points"] == pytest.approx(30 * 0.995, abs=0.01)
+    assert out.loc["a0", "usage_activity_points"] == pytest.approx(30 * 0.935, abs=0.01)
+
+
+OVERRIDE_YAML = """
+version: bad-override
+name: Override with too small a weight
+components:
+  - name: login_recency
+    label: Login recency
+    metric: days_since_last_login
+    weight: 30
+    rule: {type: step, tiers: [{lt: 3, points: 30}, {lt: 7, points: 20}], otherwise: 0}
+    phrase: "no login for {metric} days"
+  - name: feature_adoption
+    label: Feature adoption
+    metric: adoption_breadth
+    weight: 70
+    rule: {type: linear, lower: 0, upper: 1}
+    phrase: "{metric} adopted"
+overrides:
+  - name: onboarding
+    when: {lifecycle_stage: [onboarding]}
+    components:
+      login_recency: {weight: 5}
+"""
+
+
+def test_override_is_validated_like_the_scorecard(tmp_path):
+    path = tmp_path / "bad_override.yaml"
+    path.write_text(OVERRIDE_YAML)
+    with pytest.raises(ScorecardError) as err:
+        load_scorecard(path)
+    message = str(err.value)
+    assert message.startswith("bad_override.yaml: ")
+    assert "overrides.0.components.login_recency" in message and "weight 5.0 is below the 30.0 points" in message
+    # A valid override still applies, and its profile can never score above 100.
+    path.write_text(OVERRIDE_YAML.replace("login_recency: {weight: 5}", "login_recency: {weight: 30}"))
+    card = load_scorecard(path)
+    frame = pd.DataFrame([dict(supplier_id="s", as_of_date=DAY, vendor_category="x", tier="t",
+                               lifecycle_stage="onboarding", days_since_last_login=0, adoption_breadth=1.0)])
+    assert score_suppliers(frame, card).loc[0, "health_score"] == 100
