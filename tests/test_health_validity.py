@@ -147,3 +147,82 @@ def test_override_is_validated_like_the_scorecard(tmp_path):
     frame = pd.DataFrame([dict(supplier_id="s", as_of_date=DAY, vendor_category="x", tier="t",
                                lifecycle_stage="onboarding", days_since_last_login=0, adoption_breadth=1.0)])
     assert score_suppliers(frame, card).loc[0, "health_score"] == 100
+
+
+# --- item 5: any churn definition in the backtest --------------------------------------------------
+
+from datetime import timedelta  # noqa: E402
+
+from cs_pipeline.health.backtest import (  # noqa: E402
+    BacktestError,
+    backtest,
+    diagnose,
+    inactivity_labels,
+    label_churn,
+    problems,
+)
+from cs_pipeline.health.scorecard import Churn  # noqa: E402
+
+
+def test_inactivity_label_looks_only_at_the_horizon_after_the_as_of_day():
+    scores = pd.DataFrame({"supplier_id": ["a", "a", "b", "c"],
+                           "as_of_date": [DAY, DAY + timedelta(days=20), DAY, DAY]})
+    activity = pd.DataFrame({"supplier_id": ["a", "a", "b", "c"],
+                             "activity_date": [DAY, DAY + timedelta(days=10), DAY + timedelta(days=31), DAY],
+                             "event_name": ["login", "order", "order", "order"]})
+    # a: active 10 days later (stays), then nothing after day 20 (churns); b: next activity 31 days
+    # later, beyond 30 (churns); c: active only on the as-of day itself (churns).
+    assert inactivity_labels(scores, activity, 30).tolist() == [False, True, True, True]
+    assert inactivity_labels(scores, activity, 31).tolist() == [False, True, False, True]
+    only_orders = label_churn(scores, Churn(kind="inactivity", horizon_days=30, events=["login"]), activity=activity)
+    assert only_orders.tolist() == [True, True, True, True]
+
+
+def _scored(health, levels=None):
+    health = np.asarray(health, dtype=float)
+    return pd.DataFrame({"supplier_id": [f"s{i}" for i in range(len(health))], "as_of_date": DAY,
+                         "health_score": health, "scorecard_version": "t",
+                         "risk_level": levels if levels is not None else
+                         np.where(health < 40, "critical", np.where(health < 70, "at_risk", "healthy"))})
+
+
+def test_backtest_reports_pr_auc_lift_and_brier_and_fails_loudly_without_churners():
+    rng = np.random.default_rng(1)
+    health = rng.uniform(0, 100, 1000)
+    labels = rng.random(1000) < np.where(health < 30, 0.6, 0.05)
+    result = backtest(_scored(health), labels=labels, churn_kind="inactivity", horizon_days=90)
+    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+    assert result.auc == pytest.approx(roc_auc_score(labels, -health))
+    assert result.pr_auc == pytest.approx(average_precision_score(labels, -health))
+    lowest = np.argsort(health)[:100]
+    assert result.top_decile_lift == pytest.approx(labels[lowest].mean() / labels.mean())
+    assert result.top_decile_lift > 2.5
+    # Brier of the calibrated probability beats that of the constant churn rate.
+    assert result.brier < brier_score_loss(labels, np.full(1000, labels.mean()))
+    assert (result.churn_kind, result.horizon_days) == ("inactivity", 90)
+    with pytest.raises(BacktestError, match="no churner among 1000 observations"):
+        backtest(_scored(health), labels=np.zeros(1000, dtype=bool))
+
+
+def test_diagnose_names_the_onboarding_profile_when_new_accounts_churn_most():
+    ws168 = load_scorecard("ws168")
+    rng = np.random.default_rng(7)
+    rows, labels = [], []
+    for i in range(600):
+        onboarding = i < 150
+        # New accounts log in a lot and adopt a little: the onboarding profile's lower adoption bar
+        # scores them healthy, but they churn most (as on the churn simulator's data, issue 13).
+        adoption = rng.uniform(0.3, 0.5) if onboarding else rng.uniform(0, 1)
+        recency = int(rng.integers(0, 3)) if onboarding else int(rng.integers(0, 20))
+        rows.append(account(f"s{i}", days_since_last_login=recency, adoption_breadth=adoption,
+                            client_activity_rate=rng.uniform(0.7, 1) if onboarding else rng.uniform(0, 1),
+                            form_completion_rate=None,
+                            journey_completion_rate=None, lifecycle_stage="onboarding" if onboarding else "active"))
+        risk = 0.45 if onboarding else 0.35 * (1 - adoption) ** 2 + 0.01 * recency
+        labels.append(rng.random() < risk)
+    frame, labels = pd.DataFrame(rows), np.array(labels)
+    scores = score_suppliers(frame, ws168)
+    result = backtest(scores, labels=labels)
+    assert problems(result), (result.auc, result.churn_rate_by_level)
+    found = diagnose(frame, ws168, labels, lambda e, c: score_suppliers(e, c)["health_score"])
+    assert found and found[0].startswith("override 'onboarding' (onboarding profile: lifecycle_stage in [onboarding])")

@@ -153,7 +153,7 @@ def test_scorecard_errors_name_file_and_field(tmp_path):
         load_scorecard(bad)
     with pytest.raises(ScorecardError, match="not found"):
         load_scorecard("no_such_scorecard")
-    assert set(shipped_scorecards()) == {"ws168", "ws133"}
+    assert set(shipped_scorecards()) == {"ws168", "ws133", "purchase"}
 
 
 def _facts(rows: list[dict]) -> pd.DataFrame:
