@@ -344,6 +344,54 @@ def db_shell() -> None:
     raise typer.Exit(subprocess.call([psql, endpoints.warehouse]))
 
 
+scorecard_app = typer.Typer(help="Scorecards: fit weights to your own history.", no_args_is_help=True)
+app.add_typer(scorecard_app, name="scorecard")
+
+
+@scorecard_app.command("fit")
+def scorecard_fit(
+    from_: Annotated[str, typer.Option("--from", help="Scorecard to refit: a YAML path or a shipped name (ws168).")],
+    as_of: Annotated[str, typer.Option("--as-of", help="Use only history up to this day, YYYY-MM-DD.")],
+    out: Annotated[Path, typer.Option(help="YAML file to write the fitted scorecard to.")],
+) -> None:
+    """Fit the component weights to the scorecard's churn label (logistic regression on the component
+    points, fit on earlier as-of days, tested on later ones) and print old vs new held-out ROC-AUC."""
+    import psycopg
+
+    from cs_pipeline.health.backtest import BacktestError
+    from cs_pipeline.health.fit import fit_scorecard, scorecard_yaml
+    from cs_pipeline.health.scorecard import ScorecardError, load_scorecard
+    from cs_pipeline.health.store import backtest_inputs
+    from cs_pipeline.core.warehouse import resolve_endpoints
+
+    day = _parse_day(as_of)
+    try:
+        card = load_scorecard(from_)
+    except ScorecardError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    endpoints = resolve_endpoints(_settings())
+    with psycopg.connect(endpoints.warehouse) as conn:
+        engagement, labels, seasonal = backtest_inputs(conn, card, day)
+    if engagement.empty:
+        console.print(f"[red]error:[/red] no history before {day} minus the {card.churn.horizon_days}-day horizon")
+        raise typer.Exit(1)
+    try:
+        result = fit_scorecard(engagement, labels, card, f"{card.version}-fit-{day:%Y%m%d}", seasonal=seasonal)
+    except BacktestError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    out.write_text(scorecard_yaml(result.scorecard), encoding="utf-8")
+    table = Table(title=f"held-out ROC-AUC ({card.churn.kind} within {card.churn.horizon_days} days), "
+                        f"fit {result.fit_days[0]}..{result.fit_days[1]}, test {result.test_days[0]}..{result.test_days[1]}")
+    for col in ("scorecard", "ROC-AUC", "weights"):
+        table.add_column(col)
+    for version, auc, sc in ((card.version, result.old_auc, card), (result.scorecard.version, result.new_auc, result.scorecard)):
+        table.add_row(version, f"{auc:.4f}", ", ".join(f"{c.name} {c.weight:g}" for c in sc.components))
+    console.print(table)
+    console.print(f"wrote {out}")
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def dbt(ctx: typer.Context) -> None:
     """Run dbt on dbt_project/ with the warehouse's connection settings, e.g. ``cs-pipeline dbt build``."""

@@ -226,3 +226,37 @@ def test_diagnose_names_the_onboarding_profile_when_new_accounts_churn_most():
     assert problems(result), (result.auc, result.churn_rate_by_level)
     found = diagnose(frame, ws168, labels, lambda e, c: score_suppliers(e, c)["health_score"])
     assert found and found[0].startswith("override 'onboarding' (onboarding profile: lifecycle_stage in [onboarding])")
+
+
+# --- item 6: fitted scorecards ---------------------------------------------------------------------
+
+from cs_pipeline.health.fit import fit_scorecard, scorecard_yaml  # noqa: E402
+from cs_pipeline.health.scorecard import Scorecard  # noqa: E402
+
+
+def test_fit_moves_weight_to_the_component_that_predicts_churn_and_sums_to_100(tmp_path):
+    card = Scorecard.model_validate({
+        "version": "toy-v1", "name": "toy", "churn": {"kind": "inactivity", "horizon_days": 30},
+        "components": [
+            {"name": "recency", "label": "R", "metric": "days_since_last_activity", "weight": 20, "phrase": "p",
+             "rule": {"type": "step", "tiers": [{"lt": 7, "points": 20}, {"lt": 30, "points": 10}]}},
+            {"name": "noise", "label": "N", "metric": "active_days_90d", "weight": 80, "phrase": "p",
+             "rule": {"type": "percentile", "higher_is_better": True}}]})
+    rng = np.random.default_rng(3)
+    rows, labels = [], []
+    for d in range(12):
+        for i in range(150):
+            recency = int(rng.integers(0, 60))
+            rows.append(account(f"s{i}", as_of_date=DAY + timedelta(days=7 * d), days_since_last_activity=recency,
+                                active_days_90d=int(rng.integers(0, 40))))
+            labels.append(rng.random() < (0.6 if recency >= 30 else 0.1))
+    result = fit_scorecard(pd.DataFrame(rows), np.array(labels), card, "toy-v1-fit")
+    weights = {c.name: c.weight for c in result.scorecard.components}
+    assert sum(weights.values()) == pytest.approx(100) and weights["recency"] > 80
+    # Step tiers are rescaled with their weight; the fit days come strictly before the held-out days.
+    assert result.scorecard.components[0].rule.tiers[0].points == pytest.approx(weights["recency"], abs=0.01)
+    assert result.fit_days[1] < result.test_days[0]
+    assert result.new_auc > result.old_auc
+    path = tmp_path / "fitted.yaml"
+    path.write_text(scorecard_yaml(result.scorecard))
+    assert load_scorecard(path) == result.scorecard

@@ -12,7 +12,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from cs_pipeline.health.backtest import backtest, calibrated_churn_risk
+from cs_pipeline.health.backtest import BacktestError, backtest, calibrated_churn_risk, diagnose, label_churn, problems
 from cs_pipeline.health.milestones import evaluate_milestones, load_milestones
 from cs_pipeline.health.scorecard import load_scorecard, shipped_scorecards
 from cs_pipeline.health.scoring import add_history, score_suppliers, seasonal_index
@@ -20,6 +20,7 @@ from cs_pipeline.health.store import (
     components_json,
     ensure_health_tables,
     latest_calibration,
+    read_activity_days,
     read_engagement,
     read_health_history,
     write_health,
@@ -36,6 +37,7 @@ from cs_pipeline.transform.reruns import rebuilt_days, report_rebuilt_partitions
 
 ENGAGEMENT = dg.AssetKey(["marts", "supplier_engagement_daily"])
 MILESTONE_FACTS = dg.AssetKey(["marts", "fct_supplier_milestone_facts"])
+ACTIVITY = dg.AssetKey(["marts", "fct_supplier_activity_daily"])
 DIM_SUPPLIERS = dg.AssetKey(["marts", "dim_suppliers"])
 SEASONAL_HISTORY_DAYS = 730
 
@@ -64,66 +66,127 @@ def score_window(conn, scorecard, first: date, last: date) -> pd.DataFrame:
     return add_history(scores, history, scorecard)
 
 
+BACKTEST_CHECKS = [
+    dg.AssetCheckSpec("backtest_has_churners", asset=["marts", "health_score_backtest"],
+                      description="every scorecard's churn label has churners and non-churners on the warehouse's "
+                                  "history (otherwise the backtest means nothing)"),
+    dg.AssetCheckSpec("scorecards_rank_churners", asset=["marts", "health_score_backtest"], blocking=True,
+                      description="WARN when a scorecard ranks churners below chance (ROC-AUC < 0.5) or its healthy "
+                                  "level churns more than its at_risk level, naming the component or override "
+                                  "(e.g. the onboarding profile) that drives it"),
+]
+
+
 @dg.asset(
     key=["marts", "health_score_backtest"],
     group_name="health",
-    deps=[ENGAGEMENT, DIM_SUPPLIERS],
+    deps=[ENGAGEMENT, DIM_SUPPLIERS, ACTIVITY],
     kinds={"python", "pandas", "postgres"},
+    check_specs=BACKTEST_CHECKS,
     description="marts.health_score_backtest: for every shipped scorecard, how well the health score ranks "
-                "suppliers that cancel within 30 days (ROC-AUC, churn rate per risk level, critical-band lift, "
-                "calibration), recomputed on the warehouse's own history.",
+                "suppliers that churn by the scorecard's churn label (cancellation or inactivity within N days): "
+                "ROC-AUC, PR-AUC, top-decile lift, churn rate per risk level, critical-band lift, calibration and "
+                "its Brier score, recomputed on the warehouse's own history.",
 )
 def health_score_backtest(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                           scoring: ScoringResource) -> dg.MaterializeResult:
-    """Backtest every shipped scorecard (and the configured one) on weekly as-of days with a full
-    30-day horizon."""
-    horizon = 30
+    """Backtest every shipped scorecard (and the configured one) on weekly as-of days whose churn
+    horizon is fully observed; check that each has churners and ranks them better than chance."""
     cards = shipped_scorecards()
     configured = load_scorecard(scoring.scorecard)
     cards[configured.version] = configured
+    results, failures, warnings, skipped = {}, {}, {}, {}
     with warehouse.connect() as conn:
         ensure_health_tables(conn)
         bounds = conn.execute("SELECT min(as_of_date), max(as_of_date) FROM marts.supplier_engagement_daily").fetchone()
         if bounds[0] is None:
-            return dg.MaterializeResult(metadata={"status": dg.MetadataValue.text("no engagement history yet")})
-        last_day = bounds[1] - timedelta(days=horizon)
-        engagement = read_engagement(conn, bounds[0], last_day)
+            return dg.MaterializeResult(
+                metadata={"status": dg.MetadataValue.text("no engagement history yet")},
+                check_results=[dg.AssetCheckResult(check_name="backtest_has_churners", passed=False,
+                                                   metadata={"reason": "no engagement history yet"}),
+                               dg.AssetCheckResult(check_name="scorecards_rank_churners", passed=True,
+                                                   severity=dg.AssetCheckSeverity.WARN)])
+        history = read_engagement(conn, bounds[0], bounds[1])
         churn = read_frame(conn, "SELECT supplier_id, cancelled_date FROM marts.dim_suppliers")
         churn_dates = pd.Series(pd.to_datetime(churn["cancelled_date"]).to_numpy(), index=churn["supplier_id"].to_numpy())
-        if engagement.empty:
-            return dg.MaterializeResult(metadata={"status": dg.MetadataValue.text(
-                f"history shorter than the {horizon}-day horizon")})
-        weekly = pd.to_datetime(engagement["as_of_date"])
-        engagement = engagement.loc[((weekly - weekly.max()).dt.days % 7) == 0]
-        history = read_engagement(conn, bounds[0], bounds[1])
-        results = {}
         for card in {c.version: c for c in cards.values()}.values():
+            absent = sorted({m for c in card.components for m in (c.metric, c.fallback_metric) if m} - set(history.columns))
+            if absent:
+                skipped[card.version] = f"the mart has no column(s) {absent}"
+                continue
+            horizon = card.churn.horizon_days
+            last_day = bounds[1] - timedelta(days=horizon)
+            days = pd.to_datetime(history["as_of_date"])
+            engagement = history.loc[(days.dt.date <= last_day) & (((days - pd.Timestamp(last_day)).dt.days % 7) == 0)]
+            engagement = engagement.reset_index(drop=True)
+            if engagement.empty:
+                failures[card.version] = f"history shorter than the {horizon}-day horizon"
+                continue
+            activity = read_activity_days(conn, bounds[0], bounds[1], card.churn.events) \
+                if card.churn.kind == "inactivity" else None
+            labels = label_churn(engagement, card.churn, churn_dates, activity)
             seasonal_metrics = card.seasonal_metrics
             seasonal = seasonal_index(history, seasonal_metrics, card.seasonality) if seasonal_metrics else None
             scores = score_suppliers(engagement, card, seasonal=seasonal)
-            result = backtest(scores, churn_dates, horizon)
+            try:
+                result = backtest(scores, labels=labels, horizon_days=horizon, churn_kind=card.churn.kind)
+            except BacktestError as exc:
+                failures[card.version] = str(exc)
+                continue
             results[card.version] = result
+            why = problems(result)
+            if why:
+                drivers = diagnose(engagement, card, labels,
+                                   lambda e, c, s=seasonal: score_suppliers(e, c, seasonal=s)["health_score"])
+                warnings[card.version] = f"{card.version} {' and '.join(why)}; driven by: " + \
+                    ("; ".join(drivers[:3]) if drivers else "no single component or override")
             conn.execute(
                 """
                 INSERT INTO marts.health_score_backtest (scorecard_version, evaluated_at, first_day, last_day,
-                  horizon_days, observations, churners, auc, churn_rate, critical_lift, churn_rate_by_level, calibration)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                  horizon_days, observations, churners, auc, churn_rate, critical_lift, churn_rate_by_level, calibration,
+                  churn_kind, pr_auc, top_decile_lift, brier)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                 """,
                 (card.version, now_utc(), result.first_day, result.last_day, horizon, result.observations,
                  result.churners, result.auc, result.churn_rate, result.critical_lift,
-                 json.dumps(result.churn_rate_by_level), json.dumps(result.calibration)),
+                 json.dumps(result.churn_rate_by_level), json.dumps(result.calibration), result.churn_kind,
+                 result.pr_auc, result.top_decile_lift, result.brier),
             )
         conn.commit()
     for version, r in results.items():
-        context.log.info(f"{version}: AUC {r.auc} over {r.observations} observations, {r.churners} churners")
-    return dg.MaterializeResult(metadata={
-        "auc": dg.MetadataValue.json({v: None if r.auc is None else round(r.auc, 4) for v, r in results.items()}),
-        "critical_lift": dg.MetadataValue.json({v: None if r.critical_lift is None else round(r.critical_lift, 2)
-                                                for v, r in results.items()}),
-        "churn_rate_by_level": dg.MetadataValue.json({v: r.churn_rate_by_level for v, r in results.items()}),
-        "observations": dg.MetadataValue.json({v: r.observations for v, r in results.items()}),
-        "calibrated": dg.MetadataValue.json({v: r.calibrated for v, r in results.items()}),
-    })
+        context.log.info(f"{version}: ROC-AUC {r.auc:.3f} over {r.observations} observations, {r.churners} churners "
+                         f"({r.churn_kind}, {r.horizon_days} days)")
+    for text in [*failures.values(), *warnings.values()]:
+        context.log.warning(text)
+
+    def rounded(attr, digits):
+        return dg.MetadataValue.json({v: None if getattr(r, attr) is None else round(getattr(r, attr), digits)
+                                      for v, r in results.items()})
+
+    return dg.MaterializeResult(
+        metadata={
+            "auc": rounded("auc", 4),
+            "pr_auc": rounded("pr_auc", 4),
+            "top_decile_lift": rounded("top_decile_lift", 2),
+            "brier": rounded("brier", 4),
+            "critical_lift": rounded("critical_lift", 2),
+            "churn_label": dg.MetadataValue.json({v: f"{r.churn_kind} within {r.horizon_days} days" for v, r in results.items()}),
+            "churn_rate_by_level": dg.MetadataValue.json({v: r.churn_rate_by_level for v, r in results.items()}),
+            "observations": dg.MetadataValue.json({v: r.observations for v, r in results.items()}),
+            "calibrated": dg.MetadataValue.json({v: r.calibrated for v, r in results.items()}),
+            "skipped": dg.MetadataValue.json(skipped),
+        },
+        check_results=[
+            dg.AssetCheckResult(check_name="backtest_has_churners", passed=not failures,
+                                metadata={"reason": dg.MetadataValue.md("\n".join(f"- {t}" for t in failures.values())
+                                                                        or "every scorecard has churners")}),
+            dg.AssetCheckResult(check_name="scorecards_rank_churners", passed=not warnings,
+                                severity=dg.AssetCheckSeverity.WARN,
+                                description="; ".join(warnings.values()) or None,
+                                metadata={"warnings": dg.MetadataValue.md("\n".join(f"- {t}" for t in warnings.values())
+                                                                          or "(none)")}),
+        ],
+    )
 
 
 def build_health_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:

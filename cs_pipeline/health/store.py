@@ -81,6 +81,25 @@ DDL = [
 ]
 
 
+DDL += [
+    # Issue 13: the churn label and the further backtest metrics.
+    "ALTER TABLE marts.health_score_backtest ADD COLUMN IF NOT EXISTS churn_kind text NOT NULL DEFAULT 'cancellation'",
+    "ALTER TABLE marts.health_score_backtest ADD COLUMN IF NOT EXISTS pr_auc numeric(6, 4)",
+    "ALTER TABLE marts.health_score_backtest ADD COLUMN IF NOT EXISTS top_decile_lift numeric(8, 3)",
+    "ALTER TABLE marts.health_score_backtest ADD COLUMN IF NOT EXISTS brier numeric(6, 4)",
+]
+
+
+def read_activity_days(conn: psycopg.Connection, first: date, last: date, events: list[str] | None = None) -> pd.DataFrame:
+    """Days with activity in [first, last]: ``supplier_id``, ``activity_date`` (any event from
+    marts.fct_supplier_activity_daily, or only ``events`` by name from the staged activity events)."""
+    if events is None:
+        return read_frame(conn, "SELECT supplier_id, activity_date FROM marts.fct_supplier_activity_daily "
+                                "WHERE activity_date BETWEEN %s AND %s AND events_total > 0", (first, last))
+    return read_frame(conn, "SELECT DISTINCT supplier_id, event_date AS activity_date FROM staging.stg_wedsync__activity_events "
+                            "WHERE event_date BETWEEN %s AND %s AND event_name = ANY(%s)", (first, last, events))
+
+
 def ensure_health_tables(conn: psycopg.Connection) -> None:
     """Create marts.customer_health, marts.success_milestones and marts.health_score_backtest."""
     with ddl_transaction(conn):
@@ -138,3 +157,40 @@ def write_health(conn: psycopg.Connection, frame: pd.DataFrame, days: list[date]
         conn.execute("DELETE FROM marts.customer_health WHERE as_of_date = ANY(%s)", (days,))
         return copy_frame(conn, ("marts", "customer_health"), frame, HEALTH_COLUMNS)
 
+
+def backtest_inputs(conn: psycopg.Connection, scorecard, until: date, every_days: int = 7):
+    """What a backtest or a fit of ``scorecard`` needs from the warehouse, using only history up to
+    ``until`` (UTC day): the engagement rows of as-of days every ``every_days`` days counted back from
+    ``until - horizon_days`` (so each label's horizon ends by ``until``), their churn labels (the
+    scorecard's ``churn`` block) and the seasonal index (None when the scorecard has no seasonal
+    component).
+
+    Returns:
+        (engagement DataFrame, labels bool ndarray, seasonal DataFrame | None); an empty engagement
+        when the history is shorter than the horizon.
+    """
+    from datetime import timedelta
+
+    from cs_pipeline.health.backtest import label_churn
+    from cs_pipeline.health.scoring import seasonal_index
+
+    first = conn.execute("SELECT min(as_of_date) FROM marts.supplier_engagement_daily").fetchone()[0]
+    horizon = scorecard.churn.horizon_days
+    last_as_of = until - timedelta(days=horizon)
+    if first is None or last_as_of < first:
+        return pd.DataFrame(), np.zeros(0, dtype=bool), None
+    history = read_engagement(conn, first, until)
+    days = pd.to_datetime(history["as_of_date"])
+    keep = (days.dt.date <= last_as_of) & (((days - pd.Timestamp(last_as_of)).dt.days % every_days) == 0)
+    engagement = history.loc[keep].reset_index(drop=True)
+    churn_dates = activity = None
+    if scorecard.churn.kind == "cancellation":
+        churn = read_frame(conn, "SELECT supplier_id, cancelled_date FROM marts.dim_suppliers WHERE cancelled_date <= %s",
+                           (until,))
+        churn_dates = pd.Series(pd.to_datetime(churn["cancelled_date"]).to_numpy(), index=churn["supplier_id"].to_numpy())
+    else:
+        activity = read_activity_days(conn, first, until, scorecard.churn.events)
+    labels = label_churn(engagement, scorecard.churn, churn_dates, activity)
+    metrics = scorecard.seasonal_metrics
+    seasonal = seasonal_index(history, metrics, scorecard.seasonality) if metrics and scorecard.seasonality.enabled else None
+    return engagement, labels, seasonal
