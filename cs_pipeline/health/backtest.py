@@ -70,9 +70,9 @@ def inactivity_labels(scores: pd.DataFrame, activity: pd.DataFrame, horizon_days
         bool array. Only as-of days whose whole horizon is observed should be passed.
     """
     left = pd.DataFrame({"supplier_id": scores["supplier_id"].astype(str).to_numpy(),
-                         "day": pd.to_datetime(scores["as_of_date"]).to_numpy(), "row": np.arange(len(scores))})
+                         "day": pd.to_datetime(scores["as_of_date"]).to_numpy().astype("datetime64[ns]"), "row": np.arange(len(scores))})
     right = pd.DataFrame({"supplier_id": activity["supplier_id"].astype(str).to_numpy(),
-                          "next_active": pd.to_datetime(activity["activity_date"]).to_numpy()})
+                          "next_active": pd.to_datetime(activity["activity_date"]).to_numpy().astype("datetime64[ns]")})
     right = right.drop_duplicates().sort_values("next_active")
     right["day"] = right["next_active"]
     merged = pd.merge_asof(left.sort_values("day"), right, on="day", by="supplier_id", direction="forward",
