@@ -215,6 +215,21 @@ def problems(result: BacktestResult) -> list[str]:
     return out
 
 
+def misleading_warning(result: BacktestResult, engagement: pd.DataFrame, scorecard: Scorecard, labels: np.ndarray,
+                       score) -> str | None:
+    """The ``scorecards_rank_churners`` warning for one backtest: what is wrong (``problems``) and the
+    override(s) or component(s) that drive it (``diagnose``, at most 3), or None when nothing is wrong.
+
+    Arguments as ``diagnose``; ``result`` is the backtest of those rows.
+    """
+    why = problems(result)
+    if not why:
+        return None
+    drivers = diagnose(engagement, scorecard, labels, score)
+    return f"{scorecard.version} {' and '.join(why)}; driven by: " + \
+        ("; ".join(drivers[:3]) if drivers else "no single component or override")
+
+
 def diagnose(engagement: pd.DataFrame, scorecard: Scorecard, labels: np.ndarray, score) -> list[str]:
     """Name the override(s) and component(s) that drive a scorecard's poor ranking of churners.
 

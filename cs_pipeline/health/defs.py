@@ -12,7 +12,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from cs_pipeline.health.backtest import BacktestError, backtest, calibrated_churn_risk, diagnose, label_churn, problems
+from cs_pipeline.health.backtest import BacktestError, backtest, calibrated_churn_risk, label_churn, misleading_warning
 from cs_pipeline.health.milestones import evaluate_milestones, load_milestones
 from cs_pipeline.health.scorecard import load_scorecard, shipped_scorecards
 from cs_pipeline.health.scoring import add_history, score_suppliers, seasonal_index
@@ -134,12 +134,10 @@ def health_score_backtest(context: dg.AssetExecutionContext, warehouse: Warehous
                 failures[card.version] = str(exc)
                 continue
             results[card.version] = result
-            why = problems(result)
-            if why:
-                drivers = diagnose(engagement, card, labels,
-                                   lambda e, c, s=seasonal: score_suppliers(e, c, seasonal=s)["health_score"])
-                warnings[card.version] = f"{card.version} {' and '.join(why)}; driven by: " + \
-                    ("; ".join(drivers[:3]) if drivers else "no single component or override")
+            warning = misleading_warning(result, engagement, card, labels,
+                                         lambda e, c, s=seasonal: score_suppliers(e, c, seasonal=s)["health_score"])
+            if warning:
+                warnings[card.version] = warning
             conn.execute(
                 """
                 INSERT INTO marts.health_score_backtest (scorecard_version, evaluated_at, first_day, last_day,

@@ -33,6 +33,9 @@ class FitResult:
     test_days: tuple[date, date]
     fit_rows: int
     test_rows: int
+    fit_auc: float | None = None
+    """ROC-AUC of the new version on the fit days (in-sample): to choose between fits without looking at
+    the held-out days."""
 
 
 def _fractions(scores: pd.DataFrame, scorecard: Scorecard) -> np.ndarray:
@@ -130,8 +133,11 @@ def fit_scorecard(engagement: pd.DataFrame, labels: np.ndarray, scorecard: Score
         keep = ~np.isnan(health)
         return float(roc_auc_score(y[keep], -health[keep]))
 
+    fitted = score_suppliers(engagement.loc[fit_rows], new, seasonal=seasonal)["health_score"].to_numpy(dtype=float)
+    keep = ~np.isnan(fitted)
+    fit_auc = float(roc_auc_score(labels[fit_rows][keep], -fitted[keep]))
     return FitResult(new, auc(old_health), auc(new_health), (distinct[0], distinct[distinct < cut][-1]),
-                     (cut, distinct[-1]), int(fit_mask.sum()), int(test_mask.sum()))
+                     (cut, distinct[-1]), int(fit_mask.sum()), int(test_mask.sum()), fit_auc)
 
 
 def scorecard_yaml(scorecard: Scorecard) -> str:

@@ -4,12 +4,15 @@ re-runs, and a backtest whose AUC shows the score predicts churn."""
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import pytest
+import yaml
 
 from cs_pipeline.definitions import build_definitions
+from cs_pipeline.health.scorecard import SCORECARD_DIR
 from cs_pipeline.feeds.generate import GeneratorConfig, generate
 from cs_pipeline.app.runner import run_job_over_range
 from tests.helpers import reset_warehouse
@@ -112,3 +115,31 @@ def test_backtest_shows_the_score_predicts_churn(pipeline, conn):
     assert observations > 1000 and churners > 10
     assert float(auc) > 0.7
     assert by_level["critical"] > by_level["healthy"]
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["backtest_has_churners"].passed
+    assert checks["scorecards_rank_churners"].passed
+
+
+def test_backtest_check_warns_about_a_scorecard_that_ranks_churners_below_chance(pipeline, settings, tmp_path):
+    """A configured scorecard whose login recency rewards silence (points grow with days since the last
+    login) ranks churners below chance on the same history: the blocking WARN check fails and names the
+    component, and the run itself still succeeds."""
+    _, instance, landing = pipeline
+    card = yaml.safe_load(Path(SCORECARD_DIR, "ws168.yaml").read_text())
+    card["version"] = "inverted-v1"
+    card["components"][0]["rule"] = {"type": "step", "tiers": [{"lt": 3, "points": 0}, {"lt": 7, "points": 10},
+                                                               {"lt": 14, "points": 20}], "otherwise": 30}
+    card["components"][1]["weight"] = 0
+    card["overrides"] = []
+    path = tmp_path / "inverted.yaml"
+    path.write_text(yaml.safe_dump(card))
+    defs = build_definitions(settings.model_copy(update={"landing_dir": landing, "scorecard": str(path)}))
+    result = defs.resolve_job_def("health_score_backtest_job").execute_in_process(instance=instance)
+    assert result.success
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["backtest_has_churners"].passed
+    warn = checks["scorecards_rank_churners"]
+    assert not warn.passed and warn.severity == dg.AssetCheckSeverity.WARN
+    text = warn.metadata["warnings"].value
+    assert "inverted-v1 ranks churners below chance" in text and "component 'login_recency'" in text
+    assert "ws168-v1" not in text
