@@ -157,6 +157,7 @@ from cs_pipeline.health.backtest import (  # noqa: E402
     BacktestError,
     backtest,
     diagnose,
+    misleading_warning,
     inactivity_labels,
     label_churn,
     problems,
@@ -226,6 +227,37 @@ def test_diagnose_names_the_onboarding_profile_when_new_accounts_churn_most():
     assert problems(result), (result.auc, result.churn_rate_by_level)
     found = diagnose(frame, ws168, labels, lambda e, c: score_suppliers(e, c)["health_score"])
     assert found and found[0].startswith("override 'onboarding' (onboarding profile: lifecycle_stage in [onboarding])")
+
+
+def test_check_flags_an_override_that_scores_its_churners_higher_even_above_chance():
+    """The onboarding profile on data like the churn simulator's (issue 13): the scorecard still ranks
+    churners above chance overall and its healthy level churns less than at_risk, but new accounts
+    score higher and churn more; the scorecards_rank_churners warning names the profile."""
+    ws168 = load_scorecard("ws168")
+    rng = np.random.default_rng(11)
+    rows, labels = [], []
+    for i in range(2000):
+        # 20 % new accounts (adoption 0.3-0.5, scored against the profile's lower bar), 64 % established
+        # accounts that adopted a lot, 16 % that adopted little; all logged in within 3 days.
+        onboarding, low = i < 400, i >= 1680
+        adoption = rng.uniform(0.3, 0.5) if onboarding else rng.uniform(0, 0.3) if low else rng.uniform(0.5, 1)
+        rows.append(account(f"s{i}", days_since_last_login=int(rng.integers(0, 3)), adoption_breadth=adoption,
+                            client_activity_rate=rng.uniform(0, 1), form_completion_rate=None,
+                            journey_completion_rate=None, lifecycle_stage="onboarding" if onboarding else "active"))
+        labels.append(rng.random() < (0.08 if onboarding else 0.2 if low else 0.02))
+    frame, labels = pd.DataFrame(rows), np.array(labels)
+
+    def score(e, c):
+        return score_suppliers(e, c)["health_score"]
+
+    result = backtest(score_suppliers(frame, ws168), labels=labels)
+    assert not problems(result), (result.auc, result.churn_rate_by_level)
+    warning = misleading_warning(result, frame, ws168, labels, score)
+    assert warning is not None and "override 'onboarding' scores its accounts higher" in warning
+    assert "driven by: override 'onboarding'" in warning
+    # Without the override nothing is flagged.
+    plain = Scorecard.model_validate(ws168.model_dump() | {"overrides": []})
+    assert misleading_warning(backtest(score_suppliers(frame, plain), labels=labels), frame, plain, labels, score) is None
 
 
 # --- item 6: fitted scorecards ---------------------------------------------------------------------
