@@ -1,5 +1,6 @@
 """Dagster definitions of the health stage (group ``health``): customer_health, success_milestones and
-health_score_backtest, and the ``scoring`` resource. Thin: read from the marts, call the pure functions,
+health_score_backtest, the scorecard fit (``scorecards/fitted``, group ``scorecard_fit``, issue 13) and the
+``scoring`` resource. Thin: read from the marts, call the pure functions,
 write, report.
 
 (No ``from __future__ import annotations`` here: Dagster inspects the context annotation.)
@@ -13,11 +14,13 @@ import numpy as np
 import pandas as pd
 
 from cs_pipeline.health.backtest import BacktestError, backtest, calibrated_churn_risk, label_churn, misleading_warning
+from cs_pipeline.health.fit import fit_scorecard, scorecard_yaml
 from cs_pipeline.health.milestones import evaluate_milestones, load_milestones
 from cs_pipeline.health.scorecard import load_scorecard, shipped_scorecards
 from cs_pipeline.health.scoring import add_history, score_suppliers, seasonal_index
 from cs_pipeline.health.store import (
     components_json,
+    backtest_inputs,
     ensure_health_tables,
     latest_calibration,
     read_activity_days,
@@ -187,6 +190,63 @@ def health_score_backtest(context: dg.AssetExecutionContext, warehouse: Warehous
     )
 
 
+class ScorecardFitConfig(dg.Config):
+    """What ``scorecard_fit`` fits: the same inputs as ``cs-pipeline scorecard fit``."""
+
+    from_scorecard: str = ""
+    """A shipped scorecard name or a YAML path; empty: the configured scorecard (CS_PIPELINE_SCORECARD)."""
+    as_of: str = ""
+    """Use only history up to this day (YYYY-MM-DD); empty: the warehouse's last engagement day."""
+
+
+@dg.asset(
+    key=["scorecards", "fitted"],
+    group_name="scorecard_fit",
+    deps=[ENGAGEMENT, DIM_SUPPLIERS],
+    kinds={"python", "scikit-learn", "yaml"},
+    description="A fitted version of a scorecard (the same fit as `cs-pipeline scorecard fit`: logistic "
+                "regression on the component points to the scorecard's churn label, fit on earlier as-of "
+                "days, ROC-AUC on later ones), written as YAML to $CS_PIPELINE_HOME/scorecards/fitted/.",
+)
+def scorecard_fit(context: dg.AssetExecutionContext, config: ScorecardFitConfig, warehouse: WarehouseResource,
+                  scoring: ScoringResource) -> dg.MaterializeResult:
+    """Fit, write the new scorecard version and report the held-out ROC-AUC of the old and the new one.
+
+    Raises:
+        dg.Failure: no history before the as-of day minus the horizon, or no churner in the fit or
+            held-out days (BacktestError's reason).
+    """
+    card = load_scorecard(config.from_scorecard or scoring.scorecard)
+    with warehouse.connect() as conn:
+        day = date.fromisoformat(config.as_of) if config.as_of else \
+            conn.execute("SELECT max(as_of_date) FROM marts.supplier_engagement_daily").fetchone()[0]
+        if day is None:
+            raise dg.Failure("no engagement history yet")
+        engagement, labels, seasonal = backtest_inputs(conn, card, day)
+    if engagement.empty:
+        raise dg.Failure(f"no history before {day} minus the {card.churn.horizon_days}-day horizon")
+    try:
+        result = fit_scorecard(engagement, labels, card, f"{card.version}-fit-{day:%Y%m%d}", seasonal=seasonal)
+    except BacktestError as exc:
+        raise dg.Failure(str(exc)) from exc
+    out = warehouse.settings().home / "scorecards" / "fitted" / f"{result.scorecard.version}.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(scorecard_yaml(result.scorecard), encoding="utf-8")
+    context.log.info(f"{card.version}: held-out ROC-AUC {result.old_auc:.4f} -> {result.scorecard.version} "
+                     f"{result.new_auc:.4f}; wrote {out}")
+    return dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(str(out)),
+        "from_version": dg.MetadataValue.text(card.version),
+        "version": dg.MetadataValue.text(result.scorecard.version),
+        "held_out_auc": dg.MetadataValue.json({card.version: round(result.old_auc, 4),
+                                               result.scorecard.version: round(result.new_auc, 4)}),
+        "weights": dg.MetadataValue.json({c.name: c.weight for c in result.scorecard.components}),
+        "fit_days": dg.MetadataValue.text(f"{result.fit_days[0]}..{result.fit_days[1]}"),
+        "held_out_days": dg.MetadataValue.text(f"{result.test_days[0]}..{result.test_days[1]}"),
+        "churn_label": dg.MetadataValue.text(f"{card.churn.kind} within {card.churn.horizon_days} days"),
+    })
+
+
 def build_health_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """customer_health and success_milestones on ``partitions_def``, and the unpartitioned backtest."""
 
@@ -321,6 +381,11 @@ def build_health_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
 
 def build_defs(settings: Settings, partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
     """The health stage: customer_health and success_milestones on ``partitions_def``, the unpartitioned
-    backtest, and the ``scoring`` resource (``CS_PIPELINE_SCORECARD``)."""
-    return dg.Definitions(assets=build_health_assets(partitions_def),
+    backtest, the scorecard fit (group ``scorecard_fit``, outside the daily job; ``scorecard_fit_job``)
+    and the ``scoring`` resource (``CS_PIPELINE_SCORECARD``)."""
+    fit_job = dg.define_asset_job(
+        "scorecard_fit_job", selection=dg.AssetSelection.assets(["scorecards", "fitted"]),
+        description="Fit a scorecard's weights to its churn label (run config: ops.scorecards__fitted.config "
+                    "from_scorecard, as_of), as `cs-pipeline scorecard fit` does.")
+    return dg.Definitions(assets=[*build_health_assets(partitions_def), scorecard_fit], jobs=[fit_job],
                           resources={"scoring": ScoringResource(scorecard=settings.scorecard)})

@@ -9,6 +9,7 @@ weight) and its weights sum to 100, so every score stays explainable as points p
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from datetime import date
 
@@ -117,7 +118,9 @@ def fit_scorecard(engagement: pd.DataFrame, labels: np.ndarray, scorecard: Score
         positives = int(labels[mask].sum())
         if positives == 0 or positives == int(mask.sum()):
             raise BacktestError(f"{scorecard.version}: no churner or no account that stayed in the {name} days")
-    means = np.nanmean(np.where(fit_mask[:, None], x, np.nan), axis=0)
+    with warnings.catch_warnings():  # a component with no data at all on the fit days: mean NaN -> 0
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.nanmean(np.where(fit_mask[:, None], x, np.nan), axis=0)
     x = np.where(np.isnan(x), np.nan_to_num(means, nan=0.0), x)
     model = LogisticRegression(C=1.0, max_iter=1000).fit(x[fit_mask], labels[fit_mask])
     protective = np.clip(-model.coef_[0], 0.0, None)  # more points must mean less churn

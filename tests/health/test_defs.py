@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from cs_pipeline.definitions import build_definitions
-from cs_pipeline.health.scorecard import SCORECARD_DIR
+from cs_pipeline.health.scorecard import SCORECARD_DIR, load_scorecard
 from cs_pipeline.feeds.generate import GeneratorConfig, generate
 from cs_pipeline.app.runner import run_job_over_range
 from tests.helpers import reset_warehouse
@@ -143,3 +143,20 @@ def test_backtest_check_warns_about_a_scorecard_that_ranks_churners_below_chance
     text = warn.metadata["warnings"].value
     assert "inverted-v1 ranks churners below chance" in text and "component 'login_recency'" in text
     assert "ws168-v1" not in text
+
+
+def test_scorecard_fit_asset_writes_a_fitted_version_like_the_cli(pipeline):
+    """The scorecard_fit_job runs the same fit as `cs-pipeline scorecard fit` and writes a loadable
+    scorecard whose weights sum to 100, with the held-out ROC-AUC of both versions as metadata."""
+    defs, instance, _ = pipeline
+    result = defs.resolve_job_def("scorecard_fit_job").execute_in_process(
+        instance=instance, run_config={"ops": {"scorecards__fitted": {"config": {"from_scorecard": "ws133",
+                                                                                  "as_of": END.isoformat()}}}})
+    assert result.success
+    metadata = result.asset_materializations_for_node("scorecards__fitted")[0].metadata
+    card = load_scorecard(metadata["path"].value)
+    assert card.version == "ws133-v1-fit-20250530" == metadata["version"].value
+    assert abs(sum(c.weight for c in card.components) - 100) < 1e-6
+    assert metadata["weights"].value == {c.name: c.weight for c in card.components}
+    auc = metadata["held_out_auc"].value
+    assert set(auc) == {"ws133-v1", card.version} and all(0.5 < v <= 1 for v in auc.values())
