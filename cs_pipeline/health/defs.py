@@ -74,8 +74,9 @@ BACKTEST_CHECKS = [
                       description="every scorecard's churn label has churners and non-churners on the warehouse's "
                                   "history (otherwise the backtest means nothing)"),
     dg.AssetCheckSpec("scorecards_rank_churners", asset=["marts", "health_score_backtest"], blocking=True,
-                      description="WARN when a scorecard ranks churners below chance (ROC-AUC < 0.5) or its healthy "
-                                  "level churns more than its at_risk level, naming the component or override "
+                      description="WARN when a scorecard ranks churners below chance (ROC-AUC < 0.5), its healthy "
+                                  "level churns more than its at_risk level, or an override scores its accounts "
+                                  "higher yet they churn significantly more, naming the component or override "
                                   "(e.g. the onboarding profile) that drives it"),
 ]
 
