@@ -97,7 +97,7 @@ def fit_scorecard(engagement: pd.DataFrame, labels: np.ndarray, scorecard: Score
 
     Returns:
         FitResult: the new scorecard (weights sum to 100, 0.01 precision; a component the regression
-        finds protective-free gets weight 0) and the held-out ROC-AUC of the old and the new version.
+        finds protective-free, or whose points are the same for every row on the fit days, gets weight 0) and the held-out ROC-AUC of the old and the new version.
 
     Raises:
         BacktestError: fewer than 2 as-of days, or no churner (or no non-churner) in the fit or the
@@ -122,8 +122,13 @@ def fit_scorecard(engagement: pd.DataFrame, labels: np.ndarray, scorecard: Score
         warnings.simplefilter("ignore", RuntimeWarning)
         means = np.nanmean(np.where(fit_mask[:, None], x, np.nan), axis=0)
     x = np.where(np.isnan(x), np.nan_to_num(means, nan=0.0), x)
-    model = LogisticRegression(C=1.0, max_iter=1000).fit(x[fit_mask], labels[fit_mask])
-    protective = np.clip(-model.coef_[0], 0.0, None)  # more points must mean less churn
+    # A component with the same points for every account on the fit days cannot rank anyone: weight 0
+    # (left in, the regression gives it a share of the intercept, i.e. free points for everyone).
+    varying = np.ptp(x[fit_mask], axis=0) > 1e-9
+    protective = np.zeros(x.shape[1])
+    if varying.any():
+        model = LogisticRegression(C=1.0, max_iter=1000).fit(x[fit_mask][:, varying], labels[fit_mask])
+        protective[varying] = np.clip(-model.coef_[0], 0.0, None)  # more points must mean less churn
     if protective.sum() <= 0:
         protective = np.array([c.weight for c in scorecard.components], dtype=float)
     new = _rescaled(scorecard, _hundred(protective), version)

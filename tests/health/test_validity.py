@@ -272,8 +272,11 @@ def test_fit_moves_weight_to_the_component_that_predicts_churn_and_sums_to_100(t
         "components": [
             {"name": "recency", "label": "R", "metric": "days_since_last_activity", "weight": 20, "phrase": "p",
              "rule": {"type": "step", "tiers": [{"lt": 7, "points": 20}, {"lt": 30, "points": 10}]}},
-            {"name": "noise", "label": "N", "metric": "active_days_90d", "weight": 80, "phrase": "p",
-             "rule": {"type": "percentile", "higher_is_better": True}}]})
+            {"name": "noise", "label": "N", "metric": "active_days_90d", "weight": 70, "phrase": "p",
+             "rule": {"type": "percentile", "higher_is_better": True}},
+            # Full points for every account (no failed invoice anywhere): it cannot rank anyone.
+            {"name": "constant", "label": "C", "metric": "failed_invoices_30d", "weight": 10, "phrase": "p",
+             "rule": {"type": "step", "tiers": [{"lt": 1, "points": 10}]}}]})
     rng = np.random.default_rng(3)
     rows, labels = [], []
     for d in range(12):
@@ -285,6 +288,7 @@ def test_fit_moves_weight_to_the_component_that_predicts_churn_and_sums_to_100(t
     result = fit_scorecard(pd.DataFrame(rows), np.array(labels), card, "toy-v1-fit")
     weights = {c.name: c.weight for c in result.scorecard.components}
     assert sum(weights.values()) == pytest.approx(100) and weights["recency"] > 80
+    assert weights["constant"] == 0
     # Step tiers are rescaled with their weight; the fit days come strictly before the held-out days.
     assert result.scorecard.components[0].rule.tiers[0].points == pytest.approx(weights["recency"], abs=0.01)
     assert result.fit_days[1] < result.test_days[0]
