@@ -258,6 +258,41 @@ def _csv_stream(path: Path, gz: bool, columns: list[str], batch_rows: int) -> It
             yield emit()
 
 
+class _RowBuffer:
+    """Rows and rejects of the record-by-record readers (CSV fallback, JSON lines), emptied into one
+    ``RecordBatch`` of text columns at a time. Empty strings are stored as null."""
+
+    def __init__(self, columns: list[str]) -> None:
+        self.columns = columns
+        self.values: dict[str, list[str | None]] = {c: [] for c in columns}
+        self.numbers: list[int] = []
+        self.rejects: list[ParseReject] = []
+
+    @property
+    def size(self) -> int:
+        """Records held: loaded plus rejected."""
+        return len(self.numbers) + len(self.rejects)
+
+    def add(self, record: int, row: list[str | None]) -> None:
+        """Keep record ``record`` with one text value per column (in ``columns`` order)."""
+        for column, value in zip(self.columns, row, strict=True):
+            self.values[column].append(value if value != "" else None)
+        self.numbers.append(record)
+
+    def reject(self, record: int, raw, reason: str) -> None:
+        """Quarantine record ``record`` (its raw text or bytes) with ``reason``."""
+        self.rejects.append(ParseReject(record, raw, reason))
+
+    def flush(self) -> RecordBatch:
+        """What is held as one batch; the buffer starts empty again."""
+        table = pa.table({c: pa.array(self.values[c], type=pa.string()) for c in self.columns}) \
+            if self.columns else _empty(self.columns)
+        batch = RecordBatch(table, np.asarray(self.numbers, dtype=np.int64), list(self.rejects))
+        self.values = {c: [] for c in self.columns}
+        self.numbers, self.rejects = [], []
+        return batch
+
+
 def _csv_python_stream(
     path: Path, gz: bool, header: list[str], columns: list[str], batch_rows: int
 ) -> Iterator[RecordBatch]:
@@ -266,23 +301,8 @@ def _csv_python_stream(
     of any length up to ``MAX_CSV_FIELD_CHARS`` load. Blank lines are skipped, as Arrow does."""
     index = {c: header.index(c) for c in columns}
     width = len(header)
-    values: dict[str, list] = {c: [] for c in columns}
-    numbers: list[int] = []
-    rejects: list[ParseReject] = []
+    buffer = _RowBuffer(columns)
     record = 0
-
-    def flush() -> RecordBatch:
-        batch = RecordBatch(
-            pa.table({c: pa.array(values[c], type=pa.string()) for c in columns}) if columns else _empty(columns),
-            np.asarray(numbers, dtype=np.int64),
-            list(rejects),
-        )
-        for c in columns:
-            values[c].clear()
-        numbers.clear()
-        rejects.clear()
-        return batch
-
     previous_limit = csv.field_size_limit()
     csv.field_size_limit(max(previous_limit, MAX_CSV_FIELD_CHARS))
     opener = gzip.open if gz else open
@@ -295,21 +315,18 @@ def _csv_python_stream(
                     continue
                 record += 1
                 if _ESCAPED_BYTE.search("".join(fields)):
-                    rejects.append(ParseReject(record, _csv_record(fields), "invalid_utf8"))
+                    buffer.reject(record, _csv_record(fields), "invalid_utf8")
                 elif len(fields) != width:
-                    rejects.append(ParseReject(record, _csv_record(fields), "unparseable_record"))
+                    buffer.reject(record, _csv_record(fields), "unparseable_record")
                 else:
-                    for c in columns:
-                        value = fields[index[c]]
-                        values[c].append(value if value != "" else None)
-                    numbers.append(record)
-                if len(numbers) + len(rejects) >= batch_rows:
-                    yield flush()
+                    buffer.add(record, [fields[index[c]] for c in columns])
+                if buffer.size >= batch_rows:
+                    yield buffer.flush()
     except csv.Error as exc:
         raise LandingFileError(f"{path}: unreadable CSV near record {record + 1}: {exc}") from exc
     finally:
         csv.field_size_limit(previous_limit)
-    yield flush()
+    yield buffer.flush()
 
 
 #: An undecodable byte in text read with ``errors="surrogateescape"``.
@@ -468,46 +485,26 @@ def _jsonl_batches(path: Path, gz: bool, source: Source, batch_rows: int) -> Ite
 
 
 def _jsonl_stream(path: Path, gz: bool, columns: list[str], batch_rows: int) -> Iterator[RecordBatch]:
-    values: dict[str, list] = {c: [] for c in columns}
-    numbers: list[int] = []
-    rejects: list[ParseReject] = []
+    buffer = _RowBuffer(columns)
     record = 0
-
-    def flush() -> RecordBatch:
-        batch = RecordBatch(
-            pa.table({c: pa.array(values[c], type=pa.string()) for c in columns}),
-            np.asarray(numbers, dtype=np.int64),
-            list(rejects),
-        )
-        for c in columns:
-            values[c].clear()
-        numbers.clear()
-        rejects.clear()
-        return batch
-
     for line in _json_lines(path, gz):
         record += 1
         obj, reason = _parse_json_line(line)
-        if obj is None:
-            rejects.append(ParseReject(record, line, reason))
-            continue
-        row = []
-        for c in columns:
-            try:
-                text = _to_text(obj.get(c))
-            except _NumberOverflow:
-                reason = f"out_of_range:{c}"
-                break
-            row.append(text if text != "" else None)
+        row: list[str | None] = []
+        if obj is not None:
+            for c in columns:
+                try:
+                    row.append(_to_text(obj.get(c)))
+                except _NumberOverflow:
+                    reason = f"out_of_range:{c}"
+                    break
         if reason is not None:
-            rejects.append(ParseReject(record, line, reason))
-            continue
-        for c, text in zip(columns, row, strict=True):
-            values[c].append(text)
-        numbers.append(record)
-        if len(numbers) + len(rejects) >= batch_rows:
-            yield flush()
-    yield flush()
+            buffer.reject(record, line, reason)
+        else:
+            buffer.add(record, row)
+        if buffer.size >= batch_rows:
+            yield buffer.flush()
+    yield buffer.flush()
 
 
 # --- Parquet ---------------------------------------------------------------------------------------
