@@ -163,7 +163,8 @@ def is_alert(frame: pd.DataFrame) -> np.ndarray:
 
 
 def apply_filters(planned: pd.DataFrame, sent: pd.DataFrame, suppliers: pd.DataFrame, playbook: Playbook,
-                  as_of: date, opted_out: pd.DataFrame | None = None, force: bool = False) -> pd.DataFrame:
+                  as_of: date, opted_out: pd.DataFrame | None = None, force: bool = False,
+                  reserved_today: int = 0) -> pd.DataFrame:
     """Decide, for each planned row, ``status`` (planned / suppressed) and ``reason``.
 
     Rows are first ordered by rule priority (high first), then risk (critical, at_risk, healthy; lower
@@ -176,9 +177,10 @@ def apply_filters(planned: pd.DataFrame, sent: pd.DataFrame, suppliers: pd.DataF
     4. ``cooldown``: same supplier and channel reserved or sent within ``cooldown_days`` (any rule);
     5. ``weekly_cap``: supplier-facing messages (audience supplier) to the supplier in the 7 days up to
        ``as_of``, across rules, would exceed ``weekly_cap``;
-    6. ``daily_cap``: supplier-facing messages on ``as_of`` (all suppliers, all runs: ``sent`` must hold
-       every reserved row of the day) plus this supplier's rule would exceed ``daily_cap``; a supplier's
-       rule is admitted or held back as a whole;
+    6. ``daily_cap``: ``reserved_today`` (supplier-facing messages already reserved to go out on the UTC
+       calendar day of sending, whatever their ``as_of`` day, rule, run or batch, manual ones included)
+       plus this supplier's rule would exceed ``daily_cap``; a supplier's rule is admitted or held back
+       as a whole;
     7. ``control``: of the rows still planned, supplier-facing messages of suppliers in the holdout group
        (``in_control_group`` of rule and supplier), so control and treated cases pass the same filters.
 
@@ -191,6 +193,9 @@ def apply_filters(planned: pd.DataFrame, sent: pd.DataFrame, suppliers: pd.DataF
             ``rule``, ``channel``, ``audience``, ``as_of_date``; the keys being planned must not be in it.
         suppliers: ``supplier_id``, ``status`` (latest snapshot).
         opted_out: ``supplier_id``, ``channel`` (None = every channel).
+        reserved_today: supplier-facing messages of ``ops.interventions`` already reserved for the UTC day
+            the planned rows will be sent on (``service.reserved_on``), counted in PostgreSQL under the
+            planning lock.
     """
     out = planned.copy()
     if out.empty:
@@ -249,7 +254,7 @@ def apply_filters(planned: pd.DataFrame, sent: pd.DataFrame, suppliers: pd.DataF
     message_days = pd.to_datetime(messages["as_of_date"]).dt.date if len(messages) else pd.Series(dtype=object)
     week = messages.loc[(message_days > as_of - timedelta(days=7)).to_numpy()] if len(messages) else messages
     per_supplier = week.groupby("supplier_id").size().to_dict() if len(week) else {}
-    today_total = int((message_days == as_of).sum()) if len(messages) else 0
+    today_total = int(reserved_today)  # per UTC sending day, not per as_of day (see reserved_today)
     for i in out.index[(out["status"] == "planned").to_numpy() & facing]:
         sid = out.at[i, "supplier_id"]
         if per_supplier.get(sid, 0) >= playbook.weekly_cap:

@@ -133,6 +133,28 @@ WHERE as_of_date > %s AND status = ANY(%s) AND coalesce(reason, '') <> 'invalid_
 """
 
 
+#: The current UTC calendar day by the database clock (``clock_timestamp``: the time of the statement, not of
+#: the transaction start, so a lock waited for across midnight gives the day the rows are really sent on).
+SEND_DAY_SQL = "SELECT (clock_timestamp() AT TIME ZONE 'UTC')::date"
+
+RESERVED_SQL = """
+SELECT count(*) FROM ops.interventions
+WHERE send_day = %s AND audience = 'supplier' AND status = ANY(%s) AND coalesce(reason, '') <> 'invalid_email'
+"""
+
+
+def sending_day(conn: psycopg.Connection) -> date:
+    """Today in UTC by the database clock: the day messages planned now are reserved to go out on."""
+    return conn.execute(SEND_DAY_SQL).fetchone()[0]
+
+
+def reserved_on(conn: psycopg.Connection, send_day: date) -> int:
+    """Supplier-facing messages reserved to go out on the UTC day ``send_day`` (statuses ``COUNTED_STATUSES``,
+    invalid addresses excluded), whatever their as_of day, rule, run or batch, manual ones included:
+    what the global ``daily_cap`` counts. Call it under ``PLAN_LOCK_KEY``."""
+    return conn.execute(RESERVED_SQL, (send_day, list(COUNTED_STATUSES))).fetchone()[0]
+
+
 def _history(conn: psycopg.Connection, playbook: Playbook, day: date) -> pd.DataFrame:
     window = max(playbook.cooldown_days, 7)
     return read_frame(conn, HISTORY_SQL, (day - timedelta(days=window), list(COUNTED_STATUSES)))
@@ -144,8 +166,10 @@ def plan_day(conn: psycopg.Connection, playbook: Playbook, day: date, supplier_i
 
     The history read, the filters and the insert run in one transaction holding the advisory lock
     ``PLAN_LOCK_KEY``: two runs at once take turns, and the second sees the first's reservations (daily
-    cap, weekly cap, cooldowns, one rule per supplier and day). Keys already in ``ops.interventions`` keep
-    their row (a re-run plans only what is new, e.g. suppliers newly due after a re-materialisation).
+    cap, weekly cap, cooldowns, one rule per supplier and day). The daily cap counts the messages
+    reserved for the UTC day of sending (``send_day``), across as_of days, rules, runs and manual ones.
+    Keys already in ``ops.interventions`` keep their row (a re-run plans only what is new, e.g. suppliers
+    newly due after a re-materialisation).
 
     Args:
         supplier_ids: restrict planning to these suppliers (None: every supplier due).
@@ -192,7 +216,9 @@ def plan_day(conn: psycopg.Connection, playbook: Playbook, day: date, supplier_i
             return 0, 0
         opted = read_frame(conn, "SELECT supplier_id, channel FROM ops.opt_outs WHERE supplier_id = ANY(%s)",
                            (sorted(set(fresh["supplier_id"])),))
-        filtered = apply_filters(fresh, _history(conn, playbook, day), suppliers, playbook, day, opted)
+        send_day = sending_day(conn)
+        filtered = apply_filters(fresh, _history(conn, playbook, day), suppliers, playbook, day, opted,
+                                 reserved_today=reserved_on(conn, send_day)).assign(send_day=send_day)
         inserted = record_plan(conn, filtered, run_id)
     return inserted, int((filtered["status"] == "suppressed").sum())
 
@@ -235,9 +261,32 @@ def deliver_pending(conn: psycopg.Connection, playbook: Playbook, email: EmailRe
 
 ROW_SQL = """
 SELECT supplier_id, rule, channel, as_of_date, template, audience, scheduled_for, context,
-       health_score::float8, risk_level, drivers, status, delivery_stage
+       health_score::float8, risk_level, drivers, status, delivery_stage, send_day, forced
 FROM ops.interventions WHERE intervention_id = %s
 """
+
+
+def _reserve_today(conn: psycopg.Connection, playbook: Playbook, intervention_id: int,
+                   send_day: date | None) -> date | None:
+    """Make sure a supplier-facing row about to be sent counts in today's (UTC) daily cap.
+
+    A row reserved for today passes. A row reserved for an earlier UTC day (a retry, or a run across
+    midnight) is moved to today under ``PLAN_LOCK_KEY`` when today's cap has room. Returns None when the row
+    may go now, else the full day (row unchanged: a later run retries it). Commits.
+    """
+    today = sending_day(conn)
+    conn.commit()
+    if send_day == today:
+        return None
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (PLAN_LOCK_KEY,))
+        today = sending_day(conn)
+        if reserved_on(conn, today) >= playbook.daily_cap:
+            return today
+        conn.execute("UPDATE ops.interventions SET send_day = %s, updated_at = now() WHERE intervention_id = %s",
+                     (today, intervention_id))
+    conn.commit()
+    return None
 
 
 def deliver_one(conn: psycopg.Connection, playbook: Playbook, email: EmailResource, intervention_id: int,
@@ -284,7 +333,7 @@ def _deliver_locked(conn, playbook, email, intervention_id, report) -> None:
         report.skipped_already_done += 1
         return
     (supplier_id, rule, channel, as_of, template, audience, scheduled_for, context, health, risk, drivers,
-     status, stage) = row
+     status, stage, send_day, forced) = row
     msg_id = message_id(supplier_id, rule, as_of, channel)
     if status == "sending" and stage == "data":
         _update(conn, intervention_id, "status = 'sent', reason = 'unconfirmed', sent_at = coalesce(sent_at, %s), "
@@ -311,6 +360,13 @@ def _deliver_locked(conn, playbook, email, intervention_id, report) -> None:
         _update(conn, intervention_id, "status = 'failed', reason = 'render_error', attempts = attempts + 1, "
                 "last_error = %s", (redact(f"{type(exc).__name__}: {exc}")[:500],))
         report.failed += 1
+        return
+    full_day = _reserve_today(conn, playbook, intervention_id, send_day) \
+        if audience == "supplier" and not forced else None
+    if full_day is not None:  # reserved for an earlier UTC day and not sent then; today's cap is full: it waits
+        _update(conn, intervention_id, "last_error = %s",
+                (f"daily_cap of {full_day} reached: not sent, left for a later run",))
+        report.deferred += 1
         return
     if channel in ("in_app", "call"):
         with conn.transaction():
@@ -465,8 +521,10 @@ def manual_intervention(conn: psycopg.Connection, playbook: Playbook, email: Ema
         if existing is None:
             opted = read_frame(conn, "SELECT supplier_id, channel FROM ops.opt_outs WHERE supplier_id = %s",
                                (supplier_id,))
+            send_day = sending_day(conn)
             filtered = apply_filters(planned, _history(conn, playbook, day), suppliers, playbook, day, opted,
-                                     force=force)
+                                     force=force, reserved_today=reserved_on(conn, send_day)
+                                     ).assign(send_day=send_day)
             record_plan(conn, filtered, run_id)
         elif force and existing[1] == "suppressed" and existing[2] in FORCEABLE:
             conn.execute("UPDATE ops.interventions SET status = 'planned', reason = NULL, forced = true, run_id = %s, "

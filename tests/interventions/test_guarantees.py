@@ -631,3 +631,59 @@ def test_supplier_contacted_earlier_in_the_day_is_not_contacted_by_a_later_rule(
     assert later == {"email": "one_rule_per_day", "call": "one_rule_per_day"}
     assert db.execute("SELECT count(*) FROM ops.support_interactions").fetchone()[0] == 0
     assert len(handler.messages) == 1
+
+
+# --- second review of issue 14 ---------------------------------------------------------------------------------
+
+
+def _facing_sent(db) -> int:
+    return db.execute("SELECT count(*) FROM ops.interventions WHERE audience = 'supplier' AND status = 'sent'"
+                      ).fetchone()[0]
+
+
+def test_daily_cap_holds_per_utc_sending_day_across_as_of_days_and_manual(db, smtp):
+    """A sensor catching up two scored days, a manual intervention (dated today) and a retry of a message
+    reserved on an earlier UTC day, all sent on one calendar day: at most ``daily_cap`` supplier-facing
+    messages (before, the cap counted per as_of day: 6 + 6 + 1 + 1 went out)."""
+    from cs_pipeline.interventions.service import manual_intervention
+
+    handler, email = smtp
+    small = PLAYBOOK.model_copy(update={"daily_cap": 6, "control_share": 0.0})
+    old, manual_sid = "cap_old", "cap_manual"
+    first = [f"cap_a{i}" for i in range(4)]
+    second = [f"cap_b{i}" for i in range(4)]
+    rows = [{"sid": old, "day": DAY - timedelta(days=3), "risk": "healthy"},
+            {"sid": old, "day": DAY - timedelta(days=2), "risk": "at_risk", "previous": "healthy"},
+            {"sid": manual_sid, "day": DAY, "risk": "healthy"}]
+    rows += [r for s in first for r in ({"sid": s, "day": DAY - timedelta(days=2), "risk": "healthy"},
+                                        {"sid": s, "day": DAY - timedelta(days=1), "risk": "at_risk"})]
+    rows += [r for s in second for r in ({"sid": s, "day": DAY - timedelta(days=1), "risk": "healthy"},
+                                         {"sid": s, "day": DAY, "risk": "at_risk"})]
+    load(db, rows)
+    # A message reserved on an earlier UTC day whose e-mail failed (SMTP down): retried below, today.
+    down = EmailResource(host="127.0.0.1", port=1, use_tls=False, timeout_seconds=2)
+    run_interventions(db, small, down, "escalated_to_at_risk", DAY - timedelta(days=2))
+    db.execute("UPDATE ops.interventions SET send_day = send_day - 1")
+    db.commit()
+    for day in (DAY - timedelta(days=1), DAY):  # the sensor catching up two days within one calendar day
+        run_interventions(db, small, email, None, day)
+    assert _facing_sent(db) - 1 == 6  # today: the cap (the old supplier's in-app went out yesterday)
+    assert set(db.execute("SELECT DISTINCT supplier_id FROM ops.interventions WHERE reason = 'daily_cap'"
+                          ).fetchall()) >= {(s,) for s in second}
+    # the highest risk / lowest score first when it binds: a whole rule (e-mail + in-app) per supplier
+    kept = db.execute("SELECT count(DISTINCT supplier_id) FROM ops.interventions WHERE status = 'sent' "
+                      "AND as_of_date = %s", (DAY - timedelta(days=1),)).fetchone()[0]
+    assert kept == 3
+    held = manual_intervention(db, small, email, manual_sid, "in_app")  # dated today: same calendar day
+    assert (held.status, held.reason) == ("suppressed", "daily_cap")
+    report = run_interventions(db, small, email, "escalated_to_at_risk", DAY - timedelta(days=2))  # the retry
+    assert report.deferred == 1 and report.sent == 0
+    status, error = db.execute("SELECT status, last_error FROM ops.interventions WHERE supplier_id = %s "
+                               "AND channel = 'email'", (old,)).fetchone()
+    assert status == "failed" and error.startswith("daily_cap of ")
+    assert len(handler.messages) + in_app_count(db) - 1 == 6  # received today (minus yesterday's in-app)
+    # Tomorrow (the reservation moved back a day again, as the calendar would): the retry goes, once.
+    db.execute("UPDATE ops.interventions SET send_day = send_day - 1")
+    db.commit()
+    run_interventions(db, small, email, "escalated_to_at_risk", DAY - timedelta(days=2))
+    assert [m["To"] for m in handler.messages].count(f"{old}@example.org") == 1
