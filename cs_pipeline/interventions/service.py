@@ -127,9 +127,11 @@ WHERE h.as_of_date = %s AND h.supplier_id = ANY(%s)
 ORDER BY h.supplier_id
 """
 
+#: Rows that count for caps and cooldowns, and the control cases (for ``control_other_rule``).
 HISTORY_SQL = """
-SELECT supplier_id, rule, channel, audience, as_of_date FROM ops.interventions
-WHERE as_of_date > %s AND status = ANY(%s) AND coalesce(reason, '') <> 'invalid_email'
+SELECT supplier_id, rule, channel, audience, as_of_date, status, reason FROM ops.interventions
+WHERE as_of_date > %s AND (status = ANY(%s) OR (status = 'suppressed' AND reason = 'control'))
+  AND coalesce(reason, '') <> 'invalid_email'
 """
 
 
@@ -453,7 +455,7 @@ WHERE d.supplier_id = %(sid)s
 """
 
 #: Reasons a forced manual intervention overrides (opt-outs and cancellations are never overridden).
-FORCEABLE = ("cooldown", "weekly_cap", "daily_cap", "one_rule_per_day")
+FORCEABLE = ("cooldown", "weekly_cap", "daily_cap", "one_rule_per_day", "control_other_rule")
 
 
 class ManualInterventionError(ValueError):

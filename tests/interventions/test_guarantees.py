@@ -687,3 +687,26 @@ def test_daily_cap_holds_per_utc_sending_day_across_as_of_days_and_manual(db, sm
     db.commit()
     run_interventions(db, small, email, "escalated_to_at_risk", DAY - timedelta(days=2))
     assert [m["To"] for m in handler.messages].count(f"{old}@example.org") == 1
+
+
+def test_control_supplier_is_not_contacted_by_another_rule_that_day(db, smtp):
+    """A supplier held back as control for one rule is not treated by another rule the same day (a later
+    run after a re-materialisation makes a higher-priority rule newly due): the control group stays clean."""
+    handler, email = smtp
+    ids = [f"cg{i:04d}" for i in range(400)]
+    sid = [s for s, c in zip(ids, in_control_group(ids, "escalated_to_at_risk", PLAYBOOK.control_share))
+           if c and not in_control_group([s], "new_supplier_inactive", PLAYBOOK.control_share)[0]][0]
+    load(db, [{"sid": sid, "day": DAY - timedelta(days=1), "risk": "healthy", "stage": "onboarding",
+               "onboarded": 6, "login": 6},
+              {"sid": sid, "day": DAY, "risk": "at_risk", "previous": "healthy"}])
+    run_interventions(db, PLAYBOOK, email, None, DAY)
+    assert set(db.execute("SELECT reason FROM ops.interventions").fetchall()) == {("control",)}
+    db.execute("UPDATE marts.supplier_engagement_daily SET lifecycle_stage = 'onboarding', days_since_onboarded = 7, "
+               "days_since_last_login = 7 WHERE supplier_id = %s AND as_of_date = %s", (sid, DAY))
+    db.commit()  # the corrected day: new_supplier_inactive (priority 40) is now newly due as well
+    run_interventions(db, PLAYBOOK, email, None, DAY)
+    later = dict(db.execute("SELECT channel, status || ':' || coalesce(reason, '') FROM ops.interventions "
+                            "WHERE rule = 'new_supplier_inactive'").fetchall())
+    assert later == {"email": "suppressed:control_other_rule", "call": "suppressed:control_other_rule"}
+    assert handler.messages == [] and in_app_count(db) == 0
+    assert db.execute("SELECT count(*) FROM ops.support_interactions").fetchone()[0] == 0
