@@ -298,7 +298,9 @@ def deliver_one(conn: psycopg.Connection, playbook: Playbook, email: EmailResour
     Holds a session advisory lock on the row for the whole delivery (a concurrent deliverer skips the row).
     ``sending`` rows found here were left by an interrupted delivery: with ``delivery_stage = 'data'`` the
     message may have been accepted, so the row is recorded ``sent`` with ``reason = 'unconfirmed'`` and not
-    sent again; without it DATA never started and the message is sent. Commits.
+    sent again; without it DATA never started and the message is sent. Before sending, cancellations
+    (``marts.dim_suppliers``) and opt-outs are checked again: one recorded after planning suppresses the
+    row (reason ``cancelled`` / ``opted_out``; CS-team alert e-mails excepted). Commits.
     """
     lock = (DELIVERY_LOCK_CLASS, intervention_id % 2_147_483_647)
     locked = conn.execute("SELECT pg_try_advisory_lock(%s, %s::int)", lock).fetchone()[0]
@@ -322,6 +324,14 @@ def _opted_out(conn: psycopg.Connection, supplier_id: str, channel: str) -> bool
                         "AND (channel IS NULL OR channel = %s))", (supplier_id, channel)).fetchone()[0]
 
 
+def _cancelled(conn: psycopg.Connection, supplier_id: str) -> bool:
+    """True when ``marts.dim_suppliers`` (the status planning reads) has the supplier ``cancelled`` now."""
+    if not relation_exists(conn, "marts.dim_suppliers"):
+        return False
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM marts.dim_suppliers WHERE supplier_id = %s "
+                        "AND status = 'cancelled')", (supplier_id,)).fetchone()[0]
+
+
 def _update(conn: psycopg.Connection, intervention_id: int, assignments: str, params: tuple = ()) -> None:
     conn.execute(f"UPDATE ops.interventions SET {assignments}, updated_at = now() WHERE intervention_id = %s",
                  (*params, intervention_id))
@@ -342,6 +352,11 @@ def _deliver_locked(conn, playbook, email, intervention_id, report) -> None:
                 "message_id = %s, last_error = 'interrupted after DATA started: not sent again'",
                 (now_utc(), msg_id))
         report.reconciled += 1
+        return
+    if not (audience == "cs_team" and channel == "email") and _cancelled(conn, supplier_id):
+        # Cancelled after planning (a retry of a failed row, a forced re-launch): never contacted.
+        _update(conn, intervention_id, "status = 'suppressed', reason = 'cancelled', delivery_stage = NULL")
+        report.suppressed += 1
         return
     if not (audience == "cs_team" and channel == "email") and _opted_out(conn, supplier_id, channel):
         # An opt-out recorded after planning (a retry of a failed row, a forced re-launch): it still holds.

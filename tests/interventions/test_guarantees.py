@@ -710,3 +710,27 @@ def test_control_supplier_is_not_contacted_by_another_rule_that_day(db, smtp):
     assert later == {"email": "suppressed:control_other_rule", "call": "suppressed:control_other_rule"}
     assert handler.messages == [] and in_app_count(db) == 0
     assert db.execute("SELECT count(*) FROM ops.support_interactions").fetchone()[0] == 0
+
+
+def test_cancellation_after_planning_holds_on_retry_and_forced_relaunch(db, smtp):
+    """A supplier cancelled after its rows were planned (or held back) is not contacted: a retry of a failed
+    e-mail and a forced re-launch of a held-back manual intervention send nothing (like opt-outs)."""
+    from cs_pipeline.interventions.service import manual_intervention
+
+    handler, email = smtp
+    sid = not_in_control("escalated_to_at_risk", 1, "cn")[0]
+    _escalated(db, sid)
+    down = EmailResource(host="127.0.0.1", port=1, use_tls=False, timeout_seconds=2)
+    run_interventions(db, PLAYBOOK, down, "escalated_to_at_risk", DAY)  # the e-mail fails: retried later
+    assert db.execute("SELECT status FROM ops.interventions WHERE channel = 'email'").fetchone()[0] == "failed"
+    blocked = manual_intervention(db, PLAYBOOK, email, sid, "call", day=DAY)  # contacted today: held back
+    assert blocked.status == "suppressed" and blocked.reason in ("one_rule_per_day", "cooldown")
+    db.execute("UPDATE marts.dim_suppliers SET status = 'cancelled' WHERE supplier_id = %s", (sid,))
+    db.commit()
+    run_interventions(db, PLAYBOOK, email, "escalated_to_at_risk", DAY)
+    forced = manual_intervention(db, PLAYBOOK, email, sid, "call", force=True, day=DAY)
+    assert handler.messages == []
+    assert (forced.status, forced.reason) == ("suppressed", "cancelled")
+    assert db.execute("SELECT status, reason FROM ops.interventions WHERE channel = 'email'").fetchone() == \
+        ("suppressed", "cancelled")
+    assert db.execute("SELECT count(*) FROM ops.support_interactions").fetchone()[0] == 0
