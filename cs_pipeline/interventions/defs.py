@@ -213,10 +213,12 @@ def send_manual_intervention(context: dg.OpExecutionContext, config: ManualInter
         except service.ManualInterventionError as exc:
             raise dg.Failure(str(exc)) from None
     metadata = {"intervention_id": result.intervention_id, "status": result.status,
-                "reason": result.reason or "", "forced": result.forced, "email_mode": email.mode}
+                "reason": result.reason or "", "forced": result.forced, "email_mode": email.mode,
+                "delivery": result.delivery, "note": result.note}
     context.log_event(dg.AssetMaterialization(asset_key=INTERVENTIONS, partition=None, metadata={
-        "rule": "manual", "channel": config.channel, "status": result.status, "forced": result.forced}))
-    context.log.info(f"manual intervention {result.intervention_id}: {result.status} {result.reason or ''}")
+        "rule": "manual", "channel": config.channel, "status": result.status, "forced": result.forced,
+        "intervention_id": result.intervention_id, "delivery": result.delivery, "note": result.note}))
+    context.log.info(f"manual intervention {result.intervention_id}: {result.note}")
     if result.status not in ("sent",):
         hint = " (launch again with force to override)" if result.reason in service.FORCEABLE else ""
         raise dg.Failure(f"not delivered: {result.status} ({result.reason or 'see last_error'}){hint}",

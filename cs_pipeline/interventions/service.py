@@ -479,13 +479,29 @@ class ManualInterventionError(ValueError):
 
 @dataclass
 class ManualResult:
-    """Outcome of one manual intervention: the ``ops.interventions`` row and its final status/reason."""
+    """Outcome of one manual intervention: the ``ops.interventions`` row and its final status/reason.
+
+    ``delivery`` says what this launch did: ``sent`` (delivered now), ``already_sent`` (the same supplier,
+    channel and day was delivered earlier: not sent again), ``reconciled`` (an interrupted earlier delivery
+    recorded as sent, not sent again) or ``not_sent`` (suppressed, failed or being delivered by another run).
+    """
 
     intervention_id: int
     status: str
     reason: str | None
     forced: bool
     report: DeliveryReport = field(default_factory=DeliveryReport)
+    delivery: str = "not_sent"
+    sent_at: datetime | None = None
+
+    @property
+    def note(self) -> str:
+        """One line for logs, the CLI and run metadata (no address, no message text)."""
+        when = f" (sent at {self.sent_at:%Y-%m-%d %H:%M} UTC)" if self.sent_at else ""
+        return {"sent": "sent",
+                "already_sent": f"already delivered earlier{when}: not sent again",
+                "reconciled": "an interrupted earlier delivery recorded as sent (unconfirmed): not sent again",
+                }.get(self.delivery, f"not sent: {self.status}{f' ({self.reason})' if self.reason else ''}")
 
 
 def manual_intervention(conn: psycopg.Connection, playbook: Playbook, email: EmailResource, supplier_id: str,
@@ -499,7 +515,8 @@ def manual_intervention(conn: psycopg.Connection, playbook: Playbook, email: Ema
     same path as the playbook: cancelled suppliers and opt-outs are always respected; cooldown, weekly and
     daily caps and one-rule-per-day apply unless ``force`` (recorded in ``forced``); delivery is the same
     exactly-once path. At most one manual intervention per supplier, channel and day: launching it again
-    retries or reconciles that one (and ``force`` releases it when it was held back).
+    retries or reconciles that one (and ``force`` releases it when it was held back); when it was already
+    delivered, nothing is sent and ``delivery`` is ``already_sent``.
 
     Args:
         channel: email, in_app or call (a call task for the CS team on the next business day).
@@ -552,7 +569,11 @@ def manual_intervention(conn: psycopg.Connection, playbook: Playbook, email: Ema
             "AND channel = %s", (supplier_id, MANUAL_RULE, day, channel)).fetchone()[0]
     report = DeliveryReport()
     deliver_one(conn, playbook, email, intervention_id, report)
-    status, reason, forced = conn.execute("SELECT status, reason, forced FROM ops.interventions "
-                                          "WHERE intervention_id = %s", (intervention_id,)).fetchone()
+    status, reason, forced, sent_at = conn.execute(
+        "SELECT status, reason, forced, sent_at FROM ops.interventions WHERE intervention_id = %s",
+        (intervention_id,)).fetchone()
     conn.commit()
-    return ManualResult(intervention_id, status, reason, forced, report)
+    delivery = "not_sent" if status != "sent" else "sent" if report.sent else \
+        "reconciled" if report.reconciled else "already_sent"
+    return ManualResult(intervention_id, status, reason, forced, report, delivery,
+                        sent_at.astimezone(timezone.utc) if sent_at else None)

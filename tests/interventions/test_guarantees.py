@@ -734,3 +734,33 @@ def test_cancellation_after_planning_holds_on_retry_and_forced_relaunch(db, smtp
     assert db.execute("SELECT status, reason FROM ops.interventions WHERE channel = 'email'").fetchone() == \
         ("suppressed", "cancelled")
     assert db.execute("SELECT count(*) FROM ops.support_interactions").fetchone()[0] == 0
+
+
+def test_manual_relaunch_reports_already_delivered_not_sent(db, smtp, warehouse, monkeypatch, tmp_path):
+    """Launching the same manual intervention (supplier, channel, day) again sends nothing, and the job
+    and ``cs-pipeline intervene`` say so: already delivered earlier, not sent again (not "sent")."""
+    from typer.testing import CliRunner
+
+    from cs_pipeline.cli import app
+
+    handler, email = smtp
+    load(db, [{"sid": "again1", "day": DAY, "risk": "healthy"}])
+    monkeypatch.setenv("CS_PIPELINE_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("CS_PIPELINE_SMTP_PORT", str(email.port))
+    monkeypatch.setenv("CS_PIPELINE_SMTP_TLS", "false")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    runner = CliRunner()
+    first = runner.invoke(app, ["intervene", "again1", "--channel", "email", "--message", "hello"])
+    assert first.exit_code == 0, first.output
+    assert ": sent" in first.output and "not sent again" not in first.output and len(handler.messages) == 1
+    again = runner.invoke(app, ["intervene", "again1", "--channel", "email", "--message", "hello again"])
+    assert len(handler.messages) == 1  # not sent twice
+    assert "already delivered earlier" in again.output and "not sent again" in again.output, again.output
+    assert ": sent" not in again.output
+    job = manual_intervention_job.execute_in_process(
+        run_config=manual_run_config("again1", "email", message="third"), instance=dg.DagsterInstance.ephemeral(),
+        resources={"warehouse": warehouse, "email": email}, raise_on_error=False)
+    metadata = job.output_for_node("send_manual_intervention") and \
+        job.asset_materializations_for_node("send_manual_intervention")[0].metadata
+    assert metadata["delivery"].value == "already_sent" and len(handler.messages) == 1
+    assert "not sent again" in metadata["note"].value
