@@ -128,12 +128,22 @@ def plan_sensor_tick(events: list[tuple[int, date | None]], cursor: str | None, 
     return chosen, notes, new_cursor
 
 
+def forget_days(cursor: str, days: list[date]) -> str:
+    """``cursor`` (see ``plan_sensor_tick``) with ``days`` no longer marked evaluated: a day whose quality
+    gate failed was not evaluated, so when it is materialised again and passes it is still new (within
+    ``max_gap_days`` of the newest day; older, it is a backfill as before)."""
+    state = json.loads(cursor)
+    gone = {d.isoformat() for d in days}
+    return json.dumps({**state, "evaluated": [d for d in state["evaluated"] if d not in gone]})
+
+
 @dg.sensor(job=intervention_job, name="risk_escalation_sensor", minimum_interval_seconds=60,
            default_status=dg.DefaultSensorStatus.RUNNING,
            description="Reads every new customer_health materialisation (cursor over the event log, not only the "
                        "latest); for each new scored day (and the newest day materialised again) whose quality gate "
                        "passed and where some supplier is due, launches intervention_job (run key "
-                       "interventions:<day>:<event storage id>). Backfills contact nobody.")
+                       "interventions:<day>:<event storage id>). A day whose gate failed is evaluated when it is "
+                       "materialised again and passes. Backfills contact nobody.")
 def risk_escalation_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
     state = json.loads(context.cursor) if context.cursor else None
     events, page = [], None
@@ -151,9 +161,11 @@ def risk_escalation_sensor(context: dg.SensorEvaluationContext, warehouse: Wareh
     with warehouse.connect() as conn:
         latest = latest_health_day(conn)
         chosen, notes, cursor = plan_sensor_tick(events, context.cursor, latest, playbook.transition_max_gap_days)
+        gated = []
         for day, storage_id in chosen:
             if gate_failed(conn, "marts/customer_health", day):
-                notes.append(f"{day}: failed its quality gate, no interventions")
+                notes.append(f"{day}: failed its quality gate, no interventions (evaluated when it passes)")
+                gated.append(day)
                 continue
             due = due_suppliers(conn, playbook, day)
             if not due:
@@ -165,7 +177,7 @@ def risk_escalation_sensor(context: dg.SensorEvaluationContext, warehouse: Wareh
                 tags={"cs_pipeline/as_of_date": day.isoformat(),
                       "cs_pipeline/due": str(sum(len(ids) for ids in due.values()))},
             ))
-    context.update_cursor(cursor)
+    context.update_cursor(forget_days(cursor, gated))
     for note in notes:
         context.log.info(note)
     if not requests:

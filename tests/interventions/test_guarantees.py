@@ -764,3 +764,47 @@ def test_manual_relaunch_reports_already_delivered_not_sent(db, smtp, warehouse,
         job.asset_materializations_for_node("send_manual_intervention")[0].metadata
     assert metadata["delivery"].value == "already_sent" and len(handler.messages) == 1
     assert "not sent again" in metadata["note"].value
+
+
+def test_sensor_evaluates_a_gated_day_once_it_is_fixed_after_a_newer_day(db, smtp, warehouse):
+    """A day whose quality gate failed is not evaluated; when it is materialised again and passes (after a
+    newer day arrived), the sensor evaluates it then (before, it was remembered as evaluated and skipped)."""
+    from cs_pipeline.quality.gx import ensure_validation_table
+
+    handler, email = smtp
+    gated, newer = not_in_control("escalated_to_at_risk", 2, "gt")
+    load(db, [{"sid": gated, "day": DAY - timedelta(days=1), "risk": "healthy"},
+              {"sid": gated, "day": DAY, "risk": "at_risk", "previous": "healthy"}])
+    ensure_validation_table(db)
+    db.execute("DELETE FROM ops.validation_results WHERE asset = 'marts/customer_health'")
+    db.commit()
+
+    def gate(day: date, failed: bool) -> None:
+        db.execute("INSERT INTO ops.validation_results (asset, partition_date, suite, passed, blocking_failed, "
+                   "evaluated, failed, details) VALUES ('marts/customer_health', %s, 'health', %s, %s, 1, %s, '{}')",
+                   (day, not failed, failed, int(failed)))
+        db.commit()
+
+    instance = dg.DagsterInstance.ephemeral()
+    gate(DAY, failed=True)
+    _materialise(instance, DAY)
+    requests, cursor = _sensor(instance, warehouse)
+    assert requests == []  # the gate failed: no interventions
+    load(db, [{"sid": newer, "day": DAY, "risk": "healthy"},
+              {"sid": newer, "day": DAY + timedelta(days=1), "risk": "at_risk", "previous": "healthy"},
+              {"sid": gated, "day": DAY + timedelta(days=1), "risk": "at_risk", "previous": "at_risk"}])
+    gate(DAY + timedelta(days=1), failed=False)
+    _materialise(instance, DAY + timedelta(days=1))
+    requests, cursor = _sensor(instance, warehouse, cursor)
+    assert [r.tags["cs_pipeline/as_of_date"] for r in requests] == [(DAY + timedelta(days=1)).isoformat()]
+    gate(DAY, failed=False)  # the gated day is fixed and re-run
+    _materialise(instance, DAY)
+    requests, cursor = _sensor(instance, warehouse, cursor)
+    assert [r.tags["cs_pipeline/as_of_date"] for r in requests] == [DAY.isoformat()]
+    resources = {"warehouse": warehouse, "email": email}
+    assert intervention_job.execute_in_process(run_config=requests[0].run_config, instance=instance,
+                                               resources=resources).success
+    assert [m["To"] for m in handler.messages] == [f"{gated}@example.org"]
+    _materialise(instance, DAY)  # evaluated now: a further re-run of the past day contacts nobody
+    _materialise(instance, DAY - timedelta(days=10))  # a backfill: nobody
+    assert _sensor(instance, warehouse, cursor)[0] == []
