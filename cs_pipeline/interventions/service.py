@@ -420,10 +420,17 @@ def _deliver_locked(conn, playbook, email, intervention_id, report) -> None:
                 (redact(str(exc))[:500],))
         report.failed += 1
         return
-    except Exception as exc:  # lost while DATA was in flight: maybe accepted; left 'sending' for reconciliation
+    except Exception as exc:
         conn.rollback()
-        _update(conn, intervention_id, "last_error = %s",
-                (redact(f"uncertain, not retried: {type(exc).__name__}: {exc}")[:500],))
+        stage = conn.execute("SELECT delivery_stage FROM ops.interventions WHERE intervention_id = %s",
+                             (intervention_id,)).fetchone()[0]
+        detail = f"{type(exc).__name__}: {exc}"
+        if stage == "data":  # lost while DATA was in flight: maybe accepted; left 'sending' for reconciliation
+            _update(conn, intervention_id, "last_error = %s",
+                    (redact(f"uncertain (DATA in flight), not sent again: {detail}")[:500],))
+        else:  # DATA never started: certainly not accepted, retried by the next run
+            _update(conn, intervention_id, "status = 'failed', last_error = %s",
+                    (redact(f"failed before DATA, retried by the next run: {detail}")[:500],))
         report.failed += 1
         return
     with conn.transaction():

@@ -808,3 +808,33 @@ def test_sensor_evaluates_a_gated_day_once_it_is_fixed_after_a_newer_day(db, smt
     _materialise(instance, DAY)  # evaluated now: a further re-run of the past day contacts nobody
     _materialise(instance, DAY - timedelta(days=10))  # a backfill: nobody
     assert _sensor(instance, warehouse, cursor)[0] == []
+
+
+def test_critical_alert_does_not_claim_a_call_task_on_a_first_critical_day(db, smtp):
+    """On a supplier's first scored day as critical no call task exists (no transition): the alert must not
+    say one was created."""
+    handler, email = smtp
+    load(db, [{"sid": "crit3", "day": DAY, "risk": "critical", "score": 10.0}])
+    run_interventions(db, PLAYBOOK, email, None, DAY)
+    assert db.execute("SELECT count(*) FROM ops.support_interactions").fetchone()[0] == 0
+    (alert,) = handler.messages
+    body = alert.get_payload(decode=True).decode()
+    assert "crit3" in alert["Subject"] and "has been created" not in body
+    assert "does not create a call task" in body
+
+
+def test_failure_before_data_is_recorded_as_retried_and_is_retried(db, tmp_path):
+    """An error before DATA (here the outbox cannot be created) is certain non-delivery: the row says it is
+    retried (not "uncertain, not retried") and the next run does send it, once."""
+    sid = not_in_control("escalated_to_at_risk", 1, "bd")[0]
+    _escalated(db, sid)
+    blocker = tmp_path / "not_a_directory"
+    blocker.write_text("a file where the outbox directory should be")
+    run_interventions(db, PLAYBOOK, EmailResource(outbox_dir=str(blocker)), "escalated_to_at_risk", DAY)
+    status, error = db.execute("SELECT status, last_error FROM ops.interventions WHERE channel = 'email'").fetchone()
+    assert status == "failed" and "retried by the next run" in error and "not retried" not in error
+    outbox = tmp_path / "outbox"
+    run_interventions(db, PLAYBOOK, EmailResource(outbox_dir=str(outbox)), "escalated_to_at_risk", DAY)
+    run_interventions(db, PLAYBOOK, EmailResource(outbox_dir=str(outbox)), "escalated_to_at_risk", DAY)
+    assert len(list(outbox.glob("*.eml"))) == 1
+    assert db.execute("SELECT status FROM ops.interventions WHERE channel = 'email'").fetchone()[0] == "sent"
