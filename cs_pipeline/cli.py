@@ -283,7 +283,8 @@ def intervene(
 
     from cs_pipeline.app.instance import get_instance
     from cs_pipeline.core.resources import warehouse_from_settings
-    from cs_pipeline.interventions.defs import email_from_env, manual_intervention_job, manual_run_config
+    from cs_pipeline.interventions.defs import MANUAL_OP, email_from_env, manual_intervention_job, manual_run_config
+    from cs_pipeline.interventions.service import FORCEABLE
     from cs_pipeline.interventions.playbook import CHANNELS
 
     if channel not in CHANNELS:
@@ -297,10 +298,15 @@ def intervene(
         run_config=manual_run_config(supplier, channel, template or "", message or "", force), instance=instance,
         resources={"warehouse": warehouse, "email": email_from_env(settings)}, raise_on_error=False,
         tags={"cs_pipeline/requested_by": f"cli:{user}"})
+    # The job records which row it acted on (a re-launch acts on the row an earlier run created).
+    recorded = [m.metadata for m in result.asset_materializations_for_node(MANUAL_OP)]
+    launched = recorded[-1]["intervention_id"].value if recorded else None
+    delivery = recorded[-1]["delivery"].value if recorded and "delivery" in recorded[-1] else None
+    note = recorded[-1]["note"].value if recorded and "note" in recorded[-1] else ""
     with psycopg.connect(warehouse.conninfo) as conn:
         row = conn.execute("SELECT intervention_id, status, coalesce(reason, ''), forced, coalesce(last_error, '') "
-                           "FROM ops.interventions WHERE run_id = %s", (result.run_id,)).fetchone() \
-            if conn.execute("SELECT to_regclass('ops.interventions') IS NOT NULL").fetchone()[0] else None
+                           "FROM ops.interventions WHERE intervention_id = %s", (launched,)).fetchone() \
+            if launched is not None else None
     if row is None:
         failure = next((e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE), None)
         detail = failure.step_failure_data.user_failure_data.description if failure and \
@@ -308,11 +314,14 @@ def intervene(
         console.print(f"[red]error:[/red] {detail or 'see the Dagster run log'} (run {result.run_id})")
         raise typer.Exit(1)
     intervention_id, status, reason, forced, error = row
+    if delivery in ("already_sent", "reconciled"):  # sent by an earlier launch: this one sent nothing
+        console.print(f"intervention {intervention_id}: {note} (run {result.run_id})")
+        return
     console.print(f"intervention {intervention_id}: {status}{f' ({reason})' if reason else ''}"
                   f"{' [forced]' if forced else ''}{f' - {error}' if error and status != 'sent' else ''} "
                   f"(run {result.run_id})")
     if status != "sent":
-        if reason in ("cooldown", "weekly_cap", "daily_cap", "one_rule_per_day") and not force:
+        if reason in FORCEABLE and not force:
             console.print("use --force to override the cooldown or cap (it is recorded)")
         raise typer.Exit(1)
 

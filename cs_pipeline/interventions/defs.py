@@ -128,12 +128,22 @@ def plan_sensor_tick(events: list[tuple[int, date | None]], cursor: str | None, 
     return chosen, notes, new_cursor
 
 
+def forget_days(cursor: str, days: list[date]) -> str:
+    """``cursor`` (see ``plan_sensor_tick``) with ``days`` no longer marked evaluated: a day whose quality
+    gate failed was not evaluated, so when it is materialised again and passes it is still new (within
+    ``max_gap_days`` of the newest day; older, it is a backfill as before)."""
+    state = json.loads(cursor)
+    gone = {d.isoformat() for d in days}
+    return json.dumps({**state, "evaluated": [d for d in state["evaluated"] if d not in gone]})
+
+
 @dg.sensor(job=intervention_job, name="risk_escalation_sensor", minimum_interval_seconds=60,
            default_status=dg.DefaultSensorStatus.RUNNING,
            description="Reads every new customer_health materialisation (cursor over the event log, not only the "
                        "latest); for each new scored day (and the newest day materialised again) whose quality gate "
                        "passed and where some supplier is due, launches intervention_job (run key "
-                       "interventions:<day>:<event storage id>). Backfills contact nobody.")
+                       "interventions:<day>:<event storage id>). A day whose gate failed is evaluated when it is "
+                       "materialised again and passes. Backfills contact nobody.")
 def risk_escalation_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
     state = json.loads(context.cursor) if context.cursor else None
     events, page = [], None
@@ -151,9 +161,11 @@ def risk_escalation_sensor(context: dg.SensorEvaluationContext, warehouse: Wareh
     with warehouse.connect() as conn:
         latest = latest_health_day(conn)
         chosen, notes, cursor = plan_sensor_tick(events, context.cursor, latest, playbook.transition_max_gap_days)
+        gated = []
         for day, storage_id in chosen:
             if gate_failed(conn, "marts/customer_health", day):
-                notes.append(f"{day}: failed its quality gate, no interventions")
+                notes.append(f"{day}: failed its quality gate, no interventions (evaluated when it passes)")
+                gated.append(day)
                 continue
             due = due_suppliers(conn, playbook, day)
             if not due:
@@ -165,7 +177,7 @@ def risk_escalation_sensor(context: dg.SensorEvaluationContext, warehouse: Wareh
                 tags={"cs_pipeline/as_of_date": day.isoformat(),
                       "cs_pipeline/due": str(sum(len(ids) for ids in due.values()))},
             ))
-    context.update_cursor(cursor)
+    context.update_cursor(forget_days(cursor, gated))
     for note in notes:
         context.log.info(note)
     if not requests:
@@ -213,10 +225,12 @@ def send_manual_intervention(context: dg.OpExecutionContext, config: ManualInter
         except service.ManualInterventionError as exc:
             raise dg.Failure(str(exc)) from None
     metadata = {"intervention_id": result.intervention_id, "status": result.status,
-                "reason": result.reason or "", "forced": result.forced, "email_mode": email.mode}
+                "reason": result.reason or "", "forced": result.forced, "email_mode": email.mode,
+                "delivery": result.delivery, "note": result.note}
     context.log_event(dg.AssetMaterialization(asset_key=INTERVENTIONS, partition=None, metadata={
-        "rule": "manual", "channel": config.channel, "status": result.status, "forced": result.forced}))
-    context.log.info(f"manual intervention {result.intervention_id}: {result.status} {result.reason or ''}")
+        "rule": "manual", "channel": config.channel, "status": result.status, "forced": result.forced,
+        "intervention_id": result.intervention_id, "delivery": result.delivery, "note": result.note}))
+    context.log.info(f"manual intervention {result.intervention_id}: {result.note}")
     if result.status not in ("sent",):
         hint = " (launch again with force to override)" if result.reason in service.FORCEABLE else ""
         raise dg.Failure(f"not delivered: {result.status} ({result.reason or 'see last_error'}){hint}",

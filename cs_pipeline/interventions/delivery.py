@@ -67,6 +67,7 @@ DDL = [
       delivery_stage text,
       forced boolean NOT NULL DEFAULT false,
       requested_by text,
+      send_day date,
       created_at timestamptz NOT NULL DEFAULT now(),
       updated_at timestamptz NOT NULL DEFAULT now(),
       CONSTRAINT interventions_idempotency UNIQUE (supplier_id, rule, as_of_date, channel)
@@ -86,6 +87,17 @@ DDL = [
       END IF;
     END $$
     """,
+    # send_day (the UTC day a row's message is reserved to go out, for the daily cap), added later.
+    """
+    DO $$ BEGIN
+      IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'ops'
+                     AND table_name = 'interventions' AND column_name = 'send_day') THEN
+        ALTER TABLE ops.interventions ADD COLUMN send_day date;
+        UPDATE ops.interventions SET send_day = (coalesce(sent_at, created_at) AT TIME ZONE 'UTC')::date;
+      END IF;
+    END $$
+    """,
+    "CREATE INDEX IF NOT EXISTS interventions_send_day_idx ON ops.interventions (send_day, audience)",
     "CREATE INDEX IF NOT EXISTS interventions_supplier_idx ON ops.interventions (supplier_id, as_of_date)",
     "CREATE INDEX IF NOT EXISTS interventions_day_idx ON ops.interventions (as_of_date, audience)",
     """
@@ -298,19 +310,23 @@ class DeliveryReport:
     reconciled: int = 0
     #: Rows planned (inserted) by this pass.
     planned: int = 0
+    #: Retries of a message reserved for an earlier UTC day, not sent now because today's daily cap is full
+    #: (left ``planned``/``failed`` for a later run).
+    deferred: int = 0
 
 
 def record_plan(conn: psycopg.Connection, planned: pd.DataFrame, run_id: str | None) -> int:
     """Insert the planned and suppressed rows; existing keys are left as they are. Returns new rows.
 
     ``planned``: output of ``apply_filters`` (extra columns go to ``context``; optional ``forced``,
-    ``requested_by``). Runs in its own transaction, or inside the caller's (savepoint).
+    ``requested_by``, ``send_day``: the UTC day the message is reserved to go out, for the daily cap).
+    Runs in its own transaction, or inside the caller's (savepoint).
     """
     if planned.empty:
         return 0
     columns = ["supplier_id", "rule", "channel", "as_of_date", "template", "audience", "priority", "status",
                "reason", "scheduled_for", "health_score", "risk_level", "drivers", "context", "run_id", "forced",
-               "requested_by"]
+               "requested_by", "send_day"]
     rows = []
     for record in planned.to_dict("records"):
         context = {k: (v.isoformat() if isinstance(v, (date, datetime)) else v) for k, v in record.items()
@@ -320,7 +336,7 @@ def record_plan(conn: psycopg.Connection, planned: pd.DataFrame, run_id: str | N
                      record["reason"], record["scheduled_for"],
                      None if pd.isna(record.get("health_score")) else float(record["health_score"]),
                      record.get("risk_level"), record.get("drivers"), json.dumps(context, default=str), run_id,
-                     bool(record.get("forced") or False), record.get("requested_by")))
+                     bool(record.get("forced") or False), record.get("requested_by"), record.get("send_day")))
     inserted = 0
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(

@@ -163,7 +163,8 @@ def is_alert(frame: pd.DataFrame) -> np.ndarray:
 
 
 def apply_filters(planned: pd.DataFrame, sent: pd.DataFrame, suppliers: pd.DataFrame, playbook: Playbook,
-                  as_of: date, opted_out: pd.DataFrame | None = None, force: bool = False) -> pd.DataFrame:
+                  as_of: date, opted_out: pd.DataFrame | None = None, force: bool = False,
+                  reserved_today: int = 0) -> pd.DataFrame:
     """Decide, for each planned row, ``status`` (planned / suppressed) and ``reason``.
 
     Rows are first ordered by rule priority (high first), then risk (critical, at_risk, healthy; lower
@@ -171,14 +172,17 @@ def apply_filters(planned: pd.DataFrame, sent: pd.DataFrame, suppliers: pd.DataF
     their slot. Supplier contacts (every row but CS-team alert e-mails), in order:
 
     1. ``cancelled`` supplier; 2. ``opted_out`` (the channel, or every channel when channel is null);
-    3. ``one_rule_per_day``: only the supplier's highest-priority rule of the day contacts it (all of that
+    3. ``control_other_rule``: the supplier was held back as control for another rule on ``as_of``
+       (``sent`` rows with status suppressed, reason control): contacting it now would treat a control case;
+       ``one_rule_per_day``: only the supplier's highest-priority rule of the day contacts it (all of that
        rule's channels go); a supplier already contacted on ``as_of`` by another rule is not contacted again;
     4. ``cooldown``: same supplier and channel reserved or sent within ``cooldown_days`` (any rule);
     5. ``weekly_cap``: supplier-facing messages (audience supplier) to the supplier in the 7 days up to
        ``as_of``, across rules, would exceed ``weekly_cap``;
-    6. ``daily_cap``: supplier-facing messages on ``as_of`` (all suppliers, all runs: ``sent`` must hold
-       every reserved row of the day) plus this supplier's rule would exceed ``daily_cap``; a supplier's
-       rule is admitted or held back as a whole;
+    6. ``daily_cap``: ``reserved_today`` (supplier-facing messages already reserved to go out on the UTC
+       calendar day of sending, whatever their ``as_of`` day, rule, run or batch, manual ones included)
+       plus this supplier's rule would exceed ``daily_cap``; a supplier's rule is admitted or held back
+       as a whole;
     7. ``control``: of the rows still planned, supplier-facing messages of suppliers in the holdout group
        (``in_control_group`` of rule and supplier), so control and treated cases pass the same filters.
 
@@ -189,8 +193,13 @@ def apply_filters(planned: pd.DataFrame, sent: pd.DataFrame, suppliers: pd.DataF
         planned: output of ``plan`` (any rules), with ``risk_level`` and ``health_score`` when known.
         sent: rows of ``ops.interventions`` that count (status in ``COUNTED_STATUSES``): ``supplier_id``,
             ``rule``, ``channel``, ``audience``, ``as_of_date``; the keys being planned must not be in it.
+            With ``status`` and ``reason`` columns it may also hold control rows (suppressed, control): they
+            only serve ``control_other_rule`` and count for nothing else.
         suppliers: ``supplier_id``, ``status`` (latest snapshot).
         opted_out: ``supplier_id``, ``channel`` (None = every channel).
+        reserved_today: supplier-facing messages of ``ops.interventions`` already reserved for the UTC day
+            the planned rows will be sent on (``service.reserved_on``), counted in PostgreSQL under the
+            planning lock.
     """
     out = planned.copy()
     if out.empty:
@@ -218,6 +227,13 @@ def apply_filters(planned: pd.DataFrame, sent: pd.DataFrame, suppliers: pd.DataF
     sent = sent.copy() if len(sent) else pd.DataFrame(columns=["supplier_id", "rule", "channel", "audience", "as_of_date"])
     if "rule" not in sent:
         sent["rule"] = None  # unknown rule: counts as another rule for one_rule_per_day
+    control_rules: dict[str, set] = {}  # supplier -> rules it is held back as control for on as_of
+    if len(sent) and {"status", "reason"} <= set(sent.columns):
+        held = ((sent["status"] == "suppressed") & (sent["reason"] == "control")).to_numpy()
+        for sid, rule, day in zip(sent.loc[held, "supplier_id"], sent.loc[held, "rule"], sent.loc[held, "as_of_date"]):
+            if pd.Timestamp(day).date() == as_of:
+                control_rules.setdefault(sid, set()).add(rule)
+        sent = sent.loc[~held]
     sent_day = pd.to_datetime(sent["as_of_date"]).dt.date if len(sent) else pd.Series(dtype=object)
     suppress(status == "cancelled", "cancelled")
     if opted_out is not None and len(opted_out):
@@ -233,6 +249,8 @@ def apply_filters(planned: pd.DataFrame, sent: pd.DataFrame, suppliers: pd.DataF
     if force:
         return out
 
+    suppress(np.array([bool(control_rules.get(s, set()) - {r}) for s, r in zip(out["supplier_id"], out["rule"])]),
+             "control_other_rule")
     contacts = sent.loc[~is_alert(sent)] if len(sent) else sent
     today_contacts = contacts.loc[(pd.to_datetime(contacts["as_of_date"]).dt.date == as_of).to_numpy()] \
         if len(contacts) else contacts
@@ -249,7 +267,7 @@ def apply_filters(planned: pd.DataFrame, sent: pd.DataFrame, suppliers: pd.DataF
     message_days = pd.to_datetime(messages["as_of_date"]).dt.date if len(messages) else pd.Series(dtype=object)
     week = messages.loc[(message_days > as_of - timedelta(days=7)).to_numpy()] if len(messages) else messages
     per_supplier = week.groupby("supplier_id").size().to_dict() if len(week) else {}
-    today_total = int((message_days == as_of).sum()) if len(messages) else 0
+    today_total = int(reserved_today)  # per UTC sending day, not per as_of day (see reserved_today)
     for i in out.index[(out["status"] == "planned").to_numpy() & facing]:
         sid = out.at[i, "supplier_id"]
         if per_supplier.get(sid, 0) >= playbook.weekly_cap:

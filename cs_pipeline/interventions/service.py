@@ -127,10 +127,34 @@ WHERE h.as_of_date = %s AND h.supplier_id = ANY(%s)
 ORDER BY h.supplier_id
 """
 
+#: Rows that count for caps and cooldowns, and the control cases (for ``control_other_rule``).
 HISTORY_SQL = """
-SELECT supplier_id, rule, channel, audience, as_of_date FROM ops.interventions
-WHERE as_of_date > %s AND status = ANY(%s) AND coalesce(reason, '') <> 'invalid_email'
+SELECT supplier_id, rule, channel, audience, as_of_date, status, reason FROM ops.interventions
+WHERE as_of_date > %s AND (status = ANY(%s) OR (status = 'suppressed' AND reason = 'control'))
+  AND coalesce(reason, '') <> 'invalid_email'
 """
+
+
+#: The current UTC calendar day by the database clock (``clock_timestamp``: the time of the statement, not of
+#: the transaction start, so a lock waited for across midnight gives the day the rows are really sent on).
+SEND_DAY_SQL = "SELECT (clock_timestamp() AT TIME ZONE 'UTC')::date"
+
+RESERVED_SQL = """
+SELECT count(*) FROM ops.interventions
+WHERE send_day = %s AND audience = 'supplier' AND status = ANY(%s) AND coalesce(reason, '') <> 'invalid_email'
+"""
+
+
+def sending_day(conn: psycopg.Connection) -> date:
+    """Today in UTC by the database clock: the day messages planned now are reserved to go out on."""
+    return conn.execute(SEND_DAY_SQL).fetchone()[0]
+
+
+def reserved_on(conn: psycopg.Connection, send_day: date) -> int:
+    """Supplier-facing messages reserved to go out on the UTC day ``send_day`` (statuses ``COUNTED_STATUSES``,
+    invalid addresses excluded), whatever their as_of day, rule, run or batch, manual ones included:
+    what the global ``daily_cap`` counts. Call it under ``PLAN_LOCK_KEY``."""
+    return conn.execute(RESERVED_SQL, (send_day, list(COUNTED_STATUSES))).fetchone()[0]
 
 
 def _history(conn: psycopg.Connection, playbook: Playbook, day: date) -> pd.DataFrame:
@@ -144,8 +168,10 @@ def plan_day(conn: psycopg.Connection, playbook: Playbook, day: date, supplier_i
 
     The history read, the filters and the insert run in one transaction holding the advisory lock
     ``PLAN_LOCK_KEY``: two runs at once take turns, and the second sees the first's reservations (daily
-    cap, weekly cap, cooldowns, one rule per supplier and day). Keys already in ``ops.interventions`` keep
-    their row (a re-run plans only what is new, e.g. suppliers newly due after a re-materialisation).
+    cap, weekly cap, cooldowns, one rule per supplier and day). The daily cap counts the messages
+    reserved for the UTC day of sending (``send_day``), across as_of days, rules, runs and manual ones.
+    Keys already in ``ops.interventions`` keep their row (a re-run plans only what is new, e.g. suppliers
+    newly due after a re-materialisation).
 
     Args:
         supplier_ids: restrict planning to these suppliers (None: every supplier due).
@@ -192,7 +218,9 @@ def plan_day(conn: psycopg.Connection, playbook: Playbook, day: date, supplier_i
             return 0, 0
         opted = read_frame(conn, "SELECT supplier_id, channel FROM ops.opt_outs WHERE supplier_id = ANY(%s)",
                            (sorted(set(fresh["supplier_id"])),))
-        filtered = apply_filters(fresh, _history(conn, playbook, day), suppliers, playbook, day, opted)
+        send_day = sending_day(conn)
+        filtered = apply_filters(fresh, _history(conn, playbook, day), suppliers, playbook, day, opted,
+                                 reserved_today=reserved_on(conn, send_day)).assign(send_day=send_day)
         inserted = record_plan(conn, filtered, run_id)
     return inserted, int((filtered["status"] == "suppressed").sum())
 
@@ -235,9 +263,32 @@ def deliver_pending(conn: psycopg.Connection, playbook: Playbook, email: EmailRe
 
 ROW_SQL = """
 SELECT supplier_id, rule, channel, as_of_date, template, audience, scheduled_for, context,
-       health_score::float8, risk_level, drivers, status, delivery_stage
+       health_score::float8, risk_level, drivers, status, delivery_stage, send_day, forced
 FROM ops.interventions WHERE intervention_id = %s
 """
+
+
+def _reserve_today(conn: psycopg.Connection, playbook: Playbook, intervention_id: int,
+                   send_day: date | None) -> date | None:
+    """Make sure a supplier-facing row about to be sent counts in today's (UTC) daily cap.
+
+    A row reserved for today passes. A row reserved for an earlier UTC day (a retry, or a run across
+    midnight) is moved to today under ``PLAN_LOCK_KEY`` when today's cap has room. Returns None when the row
+    may go now, else the full day (row unchanged: a later run retries it). Commits.
+    """
+    today = sending_day(conn)
+    conn.commit()
+    if send_day == today:
+        return None
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (PLAN_LOCK_KEY,))
+        today = sending_day(conn)
+        if reserved_on(conn, today) >= playbook.daily_cap:
+            return today
+        conn.execute("UPDATE ops.interventions SET send_day = %s, updated_at = now() WHERE intervention_id = %s",
+                     (today, intervention_id))
+    conn.commit()
+    return None
 
 
 def deliver_one(conn: psycopg.Connection, playbook: Playbook, email: EmailResource, intervention_id: int,
@@ -247,7 +298,9 @@ def deliver_one(conn: psycopg.Connection, playbook: Playbook, email: EmailResour
     Holds a session advisory lock on the row for the whole delivery (a concurrent deliverer skips the row).
     ``sending`` rows found here were left by an interrupted delivery: with ``delivery_stage = 'data'`` the
     message may have been accepted, so the row is recorded ``sent`` with ``reason = 'unconfirmed'`` and not
-    sent again; without it DATA never started and the message is sent. Commits.
+    sent again; without it DATA never started and the message is sent. Before sending, cancellations
+    (``marts.dim_suppliers``) and opt-outs are checked again: one recorded after planning suppresses the
+    row (reason ``cancelled`` / ``opted_out``; CS-team alert e-mails excepted). Commits.
     """
     lock = (DELIVERY_LOCK_CLASS, intervention_id % 2_147_483_647)
     locked = conn.execute("SELECT pg_try_advisory_lock(%s, %s::int)", lock).fetchone()[0]
@@ -271,6 +324,14 @@ def _opted_out(conn: psycopg.Connection, supplier_id: str, channel: str) -> bool
                         "AND (channel IS NULL OR channel = %s))", (supplier_id, channel)).fetchone()[0]
 
 
+def _cancelled(conn: psycopg.Connection, supplier_id: str) -> bool:
+    """True when ``marts.dim_suppliers`` (the status planning reads) has the supplier ``cancelled`` now."""
+    if not relation_exists(conn, "marts.dim_suppliers"):
+        return False
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM marts.dim_suppliers WHERE supplier_id = %s "
+                        "AND status = 'cancelled')", (supplier_id,)).fetchone()[0]
+
+
 def _update(conn: psycopg.Connection, intervention_id: int, assignments: str, params: tuple = ()) -> None:
     conn.execute(f"UPDATE ops.interventions SET {assignments}, updated_at = now() WHERE intervention_id = %s",
                  (*params, intervention_id))
@@ -284,13 +345,18 @@ def _deliver_locked(conn, playbook, email, intervention_id, report) -> None:
         report.skipped_already_done += 1
         return
     (supplier_id, rule, channel, as_of, template, audience, scheduled_for, context, health, risk, drivers,
-     status, stage) = row
+     status, stage, send_day, forced) = row
     msg_id = message_id(supplier_id, rule, as_of, channel)
     if status == "sending" and stage == "data":
         _update(conn, intervention_id, "status = 'sent', reason = 'unconfirmed', sent_at = coalesce(sent_at, %s), "
                 "message_id = %s, last_error = 'interrupted after DATA started: not sent again'",
                 (now_utc(), msg_id))
         report.reconciled += 1
+        return
+    if not (audience == "cs_team" and channel == "email") and _cancelled(conn, supplier_id):
+        # Cancelled after planning (a retry of a failed row, a forced re-launch): never contacted.
+        _update(conn, intervention_id, "status = 'suppressed', reason = 'cancelled', delivery_stage = NULL")
+        report.suppressed += 1
         return
     if not (audience == "cs_team" and channel == "email") and _opted_out(conn, supplier_id, channel):
         # An opt-out recorded after planning (a retry of a failed row, a forced re-launch): it still holds.
@@ -311,6 +377,13 @@ def _deliver_locked(conn, playbook, email, intervention_id, report) -> None:
         _update(conn, intervention_id, "status = 'failed', reason = 'render_error', attempts = attempts + 1, "
                 "last_error = %s", (redact(f"{type(exc).__name__}: {exc}")[:500],))
         report.failed += 1
+        return
+    full_day = _reserve_today(conn, playbook, intervention_id, send_day) \
+        if audience == "supplier" and not forced else None
+    if full_day is not None:  # reserved for an earlier UTC day and not sent then; today's cap is full: it waits
+        _update(conn, intervention_id, "last_error = %s",
+                (f"daily_cap of {full_day} reached: not sent, left for a later run",))
+        report.deferred += 1
         return
     if channel in ("in_app", "call"):
         with conn.transaction():
@@ -347,10 +420,17 @@ def _deliver_locked(conn, playbook, email, intervention_id, report) -> None:
                 (redact(str(exc))[:500],))
         report.failed += 1
         return
-    except Exception as exc:  # lost while DATA was in flight: maybe accepted; left 'sending' for reconciliation
+    except Exception as exc:
         conn.rollback()
-        _update(conn, intervention_id, "last_error = %s",
-                (redact(f"uncertain, not retried: {type(exc).__name__}: {exc}")[:500],))
+        stage = conn.execute("SELECT delivery_stage FROM ops.interventions WHERE intervention_id = %s",
+                             (intervention_id,)).fetchone()[0]
+        detail = f"{type(exc).__name__}: {exc}"
+        if stage == "data":  # lost while DATA was in flight: maybe accepted; left 'sending' for reconciliation
+            _update(conn, intervention_id, "last_error = %s",
+                    (redact(f"uncertain (DATA in flight), not sent again: {detail}")[:500],))
+        else:  # DATA never started: certainly not accepted, retried by the next run
+            _update(conn, intervention_id, "status = 'failed', last_error = %s",
+                    (redact(f"failed before DATA, retried by the next run: {detail}")[:500],))
         report.failed += 1
         return
     with conn.transaction():
@@ -397,7 +477,7 @@ WHERE d.supplier_id = %(sid)s
 """
 
 #: Reasons a forced manual intervention overrides (opt-outs and cancellations are never overridden).
-FORCEABLE = ("cooldown", "weekly_cap", "daily_cap", "one_rule_per_day")
+FORCEABLE = ("cooldown", "weekly_cap", "daily_cap", "one_rule_per_day", "control_other_rule")
 
 
 class ManualInterventionError(ValueError):
@@ -406,13 +486,29 @@ class ManualInterventionError(ValueError):
 
 @dataclass
 class ManualResult:
-    """Outcome of one manual intervention: the ``ops.interventions`` row and its final status/reason."""
+    """Outcome of one manual intervention: the ``ops.interventions`` row and its final status/reason.
+
+    ``delivery`` says what this launch did: ``sent`` (delivered now), ``already_sent`` (the same supplier,
+    channel and day was delivered earlier: not sent again), ``reconciled`` (an interrupted earlier delivery
+    recorded as sent, not sent again) or ``not_sent`` (suppressed, failed or being delivered by another run).
+    """
 
     intervention_id: int
     status: str
     reason: str | None
     forced: bool
     report: DeliveryReport = field(default_factory=DeliveryReport)
+    delivery: str = "not_sent"
+    sent_at: datetime | None = None
+
+    @property
+    def note(self) -> str:
+        """One line for logs, the CLI and run metadata (no address, no message text)."""
+        when = f" (sent at {self.sent_at:%Y-%m-%d %H:%M} UTC)" if self.sent_at else ""
+        return {"sent": "sent",
+                "already_sent": f"already delivered earlier{when}: not sent again",
+                "reconciled": "an interrupted earlier delivery recorded as sent (unconfirmed): not sent again",
+                }.get(self.delivery, f"not sent: {self.status}{f' ({self.reason})' if self.reason else ''}")
 
 
 def manual_intervention(conn: psycopg.Connection, playbook: Playbook, email: EmailResource, supplier_id: str,
@@ -426,7 +522,8 @@ def manual_intervention(conn: psycopg.Connection, playbook: Playbook, email: Ema
     same path as the playbook: cancelled suppliers and opt-outs are always respected; cooldown, weekly and
     daily caps and one-rule-per-day apply unless ``force`` (recorded in ``forced``); delivery is the same
     exactly-once path. At most one manual intervention per supplier, channel and day: launching it again
-    retries or reconciles that one (and ``force`` releases it when it was held back).
+    retries or reconciles that one (and ``force`` releases it when it was held back); when it was already
+    delivered, nothing is sent and ``delivery`` is ``already_sent``.
 
     Args:
         channel: email, in_app or call (a call task for the CS team on the next business day).
@@ -465,8 +562,10 @@ def manual_intervention(conn: psycopg.Connection, playbook: Playbook, email: Ema
         if existing is None:
             opted = read_frame(conn, "SELECT supplier_id, channel FROM ops.opt_outs WHERE supplier_id = %s",
                                (supplier_id,))
+            send_day = sending_day(conn)
             filtered = apply_filters(planned, _history(conn, playbook, day), suppliers, playbook, day, opted,
-                                     force=force)
+                                     force=force, reserved_today=reserved_on(conn, send_day)
+                                     ).assign(send_day=send_day)
             record_plan(conn, filtered, run_id)
         elif force and existing[1] == "suppressed" and existing[2] in FORCEABLE:
             conn.execute("UPDATE ops.interventions SET status = 'planned', reason = NULL, forced = true, run_id = %s, "
@@ -477,7 +576,11 @@ def manual_intervention(conn: psycopg.Connection, playbook: Playbook, email: Ema
             "AND channel = %s", (supplier_id, MANUAL_RULE, day, channel)).fetchone()[0]
     report = DeliveryReport()
     deliver_one(conn, playbook, email, intervention_id, report)
-    status, reason, forced = conn.execute("SELECT status, reason, forced FROM ops.interventions "
-                                          "WHERE intervention_id = %s", (intervention_id,)).fetchone()
+    status, reason, forced, sent_at = conn.execute(
+        "SELECT status, reason, forced, sent_at FROM ops.interventions WHERE intervention_id = %s",
+        (intervention_id,)).fetchone()
     conn.commit()
-    return ManualResult(intervention_id, status, reason, forced, report)
+    delivery = "not_sent" if status != "sent" else "sent" if report.sent else \
+        "reconciled" if report.reconciled else "already_sent"
+    return ManualResult(intervention_id, status, reason, forced, report, delivery,
+                        sent_at.astimezone(timezone.utc) if sent_at else None)

@@ -631,3 +631,210 @@ def test_supplier_contacted_earlier_in_the_day_is_not_contacted_by_a_later_rule(
     assert later == {"email": "one_rule_per_day", "call": "one_rule_per_day"}
     assert db.execute("SELECT count(*) FROM ops.support_interactions").fetchone()[0] == 0
     assert len(handler.messages) == 1
+
+
+# --- second review of issue 14 ---------------------------------------------------------------------------------
+
+
+def _facing_sent(db) -> int:
+    return db.execute("SELECT count(*) FROM ops.interventions WHERE audience = 'supplier' AND status = 'sent'"
+                      ).fetchone()[0]
+
+
+def test_daily_cap_holds_per_utc_sending_day_across_as_of_days_and_manual(db, smtp):
+    """A sensor catching up two scored days, a manual intervention (dated today) and a retry of a message
+    reserved on an earlier UTC day, all sent on one calendar day: at most ``daily_cap`` supplier-facing
+    messages (before, the cap counted per as_of day: 6 + 6 + 1 + 1 went out)."""
+    from cs_pipeline.interventions.service import manual_intervention
+
+    handler, email = smtp
+    small = PLAYBOOK.model_copy(update={"daily_cap": 6, "control_share": 0.0})
+    old, manual_sid = "cap_old", "cap_manual"
+    first = [f"cap_a{i}" for i in range(4)]
+    second = [f"cap_b{i}" for i in range(4)]
+    rows = [{"sid": old, "day": DAY - timedelta(days=3), "risk": "healthy"},
+            {"sid": old, "day": DAY - timedelta(days=2), "risk": "at_risk", "previous": "healthy"},
+            {"sid": manual_sid, "day": DAY, "risk": "healthy"}]
+    rows += [r for s in first for r in ({"sid": s, "day": DAY - timedelta(days=2), "risk": "healthy"},
+                                        {"sid": s, "day": DAY - timedelta(days=1), "risk": "at_risk"})]
+    rows += [r for s in second for r in ({"sid": s, "day": DAY - timedelta(days=1), "risk": "healthy"},
+                                         {"sid": s, "day": DAY, "risk": "at_risk"})]
+    load(db, rows)
+    # A message reserved on an earlier UTC day whose e-mail failed (SMTP down): retried below, today.
+    down = EmailResource(host="127.0.0.1", port=1, use_tls=False, timeout_seconds=2)
+    run_interventions(db, small, down, "escalated_to_at_risk", DAY - timedelta(days=2))
+    db.execute("UPDATE ops.interventions SET send_day = send_day - 1")
+    db.commit()
+    for day in (DAY - timedelta(days=1), DAY):  # the sensor catching up two days within one calendar day
+        run_interventions(db, small, email, None, day)
+    assert _facing_sent(db) - 1 == 6  # today: the cap (the old supplier's in-app went out yesterday)
+    assert set(db.execute("SELECT DISTINCT supplier_id FROM ops.interventions WHERE reason = 'daily_cap'"
+                          ).fetchall()) >= {(s,) for s in second}
+    # the highest risk / lowest score first when it binds: a whole rule (e-mail + in-app) per supplier
+    kept = db.execute("SELECT count(DISTINCT supplier_id) FROM ops.interventions WHERE status = 'sent' "
+                      "AND as_of_date = %s", (DAY - timedelta(days=1),)).fetchone()[0]
+    assert kept == 3
+    held = manual_intervention(db, small, email, manual_sid, "in_app")  # dated today: same calendar day
+    assert (held.status, held.reason) == ("suppressed", "daily_cap")
+    report = run_interventions(db, small, email, "escalated_to_at_risk", DAY - timedelta(days=2))  # the retry
+    assert report.deferred == 1 and report.sent == 0
+    status, error = db.execute("SELECT status, last_error FROM ops.interventions WHERE supplier_id = %s "
+                               "AND channel = 'email'", (old,)).fetchone()
+    assert status == "failed" and error.startswith("daily_cap of ")
+    assert len(handler.messages) + in_app_count(db) - 1 == 6  # received today (minus yesterday's in-app)
+    # Tomorrow (the reservation moved back a day again, as the calendar would): the retry goes, once.
+    db.execute("UPDATE ops.interventions SET send_day = send_day - 1")
+    db.commit()
+    run_interventions(db, small, email, "escalated_to_at_risk", DAY - timedelta(days=2))
+    assert [m["To"] for m in handler.messages].count(f"{old}@example.org") == 1
+
+
+def test_control_supplier_is_not_contacted_by_another_rule_that_day(db, smtp):
+    """A supplier held back as control for one rule is not treated by another rule the same day (a later
+    run after a re-materialisation makes a higher-priority rule newly due): the control group stays clean."""
+    handler, email = smtp
+    ids = [f"cg{i:04d}" for i in range(400)]
+    sid = [s for s, c in zip(ids, in_control_group(ids, "escalated_to_at_risk", PLAYBOOK.control_share))
+           if c and not in_control_group([s], "new_supplier_inactive", PLAYBOOK.control_share)[0]][0]
+    load(db, [{"sid": sid, "day": DAY - timedelta(days=1), "risk": "healthy", "stage": "onboarding",
+               "onboarded": 6, "login": 6},
+              {"sid": sid, "day": DAY, "risk": "at_risk", "previous": "healthy"}])
+    run_interventions(db, PLAYBOOK, email, None, DAY)
+    assert set(db.execute("SELECT reason FROM ops.interventions").fetchall()) == {("control",)}
+    db.execute("UPDATE marts.supplier_engagement_daily SET lifecycle_stage = 'onboarding', days_since_onboarded = 7, "
+               "days_since_last_login = 7 WHERE supplier_id = %s AND as_of_date = %s", (sid, DAY))
+    db.commit()  # the corrected day: new_supplier_inactive (priority 40) is now newly due as well
+    run_interventions(db, PLAYBOOK, email, None, DAY)
+    later = dict(db.execute("SELECT channel, status || ':' || coalesce(reason, '') FROM ops.interventions "
+                            "WHERE rule = 'new_supplier_inactive'").fetchall())
+    assert later == {"email": "suppressed:control_other_rule", "call": "suppressed:control_other_rule"}
+    assert handler.messages == [] and in_app_count(db) == 0
+    assert db.execute("SELECT count(*) FROM ops.support_interactions").fetchone()[0] == 0
+
+
+def test_cancellation_after_planning_holds_on_retry_and_forced_relaunch(db, smtp):
+    """A supplier cancelled after its rows were planned (or held back) is not contacted: a retry of a failed
+    e-mail and a forced re-launch of a held-back manual intervention send nothing (like opt-outs)."""
+    from cs_pipeline.interventions.service import manual_intervention
+
+    handler, email = smtp
+    sid = not_in_control("escalated_to_at_risk", 1, "cn")[0]
+    _escalated(db, sid)
+    down = EmailResource(host="127.0.0.1", port=1, use_tls=False, timeout_seconds=2)
+    run_interventions(db, PLAYBOOK, down, "escalated_to_at_risk", DAY)  # the e-mail fails: retried later
+    assert db.execute("SELECT status FROM ops.interventions WHERE channel = 'email'").fetchone()[0] == "failed"
+    blocked = manual_intervention(db, PLAYBOOK, email, sid, "call", day=DAY)  # contacted today: held back
+    assert blocked.status == "suppressed" and blocked.reason in ("one_rule_per_day", "cooldown")
+    db.execute("UPDATE marts.dim_suppliers SET status = 'cancelled' WHERE supplier_id = %s", (sid,))
+    db.commit()
+    run_interventions(db, PLAYBOOK, email, "escalated_to_at_risk", DAY)
+    forced = manual_intervention(db, PLAYBOOK, email, sid, "call", force=True, day=DAY)
+    assert handler.messages == []
+    assert (forced.status, forced.reason) == ("suppressed", "cancelled")
+    assert db.execute("SELECT status, reason FROM ops.interventions WHERE channel = 'email'").fetchone() == \
+        ("suppressed", "cancelled")
+    assert db.execute("SELECT count(*) FROM ops.support_interactions").fetchone()[0] == 0
+
+
+def test_manual_relaunch_reports_already_delivered_not_sent(db, smtp, warehouse, monkeypatch, tmp_path):
+    """Launching the same manual intervention (supplier, channel, day) again sends nothing, and the job
+    and ``cs-pipeline intervene`` say so: already delivered earlier, not sent again (not "sent")."""
+    from typer.testing import CliRunner
+
+    from cs_pipeline.cli import app
+
+    handler, email = smtp
+    load(db, [{"sid": "again1", "day": DAY, "risk": "healthy"}])
+    monkeypatch.setenv("CS_PIPELINE_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("CS_PIPELINE_SMTP_PORT", str(email.port))
+    monkeypatch.setenv("CS_PIPELINE_SMTP_TLS", "false")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    runner = CliRunner()
+    first = runner.invoke(app, ["intervene", "again1", "--channel", "email", "--message", "hello"])
+    assert first.exit_code == 0, first.output
+    assert ": sent" in first.output and "not sent again" not in first.output and len(handler.messages) == 1
+    again = runner.invoke(app, ["intervene", "again1", "--channel", "email", "--message", "hello again"])
+    assert len(handler.messages) == 1  # not sent twice
+    assert "already delivered earlier" in again.output and "not sent again" in again.output, again.output
+    assert ": sent" not in again.output
+    job = manual_intervention_job.execute_in_process(
+        run_config=manual_run_config("again1", "email", message="third"), instance=dg.DagsterInstance.ephemeral(),
+        resources={"warehouse": warehouse, "email": email}, raise_on_error=False)
+    metadata = job.output_for_node("send_manual_intervention") and \
+        job.asset_materializations_for_node("send_manual_intervention")[0].metadata
+    assert metadata["delivery"].value == "already_sent" and len(handler.messages) == 1
+    assert "not sent again" in metadata["note"].value
+
+
+def test_sensor_evaluates_a_gated_day_once_it_is_fixed_after_a_newer_day(db, smtp, warehouse):
+    """A day whose quality gate failed is not evaluated; when it is materialised again and passes (after a
+    newer day arrived), the sensor evaluates it then (before, it was remembered as evaluated and skipped)."""
+    from cs_pipeline.quality.gx import ensure_validation_table
+
+    handler, email = smtp
+    gated, newer = not_in_control("escalated_to_at_risk", 2, "gt")
+    load(db, [{"sid": gated, "day": DAY - timedelta(days=1), "risk": "healthy"},
+              {"sid": gated, "day": DAY, "risk": "at_risk", "previous": "healthy"}])
+    ensure_validation_table(db)
+    db.execute("DELETE FROM ops.validation_results WHERE asset = 'marts/customer_health'")
+    db.commit()
+
+    def gate(day: date, failed: bool) -> None:
+        db.execute("INSERT INTO ops.validation_results (asset, partition_date, suite, passed, blocking_failed, "
+                   "evaluated, failed, details) VALUES ('marts/customer_health', %s, 'health', %s, %s, 1, %s, '{}')",
+                   (day, not failed, failed, int(failed)))
+        db.commit()
+
+    instance = dg.DagsterInstance.ephemeral()
+    gate(DAY, failed=True)
+    _materialise(instance, DAY)
+    requests, cursor = _sensor(instance, warehouse)
+    assert requests == []  # the gate failed: no interventions
+    load(db, [{"sid": newer, "day": DAY, "risk": "healthy"},
+              {"sid": newer, "day": DAY + timedelta(days=1), "risk": "at_risk", "previous": "healthy"},
+              {"sid": gated, "day": DAY + timedelta(days=1), "risk": "at_risk", "previous": "at_risk"}])
+    gate(DAY + timedelta(days=1), failed=False)
+    _materialise(instance, DAY + timedelta(days=1))
+    requests, cursor = _sensor(instance, warehouse, cursor)
+    assert [r.tags["cs_pipeline/as_of_date"] for r in requests] == [(DAY + timedelta(days=1)).isoformat()]
+    gate(DAY, failed=False)  # the gated day is fixed and re-run
+    _materialise(instance, DAY)
+    requests, cursor = _sensor(instance, warehouse, cursor)
+    assert [r.tags["cs_pipeline/as_of_date"] for r in requests] == [DAY.isoformat()]
+    resources = {"warehouse": warehouse, "email": email}
+    assert intervention_job.execute_in_process(run_config=requests[0].run_config, instance=instance,
+                                               resources=resources).success
+    assert [m["To"] for m in handler.messages] == [f"{gated}@example.org"]
+    _materialise(instance, DAY)  # evaluated now: a further re-run of the past day contacts nobody
+    _materialise(instance, DAY - timedelta(days=10))  # a backfill: nobody
+    assert _sensor(instance, warehouse, cursor)[0] == []
+
+
+def test_critical_alert_does_not_claim_a_call_task_on_a_first_critical_day(db, smtp):
+    """On a supplier's first scored day as critical no call task exists (no transition): the alert must not
+    say one was created."""
+    handler, email = smtp
+    load(db, [{"sid": "crit3", "day": DAY, "risk": "critical", "score": 10.0}])
+    run_interventions(db, PLAYBOOK, email, None, DAY)
+    assert db.execute("SELECT count(*) FROM ops.support_interactions").fetchone()[0] == 0
+    (alert,) = handler.messages
+    body = alert.get_payload(decode=True).decode()
+    assert "crit3" in alert["Subject"] and "has been created" not in body
+    assert "does not create a call task" in body
+
+
+def test_failure_before_data_is_recorded_as_retried_and_is_retried(db, tmp_path):
+    """An error before DATA (here the outbox cannot be created) is certain non-delivery: the row says it is
+    retried (not "uncertain, not retried") and the next run does send it, once."""
+    sid = not_in_control("escalated_to_at_risk", 1, "bd")[0]
+    _escalated(db, sid)
+    blocker = tmp_path / "not_a_directory"
+    blocker.write_text("a file where the outbox directory should be")
+    run_interventions(db, PLAYBOOK, EmailResource(outbox_dir=str(blocker)), "escalated_to_at_risk", DAY)
+    status, error = db.execute("SELECT status, last_error FROM ops.interventions WHERE channel = 'email'").fetchone()
+    assert status == "failed" and "retried by the next run" in error and "not retried" not in error
+    outbox = tmp_path / "outbox"
+    run_interventions(db, PLAYBOOK, EmailResource(outbox_dir=str(outbox)), "escalated_to_at_risk", DAY)
+    run_interventions(db, PLAYBOOK, EmailResource(outbox_dir=str(outbox)), "escalated_to_at_risk", DAY)
+    assert len(list(outbox.glob("*.eml"))) == 1
+    assert db.execute("SELECT status FROM ops.interventions WHERE channel = 'email'").fetchone()[0] == "sent"
