@@ -27,21 +27,17 @@ class BacktestError(ValueError):
     """The backtest cannot be computed (no churner or no non-churner in the label); says why."""
 
 
-BANDS = np.arange(0, 101, 10)
 MIN_CALIBRATION_ROWS = 200
 MIN_CALIBRATION_CHURNERS = 10
 
 
 def roc_auc(risk: np.ndarray, labels: np.ndarray) -> float | None:
-    """ROC-AUC of ``risk`` (higher = more likely to churn) for boolean ``labels`` (Mann-Whitney U,
-    ties counted half). None when there are no positives or no negatives."""
-    risk = np.asarray(risk, dtype=float)
+    """ROC-AUC of ``risk`` (higher = more likely to churn) for boolean ``labels`` (scikit-learn's
+    ``roc_auc_score``; ties count half). None when there are no positives or no negatives."""
     labels = np.asarray(labels, dtype=bool)
-    pos, neg = labels.sum(), (~labels).sum()
-    if pos == 0 or neg == 0:
+    if labels.all() or not labels.any():
         return None
-    ranks = pd.Series(risk).rank(method="average").to_numpy()
-    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
+    return float(roc_auc_score(labels, np.asarray(risk, dtype=float)))
 
 
 def churn_labels(scores: pd.DataFrame, churn_dates: pd.Series, horizon_days: int = 30) -> np.ndarray:

@@ -33,16 +33,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from cs_pipeline.core.paths import CONFIG_DIR
-from cs_pipeline.core.config import load_yaml_model
+from cs_pipeline.core.config import StrictModel, load_yaml_model
 
 SCORECARD_DIR = CONFIG_DIR / "scorecards"
-SEGMENT_COLUMNS = ("vendor_category", "tier", "lifecycle_stage")
-RISK_LEVELS = ("healthy", "at_risk", "critical")
-#: Other tools' risk vocabulary, offered as an alias of the stored level (DOMAIN.md).
-RISK_ALIASES = {"healthy": "low", "at_risk": "medium", "critical": "high"}
 
 
 #: What a null value of a metric of ``marts.supplier_engagement_daily`` means. "nothing_happened": the
@@ -79,11 +75,7 @@ class ScorecardError(ValueError):
     """A scorecard file is missing or invalid; the message names the file and the field."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Tier(_Strict):
+class Tier(StrictModel):
     """One step: applies when the metric is below ``lt`` (or above ``gt``)."""
 
     lt: float | None = None
@@ -97,13 +89,13 @@ class Tier(_Strict):
         return self
 
 
-class StepRule(_Strict):
+class StepRule(StrictModel):
     type: Literal["step"]
     tiers: list[Tier] = Field(min_length=1)
     otherwise: float = Field(default=0, ge=0)
 
 
-class LinearRule(_Strict):
+class LinearRule(StrictModel):
     type: Literal["linear"]
     lower: float
     upper: float
@@ -115,7 +107,7 @@ class LinearRule(_Strict):
         return self
 
 
-class PercentileRule(_Strict):
+class PercentileRule(StrictModel):
     type: Literal["percentile"]
     by: list[Literal["vendor_category", "tier", "lifecycle_stage"]] = Field(default_factory=lambda: ["vendor_category"])
     higher_is_better: bool = True
@@ -124,7 +116,7 @@ class PercentileRule(_Strict):
 Rule = Annotated[StepRule | LinearRule | PercentileRule, Field(discriminator="type")]
 
 
-class Component(_Strict):
+class Component(StrictModel):
     """A weighted component: ``weight`` is its maximum points."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
@@ -156,7 +148,7 @@ class Component(_Strict):
         return self
 
 
-class RiskLevels(_Strict):
+class RiskLevels(StrictModel):
     """health_score < critical_below -> critical; < at_risk_below -> at_risk; else healthy."""
 
     critical_below: float = Field(default=40, ge=0, le=100)
@@ -169,14 +161,14 @@ class RiskLevels(_Strict):
         return self
 
 
-class Trend(_Strict):
+class Trend(StrictModel):
     """score_delta_7d >= improving_at -> improving; <= declining_at -> declining; else stable."""
 
     improving_at: float = 5
     declining_at: float = -5
 
 
-class Seasonality(_Strict):
+class Seasonality(StrictModel):
     """Judge seasonal components against the vendor category's usual level in the calendar month."""
 
     enabled: bool = True
@@ -187,13 +179,13 @@ class Seasonality(_Strict):
     max_index: float = Field(default=1.6, gt=0)
 
 
-class ComponentOverride(_Strict):
+class ComponentOverride(StrictModel):
     weight: float | None = Field(default=None, ge=0, le=100)
     rule: Rule | None = None
     missing: MissingPolicy | None = None
 
 
-class Churn(_Strict):
+class Churn(StrictModel):
     """The churn label the backtest and ``scorecard fit`` use (issue 13).
 
     ``kind: cancellation``: the account is cancelled in (as-of day, as-of day + ``horizon_days``].
@@ -212,7 +204,7 @@ class Churn(_Strict):
         return self
 
 
-class SegmentOverride(_Strict):
+class SegmentOverride(StrictModel):
     """Changes for suppliers matching every listed segment value (first matching override wins)."""
 
     name: str
@@ -221,7 +213,7 @@ class SegmentOverride(_Strict):
     risk_levels: RiskLevels | None = None
 
 
-class Scorecard(_Strict):
+class Scorecard(StrictModel):
     """A validated scorecard. ``version`` is stored with every score it produces."""
 
     version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -22,9 +22,6 @@ from cs_pipeline.health.scorecard import (
     StepRule,
 )
 
-SEGMENT_COLUMNS = ["vendor_category", "tier", "lifecycle_stage"]
-
-
 # --- seasonality -----------------------------------------------------------------------------------
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from cs_pipeline.core.paths import CONFIG_DIR
-from cs_pipeline.core.config import load_yaml_model
+from cs_pipeline.core.config import StrictModel, load_yaml_model
 
 PLAYBOOK_YAML = CONFIG_DIR / "playbook.yaml"
 TEMPLATE_DIR = CONFIG_DIR / "templates"
@@ -31,21 +31,17 @@ class PlaybookError(ValueError):
     """The playbook is missing or invalid; the message names the file and the field."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RiskChange(_Strict):
+class RiskChange(StrictModel):
     from_: list[Literal[LEVELS]] = Field(alias="from", min_length=1)  # type: ignore[valid-type]
     to: list[Literal[LEVELS]] = Field(min_length=1)  # type: ignore[valid-type]
 
 
-class ScoreDrop(_Strict):
+class ScoreDrop(StrictModel):
     points: float = Field(gt=0)
     days: Literal[7, 30] = 7
 
 
-class Condition(_Strict):
+class Condition(StrictModel):
     """All given parts must hold for the supplier on the day (and not all of them the day before)."""
 
     risk_changed: RiskChange | None = None
@@ -71,7 +67,7 @@ class Condition(_Strict):
         return self
 
 
-class Action(_Strict):
+class Action(StrictModel):
     channel: Literal[CHANNELS]  # type: ignore[valid-type]
     template: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     audience: Literal["supplier", "cs_team"] = "supplier"
@@ -87,7 +83,7 @@ class Action(_Strict):
         return self
 
 
-class Rule(_Strict):
+class Rule(StrictModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str
     priority: int = Field(ge=0)
@@ -95,7 +91,7 @@ class Rule(_Strict):
     actions: list[Action] = Field(min_length=1)
 
 
-class Playbook(_Strict):
+class Playbook(StrictModel):
     version: str
     cooldown_days: int = Field(default=7, ge=0)
     weekly_cap: int = Field(default=3, ge=1)
