@@ -63,3 +63,20 @@ def test_scenarios_are_present(tmp_path):
     def volume(month_day: date) -> int:
         return sum(len(pd.read_csv(tmp_path / f"activity_events_{month_day + timedelta(days=k)}.csv")) for k in range(7))
     assert volume(date(2025, 6, 2)) > volume(date(2025, 1, 6))
+
+
+def test_generator_features_follow_the_feature_catalogue_seed():
+    """The feature catalogue's one home is the dbt seed: the generator's behavioural table (event weights)
+    must name exactly the seed's events, under the seed's features, with the seed's core features first."""
+    import csv
+
+    from cs_pipeline.core.paths import FEATURE_CATALOGUE_CSV
+    from cs_pipeline.feeds.generate import CORE, FEATURES
+
+    with open(FEATURE_CATALOGUE_CSV, newline="", encoding="utf-8") as fh:
+        seed = [row for row in csv.DictReader(fh) if row["feature"] != "session"]
+    seed_map = {row["event_name"]: row["feature"] for row in seed}
+    generated = {name: feature for feature, pairs, _, _ in FEATURES for name, _ in pairs}
+    assert generated == seed_map
+    core = {row["feature"] for row in seed if row["is_core"] == "true"}
+    assert {feature for feature, *_ in FEATURES[:CORE]} == core
