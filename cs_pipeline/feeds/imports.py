@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import pandas as pd
@@ -36,8 +37,41 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+Delimiter = Literal[",", "\t", ";", "|", "whitespace"]
+AGGREGATES = ("min", "max", "first", "last", "count", "sum")
+
+
 class TableSpec(_Strict):
+    """One external table. ``format`` defaults from the extension (``.csv``/``.tsv``/``.txt`` -> csv,
+    ``.jsonl``/``.ndjson`` -> jsonl, ``.parquet``); a ``.gz`` file is decompressed (csv, jsonl).
+    ``delimiter`` ``whitespace`` splits on runs of spaces and tabs. Without a header, ``columns`` names
+    the fields in order; ``skip_rows`` lines are skipped before the header or the first row."""
+
     file: str
+    format: Literal["csv", "jsonl", "parquet"] | None = None
+    delimiter: Delimiter = ","
+    header: bool = True
+    columns: list[str] | None = None
+    encoding: str = "utf-8"
+    skip_rows: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _named(self) -> TableSpec:
+        if not self.header and not self.columns and self.resolved_format == "csv":
+            raise ValueError("header: false needs columns: [names]")
+        return self
+
+    @property
+    def resolved_format(self) -> str:
+        """csv, jsonl or parquet (given, or from the file extension)."""
+        if self.format:
+            return self.format
+        name = self.file.lower().removesuffix(".gz")
+        if name.endswith((".jsonl", ".ndjson", ".json")):
+            return "jsonl"
+        if name.endswith((".parquet", ".pq")):
+            return "parquet"
+        return "csv"
 
 
 class Join(_Strict):
@@ -45,6 +79,13 @@ class Join(_Strict):
     key: str  # the column both tables share
     columns: list[str] = Field(min_length=1)
     latest_by: str | None = None  # several matches: keep the row with the greatest value of this column
+    earliest_by: str | None = None  # several matches: keep the row with the smallest value of this column
+
+    @model_validator(mode="after")
+    def _one_order(self) -> Join:
+        if self.latest_by and self.earliest_by:
+            raise ValueError("give latest_by or earliest_by, not both")
+        return self
 
 
 class ColumnMap(_Strict):
@@ -55,12 +96,14 @@ class ColumnMap(_Strict):
     format: str | None = None  # strptime format of a date/time column
     time: str = "00:00:00"  # time of day for date-only values (UTC)
     json_of: list[str] | None = None  # build a JSON object from these columns
+    row_id: bool = False  # a stable id: hash of the source row plus its occurrence number
+    aggregate: Literal["min", "max", "first", "last", "count", "sum"] | None = None  # with the part's group_by
 
     @model_validator(mode="after")
     def _one_source(self) -> ColumnMap:
-        given = [self.column is not None, self.constant is not None, self.json_of is not None]
+        given = [self.column is not None, self.constant is not None, self.json_of is not None, self.row_id]
         if sum(given) > 1:
-            raise ValueError("give one of column, constant or json_of")
+            raise ValueError("give one of column, constant, json_of or row_id")
         return self
 
 
@@ -83,21 +126,28 @@ class Part(_Strict):
     present_from: str | None = None  # snapshot sources: rows appear from this date
     status: StatusRule | None = None
     login_per_active_day: bool = False
+    group_by: list[str] | None = None  # derive: one row per group, columns combined by their aggregate
     columns: dict[str, ColumnMap]
+
+    @model_validator(mode="after")
+    def _aggregates(self) -> Part:
+        if not self.group_by and any(c.aggregate for c in self.columns.values()):
+            raise ValueError("aggregate needs group_by in the part")
+        return self
 
 
 class ImportMapping(_Strict):
     name: str
     description: str = ""
     tables: dict[str, TableSpec]
-    start: date
-    end: date
+    start: date | None = None  # default: the earliest event day in the data
+    end: date | None = None  # default: the latest event day in the data
     snapshot_sources: list[str] = Field(default_factory=lambda: ["suppliers"])
     sources: dict[Literal["suppliers", "activity_events", "support_tickets", "billing_events"], list[Part]]
 
     @model_validator(mode="after")
     def _consistent(self) -> ImportMapping:
-        if self.end < self.start:
+        if self.start and self.end and self.end < self.start:
             raise ValueError("end is before start")
         for name, parts in self.sources.items():
             known = set(sources()[name].column_names)
@@ -122,22 +172,116 @@ def load_mapping(path: Path) -> ImportMapping:
 
 @dataclass
 class ImportReport:
-    """What an import wrote and what did not map."""
+    """What an import wrote and what did not map.
+
+    Attributes:
+        files: landing files written. rows: rows written per landing source. unmapped: per mapped column,
+            the values with no mapping and their counts. dropped: records dropped, per reason.
+        first_day, last_day: the days written (the mapping's, or the data's when the mapping has none).
+    """
 
     files: int = 0
     rows: Counter = field(default_factory=Counter)
     unmapped: dict[str, Counter] = field(default_factory=dict)
     dropped: Counter = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
+    first_day: date | None = None
+    last_day: date | None = None
 
 
-def _column(frame: pd.DataFrame, spec: ColumnMap, target: str, report: ImportReport, where: str) -> pd.Series:
+#: Rows per chunk when streaming a table: peak memory follows this, not the file size.
+CHUNK_ROWS = 200_000
+
+
+def read_table(spec: TableSpec, source_dir: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """Stream the table ``spec`` in chunks of at most ``chunk_rows`` rows.
+
+    Every column is a pandas ``str`` column (Arrow-backed strings, missing values NA; blanks are
+    missing), so a value reads the same whatever the format; ``.gz`` is decompressed by extension.
+
+    Raises:
+        MappingError: the file is missing or cannot be parsed (the message names the file).
+    """
+    path = source_dir / spec.file
+    if not path.is_file():
+        raise MappingError(f"table file {path} not found")
+    fmt = spec.resolved_format
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+                yield _as_strings(batch.to_pandas())
+        elif fmt == "jsonl":
+            reader = pd.read_json(path, lines=True, dtype=False, chunksize=chunk_rows, encoding=spec.encoding,
+                                  compression="infer")
+            with reader:
+                for chunk in reader:
+                    yield _as_strings(chunk)
+        else:
+            sep = r"\s+" if spec.delimiter == "whitespace" else spec.delimiter
+            options: dict[str, Any] = {"sep": sep, "dtype": str, "keep_default_na": False, "na_values": [""],
+                                       "encoding": spec.encoding, "skiprows": spec.skip_rows,
+                                       "compression": "infer", "chunksize": chunk_rows}
+            if spec.header:
+                options["header"] = 0
+            else:
+                options.update(header=None, names=spec.columns, index_col=False)
+            with pd.read_csv(path, **options) as reader:
+                for chunk in reader:
+                    if spec.header and spec.columns:
+                        chunk.columns = spec.columns
+                    yield chunk
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        if isinstance(exc, MappingError):
+            raise
+        raise MappingError(f"{path.name}: cannot read as {fmt}: {exc}") from exc
+
+
+def _as_strings(frame: pd.DataFrame) -> pd.DataFrame:
+    out = pd.DataFrame(index=frame.index)
+    for column in frame.columns:
+        values = frame[column]
+        text = values.astype(str).where(values.notna())
+        out[str(column)] = text.astype(str).where(values.notna()).replace({"": None})
+    return out.astype(str).where(out.notna())
+
+
+def _read_whole(spec: TableSpec, source_dir: Path) -> pd.DataFrame:
+    chunks = list(read_table(spec, source_dir))
+    return pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame()
+
+
+class _RowIds:
+    """Stable row ids for one table: ``<16 hex digits of the row's hash>-<occurrence number>``, the
+    hash over every source column (pandas' ``hash_pandas_object``, fixed key), the occurrence counting
+    identical rows in file order from 1, so re-importing the same file gives the same ids."""
+
+    def __init__(self) -> None:
+        self.seen = pd.Series(dtype="int64")  # hash -> occurrences so far
+
+    def assign(self, frame: pd.DataFrame) -> pd.Series:
+        if frame.empty:
+            return pd.Series([], index=frame.index, dtype=object)
+        hashes = pd.util.hash_pandas_object(frame.astype(object).where(frame.notna(), None), index=False)
+        before = self.seen.reindex(hashes.to_numpy()).fillna(0).to_numpy().astype("int64")
+        occurrence = hashes.groupby(hashes.to_numpy(), sort=False).cumcount().to_numpy().astype("int64") + before + 1
+        counts = hashes.value_counts()
+        self.seen = self.seen.add(counts, fill_value=0).astype("int64")
+        ids = [f"{int(h):016x}-{int(n)}" for h, n in zip(hashes.to_numpy(), occurrence)]
+        return pd.Series(ids, index=frame.index, dtype=object)
+
+
+def _column(frame: pd.DataFrame, spec: ColumnMap, target: str, report: ImportReport, where: str,
+            row_ids: pd.Series | None = None) -> pd.Series:
+    if spec.row_id:
+        return row_ids if row_ids is not None else pd.Series(None, index=frame.index, dtype=object)
     if spec.json_of is not None:
         missing = [c for c in spec.json_of if c not in frame]
         if missing:
             raise MappingError(f"{where}.{target}: json_of column(s) {missing} not in the data")
-        return pd.Series([json.dumps({c: r[c] for c in spec.json_of if r[c] not in (None, "")})
-                          for r in frame[spec.json_of].to_dict("records")], index=frame.index, dtype=object)
+        return pd.Series([json.dumps({c: r[c] for c in spec.json_of if r[c] is not None and r[c] == r[c] and r[c] != ""})
+                          for r in frame[spec.json_of].astype(object).to_dict("records")], index=frame.index, dtype=object)
     if spec.column is None:
         return pd.Series(spec.constant, index=frame.index, dtype=object)
     if spec.column not in frame:
@@ -158,31 +302,50 @@ def _column(frame: pd.DataFrame, spec: ColumnMap, target: str, report: ImportRep
         if bad.any():
             report.unmapped.setdefault(f"{where}.{target}:format", Counter()).update(values[bad].astype(str).tolist())
         offset = pd.to_timedelta(spec.time)
-        values = (parsed + offset).dt.strftime("%Y-%m-%dT%H:%M:%SZ").where(parsed.notna(), None)
+        values = (parsed + offset).dt.strftime("%Y-%m-%dT%H:%M:%SZ").astype(object).where(parsed.notna(), None)
     return values
 
 
 def _join(frame: pd.DataFrame, tables: dict[str, pd.DataFrame], join: Join, report: ImportReport, where: str) -> pd.DataFrame:
     other = tables[join.table]
     if join.latest_by:
-        other = other.sort_values(join.latest_by).drop_duplicates(join.key, keep="last")
+        other = other.sort_values(join.latest_by, kind="stable").drop_duplicates(join.key, keep="last")
+    elif join.earliest_by:
+        other = other.sort_values(join.earliest_by, kind="stable").drop_duplicates(join.key, keep="first")
     else:
         other = other.drop_duplicates(join.key, keep="first")
     merged = frame.merge(other[[join.key, *join.columns]], on=join.key, how="left", suffixes=("", f"_{join.table}"))
-    misses = merged[join.columns[0]].isna() & frame[join.key].notna().to_numpy()
+    merged.index = frame.index
+    misses = merged[join.columns[0]].isna() & frame[join.key].notna()
     if misses.any():
         report.dropped[f"{where}: no match in {join.table} on {join.key}"] += int(misses.sum())
     return merged
 
 
-def _part_frame(part: Part, tables: dict[str, pd.DataFrame], target: str, report: ImportReport, where: str) -> pd.DataFrame:
-    frame = tables[part.from_].copy()
+def _parse_days(values: pd.Series) -> pd.Series:
+    """Dates of a column of date strings (ISO, or compact YYYYMMDD), ``None`` where unparseable."""
+    text = values.astype(object).where(values.notna(), None)
+    compact = text.str.fullmatch(r"\d{8}").fillna(False).astype(bool) if len(text) else pd.Series(dtype=bool)
+    parsed = pd.to_datetime(text.where(~compact), errors="coerce", format="mixed", utc=True) if len(text) else \
+        pd.Series(dtype="datetime64[ns, UTC]")
+    if compact.any():
+        parsed = parsed.where(~compact, pd.to_datetime(text.where(compact), format="%Y%m%d", errors="coerce", utc=True))
+    return parsed.dt.date.astype(object).where(parsed.notna(), None)
+
+
+def _part_frame(part: Part, frame: pd.DataFrame, tables: dict[str, pd.DataFrame], target: str,
+                report: ImportReport, where: str, row_ids: pd.Series | None = None) -> pd.DataFrame:
+    """The landing rows of one chunk of ``part``'s table: landing columns plus helper columns
+    ``_day``, ``_present_from``, ``_key``, ``_trial`` and ``_g0``.. (the group_by values)."""
     for join in part.joins:
         frame = _join(frame, tables, join, report, where)
     if part.where:
         for column, allowed in part.where.items():
-            frame = frame.loc[frame[column].isin(allowed)]
-    out = pd.DataFrame({col: _column(frame, spec, col, report, where) for col, spec in part.columns.items()},
+            keep = frame[column].isin(allowed)
+            frame = frame.loc[keep]
+            if row_ids is not None:
+                row_ids = row_ids.loc[keep[keep].index]
+    out = pd.DataFrame({col: _column(frame, spec, col, report, where, row_ids) for col, spec in part.columns.items()},
                        index=frame.index)
     for col in sources()[target].column_names:
         if col not in out:
@@ -195,13 +358,61 @@ def _part_frame(part: Part, tables: dict[str, pd.DataFrame], target: str, report
         report.dropped[f"{where}: unmapped values"] += int(mapped_unmapped.sum())
         out = out.loc[~mapped_unmapped]
         frame = frame.loc[out.index]
-    out["_day"] = pd.to_datetime(frame[part.day_from], errors="coerce").dt.date if part.day_from else None
-    out["_present_from"] = pd.to_datetime(frame[part.present_from], errors="coerce").dt.date if part.present_from else None
+    out["_day"] = _parse_days(frame[part.day_from]) if part.day_from else None
+    out["_present_from"] = _parse_days(frame[part.present_from]) if part.present_from else None
     if part.status is not None:
         out["_key"] = frame[part.status.key].to_numpy()
         out["_trial"] = (frame[part.status.trial_column].astype(str).str.lower() == "true").to_numpy() \
             if part.status.trial_column else False
+    for i, column in enumerate(part.group_by or []):
+        if column not in frame:
+            raise MappingError(f"{where}: group_by column {column!r} not in the data")
+        out[f"_g{i}"] = frame[column].to_numpy()
     return out[[*sources()[target].column_names, *[c for c in out.columns if c.startswith("_")]]]
+
+
+#: How partial aggregates of consecutive chunks combine.
+_COMBINE = {"min": "min", "max": "max", "first": "first", "last": "last", "count": "sum", "sum": "sum"}
+
+
+def _aggregate(frame: pd.DataFrame, part: Part, combine: bool = False) -> pd.DataFrame:
+    """One row per ``group_by`` group (keys in ``_g0``..): each landing column by its ``aggregate``
+    (default ``first``, the first non-missing value in file order); numbers compare as numbers for
+    min/max when every value of the column is numeric; helper columns: earliest ``_day`` and
+    ``_present_from``, first ``_key``, last ``_trial``. ``combine`` merges partial aggregates."""
+    keys = [f"_g{i}" for i in range(len(part.group_by or []))]
+    if frame.empty:
+        return frame
+    how: dict[str, str] = {}
+    data = frame.copy()
+    for column in frame.columns:
+        if column in keys:
+            continue
+        spec = part.columns.get(column)
+        agg = spec.aggregate if spec and spec.aggregate else "first"
+        if column in ("_day", "_present_from"):
+            agg = "min"
+        elif column == "_trial":
+            agg = "last"
+        if combine:
+            agg = _COMBINE[agg]
+        elif agg == "count":
+            data[column] = 1
+            agg = "sum"
+        if agg == "sum":
+            data[column] = pd.to_numeric(data[column], errors="coerce")
+        elif agg in ("min", "max") and column not in ("_day", "_present_from"):
+            numbers = pd.to_numeric(data[column], errors="coerce")
+            if numbers.notna().sum() == data[column].notna().sum():
+                data[column] = numbers
+        how[column] = agg
+    grouped = data.groupby(keys, sort=False, dropna=False).agg(how).reset_index()
+    for column, agg in how.items():  # back to text for the landing file (ints without ".0")
+        if agg in ("sum", "min", "max") and pd.api.types.is_numeric_dtype(grouped[column]) and column != "_trial":
+            values = grouped[column]
+            whole = values.dropna().eq(values.dropna().round()).all()
+            grouped[column] = values.map(lambda v: None if pd.isna(v) else (str(int(v)) if whole else repr(float(v))))
+    return grouped
 
 
 def _status(snapshot: pd.DataFrame, churn: pd.DataFrame, rule: StatusRule, day: date) -> tuple[pd.Series, pd.Series]:
@@ -221,53 +432,161 @@ def _status(snapshot: pd.DataFrame, churn: pd.DataFrame, rule: StatusRule, day: 
     return status, cancelled_at
 
 
-def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path) -> ImportReport:
+class _DayFiles:
+    """Landing files appended to chunk by chunk: the first write of a file in this import replaces it."""
+
+    def __init__(self, out_dir: Path, report: ImportReport) -> None:
+        self.out_dir, self.report = out_dir, report
+        self.started: set[tuple[str, date]] = set()
+
+    def append(self, target: str, day: date, rows: pd.DataFrame) -> None:
+        columns = list(sources()[target].column_names)
+        first = (target, day) not in self.started
+        if first:
+            self.started.add((target, day))
+            self.report.files += 1
+        rows.to_csv(self.out_dir / landing_file_name(target, day), index=False, columns=columns,
+                    mode="w" if first else "a", header=first)
+        self.report.rows[target] += len(rows)
+
+
+def _logins(rows: pd.DataFrame) -> pd.DataFrame:
+    """One login per supplier and day of ``rows`` (with ``_day``): at 08:00 UTC, by the day's first
+    user of that supplier, or the supplier's own id when the rows have no user."""
+    firsts = rows.assign(user_id=rows["user_id"].where(rows["user_id"].notna(), rows["supplier_id"])) \
+        .drop_duplicates(["supplier_id", "_day"])[["supplier_id", "user_id", "_day"]].copy()
+    days = firsts["_day"].map(date.isoformat)
+    firsts["event_id"] = "login-" + firsts["supplier_id"].astype(str) + "-" + days
+    firsts["event_name"] = "login"
+    firsts["occurred_at"] = days + "T08:00:00Z"
+    return firsts
+
+
+def _in_range(days: pd.Series, start: date | None, end: date | None) -> pd.Series:
+    keep = days.notna()
+    if start is not None:
+        keep &= days.map(lambda d: d is not None and d >= start).astype(bool)
+    if end is not None:
+        keep &= days.map(lambda d: d is not None and d <= end).astype(bool)
+    return keep
+
+
+def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_rows: int = CHUNK_ROWS) -> ImportReport:
     """Write the landing files of ``mapping`` for every day in [start, end] into ``out_dir``.
 
+    Event sources stream their table in chunks of ``chunk_rows`` rows: each chunk is mapped, rows whose
+    day is outside [start, end] are dropped, and the rest are appended to the day's landing file, so
+    peak memory follows the chunk size (joined and status tables are read whole). Parts with
+    ``group_by`` keep one partial aggregate per group. Without ``start``/``end`` in the mapping, the
+    days are those of the event data. Snapshot sources are written whole for every day.
+
     Raises:
-        MappingError: a table file is missing or a mapped column is absent.
+        MappingError: a table file is missing or unreadable, or a mapped column is absent.
     """
-    tables = {}
-    for name, spec in mapping.tables.items():
-        path = source_dir / spec.file
-        if not path.is_file():
-            raise MappingError(f"{mapping.name}: table {name}: {path} not found")
-        tables[name] = pd.read_csv(path, dtype=str, keep_default_na=False).replace({"": None})
     report = ImportReport()
     out_dir.mkdir(parents=True, exist_ok=True)
-    days = [mapping.start + timedelta(days=i) for i in range((mapping.end - mapping.start).days + 1)]
+    streamed = {p.from_ for name, parts in mapping.sources.items() if name not in mapping.snapshot_sources
+                for p in parts}
+    whole = {j.table for parts in mapping.sources.values() for p in parts for j in p.joins}
+    whole |= {p.status.churn_table for parts in mapping.sources.values() for p in parts if p.status}
+    snapshot_from = {p.from_ for name, parts in mapping.sources.items() if name in mapping.snapshot_sources
+                     for p in parts}
+    for name, spec in mapping.tables.items():
+        if not (source_dir / spec.file).is_file():
+            raise MappingError(f"{mapping.name}: table {name}: {source_dir / spec.file} not found")
+    tables = {name: _read_whole(mapping.tables[name], source_dir) for name in sorted(whole | (snapshot_from - streamed))}
+    files = _DayFiles(out_dir, report)
+    seen_days: list[date] = []
+    # 1. Event sources, streamed.
     for target in SOURCE_NAMES:
-        columns = list(sources()[target].column_names)
-        parts = mapping.sources.get(target, [])
-        if not parts:
-            report.notes.append(f"{target}: no mapping; header-only files written")
-        frames = [(_part_frame(p, tables, target, report, f"sources.{target}.{i}"), p) for i, p in enumerate(parts)]
-        for day in days:
-            pieces = []
-            for frame, part in frames:
-                if target in mapping.snapshot_sources:
-                    rows = frame.loc[frame["_present_from"].isna() | (frame["_present_from"] <= day)].copy()
-                    if part.status is not None and len(rows):
-                        status, cancelled_at = _status(rows, tables[part.status.churn_table], part.status, day)
-                        rows["status"], rows["cancelled_at"] = status, cancelled_at
-                    pieces.append(rows[columns])
-                else:
-                    rows = frame.loc[frame["_day"] == day]
-                    pieces.append(rows[columns])
-                    if part.login_per_active_day and len(rows):
-                        logins = rows.drop_duplicates("supplier_id")[["supplier_id"]].copy()
-                        logins["event_id"] = "login-" + logins["supplier_id"] + "-" + day.isoformat()
-                        logins["event_name"] = "login"
-                        logins["occurred_at"] = f"{day.isoformat()}T08:00:00Z"
-                        pieces.append(logins.reindex(columns=columns))
-            day_frame = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame(columns=columns)
-            day_frame.to_csv(out_dir / landing_file_name(target, day), index=False, columns=columns)
-            report.files += 1
-            report.rows[target] += len(day_frame)
-        if not days:
+        if target in mapping.snapshot_sources:
             continue
-        outside = sum(int(((f["_day"] < mapping.start) | (f["_day"] > mapping.end)).sum())
-                      for f, p in frames if target not in mapping.snapshot_sources)
-        if outside:
-            report.dropped[f"{target}: outside {mapping.start}..{mapping.end}"] += outside
+        for i, part in enumerate(mapping.sources.get(target, [])):
+            where = f"sources.{target}.{i}"
+            ids = _RowIds() if any(c.row_id for c in part.columns.values()) else None
+            partials, logins, outside = [], [], 0
+            for chunk in _chunks(part.from_, mapping, source_dir, tables):
+                rows = _part_frame(part, chunk, tables, target, report, where, ids.assign(chunk) if ids else None)
+                keep = _in_range(rows["_day"], mapping.start, mapping.end)
+                outside += int((~keep & rows["_day"].notna()).sum())
+                undated = int(rows["_day"].isna().sum())
+                if undated:
+                    report.dropped[f"{where}: no day in {part.day_from}"] += undated
+                rows = rows.loc[keep]
+                if part.group_by:
+                    partials.append(_aggregate(rows, part))
+                    if sum(len(p) for p in partials) > chunk_rows:
+                        partials = [_aggregate(pd.concat(partials, ignore_index=True), part, combine=True)]
+                    continue
+                _write_days(files, target, rows, seen_days)
+                if part.login_per_active_day and len(rows):
+                    logins.append(_logins(rows))
+            if part.group_by and partials:
+                rows = _aggregate(pd.concat(partials, ignore_index=True), part, combine=True)
+                _write_days(files, target, rows, seen_days)
+                if part.login_per_active_day and len(rows):
+                    logins.append(_logins(rows))
+            if logins:
+                merged = pd.concat(logins, ignore_index=True).drop_duplicates(["supplier_id", "_day"])
+                _write_days(files, "activity_events", merged.reindex(columns=[*sources()["activity_events"].column_names, "_day"]),
+                            seen_days)
+            if outside:
+                report.dropped[f"{target}: outside {mapping.start or '-'}..{mapping.end or '-'}"] += outside
+    first = mapping.start or (min(seen_days) if seen_days else None)
+    last = mapping.end or (max(seen_days) if seen_days else None)
+    if first is None or last is None:
+        raise MappingError(f"{mapping.name}: no event day in the data; give start and end in the mapping")
+    report.first_day, report.last_day = first, last
+    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    # 2. Snapshot sources, whole for every day.
+    for target in mapping.snapshot_sources:
+        parts = mapping.sources.get(target, [])
+        frames = []
+        for i, part in enumerate(parts):
+            where = f"sources.{target}.{i}"
+            ids = _RowIds() if any(c.row_id for c in part.columns.values()) else None
+            pieces = []
+            for chunk in _chunks(part.from_, mapping, source_dir, tables):
+                rows = _part_frame(part, chunk, tables, target, report, where, ids.assign(chunk) if ids else None)
+                pieces.append(_aggregate(rows, part) if part.group_by else rows)
+            frame = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame()
+            if part.group_by and len(frame):
+                frame = _aggregate(frame, part, combine=True)
+            frames.append((frame, part))
+        columns = list(sources()[target].column_names)
+        for day in days:
+            for frame, part in frames:
+                if frame.empty:
+                    continue
+                rows = frame.loc[frame["_present_from"].isna() | frame["_present_from"].map(
+                    lambda d, day=day: d is None or d <= day).astype(bool)].copy()
+                if part.status is not None and len(rows):
+                    status, cancelled_at = _status(rows, tables[part.status.churn_table], part.status, day)
+                    rows["status"], rows["cancelled_at"] = status, cancelled_at
+                files.append(target, day, rows[columns])
+    # 3. Header-only files for the days a source has no rows.
+    for target in SOURCE_NAMES:
+        if not mapping.sources.get(target):
+            report.notes.append(f"{target}: no mapping; header-only files written")
+        for day in days:
+            if (target, day) not in files.started:
+                files.append(target, day, pd.DataFrame(columns=list(sources()[target].column_names)))
+    if mapping.start is None or mapping.end is None:
+        report.notes.append(f"days from the data: {first}..{last}")
     return report
+
+
+def _chunks(table: str, mapping: ImportMapping, source_dir: Path, tables: dict[str, pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    if table in tables:
+        yield tables[table]
+    else:
+        yield from read_table(mapping.tables[table], source_dir)
+
+
+def _write_days(files: _DayFiles, target: str, rows: pd.DataFrame, seen_days: list[date]) -> None:
+    if rows.empty:
+        return
+    columns = list(sources()[target].column_names)
+    for day, group in rows.groupby("_day", sort=True):
+        files.append(target, day, group[columns])
+        seen_days.append(day)
