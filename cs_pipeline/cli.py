@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cs_pipeline.settings import Settings, SettingsError
+from cs_pipeline.settings import CALENDAR_FILE, ENV_PARTITION_START, Settings, SettingsError
 
 app = typer.Typer(help="cs_pipeline: customer-success data pipeline (Dagster + dbt + PostgreSQL).",
                   no_args_is_help=True, add_completion=False)
@@ -86,56 +86,179 @@ def _parse_day(value: str) -> date:
 
 @app.command()
 def run(
-    start: Annotated[str, typer.Option(help="First partition day YYYY-MM-DD.")],
+    start: Annotated[str | None, typer.Option(help="First partition day YYYY-MM-DD (partitioned jobs).")] = None,
     end: Annotated[str | None, typer.Option(help="Last partition day (default: START).")] = None,
-    job: Annotated[str, typer.Option(help="Job to run.")] = "daily_customer_success",
+    job: Annotated[str, typer.Option(help="Job to run, e.g. health_score_backtest_job (unpartitioned: no --start).")] = "daily_customer_success",
     days_per_run: Annotated[int, typer.Option(min=1, help="Days per Dagster run (single-run backfills).")] = 31,
     full_refresh: Annotated[bool, typer.Option(
         "--full-refresh", help="Rebuild the dbt marts from raw (dbt --full-refresh) in the first run; every "
                                "day up to the newest built day is rebuilt, later runs continue incrementally.")] = False,
 ) -> None:
-    """Materialise a job over a range of daily partitions, recorded in the persistent Dagster instance."""
+    """Run a job over a range of daily partitions (or once, for a job without partitions), recorded in
+    the persistent Dagster instance; dbt and Dagster logs go to $CS_PIPELINE_HOME/logs/run.log."""
     settings = _settings()
-    first = _parse_day(start)
-    last = _parse_day(end) if end else first
-    _run_range(settings, job, first, last, days_per_run, full_refresh=full_refresh)
+    if start is None:
+        if _job_is_partitioned(settings, job):
+            console.print(f"[red]error:[/red] job {job} is partitioned by day: give --start YYYY-MM-DD")
+            raise typer.Exit(2)
+        first = last = _today()
+    else:
+        first = _parse_day(start)
+        last = _parse_day(end) if end else first
+    _run_range(settings, job, first, last, days_per_run, settings.home / "logs" / "run.log", full_refresh=full_refresh)
+
+
+def _job_is_partitioned(settings: Settings, job: str) -> bool:
+    from cs_pipeline.definitions import build_definitions
+
+    try:
+        return build_definitions(settings).resolve_job_def(job).partitions_def is not None
+    except Exception as exc:  # unknown job name
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _check_partitions(settings: Settings, first: date, last: date) -> None:
+    """Exit with one line when a day is outside the daily partitions (names the variable)."""
+    from cs_pipeline.core.partitions import PartitionRangeError, check_days_in_partitions
+
+    try:
+        check_days_in_partitions(first, last, settings.partition_start, settings.partition_start_origin)
+    except PartitionRangeError as exc:
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from exc
 
 
 def _run_range(settings: Settings, job: str, first: date, last: date, days_per_run: int,
-               log: Path | None = None, full_refresh: bool = False) -> None:
+               log: Path | None = None, defs=None, full_refresh: bool = False) -> None:
     from rich.progress import Progress
 
     from cs_pipeline.definitions import build_definitions
     from cs_pipeline.app.instance import get_instance
     from cs_pipeline.app.runner import day_windows, run_job_over_range
 
+    defs = defs or build_definitions(settings)
+    try:
+        partitioned = defs.resolve_job_def(job).partitions_def is not None
+    except Exception as exc:  # unknown job name
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if partitioned:
+        _check_partitions(settings, first, last)
     instance = get_instance(settings)
-    defs = build_definitions(settings)
-    total = (last - first).days + 1
+    total = (last - first).days + 1 if partitioned else 1
+    if log:
+        console.print(f"dbt and Dagster logs: {log}")
     with Progress(console=console) as progress:
-        task = progress.add_task(f"{job} {first}..{last}", total=total)
+        task = progress.add_task(f"{job} {first}..{last}" if partitioned else job, total=total)
         try:
             with _quiet(log) if log else contextlib.nullcontext():
-                advance = lambda a, b: progress.advance(task, (b - a).days + 1)  # noqa: E731
-                windows = day_windows(first, last, days_per_run)
+                advance = lambda a, b: progress.advance(task, (b - a).days + 1 if partitioned else 1)  # noqa: E731
+                windows = day_windows(first, last, days_per_run) if partitioned else [(first, last)]
                 summaries = []
                 if full_refresh:  # only the first run rebuilds from raw; it covers every built day
                     from cs_pipeline.transform.dbt import FULL_REFRESH_TAG
 
-                    summaries += run_job_over_range(defs, job, *windows[0], instance, days_per_run,
-                                                    on_window=advance, tags={FULL_REFRESH_TAG: "true"})
+                    summaries += run_job_over_range(defs, job, *windows[0], instance, days_per_run, on_window=advance,
+                                                    tags={FULL_REFRESH_TAG: "true"}, raise_on_error=False)
                     windows = windows[1:]
-                if windows:
+                if windows and all(s.success for s in summaries):
                     summaries += run_job_over_range(defs, job, windows[0][0], last, instance, days_per_run,
-                                                    on_window=advance)
-        except Exception as exc:  # a failed step: report it and exit non-zero
-            console.print(f"[red]run failed:[/red] {exc}")
+                                                    on_window=advance, raise_on_error=False)
+        except Exception as exc:  # not a failed step (those are in the summaries): report it
+            console.print(f"[red]run failed:[/red] {str(exc).splitlines()[0] if str(exc) else exc!r}")
+            if log:
+                console.print(f"details: {log}")
             raise typer.Exit(1) from exc
+    _print_stage_summary(summaries)
     failed = [s for s in summaries if not s.success]
     if failed:
-        console.print(f"[red]{len(failed)} run(s) failed[/red]: {', '.join(s.run_id for s in failed)}")
+        for summary in failed:
+            span = f" for {summary.start}..{summary.end}" if summary.start else ""
+            console.print(f"[red]run {summary.run_id} failed{span}[/red]", soft_wrap=True)
+            for line in summary.failed_checks:
+                console.print(f"  {line}", soft_wrap=True, markup=False)
+            if not summary.failed_checks and log:
+                console.print(f"  a step failed: see {log}")
         raise typer.Exit(1)
-    console.print(f"{len(day_windows(first, last, days_per_run))} run(s) succeeded for {total} day(s)")
+    console.print(f"{len(summaries)} run(s) succeeded" + (f" for {total} day(s)" if partitioned else ""))
+
+
+def _print_stage_summary(summaries) -> None:
+    """Per stage (asset group): assets materialised, checks passed and failed, over all runs."""
+    from collections import Counter
+
+    stages: dict[str, Counter] = {}
+    for summary in summaries:
+        for stage, counts in summary.stages.items():
+            stages.setdefault(stage, Counter()).update(counts)
+    if not stages:
+        return
+    table = Table(title="per stage")
+    for column in ("stage", "materialized", "checks passed", "checks failed"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for stage, counts in stages.items():
+        table.add_row(stage, str(counts["materialized"]), str(counts["checks passed"]), str(counts["checks failed"]))
+    console.print(table)
+
+
+@app.command()
+def materialize(
+    select: Annotated[str, typer.Option(help="Assets: keys like raw/suppliers (comma-separated, + and * for "
+                                               "neighbours), or Dagster's selection syntax (group:health).")],
+    partition: Annotated[str | None, typer.Option(help="One partition day YYYY-MM-DD.")] = None,
+    start: Annotated[str | None, typer.Option(help="First day of a range.")] = None,
+    end: Annotated[str | None, typer.Option(help="Last day of a range (default: START).")] = None,
+    days_per_run: Annotated[int, typer.Option(min=1, help="Days per Dagster run.")] = 31,
+) -> None:
+    """Materialise a selection of assets (and their checks) for a day or a range, on the persistent
+    instance (history in the UI); dbt and Dagster logs go to $CS_PIPELINE_HOME/logs/materialize.log."""
+    import dagster as dg
+
+    from cs_pipeline.definitions import build_definitions
+
+    settings = _settings()
+    if partition and (start or end):
+        console.print("[red]error:[/red] give --partition or --start/--end, not both")
+        raise typer.Exit(2)
+    defs = build_definitions(settings)
+    graph = defs.resolve_asset_graph()
+    try:
+        keys = _resolve_selection(select, graph)
+    except Exception as exc:  # an unknown key or bad syntax
+        console.print(f"[red]error:[/red] --select {select!r}: {str(exc).splitlines()[0] if str(exc) else exc!r}")
+        raise typer.Exit(2) from exc
+    if not keys:
+        console.print(f"[red]error:[/red] --select {select!r} matches no asset")
+        raise typer.Exit(2)
+    partitioned = {graph.get(k).partitions_def is not None for k in keys}
+    if len(partitioned) > 1:
+        console.print("[red]error:[/red] the selection mixes daily-partitioned and unpartitioned assets; "
+                      "materialise them separately")
+        raise typer.Exit(2)
+    if True in partitioned:
+        if not (partition or start):
+            console.print("[red]error:[/red] these assets are partitioned by day: give --partition or --start")
+            raise typer.Exit(2)
+        first = _parse_day(partition or start)
+        last = _parse_day(end) if end else first
+    else:
+        first = last = _today()
+    job = "cs_pipeline_materialize"  # an ad-hoc asset job over the selection, added for this run
+    defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[dg.define_asset_job(job, selection=keys)]))
+    console.print(f"materialising {len(keys)} asset(s): {', '.join(sorted(k.to_user_string() for k in keys))}")
+    _run_range(settings, job, first, last, days_per_run, settings.home / "logs" / "materialize.log", defs=defs)
+
+
+def _resolve_selection(select: str, graph) -> list:
+    import dagster as dg
+
+    items = [item.strip() for item in select.split(",") if item.strip()]
+    if any(":" in item for item in items):
+        return sorted(dg.AssetSelection.from_string(select).resolve(graph))
+    from dagster._core.selector.subset_selector import parse_asset_selection
+
+    return sorted(parse_asset_selection(list(graph.assets_defs), items))
 
 
 @app.command()
@@ -232,7 +355,11 @@ def import_data(
     except MappingError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    _print_counts(f"import {spec.name}: {spec.start}..{spec.end}, {result.files} files", "rows written", result.rows)
+    from cs_pipeline.settings import remember_partition_start
+
+    remembered = remember_partition_start(settings.home, result.first_day)
+    _print_counts(f"import {spec.name}: {result.first_day}..{result.last_day}, {result.files} files", "rows written",
+                  result.rows)
     for where, counter in result.unmapped.items():
         top = ", ".join(f"{v} ({n})" for v, n in counter.most_common(8))
         console.print(f"[yellow]unmapped[/yellow] {where}: {sum(counter.values())} value(s): {top}")
@@ -240,8 +367,12 @@ def import_data(
         console.print(f"[yellow]dropped[/yellow] {n:,} record(s): {why}")
     for note in result.notes:
         console.print(f"note: {note}")
+    if settings.partition_start_origin != ENV_PARTITION_START:
+        console.print(f"daily partitions start {remembered} (remembered in {settings.home / CALENDAR_FILE})")
     if run_pipeline:
-        _run_range(settings, "daily_customer_success", spec.start, spec.end, 62, settings.home / "logs" / "import.log")
+        settings = _settings()  # the calendar may have moved
+        _run_range(settings, "daily_customer_success", result.first_day, result.last_day, 62,
+                   settings.home / "logs" / "import.log")
 
 
 @app.command()
@@ -328,11 +459,59 @@ def intervene(
 
 @db_app.command("url")
 def db_url() -> None:
-    """Print the warehouse connection string (starting the embedded server if needed)."""
+    """Print the warehouse connection string; on stderr, whether the server stays up after this command."""
+    from cs_pipeline.app.dbserver import status
     from cs_pipeline.core.warehouse import resolve_endpoints
 
-    endpoints = resolve_endpoints(_settings())
+    settings = _settings()
+    endpoints = resolve_endpoints(settings)
     typer.echo(endpoints.warehouse)
+    if settings.embedded:
+        current = status(settings)
+        note = current.describe(settings) if current.holder_pid else (
+            "note: the embedded server stops when this command exits; run `cs-pipeline db start` to keep it up")
+        typer.echo(note, err=True)
+
+
+@db_app.command("start")
+def db_start() -> None:
+    """Start the embedded PostgreSQL and keep it running in the background until `cs-pipeline db stop`."""
+    from cs_pipeline.app import dbserver
+
+    settings = _settings()
+    if not settings.embedded:
+        console.print("CS_PIPELINE_DATABASE_URL is set: the server is external, nothing to start")
+        return
+    try:
+        current = dbserver.start(settings)
+    except RuntimeError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(current.describe(settings))
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL started by `cs-pipeline db start`."""
+    from cs_pipeline.app import dbserver
+
+    settings = _settings()
+    if not dbserver.stop(settings):
+        console.print("no `cs-pipeline db start` process is running")
+        return
+    console.print(dbserver.status(settings).describe(settings))
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Say whether the embedded PostgreSQL is up (exit code 0 when up, 3 when down)."""
+    from cs_pipeline.app import dbserver
+
+    settings = _settings()
+    current = dbserver.status(settings)
+    console.print(current.describe(settings))
+    if settings.embedded and not current.running:
+        raise typer.Exit(3)
 
 
 @db_app.command("shell")
@@ -464,6 +643,13 @@ def main() -> None:
     for pattern in (r".*is currently in beta", r".*is currently in preview", r".*is superseded",
                     r"XDG_RUNTIME_DIR is not set"):
         warnings.filterwarnings("ignore", message=pattern)
+    try:
+        from dagster._utils.warnings import BetaWarning, PreviewWarning, SupersessionWarning
+
+        for category in (BetaWarning, PreviewWarning, SupersessionWarning):
+            warnings.filterwarnings("ignore", category=category)
+    except ImportError:  # another Dagster version: the message patterns above still apply
+        pass
     app()
 
 

@@ -6,7 +6,9 @@ Every setting has a default that works on a fresh machine (the embedded PostgreS
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
@@ -24,6 +26,7 @@ ENV_SCORECARD = "CS_PIPELINE_SCORECARD"
 
 DEFAULT_HOME = ".cs_pipeline"
 DEFAULT_PARTITION_START = date(2024, 1, 1)
+CALENDAR_FILE = "calendar.json"
 WAREHOUSE_DATABASE = "cs_pipeline"
 DAGSTER_DATABASE = "dagster"
 
@@ -42,8 +45,11 @@ class Settings(BaseModel):
         dagster_storage_url: ``CS_PIPELINE_DAGSTER_STORAGE_URL``; ``None`` means database
             ``dagster`` on the warehouse's server.
         landing_dir: ``CS_PIPELINE_LANDING_DIR`` (default ``$CS_PIPELINE_HOME/landing``).
-        partition_start: ``CS_PIPELINE_PARTITION_START`` (YYYY-MM-DD, default 2024-01-01), the
-            first day of the daily partitions (UTC).
+        partition_start: the first day of the daily partitions (UTC): ``CS_PIPELINE_PARTITION_START``
+            (YYYY-MM-DD) when set; else the day remembered in ``$CS_PIPELINE_HOME/calendar.json`` (written
+            by ``cs-pipeline import``: the earliest day imported); else the earliest landing file's day;
+            else 2024-01-01. The calendar follows the data.
+        partition_start_origin: where ``partition_start`` came from, for messages (names the variable).
         bi_role: ``CS_PIPELINE_BI_ROLE`` (default ``cs_bi_reader``), the read-only role for BI tools.
         scorecard: ``CS_PIPELINE_SCORECARD`` (default ``ws168``): a shipped scorecard name or a YAML path.
     """
@@ -55,6 +61,7 @@ class Settings(BaseModel):
     dagster_storage_url: str | None = None
     landing_dir: Path
     partition_start: date = DEFAULT_PARTITION_START
+    partition_start_origin: str = "the default"
     bi_role: str = Field(default="cs_bi_reader", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     scorecard: str = "ws168"
 
@@ -101,6 +108,13 @@ class Settings(BaseModel):
         }
         if env.get(ENV_PARTITION_START):
             values["partition_start"] = env[ENV_PARTITION_START]
+            values["partition_start_origin"] = ENV_PARTITION_START
+        elif (remembered := remembered_partition_start(home)) is not None:
+            values["partition_start"] = remembered
+            values["partition_start_origin"] = f"remembered in {home / CALENDAR_FILE}"
+        elif (earliest := earliest_landing_day(values["landing_dir"])) is not None:  # type: ignore[arg-type]
+            values["partition_start"] = earliest
+            values["partition_start_origin"] = "the earliest landing file"
         if env.get(ENV_BI_ROLE):
             values["bi_role"] = env[ENV_BI_ROLE]
         if env.get(ENV_SCORECARD):
@@ -116,3 +130,44 @@ class Settings(BaseModel):
                 f"{names.get(str(err['loc'][0]), err['loc'][0])}: {err['msg']}" for err in exc.errors()
             )
             raise SettingsError(f"invalid cs_pipeline setting: {problems}") from exc
+
+
+_LANDING_DAY = re.compile(r"_(\d{4}-\d{2}-\d{2})\.")
+
+
+def remembered_partition_start(home: Path) -> date | None:
+    """The first partition day remembered in ``<home>/calendar.json`` (``{"start": "YYYY-MM-DD"}``), if any
+    (an unreadable file counts as none)."""
+    path = home / CALENDAR_FILE
+    try:
+        return date.fromisoformat(json.loads(path.read_text())["start"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def remember_partition_start(home: Path, day: date) -> date:
+    """Remember ``day`` as the first partition day in ``<home>/calendar.json``, unless an earlier day is
+    remembered already (partitions only ever start earlier, so materialised days stay inside).
+    Returns the day remembered."""
+    current = remembered_partition_start(home)
+    start = min(day, current) if current else day
+    home.mkdir(parents=True, exist_ok=True)
+    (home / CALENDAR_FILE).write_text(json.dumps({"start": start.isoformat()}) + "\n")
+    return start
+
+
+def earliest_landing_day(landing_dir: Path) -> date | None:
+    """The earliest ``<source>_<YYYY-MM-DD>.<ext>`` day among the files in ``landing_dir`` (not recursive)."""
+    try:
+        names = [p.name for p in landing_dir.iterdir()]
+    except OSError:
+        return None
+    days = []
+    for name in names:
+        match = _LANDING_DAY.search(name)
+        if match:
+            try:
+                days.append(date.fromisoformat(match.group(1)))
+            except ValueError:
+                continue
+    return min(days) if days else None

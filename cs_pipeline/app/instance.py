@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,12 +10,13 @@ from cs_pipeline.settings import ENV_DAGSTER_STORAGE_URL, ENV_HOME, ENV_LANDING_
 from cs_pipeline.core.warehouse import Endpoints, resolve_endpoints
 
 DAGSTER_YAML = """\
-# Written by cs-pipeline. Runs, event logs and schedules live in PostgreSQL (dagster-postgres), in the
-# database named by CS_PIPELINE_DAGSTER_STORAGE_URL, which the cs-pipeline CLI sets for its processes.
+# Written by cs-pipeline. Runs, event logs and schedules live in PostgreSQL (dagster-postgres), at the
+# storage URL cs-pipeline resolved (CS_PIPELINE_DAGSTER_STORAGE_URL, or database "dagster" on the
+# warehouse's server), written here so that Dagster's own CLI (dagster dev, dagster asset materialize)
+# finds it with DAGSTER_HOME set. On the embedded server, keep it up with `cs-pipeline db start`.
 storage:
   postgres:
-    postgres_url:
-      env: CS_PIPELINE_DAGSTER_STORAGE_URL
+    postgres_url: {url}
 run_coordinator:
   module: dagster._core.run_coordinator
   class: QueuedRunCoordinator
@@ -27,7 +29,8 @@ telemetry:
 
 def prepare_dagster_home(settings: Settings) -> tuple[Path, Endpoints]:
     """Resolve the warehouse, point DAGSTER_HOME at ``$CS_PIPELINE_HOME/dagster_home`` unless the user
-    set DAGSTER_HOME, write its dagster.yaml (when it is ours), and export the storage URL.
+    set DAGSTER_HOME, write its dagster.yaml with the resolved storage URL (when the file is ours), and
+    export the storage URL.
 
     Returns (DAGSTER_HOME, endpoints). Mutates ``os.environ`` of this process (inherited by the
     Dagster webserver, daemon and run workers it starts).
@@ -44,7 +47,10 @@ def prepare_dagster_home(settings: Settings) -> tuple[Path, Endpoints]:
     path.mkdir(parents=True, exist_ok=True)
     config = path / "dagster.yaml"
     if not config.exists() or config.read_text().startswith("# Written by cs-pipeline"):
-        config.write_text(DAGSTER_YAML)
+        text = DAGSTER_YAML.format(url=json.dumps(endpoints.dagster_storage))  # a JSON string is valid YAML
+        if not config.exists() or config.read_text() != text:
+            config.write_text(text)
+        config.chmod(0o600)  # the URL may carry a password
     os.environ[ENV_DAGSTER_STORAGE_URL] = endpoints.dagster_storage
     return path, endpoints
 

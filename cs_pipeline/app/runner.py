@@ -1,9 +1,11 @@
-"""Running jobs in-process from the CLI over ranges of daily partitions, with progress."""
+"""Running jobs and asset selections in-process from the CLI over ranges of daily partitions (or once,
+for unpartitioned jobs), with progress; and describing the blocking checks that failed a run."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import dagster as dg
@@ -18,8 +20,10 @@ class RunSummary:
 
     run_id: str
     success: bool
-    start: date
-    end: date
+    start: date | None
+    end: date | None
+    failed_checks: list[str] = field(default_factory=list)
+    stages: dict[str, Counter] = field(default_factory=dict)
 
 
 def day_windows(start: date, end: date, days_per_run: int) -> list[tuple[date, date]]:
@@ -44,29 +48,88 @@ def run_job_over_range(
     days_per_run: int = 31,
     on_window: Callable[[date, date], None] | None = None,
     tags: dict[str, str] | None = None,
+    raise_on_error: bool = True,
+    asset_selection: list[dg.AssetKey] | None = None,
 ) -> list[RunSummary]:
     """Execute ``job_name`` in-process for [start, end], one run per window of ``days_per_run`` days
     (each run covers its window as one partition range, as a single-run backfill would). ``tags`` are
-    added to every run (e.g. ``cs_pipeline.transform.dbt.FULL_REFRESH_TAG``).
+    added to every run (e.g. ``cs_pipeline.transform.dbt.FULL_REFRESH_TAG``). A job without
+    partitions (``health_score_backtest_job``) runs once and ignores the range. ``asset_selection``
+    narrows the job to those assets (and their checks).
 
     Raises:
-        dagster.DagsterExecutionStepExecutionError (or a subclass): a step failed; earlier windows
-            stay materialised.
+        dagster.DagsterExecutionStepExecutionError (or a subclass): a step failed and ``raise_on_error``;
+            earlier windows stay materialised. Otherwise the summary says ``success=False`` and names
+            the failed blocking checks.
     """
     job = defs.resolve_job_def(job_name)
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    graph = defs.resolve_asset_graph()
+    options = {"run_config": quiet, "instance": instance, "raise_on_error": raise_on_error}
+    if asset_selection is not None:
+        options["asset_selection"] = asset_selection
+    if job.partitions_def is None:
+        result = job.execute_in_process(**options, tags=dict(tags or {}))
+        summary = _summary(result, graph, None, None)
+        if on_window is not None:
+            on_window(start, end)
+        return [summary]
     summaries = []
     for first, last in day_windows(start, end, days_per_run):
         if first == last:
-            result = job.execute_in_process(run_config=quiet, instance=instance, partition_key=first.isoformat(),
-                                            tags=dict(tags or {}))
+            result = job.execute_in_process(**options, partition_key=first.isoformat(), tags=dict(tags or {}))
         else:
             result = job.execute_in_process(
-                run_config=quiet,
-                instance=instance,
-                tags={**(tags or {}), RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()},
-            )
-        summaries.append(RunSummary(result.run_id, result.success, first, last))
+                **options, tags={**(tags or {}), RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()})
+        summaries.append(_summary(result, graph, first, last))
         if on_window is not None:
             on_window(first, last)
+        if not result.success:
+            break
     return summaries
+
+
+def _summary(result, graph, first: date | None, last: date | None) -> RunSummary:
+    stages: dict[str, Counter] = {}
+    for event in result.get_asset_materialization_events():
+        key = event.asset_key
+        group = graph.get(key).group_name if graph.has(key) else "other"
+        stages.setdefault(group, Counter())["materialized"] += 1
+    for evaluation in result.get_asset_check_evaluations():
+        group = graph.get(evaluation.asset_key).group_name if graph.has(evaluation.asset_key) else "other"
+        stages.setdefault(group, Counter())["checks passed" if evaluation.passed else "checks failed"] += 1
+    return RunSummary(result.run_id, result.success, first, last,
+                      failed_checks=describe_failed_checks(result.get_asset_check_evaluations()), stages=stages)
+
+
+def describe_failed_checks(evaluations) -> list[str]:
+    """One line per failed check of severity ERROR (the blocking ones): the check, and per failed
+    expectation its type, column and observed value (from the ``failed_expectations`` metadata of the
+    Great Expectations checks), or the check's other metadata.
+
+    ``evaluations``: ``dagster.AssetCheckEvaluation`` objects (``ExecuteInProcessResult.get_asset_check_evaluations()``).
+    """
+    lines = []
+    for evaluation in evaluations:
+        if evaluation.passed or evaluation.severity != dg.AssetCheckSeverity.ERROR:
+            continue
+        name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+        metadata = evaluation.metadata or {}
+        failed = metadata.get("failed_expectations")
+        parts = []
+        if failed is not None:
+            day = metadata.get("day_shown")
+            for item in failed.value:
+                if item.get("severity") != "critical":
+                    continue
+                column = f" on {item['column']}" if item.get("column") else ""
+                observed = item.get("observed_value")
+                if observed is None and item.get("unexpected_count") is not None:
+                    observed = f"{item['unexpected_count']} unexpected, e.g. {item.get('unexpected_sample')}"
+                parts.append(f"{item['expectation']}{column} (observed {observed})")
+            where = f" on {day.value}" if day is not None else ""
+            lines.append(f"check {name} failed{where}: " + "; ".join(parts))
+        else:
+            shown = ", ".join(f"{k}={getattr(v, 'value', v)}" for k, v in metadata.items())
+            lines.append(f"check {name} failed: {shown}")
+    return lines

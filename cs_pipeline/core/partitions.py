@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
-
-from datetime import timedelta
+from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 
@@ -22,3 +20,26 @@ def daily_partitions(start: date) -> dg.DailyPartitionsDefinition:
 def partition_days(context: dg.AssetExecutionContext) -> list[date]:
     """The days (``datetime.date``) of the partitions this run materialises, oldest first."""
     return [date.fromisoformat(key) for key in context.partition_keys]
+
+
+class PartitionRangeError(ValueError):
+    """A day is outside the daily partitions; the message is one line naming the day, the partitions'
+    range and ``CS_PIPELINE_PARTITION_START``."""
+
+
+def check_days_in_partitions(first: date, last: date, start: date, origin: str = "the default",
+                             today: date | None = None) -> None:
+    """Raise unless every day of [first, last] is a daily partition: from ``start`` to tomorrow (UTC;
+    see ``daily_partitions``). ``origin`` says where ``start`` came from.
+
+    Raises:
+        PartitionRangeError: one line, e.g. ``day 1997-01-01 is outside the daily partitions
+            2024-01-01..2026-11-23 (start from the default); set CS_PIPELINE_PARTITION_START=1997-01-01 ...``.
+    """
+    end = (today or datetime.now(timezone.utc).date()) + timedelta(days=1)
+    day = first if first < start else last if last > end else None
+    if day is None:
+        return
+    advice = (f"set CS_PIPELINE_PARTITION_START={day.isoformat()} (or import data from that day) to include it"
+              if day < start else "that day has not begun yet (UTC)")
+    raise PartitionRangeError(f"day {day} is outside the daily partitions {start}..{end} (start from {origin}); {advice}")
