@@ -19,6 +19,7 @@ from cs_pipeline.quality.gx import (
     GateRunner,
     day_parameters,
     ensure_validation_table,
+    raw_volume_band,
     record_validation,
     volume_band,
 )
@@ -50,7 +51,7 @@ def raw_gate(conn: psycopg.Connection, runner: GateRunner, report: LoadReport, r
         sql.Identifier("raw", partition_table_name(source, day)))), source)
     share = report.rows_rejected / report.records_in_file if report.records_in_file else 0.0
     frame["_rejected_share"] = share
-    parameters = {**day_parameters(day), **volume_band(trailing_volumes(conn, source, day)),
+    parameters = {**day_parameters(day), **raw_volume_band(conn, source, day),
                   "max_rejected_share": MAX_REJECTED_SHARE, "event_names": list(catalogue_event_names())}
     result = runner.validate(frame, f"raw_{source}", parameters, f"{source}_{day.isoformat()}")
     ensure_validation_table(conn)

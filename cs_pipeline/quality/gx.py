@@ -93,13 +93,79 @@ def day_parameters(day: date, now: datetime | None = None) -> dict[str, float]:
     return {"day_start_epoch": start.timestamp(), "day_end_epoch": end.timestamp(), "now_epoch": now.timestamp()}
 
 
-def volume_band(history: list[int]) -> dict[str, float]:
-    """``min_rows`` / ``max_rows`` from the trailing days' row counts (0.3x..3x their mean); without
-    history, any volume is accepted."""
-    if not history:
+@dataclass(frozen=True)
+class VolumeBounds:
+    """How the row-volume band is set, per suite: the ``volume`` object in the ``meta`` of the suite's
+    ``expect_table_row_count_to_be_between`` expectation (every key optional).
+
+    Attributes:
+        low, high: the band is [low x baseline, high x baseline] (default 0.3 .. 3.0).
+        floor_rows: below this baseline (rows per day) the lower bound is 0 and the upper bound is at
+            least ``high x floor_rows``: a small dataset's quiet day is normal, not an outage (default 20).
+        min_history_days: fewer trailing days than this: any volume is accepted (default 3).
+        trailing_days: days of history looked at (default 28).
+        weekday_aware: with at least two trailing days of the same weekday, the baseline is their median
+            (weekends differ from weekdays) (default true).
+    """
+
+    low: float = VOLUME_LOW
+    high: float = VOLUME_HIGH
+    floor_rows: int = 20
+    min_history_days: int = 3
+    trailing_days: int = 28
+    weekday_aware: bool = True
+
+
+def volume_bounds(suite: str | None, directory: Path = EXPECTATIONS_DIR) -> VolumeBounds:
+    """The ``VolumeBounds`` configured in suite ``suite`` (defaults when none, or no such suite)."""
+    if suite is None:
+        return VolumeBounds()
+    try:
+        data = load_suite_json(suite, directory)
+    except FileNotFoundError:
+        return VolumeBounds()
+    for expectation in data.get("expectations", []):
+        if expectation.get("type") == "expect_table_row_count_to_be_between":
+            config = (expectation.get("meta") or {}).get("volume") or {}
+            return VolumeBounds(**config)
+    return VolumeBounds()
+
+
+def volume_band(history: list[int] | list[tuple[date, int]], day: date | None = None,
+                bounds: VolumeBounds | None = None) -> dict[str, float]:
+    """``min_rows`` / ``max_rows`` for a day from the trailing days' row counts: a robust baseline (the
+    median, so one outage or spike in the history does not move it), the median of the same weekday
+    when ``day`` and dated history (``(day, rows)`` pairs) give at least two of them, then the band
+    ``bounds.low``..``bounds.high`` x baseline, with no lower bound while the baseline is under
+    ``bounds.floor_rows``. Too little history (``bounds.min_history_days``): any volume is accepted."""
+    bounds = bounds or VolumeBounds()
+    dated = [h for h in history if isinstance(h, tuple)]
+    counts = [int(h[1]) if isinstance(h, tuple) else int(h) for h in history]
+    if len(counts) < max(1, bounds.min_history_days):
         return {"min_rows": 0, "max_rows": 10**12}
-    mean = float(np.mean(history))
-    return {"min_rows": int(mean * VOLUME_LOW), "max_rows": int(np.ceil(mean * VOLUME_HIGH)) + 1}
+    baseline = float(np.median(counts))
+    if bounds.weekday_aware and day is not None and dated:
+        same = [int(n) for d, n in dated if d.weekday() == day.weekday()]
+        if len(same) >= 2:
+            baseline = float(np.median(same))
+    if baseline < bounds.floor_rows:
+        return {"min_rows": 0, "max_rows": int(np.ceil(max(baseline, bounds.floor_rows) * bounds.high)) + 1}
+    return {"min_rows": int(baseline * bounds.low), "max_rows": int(np.ceil(baseline * bounds.high)) + 1}
+
+
+def trailing_daily_volumes(conn: psycopg.Connection, source: str, day: date, days: int = 28) -> list[tuple[date, int]]:
+    """``(day, rows loaded)`` of ``source`` on the ``days`` days before ``day`` that were loaded
+    (``ops.load_audit``), oldest first."""
+    rows = conn.execute("SELECT partition_date, rows_loaded FROM ops.load_audit WHERE source = %s "
+                        "AND partition_date >= %s AND partition_date < %s ORDER BY partition_date",
+                        (source, day - timedelta(days=days), day)).fetchall()
+    return [(r[0], int(r[1])) for r in rows]
+
+
+def raw_volume_band(conn: psycopg.Connection, source: str, day: date) -> dict[str, float]:
+    """The volume band of raw source ``source`` on ``day``, with the bounds of suite ``raw_<source>``."""
+    bounds = volume_bounds(f"raw_{source}")
+    return volume_band(trailing_daily_volumes(conn, source, day, bounds.trailing_days), day, bounds)
 
 
 class GateRunner:

@@ -1,0 +1,142 @@
+"""Import mappings on a team's own files (issue 17): any table layout, derived tables, row ids, earliest /
+latest joins, streaming in chunks. Pure: files in a temporary directory, no database."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cs_pipeline.core.paths import PROJECT_ROOT
+from cs_pipeline.feeds.imports import MappingError, TableSpec, load_mapping, read_table, run_import
+
+DATA = PROJECT_ROOT / "tests" / "data"
+PURCHASES = PROJECT_ROOT / "mappings" / "purchase_log.yaml"
+
+
+def _read(spec: TableSpec, directory: Path) -> pd.DataFrame:
+    return pd.concat(list(read_table(spec, directory, chunk_rows=2)), ignore_index=True)
+
+
+def test_reads_whitespace_headerless_gzip_semicolon_jsonl_and_parquet(tmp_path):
+    (tmp_path / "log.txt").write_text("00001 19970101  1   11.77\n00002  19970102\t2 17.00\n00001 19970103 1 5\n")
+    spec = TableSpec(file="log.txt", delimiter="whitespace", header=False, columns=["c", "d", "q", "a"])
+    frame = _read(spec, tmp_path)
+    assert frame.to_dict("records")[1] == {"c": "00002", "d": "19970102", "q": "2", "a": "17.00"}  # ids keep zeros
+    with open(tmp_path / "log.txt", "rb") as src, gzip.open(tmp_path / "log.txt.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    assert _read(spec.model_copy(update={"file": "log.txt.gz"}), tmp_path).equals(frame)
+    (tmp_path / "semi.csv").write_text("exported by tool\nid;name\n1;Ann\n2;\n")
+    semi = _read(TableSpec(file="semi.csv", delimiter=";", skip_rows=1), tmp_path)
+    assert semi["name"].tolist()[0] == "Ann" and pd.isna(semi["name"].tolist()[1])
+    (tmp_path / "t.jsonl").write_text('{"id": 1, "v": 2.5}\n{"id": 2, "v": null}\n{"id": 3, "v": 4}\n')
+    lines = _read(TableSpec(file="t.jsonl"), tmp_path)
+    assert lines["id"].tolist() == ["1", "2", "3"] and pd.isna(lines["v"][1])
+    pd.DataFrame({"id": [1, 2, 3], "when": ["a", "b", None]}).to_parquet(tmp_path / "t.parquet")
+    parquet = _read(TableSpec(file="t.parquet"), tmp_path)
+    assert parquet["id"].tolist() == ["1", "2", "3"] and pd.isna(parquet["when"][2])
+    with pytest.raises(ValueError, match="header: false needs columns"):
+        TableSpec(file="x.txt", header=False)
+
+
+def test_purchase_log_derives_customers_gives_stable_row_ids_and_logins_with_users(tmp_path):
+    mapping = load_mapping(PURCHASES)
+    assert mapping.start is None  # the days come from the data
+    report = run_import(mapping, DATA, tmp_path / "a", chunk_rows=25)  # several chunks
+    assert (report.first_day, report.last_day) == (date(1997, 1, 1), date(1997, 1, 21))
+    assert report.files == 21 * 4 and not report.dropped and not report.unmapped
+    log = pd.read_csv(DATA / "purchase_log.txt", sep=r"\s+", header=None, names=["c", "d", "q", "a"], dtype=str)
+    assert log.duplicated().any()  # the example has repeated lines
+    billing = pd.concat(pd.read_csv(p, dtype=str) for p in sorted((tmp_path / "a").glob("billing_events_*.csv")))
+    assert len(billing) == len(log) and billing["billing_event_id"].is_unique  # repeated lines: distinct ids
+    again = run_import(mapping, DATA, tmp_path / "b", chunk_rows=1000)  # one chunk: same ids, same files
+    assert again.rows == report.rows
+    for path in (tmp_path / "a").iterdir():
+        assert path.read_text() == (tmp_path / "b" / path.name).read_text(), path.name
+    # Customers derived from purchases: one row each, signed up at the first purchase, present from then.
+    last = pd.read_csv(tmp_path / "a" / "suppliers_1997-01-21.csv", dtype=str)
+    assert sorted(last["supplier_id"]) == sorted(log["c"].unique())
+    first_purchase = log.groupby("c")["d"].min()
+    for row in last.itertuples():
+        assert row.signed_up_at == f"{first_purchase[row.supplier_id][:4]}-{first_purchase[row.supplier_id][4:6]}-" \
+                                   f"{first_purchase[row.supplier_id][6:]}T09:00:00Z"
+    day1 = pd.read_csv(tmp_path / "a" / "suppliers_1997-01-01.csv", dtype=str)
+    assert set(day1["supplier_id"]) == set(log.loc[log["d"] == "19970101", "c"])
+    # One login per customer and active day, carrying a user id.
+    events = pd.concat(pd.read_csv(p, dtype=str) for p in sorted((tmp_path / "a").glob("activity_events_*.csv")))
+    logins = events.loc[events["event_name"] == "login"]
+    assert len(logins) == len(log[["c", "d"]].drop_duplicates()) and logins["user_id"].notna().all()
+
+
+def _write_mapping(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "m.yaml"
+    path.write_text(body)
+    return path
+
+
+def test_group_by_aggregates_and_earliest_by_join(tmp_path):
+    (tmp_path / "orders.csv").write_text(
+        "order_id,account,day,amount,plan\n"
+        "o1,A,2024-03-02,10,Pro\n" "o2,A,2024-03-01,5,Basic\n" "o3,B,2024-03-02,7,Basic\n" "o4,A,2024-03-02,2.5,Pro\n")
+    (tmp_path / "plans.csv").write_text("account,plan_tier,since\nA,Pro,2024-02-01\nA,Basic,2024-01-01\nB,Pro,2024-01-05\n")
+    path = _write_mapping(tmp_path, """
+name: t
+tables: {orders: {file: orders.csv}, plans: {file: plans.csv}}
+sources:
+  suppliers:
+    - from: orders
+      group_by: [account]
+      present_from: day
+      joins: [{table: plans, key: account, columns: [plan_tier], earliest_by: since}]
+      columns:
+        supplier_id: {column: account}
+        business_name: {column: order_id, aggregate: last}
+        signed_up_at: {column: day, format: "%Y-%m-%d", aggregate: min}
+        onboarded_at: {column: day, format: "%Y-%m-%d", aggregate: max}
+        mrr: {column: amount, aggregate: sum}
+        email: {column: order_id, aggregate: count}
+        tier: {column: plan_tier, value_map: {Pro: professional, Basic: starter}}
+  billing_events:
+    - from: orders
+      day_from: day
+      group_by: [account, day]
+      columns:
+        billing_event_id: {column: order_id, aggregate: first}
+        supplier_id: {column: account}
+        occurred_at: {column: day, format: "%Y-%m-%d"}
+        event_type: {constant: invoice_paid}
+        amount: {column: amount, aggregate: max}
+""")
+    report = run_import(load_mapping(path), tmp_path, tmp_path / "out", chunk_rows=1)  # partial aggregates combine
+    assert (report.first_day, report.last_day) == (date(2024, 3, 1), date(2024, 3, 2))
+    suppliers = pd.read_csv(tmp_path / "out" / "suppliers_2024-03-02.csv", dtype=str).set_index("supplier_id")
+    assert suppliers.loc["A", "business_name"] == "o4" and suppliers.loc["A", "email"] == "3"
+    assert suppliers.loc["A", "signed_up_at"] == "2024-03-01T00:00:00Z"
+    assert suppliers.loc["A", "onboarded_at"] == "2024-03-02T00:00:00Z"
+    assert float(suppliers.loc["A", "mrr"]) == 17.5
+    assert suppliers.loc["A", "tier"] == "starter"  # earliest_by: the plan since 2024-01-01
+    assert list(pd.read_csv(tmp_path / "out" / "suppliers_2024-03-01.csv", dtype=str)["supplier_id"]) == ["A"]
+    billing = pd.read_csv(tmp_path / "out" / "billing_events_2024-03-02.csv", dtype=str).set_index("supplier_id")
+    assert billing.loc["A", "billing_event_id"] == "o1" and billing.loc["A", "amount"] == "10"
+    latest = path.read_text().replace("earliest_by", "latest_by")
+    run_import(load_mapping(_write_mapping(tmp_path, latest)), tmp_path, tmp_path / "out2")
+    assert pd.read_csv(tmp_path / "out2" / "suppliers_2024-03-02.csv", dtype=str).set_index(
+        "supplier_id").loc["A", "tier"] == "professional"
+
+
+def test_days_outside_the_mapping_are_dropped_while_reading_and_bad_mappings_are_named(tmp_path):
+    mapping = load_mapping(PURCHASES).model_copy(update={"start": date(1997, 1, 10), "end": date(1997, 1, 12)})
+    report = run_import(mapping, DATA, tmp_path, chunk_rows=10)
+    log = pd.read_csv(DATA / "purchase_log.txt", sep=r"\s+", header=None, names=["c", "d", "q", "a"], dtype=str)
+    inside = log["d"].between("19970110", "19970112")
+    assert report.rows["billing_events"] == int(inside.sum())
+    assert report.dropped["billing_events: outside 1997-01-10..1997-01-12"] == int((~inside).sum())
+    assert sorted(p.name for p in tmp_path.glob("suppliers_*")) == [f"suppliers_1997-01-{d}.csv" for d in (10, 11, 12)]
+    bad = _write_mapping(tmp_path, "name: x\ntables: {t: {file: a.csv}}\nsources:\n  suppliers:\n"
+                                   "    - from: t\n      columns: {supplier_id: {column: a, aggregate: min}}\n")
+    with pytest.raises(MappingError, match="aggregate needs group_by"):
+        load_mapping(bad)
