@@ -367,7 +367,7 @@ def import_data(
         console.print(f"[yellow]dropped[/yellow] {n:,} record(s): {why}")
     for note in result.notes:
         console.print(f"note: {note}")
-    if settings.partition_start_origin != ENV_PARTITION_START:
+    if ENV_PARTITION_START not in settings.partition_start_origin:
         console.print(f"daily partitions start {remembered} (remembered in {settings.home / CALENDAR_FILE})")
     if run_pipeline:
         settings = _settings()  # the calendar may have moved

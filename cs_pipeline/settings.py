@@ -61,7 +61,7 @@ class Settings(BaseModel):
     dagster_storage_url: str | None = None
     landing_dir: Path
     partition_start: date = DEFAULT_PARTITION_START
-    partition_start_origin: str = "the default"
+    partition_start_origin: str = "by default"
     bi_role: str = Field(default="cs_bi_reader", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     scorecard: str = "ws168"
 
@@ -108,13 +108,13 @@ class Settings(BaseModel):
         }
         if env.get(ENV_PARTITION_START):
             values["partition_start"] = env[ENV_PARTITION_START]
-            values["partition_start_origin"] = ENV_PARTITION_START
+            values["partition_start_origin"] = f"set by {ENV_PARTITION_START}"
         elif (remembered := remembered_partition_start(home)) is not None:
             values["partition_start"] = remembered
             values["partition_start_origin"] = f"remembered in {home / CALENDAR_FILE}"
         elif (earliest := earliest_landing_day(values["landing_dir"])) is not None:  # type: ignore[arg-type]
             values["partition_start"] = earliest
-            values["partition_start_origin"] = "the earliest landing file"
+            values["partition_start_origin"] = "taken from the earliest landing file"
         if env.get(ENV_BI_ROLE):
             values["bi_role"] = env[ENV_BI_ROLE]
         if env.get(ENV_SCORECARD):

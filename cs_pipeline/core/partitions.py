@@ -27,14 +27,14 @@ class PartitionRangeError(ValueError):
     range and ``CS_PIPELINE_PARTITION_START``."""
 
 
-def check_days_in_partitions(first: date, last: date, start: date, origin: str = "the default",
+def check_days_in_partitions(first: date, last: date, start: date, origin: str = "by default",
                              today: date | None = None) -> None:
     """Raise unless every day of [first, last] is a daily partition: from ``start`` to tomorrow (UTC;
     see ``daily_partitions``). ``origin`` says where ``start`` came from.
 
     Raises:
         PartitionRangeError: one line, e.g. ``day 1997-01-01 is outside the daily partitions
-            2024-01-01..2026-11-23 (start from the default); set CS_PIPELINE_PARTITION_START=1997-01-01 ...``.
+            2024-01-01..2026-11-23 (start by default); set CS_PIPELINE_PARTITION_START=1997-01-01 ...``.
     """
     end = (today or datetime.now(timezone.utc).date()) + timedelta(days=1)
     day = first if first < start else last if last > end else None
@@ -42,4 +42,4 @@ def check_days_in_partitions(first: date, last: date, start: date, origin: str =
         return
     advice = (f"set CS_PIPELINE_PARTITION_START={day.isoformat()} (or import data from that day) to include it"
               if day < start else "that day has not begun yet (UTC)")
-    raise PartitionRangeError(f"day {day} is outside the daily partitions {start}..{end} (start from {origin}); {advice}")
+    raise PartitionRangeError(f"day {day} is outside the daily partitions {start}..{end} (start {origin}); {advice}")

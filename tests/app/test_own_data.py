@@ -30,7 +30,7 @@ def _cli(home: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedPro
 
 def test_partition_error_is_one_line_naming_day_range_and_variable():
     with pytest.raises(PartitionRangeError) as caught:
-        check_days_in_partitions(date(1997, 1, 1), date(1997, 1, 3), date(2024, 1, 1), "the default",
+        check_days_in_partitions(date(1997, 1, 1), date(1997, 1, 3), date(2024, 1, 1), "by default",
                                  today=date(2026, 1, 10))
     message = str(caught.value)
     assert "\n" not in message
