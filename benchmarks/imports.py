@@ -1,0 +1,72 @@
+"""Benchmark: peak memory and time of ``cs-pipeline import`` on a large purchase log.
+
+Writes a whitespace-separated, header-less purchase log of ``--rows`` rows (default 5,000,000; about
+23,500 customers over 540 days, like the CDNOW log at scale) in a temporary directory, then imports it
+in a child process with ``mappings/purchase_log.yaml`` (row ids, a derived customer table, one login per
+active day) and reads the child's peak resident memory (``ru_maxrss`` of the children). Target: under
+1 GB for 5,000,000 rows, flat in the file size (it follows the chunk size).
+
+Prints one JSON object last: ``{"rows", "file_mb", "import_s", "peak_rss_mb", "landing_files"}``.
+
+    python benchmarks/imports.py [--rows 5000000] [--chunk-rows 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CHILD = """
+import sys
+from pathlib import Path
+from cs_pipeline.feeds.imports import load_mapping, run_import
+mapping = load_mapping(Path(sys.argv[1]))
+report = run_import(mapping, Path(sys.argv[2]), Path(sys.argv[3]), chunk_rows=int(sys.argv[4]))
+print(report.files)
+"""
+
+
+def write_log(path: Path, rows: int, seed: int = 1) -> None:
+    """A purchase log: customer (5 digits), day YYYYMMDD, quantity, amount; sorted by day."""
+    rng = np.random.default_rng(seed)
+    customers = rng.integers(1, 23571, rows)
+    days = pd.to_datetime("1997-01-01") + pd.to_timedelta(rng.integers(0, 540, rows), unit="D")
+    quantity = rng.integers(1, 6, rows)
+    frame = pd.DataFrame({"c": [f"{c:05d}" for c in customers], "d": days.strftime("%Y%m%d"), "q": quantity,
+                          "a": np.round(rng.uniform(5, 80, rows) * quantity, 2)}).sort_values("d", kind="stable")
+    frame.to_csv(path, sep=" ", header=False, index=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument("--chunk-rows", type=int, default=200_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        source, out = Path(tmp) / "in", Path(tmp) / "out"
+        source.mkdir()
+        write_log(source / "purchase_log.txt", args.rows)
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", CHILD, str(ROOT / "mappings" / "purchase_log.yaml"), str(source),
+                               str(out), str(args.chunk_rows)], capture_output=True, text=True, check=True,
+                              cwd=ROOT)
+        seconds = time.perf_counter() - started
+        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        print(json.dumps({"rows": args.rows, "file_mb": round((source / "purchase_log.txt").stat().st_size / 2**20, 1),
+                          "import_s": round(seconds, 1), "peak_rss_mb": round(peak_kb / 1024, 1),
+                          "landing_files": int(done.stdout.split()[-1])}))
+
+
+if __name__ == "__main__":
+    main()
