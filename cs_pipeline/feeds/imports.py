@@ -323,14 +323,22 @@ def _join(frame: pd.DataFrame, tables: dict[str, pd.DataFrame], join: Join, repo
 
 
 def _parse_days(values: pd.Series) -> pd.Series:
-    """Dates of a column of date strings (ISO, or compact YYYYMMDD), ``None`` where unparseable."""
+    """Days (``datetime64[ns]`` at midnight, NaT where unparseable) of a column of dates: compact
+    ``YYYYMMDD``, ISO 8601 (fast paths), else any format pandas recognises."""
     text = values.astype(object).where(values.notna(), None)
-    compact = text.str.fullmatch(r"\d{8}").fillna(False).astype(bool) if len(text) else pd.Series(dtype=bool)
-    parsed = pd.to_datetime(text.where(~compact), errors="coerce", format="mixed", utc=True) if len(text) else \
-        pd.Series(dtype="datetime64[ns, UTC]")
-    if compact.any():
-        parsed = parsed.where(~compact, pd.to_datetime(text.where(compact), format="%Y%m%d", errors="coerce", utc=True))
-    return parsed.dt.date.astype(object).where(parsed.notna(), None)
+    if not len(text):
+        return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
+    compact = text.str.fullmatch(r"\d{8}").fillna(False).astype(bool)
+    parsed = pd.to_datetime(text.where(compact), format="%Y%m%d", errors="coerce")
+    rest = ~compact & text.notna()
+    if rest.any():
+        iso = pd.to_datetime(text.where(rest), format="ISO8601", errors="coerce", utc=True).dt.tz_localize(None)
+        parsed = parsed.where(~rest, iso)
+        retry = rest & parsed.isna()
+        if retry.any():
+            mixed = pd.to_datetime(text.where(retry), format="mixed", errors="coerce", utc=True).dt.tz_localize(None)
+            parsed = parsed.where(~retry, mixed)
+    return parsed.astype("datetime64[ns]").dt.normalize()
 
 
 def _part_frame(part: Part, frame: pd.DataFrame, tables: dict[str, pd.DataFrame], target: str,
@@ -358,8 +366,9 @@ def _part_frame(part: Part, frame: pd.DataFrame, tables: dict[str, pd.DataFrame]
         report.dropped[f"{where}: unmapped values"] += int(mapped_unmapped.sum())
         out = out.loc[~mapped_unmapped]
         frame = frame.loc[out.index]
-    out["_day"] = _parse_days(frame[part.day_from]) if part.day_from else None
-    out["_present_from"] = _parse_days(frame[part.present_from]) if part.present_from else None
+    none = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns]")
+    out["_day"] = _parse_days(frame[part.day_from]) if part.day_from else none
+    out["_present_from"] = _parse_days(frame[part.present_from]) if part.present_from else none
     if part.status is not None:
         out["_key"] = frame[part.status.key].to_numpy()
         out["_trial"] = (frame[part.status.trial_column].astype(str).str.lower() == "true").to_numpy() \
@@ -405,6 +414,8 @@ def _aggregate(frame: pd.DataFrame, part: Part, combine: bool = False) -> pd.Dat
             numbers = pd.to_numeric(data[column], errors="coerce")
             if numbers.notna().sum() == data[column].notna().sum():
                 data[column] = numbers
+        if data[column].dtype == object and column not in ("_key", "_trial"):
+            data[column] = data[column].astype(str).where(data[column].notna())  # Arrow strings: vectorised min/max
         how[column] = agg
     grouped = data.groupby(keys, sort=False, dropna=False).agg(how).reset_index()
     for column, agg in how.items():  # back to text for the landing file (ints without ".0")
@@ -449,13 +460,49 @@ class _DayFiles:
                     mode="w" if first else "a", header=first)
         self.report.rows[target] += len(rows)
 
+    def write_lines(self, target: str, day: date, pieces: list) -> None:
+        """Write a whole day file from pre-rendered CSV lines (lists of lines, one list per part)."""
+        columns = list(sources()[target].column_names)
+        self.started.add((target, day))
+        self.report.files += 1
+        with open(self.out_dir / landing_file_name(target, day), "w", encoding="utf-8", newline="") as fh:
+            fh.write(pd.DataFrame(columns=columns).to_csv(index=False, lineterminator="\n"))
+            for lines in pieces:
+                if lines:
+                    fh.write("\n".join(lines) + "\n")
+                self.report.rows[target] += len(lines)
+
+
+class _SnapshotLines:
+    """A snapshot part without a status rule, rendered as CSV once: sorted by ``_present_from`` (rows
+    without one first), so a day's rows are a prefix of the lines (a snapshot over 540 days is written
+    without rendering 540 frames)."""
+
+    def __init__(self, frame: pd.DataFrame, columns: list[str]) -> None:
+        frame = frame.sort_values("_present_from", na_position="first", kind="stable")
+        self.frame, self.columns = frame, columns
+        self.present = frame["_present_from"].to_numpy()
+        text = frame[columns].to_csv(index=False, header=False, lineterminator="\n")
+        lines = text.split("\n")[:-1] if text else []
+        self.lines = lines if len(lines) == len(frame) else None  # a value with a line break: no fast path
+
+    def count_until(self, day: date) -> int:
+        present = self.frame["_present_from"]
+        return int((present.isna() | (present <= pd.Timestamp(day))).sum())
+
+    def until(self, day: date) -> list[str]:
+        return (self.lines or [])[:self.count_until(day)]
+
+    def frame_until(self, day: date) -> pd.DataFrame:
+        return self.frame.iloc[:self.count_until(day)][self.columns]
+
 
 def _logins(rows: pd.DataFrame) -> pd.DataFrame:
     """One login per supplier and day of ``rows`` (with ``_day``): at 08:00 UTC, by the day's first
     user of that supplier, or the supplier's own id when the rows have no user."""
     firsts = rows.assign(user_id=rows["user_id"].where(rows["user_id"].notna(), rows["supplier_id"])) \
         .drop_duplicates(["supplier_id", "_day"])[["supplier_id", "user_id", "_day"]].copy()
-    days = firsts["_day"].map(date.isoformat)
+    days = firsts["_day"].dt.strftime("%Y-%m-%d")
     firsts["event_id"] = "login-" + firsts["supplier_id"].astype(str) + "-" + days
     firsts["event_name"] = "login"
     firsts["occurred_at"] = days + "T08:00:00Z"
@@ -465,9 +512,9 @@ def _logins(rows: pd.DataFrame) -> pd.DataFrame:
 def _in_range(days: pd.Series, start: date | None, end: date | None) -> pd.Series:
     keep = days.notna()
     if start is not None:
-        keep &= days.map(lambda d: d is not None and d >= start).astype(bool)
+        keep &= days >= pd.Timestamp(start)
     if end is not None:
-        keep &= days.map(lambda d: d is not None and d <= end).astype(bool)
+        keep &= days <= pd.Timestamp(end)
     return keep
 
 
@@ -554,16 +601,22 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
                 frame = _aggregate(frame, part, combine=True)
             frames.append((frame, part))
         columns = list(sources()[target].column_names)
+        static = [_SnapshotLines(frame, columns) for frame, part in frames if part.status is None and not frame.empty]
+        dynamic = [(frame, part) for frame, part in frames if part.status is not None and not frame.empty]
         for day in days:
-            for frame, part in frames:
-                if frame.empty:
-                    continue
-                rows = frame.loc[frame["_present_from"].isna() | frame["_present_from"].map(
-                    lambda d, day=day: d is None or d <= day).astype(bool)].copy()
-                if part.status is not None and len(rows):
+            pieces = []
+            for frame, part in dynamic:
+                rows = frame.loc[frame["_present_from"].isna() | (frame["_present_from"] <= pd.Timestamp(day))].copy()
+                if len(rows):
                     status, cancelled_at = _status(rows, tables[part.status.churn_table], part.status, day)
                     rows["status"], rows["cancelled_at"] = status, cancelled_at
-                files.append(target, day, rows[columns])
+                pieces.append(rows[columns])
+            if static and not dynamic and all(lines.lines is not None for lines in static):
+                files.write_lines(target, day, [lines.until(day) for lines in static])
+                continue
+            for lines in static:
+                pieces.append(lines.frame_until(day))
+            files.append(target, day, pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame(columns=columns))
     # 3. Header-only files for the days a source has no rows.
     for target in SOURCE_NAMES:
         if not mapping.sources.get(target):
@@ -587,6 +640,7 @@ def _write_days(files: _DayFiles, target: str, rows: pd.DataFrame, seen_days: li
     if rows.empty:
         return
     columns = list(sources()[target].column_names)
-    for day, group in rows.groupby("_day", sort=True):
+    for stamp, group in rows.groupby("_day", sort=True):
+        day = pd.Timestamp(stamp).date()
         files.append(target, day, group[columns])
         seen_days.append(day)
