@@ -342,7 +342,8 @@ def _parse_days(values: pd.Series) -> pd.Series:
 
 
 def _part_frame(part: Part, frame: pd.DataFrame, tables: dict[str, pd.DataFrame], target: str,
-                report: ImportReport, where: str, row_ids: pd.Series | None = None) -> pd.DataFrame:
+                report: ImportReport, where: str, row_ids: pd.Series | None = None,
+                days: tuple[date | None, date | None] | None = None) -> pd.DataFrame:
     """The landing rows of one chunk of ``part``'s table: landing columns plus helper columns
     ``_day``, ``_present_from``, ``_key``, ``_trial`` and ``_g0``.. (the group_by values)."""
     for join in part.joins:
@@ -353,6 +354,18 @@ def _part_frame(part: Part, frame: pd.DataFrame, tables: dict[str, pd.DataFrame]
             frame = frame.loc[keep]
             if row_ids is not None:
                 row_ids = row_ids.loc[keep[keep].index]
+    if days is not None and part.day_from:  # event sources: drop the rows outside the days before mapping them
+        day = _parse_days(frame[part.day_from])
+        keep = _in_range(day, *days)
+        outside = int((~keep & day.notna()).sum())
+        if outside:
+            report.dropped[f"{target}: outside {days[0] or '-'}..{days[1] or '-'}"] += outside
+        undated = int(day.isna().sum())
+        if undated:
+            report.dropped[f"{where}: no day in {part.day_from}"] += undated
+        frame = frame.loc[keep]
+        if row_ids is not None:
+            row_ids = row_ids.loc[frame.index]
     out = pd.DataFrame({col: _column(frame, spec, col, report, where, row_ids) for col, spec in part.columns.items()},
                        index=frame.index)
     for col in sources()[target].column_names:
@@ -551,15 +564,10 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
         for i, part in enumerate(mapping.sources.get(target, [])):
             where = f"sources.{target}.{i}"
             ids = _RowIds() if any(c.row_id for c in part.columns.values()) else None
-            partials, logins, outside = [], [], 0
+            partials, logins = [], []
             for chunk in _chunks(part.from_, mapping, source_dir, tables):
-                rows = _part_frame(part, chunk, tables, target, report, where, ids.assign(chunk) if ids else None)
-                keep = _in_range(rows["_day"], mapping.start, mapping.end)
-                outside += int((~keep & rows["_day"].notna()).sum())
-                undated = int(rows["_day"].isna().sum())
-                if undated:
-                    report.dropped[f"{where}: no day in {part.day_from}"] += undated
-                rows = rows.loc[keep]
+                rows = _part_frame(part, chunk, tables, target, report, where, ids.assign(chunk) if ids else None,
+                                   days=(mapping.start, mapping.end))
                 if part.group_by:
                     partials.append(_aggregate(rows, part))
                     if sum(len(p) for p in partials) > chunk_rows:
@@ -577,8 +585,6 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
                 merged = pd.concat(logins, ignore_index=True).drop_duplicates(["supplier_id", "_day"])
                 _write_days(files, "activity_events", merged.reindex(columns=[*sources()["activity_events"].column_names, "_day"]),
                             seen_days)
-            if outside:
-                report.dropped[f"{target}: outside {mapping.start or '-'}..{mapping.end or '-'}"] += outside
     first = mapping.start or (min(seen_days) if seen_days else None)
     last = mapping.end or (max(seen_days) if seen_days else None)
     if first is None or last is None:
