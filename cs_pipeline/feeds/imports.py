@@ -21,6 +21,7 @@ from pathlib import Path
 from collections.abc import Iterator
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -252,23 +253,51 @@ def _read_whole(spec: TableSpec, source_dir: Path) -> pd.DataFrame:
     return pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame()
 
 
-class _RowIds:
-    """Stable row ids for one table: ``<16 hex digits of the row's hash>-<occurrence number>``, the
-    hash over every source column (pandas' ``hash_pandas_object``, fixed key), the occurrence counting
-    identical rows in file order from 1, so re-importing the same file gives the same ids."""
+class _SeenCounts:
+    """How often each 64-bit hash was seen so far: two sorted numpy arrays (16 bytes per distinct hash),
+    not a Python dict, so millions of rows stay cheap."""
 
     def __init__(self) -> None:
-        self.seen = pd.Series(dtype="int64")  # hash -> occurrences so far
+        self.keys = np.empty(0, dtype=np.uint64)
+        self.counts = np.empty(0, dtype=np.int64)
+
+    def lookup(self, hashes: np.ndarray) -> np.ndarray:
+        """Occurrences so far of each of ``hashes`` (0 for a new one)."""
+        if not len(self.keys):
+            return np.zeros(len(hashes), dtype=np.int64)
+        pos = np.searchsorted(self.keys, hashes).clip(max=len(self.keys) - 1)
+        return np.where(self.keys[pos] == hashes, self.counts[pos], 0)
+
+    def add(self, hashes: np.ndarray) -> None:
+        unique, counts = np.unique(hashes, return_counts=True)
+        known = self.lookup(unique) > 0
+        if known.any():
+            self.counts[np.searchsorted(self.keys, unique[known])] += counts[known]
+        keys = np.concatenate([self.keys, unique[~known]])
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.counts = keys[order], np.concatenate([self.counts, counts[~known]])[order]
+
+
+def _hashes(frame: pd.DataFrame) -> np.ndarray:
+    """A stable 64-bit hash per row (pandas' ``hash_pandas_object`` with its fixed key)."""
+    return pd.util.hash_pandas_object(frame.astype(object).where(frame.notna(), None), index=False).to_numpy()
+
+
+class _RowIds:
+    """Stable row ids for one table: ``<16 hex digits of the row's hash>-<occurrence number>``, the
+    hash over every source column, the occurrence counting identical rows in file order from 1, so
+    re-importing the same file gives the same ids."""
+
+    def __init__(self) -> None:
+        self.seen = _SeenCounts()
 
     def assign(self, frame: pd.DataFrame) -> pd.Series:
         if frame.empty:
             return pd.Series([], index=frame.index, dtype=object)
-        hashes = pd.util.hash_pandas_object(frame.astype(object).where(frame.notna(), None), index=False)
-        before = self.seen.reindex(hashes.to_numpy()).fillna(0).to_numpy().astype("int64")
-        occurrence = hashes.groupby(hashes.to_numpy(), sort=False).cumcount().to_numpy().astype("int64") + before + 1
-        counts = hashes.value_counts()
-        self.seen = self.seen.add(counts, fill_value=0).astype("int64")
-        ids = [f"{int(h):016x}-{int(n)}" for h, n in zip(hashes.to_numpy(), occurrence)]
+        hashes = _hashes(frame)
+        occurrence = pd.Series(hashes).groupby(hashes, sort=False).cumcount().to_numpy() + self.seen.lookup(hashes) + 1
+        self.seen.add(hashes)
+        ids = [f"{int(h):016x}-{int(n)}" for h, n in zip(hashes, occurrence)]
         return pd.Series(ids, index=frame.index, dtype=object)
 
 
@@ -564,7 +593,7 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
         for i, part in enumerate(mapping.sources.get(target, [])):
             where = f"sources.{target}.{i}"
             ids = _RowIds() if any(c.row_id for c in part.columns.values()) else None
-            partials, logins = [], []
+            partials, logged_in = [], _SeenCounts()  # (supplier, day) pairs with a login written
             for chunk in _chunks(part.from_, mapping, source_dir, tables):
                 rows = _part_frame(part, chunk, tables, target, report, where, ids.assign(chunk) if ids else None,
                                    days=(mapping.start, mapping.end))
@@ -575,16 +604,12 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
                     continue
                 _write_days(files, target, rows, seen_days)
                 if part.login_per_active_day and len(rows):
-                    logins.append(_logins(rows))
+                    _write_logins(files, rows, logged_in, seen_days)
             if part.group_by and partials:
                 rows = _aggregate(pd.concat(partials, ignore_index=True), part, combine=True)
                 _write_days(files, target, rows, seen_days)
                 if part.login_per_active_day and len(rows):
-                    logins.append(_logins(rows))
-            if logins:
-                merged = pd.concat(logins, ignore_index=True).drop_duplicates(["supplier_id", "_day"])
-                _write_days(files, "activity_events", merged.reindex(columns=[*sources()["activity_events"].column_names, "_day"]),
-                            seen_days)
+                    _write_logins(files, rows, logged_in, seen_days)
     first = mapping.start or (min(seen_days) if seen_days else None)
     last = mapping.end or (max(seen_days) if seen_days else None)
     if first is None or last is None:
@@ -640,6 +665,16 @@ def _chunks(table: str, mapping: ImportMapping, source_dir: Path, tables: dict[s
         yield tables[table]
     else:
         yield from read_table(mapping.tables[table], source_dir)
+
+
+def _write_logins(files: _DayFiles, rows: pd.DataFrame, logged_in: _SeenCounts, seen_days: list[date]) -> None:
+    """Append the logins of ``rows`` (``_logins``) for the (supplier, day) pairs without one yet."""
+    logins = _logins(rows)
+    pairs = _hashes(logins[["supplier_id", "_day"]])
+    new = logged_in.lookup(pairs) == 0
+    logged_in.add(pairs[new])
+    columns = [*sources()["activity_events"].column_names, "_day"]
+    _write_days(files, "activity_events", logins.loc[new].reindex(columns=columns), seen_days)
 
 
 def _write_days(files: _DayFiles, target: str, rows: pd.DataFrame, seen_days: list[date]) -> None:
