@@ -8,7 +8,7 @@ active day) and reads the child's peak resident memory (``ru_maxrss`` of the chi
 
 Prints one JSON object last: ``{"rows", "file_mb", "import_s", "peak_rss_mb", "landing_files"}``.
 
-    python benchmarks/imports.py [--rows 5000000] [--chunk-rows 200000]
+    python benchmarks/imports.py [--rows 5000000] [--chunk-rows 100000]
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def write_log(path: Path, rows: int, seed: int = 1) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=5_000_000)
-    parser.add_argument("--chunk-rows", type=int, default=200_000)
+    parser.add_argument("--chunk-rows", type=int, default=100_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         source, out = Path(tmp) / "in", Path(tmp) / "out"

@@ -191,7 +191,7 @@ class ImportReport:
 
 
 #: Rows per chunk when streaming a table: peak memory follows this, not the file size.
-CHUNK_ROWS = 200_000
+CHUNK_ROWS = 100_000
 
 
 def read_table(spec: TableSpec, source_dir: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
