@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 import pandas as pd
 import psycopg
@@ -23,13 +23,6 @@ from cs_pipeline.quality.gx import (
     record_validation,
     volume_band,
 )
-
-
-def trailing_volumes(conn: psycopg.Connection, source: str, day: date, days: int = 7) -> list[int]:
-    """Rows loaded on the ``days`` days before ``day`` (those that were loaded)."""
-    rows = conn.execute("SELECT rows_loaded FROM ops.load_audit WHERE source = %s AND partition_date >= %s "
-                        "AND partition_date < %s", (source, day - timedelta(days=days), day)).fetchall()
-    return [int(r[0]) for r in rows]
 
 
 def _typed(frame: pd.DataFrame, source: str) -> pd.DataFrame:
