@@ -89,7 +89,6 @@ def lifetime_metrics_from_activity(engagement: pd.DataFrame, activity: pd.DataFr
     out["mean_days_between_active_days"] = gap
     out["recency_to_cadence"] = np.where(n >= 2, last / smoothed, np.nan)
     # Windowed counts: active days and paid revenue in the 90 days up to each as-of day.
-    counts = []
     for frame, value, name in ((a.assign(v=1.0), "v", "active_days_90d"),
                                (paid.assign(d=pd.to_datetime(paid["event_date"]).astype("datetime64[ns]"), v=paid["amount"].astype(float)), "v", "revenue_90d")):
         daily = frame.groupby(["supplier_id", "d"])[value].sum().reset_index().sort_values("d")

@@ -19,7 +19,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cs_pipeline.settings import CALENDAR_FILE, ENV_PARTITION_START, Settings, SettingsError
+from cs_pipeline.settings import (
+    CALENDAR_FILE,
+    ENV_PARTITION_START,
+    Settings,
+    SettingsError,
+)
 
 app = typer.Typer(help="cs_pipeline: customer-success data pipeline (Dagster + dbt + PostgreSQL).",
                   no_args_is_help=True, add_completion=False)
@@ -120,7 +125,10 @@ def _job_is_partitioned(settings: Settings, job: str) -> bool:
 
 def _check_partitions(settings: Settings, first: date, last: date) -> None:
     """Exit with one line when a day is outside the daily partitions (names the variable)."""
-    from cs_pipeline.core.partitions import PartitionRangeError, check_days_in_partitions
+    from cs_pipeline.core.partitions import (
+        PartitionRangeError,
+        check_days_in_partitions,
+    )
 
     try:
         check_days_in_partitions(first, last, settings.partition_start, settings.partition_start_origin)
@@ -133,9 +141,9 @@ def _run_range(settings: Settings, job: str, first: date, last: date, days_per_r
                log: Path | None = None, defs=None, full_refresh: bool = False) -> None:
     from rich.progress import Progress
 
-    from cs_pipeline.definitions import build_definitions
     from cs_pipeline.app.instance import get_instance
     from cs_pipeline.app.runner import day_windows, run_job_over_range
+    from cs_pipeline.definitions import build_definitions
 
     defs = defs or build_definitions(settings)
     try:
@@ -273,13 +281,17 @@ def demo(
     interventions, backtest the scorecards and print a summary."""
     import dagster as dg
 
+    from cs_pipeline.app.instance import get_instance
+    from cs_pipeline.app.summary import print_summary
+    from cs_pipeline.core.resources import warehouse_from_settings
     from cs_pipeline.definitions import build_definitions
     from cs_pipeline.feeds.generate import GeneratorConfig
     from cs_pipeline.feeds.generate import generate as run_generate
-    from cs_pipeline.app.instance import get_instance
-    from cs_pipeline.interventions.defs import email_from_env, intervention_job, risk_escalation_sensor
-    from cs_pipeline.core.resources import warehouse_from_settings
-    from cs_pipeline.app.summary import print_summary
+    from cs_pipeline.interventions.defs import (
+        email_from_env,
+        intervention_job,
+        risk_escalation_sensor,
+    )
 
     settings = _settings()
     first = _today() - timedelta(days=days)
@@ -414,9 +426,14 @@ def intervene(
 
     from cs_pipeline.app.instance import get_instance
     from cs_pipeline.core.resources import warehouse_from_settings
-    from cs_pipeline.interventions.defs import MANUAL_OP, email_from_env, manual_intervention_job, manual_run_config
-    from cs_pipeline.interventions.service import FORCEABLE
+    from cs_pipeline.interventions.defs import (
+        MANUAL_OP,
+        email_from_env,
+        manual_intervention_job,
+        manual_run_config,
+    )
     from cs_pipeline.interventions.playbook import CHANNELS
+    from cs_pipeline.interventions.service import FORCEABLE
 
     if channel not in CHANNELS:
         console.print(f"[red]error:[/red] --channel must be one of {', '.join(CHANNELS)}")
@@ -546,11 +563,11 @@ def scorecard_fit(
     points, fit on earlier as-of days, tested on later ones) and print old vs new held-out ROC-AUC."""
     import psycopg
 
+    from cs_pipeline.core.warehouse import resolve_endpoints
     from cs_pipeline.health.backtest import BacktestError
     from cs_pipeline.health.fit import fit_scorecard, scorecard_yaml
     from cs_pipeline.health.scorecard import ScorecardError, load_scorecard
     from cs_pipeline.health.store import backtest_inputs
-    from cs_pipeline.core.warehouse import resolve_endpoints
 
     day = _parse_day(as_of)
     try:
@@ -584,8 +601,8 @@ def scorecard_fit(
 def dbt(ctx: typer.Context) -> None:
     """Run dbt on dbt_project/ with the warehouse's connection settings, e.g. ``cs-pipeline dbt build``."""
     from cs_pipeline.core.paths import DBT_PROJECT_DIR
-    from cs_pipeline.transform.dbt import apply_dbt_env
     from cs_pipeline.core.warehouse import resolve_endpoints
+    from cs_pipeline.transform.dbt import apply_dbt_env
 
     endpoints = resolve_endpoints(_settings())
     apply_dbt_env(endpoints.warehouse)
@@ -617,12 +634,12 @@ def dashboard(
     port: Annotated[int, typer.Option(help="Port of the dashboard.")] = 8501,
 ) -> None:
     """Start the customer-success dashboard (Streamlit) on 127.0.0.1; it reads the marts as the BI role."""
+    from cs_pipeline.app.dashboard import APP_SCRIPT
     from cs_pipeline.app.dashboard.connection import (
         ENV_DASHBOARD_CONNINFO,
         dashboard_conninfo,
         prepare_dashboard_access,
     )
-    from cs_pipeline.app.dashboard import APP_SCRIPT
     from cs_pipeline.core.warehouse import describe
 
     settings = _settings()
@@ -644,7 +661,11 @@ def main() -> None:
                     r"XDG_RUNTIME_DIR is not set"):
         warnings.filterwarnings("ignore", message=pattern)
     try:
-        from dagster._utils.warnings import BetaWarning, PreviewWarning, SupersessionWarning
+        from dagster._utils.warnings import (
+            BetaWarning,
+            PreviewWarning,
+            SupersessionWarning,
+        )
 
         for category in (BetaWarning, PreviewWarning, SupersessionWarning):
             warnings.filterwarnings("ignore", category=category)

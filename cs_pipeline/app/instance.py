@@ -6,8 +6,13 @@ import json
 import os
 from pathlib import Path
 
-from cs_pipeline.settings import ENV_DAGSTER_STORAGE_URL, ENV_HOME, ENV_LANDING_DIR, Settings
 from cs_pipeline.core.warehouse import Endpoints, resolve_endpoints
+from cs_pipeline.settings import (
+    ENV_DAGSTER_STORAGE_URL,
+    ENV_HOME,
+    ENV_LANDING_DIR,
+    Settings,
+)
 
 DAGSTER_YAML = """\
 # Written by cs-pipeline. Runs, event logs and schedules live in PostgreSQL (dagster-postgres), at the

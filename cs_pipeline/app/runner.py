@@ -3,8 +3,8 @@ for unpartitioned jobs), with progress; and describing the blocking checks that 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 

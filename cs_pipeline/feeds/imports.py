@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from cs_pipeline.core.config import load_yaml_model
 from cs_pipeline.ingest.landing import landing_file_name
 from cs_pipeline.ingest.sources import SOURCE_NAMES, sources
-from cs_pipeline.core.config import load_yaml_model
 
 
 class MappingError(ValueError):

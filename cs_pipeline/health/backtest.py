@@ -236,7 +236,9 @@ def inverted_overrides(engagement: pd.DataFrame, scorecard: Scorecard, labels: n
     """
     from scipy.stats import fisher_exact
 
-    from cs_pipeline.health.scoring import _segments  # the same segment matching as the scorer
+    from cs_pipeline.health.scoring import (
+        _segments,  # the same segment matching as the scorer
+    )
 
     labels = np.asarray(labels, dtype=bool)
     health = np.asarray(health, dtype=float)
@@ -314,7 +316,9 @@ def diagnose(engagement: pd.DataFrame, scorecard: Scorecard, labels: np.ndarray,
     for i, override in enumerate(scorecard.overrides):
         without = Scorecard.model_validate(data | {"overrides": [o for j, o in enumerate(data["overrides"]) if j != i]})
         auc = auc_of(np.asarray(score(engagement, without), dtype=float))
-        from cs_pipeline.health.scoring import _segments  # the same segment matching as the scorer
+        from cs_pipeline.health.scoring import (
+            _segments,  # the same segment matching as the scorer
+        )
         inside = _segments(engagement.reset_index(drop=True), scorecard) == i
         ok = ~np.isnan(base)
         detail = ""

@@ -13,14 +13,25 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from cs_pipeline.health.backtest import BacktestError, backtest, calibrated_churn_risk, label_churn, misleading_warning
+from cs_pipeline.core.db import now_utc, read_frame
+from cs_pipeline.core.metadata import markdown_table
+from cs_pipeline.core.partitions import DAILY_FRESHNESS, partition_days
+from cs_pipeline.core.resources import WarehouseResource
+from cs_pipeline.health.backtest import (
+    BacktestError,
+    backtest,
+    calibrated_churn_risk,
+    label_churn,
+    misleading_warning,
+)
 from cs_pipeline.health.fit import fit_scorecard, scorecard_yaml
+from cs_pipeline.health.gates import health_gate
 from cs_pipeline.health.milestones import evaluate_milestones, load_milestones
 from cs_pipeline.health.scorecard import load_scorecard, shipped_scorecards
 from cs_pipeline.health.scoring import add_history, score_suppliers, seasonal_index
 from cs_pipeline.health.store import (
-    components_json,
     backtest_inputs,
+    components_json,
     ensure_health_tables,
     latest_calibration,
     read_activity_days,
@@ -28,13 +39,8 @@ from cs_pipeline.health.store import (
     read_health_history,
     write_health,
 )
-from cs_pipeline.core.db import now_utc, read_frame
-from cs_pipeline.core.metadata import markdown_table
-from cs_pipeline.core.partitions import DAILY_FRESHNESS, partition_days
-from cs_pipeline.health.gates import health_gate
 from cs_pipeline.quality.checks import check_result
 from cs_pipeline.quality.gx import GateRunner
-from cs_pipeline.core.resources import WarehouseResource
 from cs_pipeline.settings import Settings
 from cs_pipeline.transform.reruns import rebuilt_days, report_rebuilt_partitions
 

@@ -8,7 +8,14 @@ from datetime import date, timedelta
 import psycopg
 
 from cs_pipeline.core.db import read_frame
-from cs_pipeline.quality.gx import GateResult, GateRunner, day_parameters, ensure_validation_table, record_validation, volume_band
+from cs_pipeline.quality.gx import (
+    GateResult,
+    GateRunner,
+    day_parameters,
+    ensure_validation_table,
+    record_validation,
+    volume_band,
+)
 
 
 def health_gate(conn: psycopg.Connection, runner: GateRunner, days: list[date], run_id: str | None) -> GateResult:

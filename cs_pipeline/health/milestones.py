@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from cs_pipeline.core.paths import CONFIG_DIR
 from cs_pipeline.core.config import StrictModel, load_yaml_model
+from cs_pipeline.core.paths import CONFIG_DIR
 
 MILESTONES_YAML = CONFIG_DIR / "milestones.yaml"
 CATEGORIES = ("setup", "first_use", "proficiency", "mastery", "growth", "success", "advocacy")

@@ -35,8 +35,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from cs_pipeline.core.paths import CONFIG_DIR
 from cs_pipeline.core.config import StrictModel, load_yaml_model
+from cs_pipeline.core.paths import CONFIG_DIR
 
 SCORECARD_DIR = CONFIG_DIR / "scorecards"
 

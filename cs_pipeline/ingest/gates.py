@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from datetime import date
-
 import pandas as pd
 import psycopg
 from psycopg import sql

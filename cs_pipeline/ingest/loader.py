@@ -13,26 +13,31 @@ from __future__ import annotations
 
 import csv
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
-import psycopg
 import numpy as np
+import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
-from cs_pipeline.ingest.landing import DEFAULT_BATCH_ROWS, CsvNeedsPythonReader, open_records, storable_text
+from cs_pipeline.ingest.landing import (
+    DEFAULT_BATCH_ROWS,
+    CsvNeedsPythonReader,
+    open_records,
+    storable_text,
+)
 from cs_pipeline.ingest.pgcopy import BinaryCopyEncoder
 from cs_pipeline.ingest.sources import Source
-from cs_pipeline.ingest.validation import validate_batch
 from cs_pipeline.ingest.tables import ensure_partition
+from cs_pipeline.ingest.validation import validate_batch
 
 PREVIEW_ROWS = 5
 

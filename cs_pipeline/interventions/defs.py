@@ -18,7 +18,11 @@ from cs_pipeline.interventions import service
 from cs_pipeline.interventions.delivery import EmailResource, ensure_intervention_tables
 from cs_pipeline.interventions.outcomes import outcomes
 from cs_pipeline.interventions.playbook import CHANNELS, load_playbook
-from cs_pipeline.interventions.service import due_suppliers, latest_health_day, run_interventions
+from cs_pipeline.interventions.service import (
+    due_suppliers,
+    latest_health_day,
+    run_interventions,
+)
 from cs_pipeline.quality.gx import gate_failed
 from cs_pipeline.settings import Settings
 

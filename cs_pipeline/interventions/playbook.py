@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from cs_pipeline.core.paths import CONFIG_DIR
 from cs_pipeline.core.config import StrictModel, load_yaml_model
+from cs_pipeline.core.paths import CONFIG_DIR
 
 PLAYBOOK_YAML = CONFIG_DIR / "playbook.yaml"
 TEMPLATE_DIR = CONFIG_DIR / "templates"

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from cs_pipeline.core.paths import EXPECTATIONS_DIR
 from cs_pipeline.core.db import ddl_transaction
+from cs_pipeline.core.paths import EXPECTATIONS_DIR
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 

@@ -20,7 +20,13 @@ from datetime import timedelta
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
 
 from cs_pipeline.core.access import ensure_bi_role
 from cs_pipeline.core.paths import DBT_PROJECT_DIR
@@ -36,7 +42,6 @@ from cs_pipeline.transform.dbt import (
     put_dbt_on_path,
     rebuild_window,
 )
-
 from cs_pipeline.transform.reruns import report_rebuilt_partitions
 
 DAILY_SELECT = "tag:daily"

@@ -14,9 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
-import psycopg
 import pytest
 from websockets.sync.client import connect as ws_connect
 

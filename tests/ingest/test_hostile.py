@@ -4,7 +4,7 @@ the rest of the file loads, against the real embedded PostgreSQL. Each case fail
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from decimal import Decimal
 
 import numpy as np

@@ -3,7 +3,6 @@ equals full refresh, and the read-only BI role over a real connection."""
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 from datetime import date

@@ -16,8 +16,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from cs_pipeline.core.access import ensure_bi_role
-from cs_pipeline.settings import Settings
 from cs_pipeline.core.warehouse import embedded_password, resolve_endpoints
+from cs_pipeline.settings import Settings
 
 #: An explicit libpq URL/conninfo for the dashboard (an external server's BI login, with its password).
 ENV_DASHBOARD_DATABASE_URL = "CS_PIPELINE_DASHBOARD_DATABASE_URL"
