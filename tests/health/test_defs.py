@@ -110,7 +110,7 @@ def test_backtest_shows_the_score_predicts_churn(pipeline, conn):
     assert result.success
     rows = {r[0]: r[1:] for r in conn.execute(
         "SELECT scorecard_version, auc, observations, churners, churn_rate_by_level FROM marts.health_score_backtest")}
-    assert set(rows) == {"ws168-v1", "ws133-v1"}
+    assert set(rows) == {"ws168-v1", "ws133-v1", "purchase-v1"}  # every shipped scorecard
     auc, observations, churners, by_level = rows["ws168-v1"]
     assert observations > 1000 and churners > 10
     assert float(auc) > 0.7
