@@ -23,6 +23,7 @@ def check_result(check_name: str, results: dict[date, GateResult]) -> dg.AssetCh
     metadata: dict[str, dg.MetadataValue] = {
         "days_validated": dg.MetadataValue.int(len(results)),
         "days_failed": dg.MetadataValue.text(", ".join(str(d) for d in sorted(failing_days)) or "none"),
+        "gate_seconds": dg.MetadataValue.float(round(sum(r.seconds for r in results.values()), 3)),
     }
     if shown is not None:
         metadata["day_shown"] = dg.MetadataValue.text(str(shown_day))

@@ -16,8 +16,9 @@ import json
 import os
 import threading
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from time import perf_counter
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,7 @@ class GateResult:
         details: per expectation: type, column, severity, success, observed value, unexpected count and a
             sample of unexpected values.
         docs_path: the Data Docs page of this validation (file path), if built.
+        seconds: wall-clock seconds of the validation (GX run and Data Docs update).
     """
 
     suite: str
@@ -54,6 +56,7 @@ class GateResult:
     failed: int
     details: list[dict] = field(default_factory=list)
     docs_path: str | None = None
+    seconds: float = 0.0
 
     @property
     def severity(self) -> str:
@@ -87,8 +90,8 @@ def with_epoch_columns(frame: pd.DataFrame) -> pd.DataFrame:
 
 def day_parameters(day: date, now: datetime | None = None) -> dict[str, float]:
     """``day_start_epoch`` / ``day_end_epoch`` (the UTC day, capped at now) and ``now_epoch``."""
-    now = now or datetime.now(timezone.utc)
-    start = datetime.combine(day, time(0), tzinfo=timezone.utc)
+    now = now or datetime.now(UTC)
+    start = datetime.combine(day, time(0), tzinfo=UTC)
     end = min(start + timedelta(days=1) - timedelta(microseconds=1), now)
     return {"day_start_epoch": start.timestamp(), "day_end_epoch": end.timestamp(), "now_epoch": now.timestamp()}
 
@@ -195,6 +198,7 @@ class GateRunner:
         """Validate ``frame`` with suite ``suite_name`` and ``parameters``; build Data Docs."""
         import great_expectations as gx
 
+        started = perf_counter()
         with _lock:
             ctx = self._ctx()
             self._count += 1
@@ -234,7 +238,7 @@ class GateRunner:
         return GateResult(suite=suite_name, passed=not failed,
                           blocking_failed=any(d["severity"] == "critical" for d in failed),
                           evaluated=len(details), failed=len(failed), details=details,
-                          docs_path=str(docs[-1]) if docs else None)
+                          docs_path=str(docs[-1]) if docs else None, seconds=perf_counter() - started)
 
 
 def _plain(value):

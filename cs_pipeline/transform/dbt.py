@@ -1,14 +1,27 @@
-"""dbt wiring that is not Dagster: the project, its profile environment, its vars, its manifest.
+"""dbt wiring that is not Dagster: the project, its profile environment, its day window, its manifest
+and its parse state.
 
-Pure helpers (``dbt_env``, ``dbt_vars``) are unit-tested; ``prepare_manifest`` runs ``dbt parse`` when the
-manifest is missing or older than any project file, so users never run it by hand.
+Pure helpers (``dbt_env``, ``dbt_vars``, ``dbt_window_env``) are unit-tested; ``prepare_manifest`` runs
+``dbt parse`` when the manifest is missing or older than any project file, so users never run it by hand.
+
+Partial parsing (issue 18): dbt re-parses the whole project (seconds) when the ``--vars``, the profile or
+its environment differ from the last parse. So the runs pass their day window in the environment
+(``dbt_window_env``; the macros read it only when executing), and each warehouse has its own parse state
+(``prepare_parse_state``: ``dbt parse`` into ``$CS_PIPELINE_HOME/dbt_target`` with that warehouse's
+profile), from which dagster-dbt seeds every invocation's target directory (``DBT_TARGET_PATH``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
+import shutil
+import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -75,8 +88,87 @@ def dbt_vars(first_day: date, last_day: date) -> dict[str, str]:
 
 
 def dbt_vars_arg(first_day: date, last_day: date) -> list[str]:
-    """``["--vars", "<json>"]`` for ``dbt_vars``."""
+    """``["--vars", "<json>"]`` for ``dbt_vars`` (for dbt by hand; runs use ``dbt_window_env``)."""
     return ["--vars", json.dumps(dbt_vars(first_day, last_day), sort_keys=True)]
+
+
+#: The environment variables of the day window (read by ``dbt_project/macros/partition_window.sql``).
+WINDOW_ENV = {"min_date": "CS_PIPELINE_DBT_MIN_DATE", "max_date": "CS_PIPELINE_DBT_MAX_DATE"}
+
+
+def dbt_window_env(first_day: date, last_day: date) -> dict[str, str]:
+    """The day window of ``dbt_vars`` as environment variables: ``{"CS_PIPELINE_DBT_MIN_DATE":
+    "YYYY-MM-DD", "CS_PIPELINE_DBT_MAX_DATE": "YYYY-MM-DD"}`` (inclusive UTC days). Unlike ``--vars``,
+    they are not part of dbt's parse state, so partial parsing survives a new window.
+
+    Raises:
+        ValueError: last_day before first_day.
+    """
+    return {WINDOW_ENV[name]: value for name, value in dbt_vars(first_day, last_day).items()}
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Set ``values`` in ``os.environ`` for the block and restore what was there after: dagster-dbt's
+    ``DbtCliResource.cli`` takes its subprocess environment from ``os.environ`` when it is called."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+#: Invocation directories kept under a parse-state directory (dagster-dbt makes one per dbt command).
+KEEP_INVOCATIONS = 20
+
+
+def _profile_stamp(env: dict[str, str]) -> str:
+    from importlib.metadata import version
+
+    text = json.dumps({"profile_env": env, "dbt": version("dbt-core")}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def prepare_parse_state(state_dir: Path, conninfo: str) -> Path:
+    """Make ``state_dir`` hold a current dbt parse (``manifest.json``, ``partial_parse.msgpack``) made
+    with the profile of ``conninfo``, running ``dbt parse --target-path state_dir`` (no database
+    connection) only when it is missing, older than a project file, or made for another profile or dbt
+    version (a SHA-256 stamp, no secret in clear). A file lock serialises concurrent runs. Also prunes
+    dagster-dbt's invocation directories under it to the newest ``KEEP_INVOCATIONS``.
+
+    Returns ``state_dir``; set ``DBT_TARGET_PATH`` to it around ``DbtCliResource.cli`` so that each
+    invocation starts from this parse (dagster-dbt copies ``partial_parse.msgpack`` from there).
+
+    Raises:
+        RuntimeError: ``dbt parse`` failed (its last output lines, secrets masked by dbt).
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    env = dbt_env(conninfo)
+    stamp = _profile_stamp(env)
+    stamp_file = state_dir / "profile.sha256"
+    with open(state_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        fresh = ((state_dir / "partial_parse.msgpack").exists()
+                 and not manifest_is_stale(DBT_PROJECT_DIR, state_dir / "manifest.json")
+                 and stamp_file.exists() and stamp_file.read_text() == stamp)
+        if not fresh:
+            done = subprocess.run(
+                [dbt_executable(), "parse", "--project-dir", str(DBT_PROJECT_DIR),
+                 "--profiles-dir", str(DBT_PROJECT_DIR), "--target-path", str(state_dir)],
+                env={**os.environ, **env, "DBT_LOG_PATH": str(state_dir)}, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+                raise RuntimeError(f"dbt parse of {DBT_PROJECT_DIR} failed:\n{tail}")
+            stamp_file.write_text(stamp)
+        invocations = sorted((p for p in state_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        for old in invocations[:-KEEP_INVOCATIONS]:
+            shutil.rmtree(old, ignore_errors=True)
+    return state_dir
 
 
 #: Run tag that makes the daily dbt models rebuild from raw (``dbt build --full-refresh``); set by

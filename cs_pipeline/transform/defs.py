@@ -1,22 +1,25 @@
-"""Dagster definitions of the transform stage: dbt models as assets (dagster-dbt), seeds and staging
-unpartitioned, daily models partitioned, and the ``dbt`` resource.
+"""Dagster definitions of the transform stage: the dbt project as one partitioned multi-asset
+(dagster-dbt), and the ``dbt`` resource.
 
-* ``dbt_daily_models``: models tagged ``daily`` (stg_wedsync__activity_events, intermediate,
-  fct_supplier_activity_daily, supplier_engagement_daily, fct_feature_adoption) on the daily partitions;
-  a run over a range of days is one ``dbt build`` with ``--vars {"min_date", "max_date"}`` (single-run
-  backfill policy) over ``rebuild_window``: from the first changed day to the newest day built, so a
+* ``dbt_models``: the whole dbt project on the daily partitions, one ``dbt build`` per run. Models tagged
+  ``daily`` (stg_wedsync__activity_events, intermediate, fct_supplier_activity_daily,
+  supplier_engagement_daily, fct_feature_adoption) process a window of days: a run over a range of days
+  is one ``dbt build`` with the window in ``CS_PIPELINE_DBT_MIN_DATE/_MAX_DATE`` (single-run backfill
+  policy) over ``rebuild_window``: from the first changed day to the newest day built, so a
   re-run of an old day also rebuilds every later day it affects. Those later partitions are reported
   as materialised by the same run (``AssetMaterialization`` events with ``rebuilt_after``), so Dagster
   shows them, and customer_health rescores them (``rebuilt_days``), in that run.
-* ``dbt_reference_models``: the feature catalogue seed, staging views and dim_suppliers, unpartitioned.
+  The feature catalogue seed, the other staging views and dim_suppliers are rebuilt whole each run.
 
 dbt tests become Dagster asset checks. The translator groups models by layer and sets kinds.
 
 (No ``from __future__ import annotations`` here: Dagster inspects the context annotation.)
 """
 
+import json
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -34,17 +37,19 @@ from cs_pipeline.core.resources import WarehouseResource
 from cs_pipeline.settings import Settings
 from cs_pipeline.transform.dbt import (
     FULL_REFRESH_TAG,
-    apply_dbt_env,
     build_state,
+    dbt_env,
     dbt_executable,
-    dbt_vars_arg,
+    dbt_window_env,
+    environment,
     prepare_manifest,
+    prepare_parse_state,
     put_dbt_on_path,
     rebuild_window,
 )
 from cs_pipeline.transform.reruns import report_rebuilt_partitions
 
-DAILY_SELECT = "tag:daily"
+DAILY_TAG = "daily"
 
 LAYER_GROUPS = {"staging": "staging", "intermediate": "intermediate", "marts": "marts"}
 
@@ -85,55 +90,59 @@ def _translator() -> CsDbtTranslator:
 
 
 def build_dbt_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    """The two dbt multi-assets for ``partitions_def``."""
+    """The dbt multi-asset ``dbt_models`` (every seed, model and test) on ``partitions_def``: one
+    ``dbt build`` per run (issue 18: each dbt invocation costs seconds of start-up, so a run makes one).
+    Models tagged ``daily`` process the run's day window (see ``rebuild_window``); the seed, the
+    staging views and dim_suppliers are rebuilt whole (cheap), so their partitions only record when."""
     project = dbt_project()
+    daily_keys = daily_asset_keys(project)
 
     @dbt_assets(
         manifest=project.manifest_path,
         project=project,
-        select=DAILY_SELECT,
-        name="dbt_daily_models",
+        name="dbt_models",
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         dagster_dbt_translator=_translator(),
     )
-    def dbt_daily_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
-                         warehouse: WarehouseResource) -> Iterator[Any]:
-        """Daily dbt models for the run's partition window (one ``dbt build`` for a range)."""
+    def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
+                   warehouse: WarehouseResource) -> Iterator[Any]:
+        """The dbt project for the run's partition window (one ``dbt build`` for a range of days)."""
         window = context.partition_time_window
         first, last = window.start.date(), (window.end - timedelta(days=1)).date()
         full_refresh = context.run.tags.get(FULL_REFRESH_TAG) == "true"
         with warehouse.connect() as conn:
             newest, changed = build_state(conn)
         start, end = rebuild_window(first, last, newest, None if full_refresh else changed)
-        apply_dbt_env(warehouse.conninfo)
-        context.log.info(f"dbt build{' --full-refresh' if full_refresh else ''} of the daily models for "
-                         f"{start}..{end} (run for {first}..{last})")
-        args = ["build", *dbt_vars_arg(start, end), *(["--full-refresh"] if full_refresh else []),
+        context.log.info(f"dbt build{' --full-refresh' if full_refresh else ''} for {start}..{end} "
+                         f"(run for {first}..{last})")
+        args = ["build", *(["--full-refresh"] if full_refresh else []),
                 # dbt unit tests with a `this` input need the table: not on the first build.
                 *(["--exclude", "tag:needs_this"] if newest is None else [])]
-        yield from dbt.cli(args, context=context).stream()
+        with _dbt_environment(warehouse, dbt_window_env(start, end)):
+            invocation = dbt.cli(args, context=context)
+        yield from invocation.stream()
         with warehouse.connect(autocommit=True) as conn:
             ensure_bi_role(conn, warehouse.settings().bi_role)
-        report_rebuilt_partitions(context, context.selected_asset_keys, start, end, partitions_def)
+        daily = [key for key in context.selected_asset_keys if key in daily_keys]
+        report_rebuilt_partitions(context, daily, start, end, partitions_def)
 
-    @dbt_assets(
-        manifest=project.manifest_path,
-        project=project,
-        exclude=DAILY_SELECT,
-        name="dbt_reference_models",
-        dagster_dbt_translator=_translator(),
-    )
-    def dbt_reference_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
-                             warehouse: WarehouseResource) -> Iterator[Any]:
-        """Seeds, staging views and dim_suppliers (rebuilt whole; cheap)."""
-        apply_dbt_env(warehouse.conninfo)
-        yield from dbt.cli(["build"], context=context).stream()
-        with warehouse.connect(autocommit=True) as conn:
-            ensure_bi_role(conn, warehouse.settings().bi_role)
+    return [dbt_models]
 
-    return [dbt_reference_models, dbt_daily_models]
 
+def daily_asset_keys(project: DbtProject) -> set[dg.AssetKey]:
+    """Asset keys of the models tagged ``daily`` (the ones whose later partitions a re-run rebuilds)."""
+    manifest = json.loads(Path(project.manifest_path).read_text())
+    translator = _translator()
+    return {translator.get_asset_spec(manifest, uid, project).key for uid, node in manifest["nodes"].items()
+            if node["resource_type"] in ("model", "seed", "snapshot") and DAILY_TAG in node.get("tags", [])}
+
+
+def _dbt_environment(warehouse: WarehouseResource, window: dict[str, str]):
+    """The environment of one dbt invocation: the warehouse's profile, the day window, and
+    ``DBT_TARGET_PATH`` at the warehouse's parse state (``prepare_parse_state``), so dbt parses partially."""
+    state = prepare_parse_state(warehouse.settings().home / "dbt_target", warehouse.conninfo)
+    return environment({**dbt_env(warehouse.conninfo), **window, "DBT_TARGET_PATH": str(state)})
 
 
 def dbt_resource() -> DbtCliResource:

@@ -1,17 +1,25 @@
 {#- The partition window of a daily run.
 
-    Dagster passes --vars '{"min_date": "YYYY-MM-DD", "max_date": "YYYY-MM-DD"}' (inclusive UTC days).
+    Dagster sets the environment variables CS_PIPELINE_DBT_MIN_DATE / CS_PIPELINE_DBT_MAX_DATE
+    (inclusive UTC days, YYYY-MM-DD) for the one dbt invocation. By hand (and in dbt unit tests),
+    --vars '{"min_date": "...", "max_date": "..."}' works too and wins over the environment. The
+    environment is read only when executing, never while parsing, so the window is not part of dbt's
+    parse state: partial parsing holds from one run to the next (issue 18), whereas a change of --vars
+    makes dbt re-parse the whole project.
     Incremental models process [min_date, max_date] (plus the look-back their rolling windows need) and
     first delete that window from their table, so a re-run replaces it. A full refresh (or a build
     without vars) processes every day up to max_date. -#}
 
 {% macro cs_date_var(name) -%}
     {%- set value = var(name, none) -%}
+    {%- if (value is none or value == '') and execute -%}
+        {%- set value = env_var('CS_PIPELINE_DBT_' ~ (name | upper), '') -%}
+    {%- endif -%}
     {%- if value is none or value == '' -%}
         {{ return(none) }}
     {%- endif -%}
     {%- if not modules.re.match('^[0-9]{4}-[0-9]{2}-[0-9]{2}$', value | string) -%}
-        {{ exceptions.raise_compiler_error("var " ~ name ~ " must be a day YYYY-MM-DD, got " ~ value) }}
+        {{ exceptions.raise_compiler_error("CS_PIPELINE_DBT_" ~ (name | upper) ~ " (or var " ~ name ~ ") must be a day YYYY-MM-DD, got " ~ value) }}
     {%- endif -%}
     {{ return(value | string) }}
 {%- endmacro %}

@@ -99,7 +99,11 @@ def test_definitions_wire_dbt_layers_and_lineage(settings):
     assert dg.AssetKey(["raw", "activity_events"]) in upstream
     daily = graph.get(dg.AssetKey(["marts", "supplier_engagement_daily"]))
     assert daily.partitions_def is not None
-    assert graph.get(dg.AssetKey(["marts", "dim_suppliers"])).partitions_def is None
+    # One dbt build per run (issue 18): the whole project is one multi-asset on the daily partitions.
+    dim = graph.get(dg.AssetKey(["marts", "dim_suppliers"]))
+    assert dim.partitions_def == daily.partitions_def
+    assert len({graph.get(k).assets_def.node_def.name for k in graph.get_all_asset_keys()
+                if "dbt" in graph.get(k).kinds}) == 1
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
     assert any("unique_combination_supplier_engagement_daily" in name for name in checks)
 
