@@ -4,6 +4,7 @@ equals full refresh, and the read-only BI role over a real connection."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from datetime import date
 from pathlib import Path
@@ -189,6 +190,12 @@ def test_incremental_runs_equal_a_full_refresh(settings, warehouse, tmp_path):
         full = _mart_snapshot(conn)
     for table in incremental:
         assert incremental[table] == full[table], table
+    # The dbt unit tests (left out of pipeline runs) pass on the built project.
+    units = subprocess.run(
+        [dbt_executable(), "test", "--select", "test_type:unit", "--project-dir", str(DBT_PROJECT_DIR),
+         "--profiles-dir", str(DBT_PROJECT_DIR)], env=env, capture_output=True, text=True)
+    assert units.returncode == 0, units.stdout[-3000:]
+    assert int(re.search(r"PASS=(\d+)", units.stdout).group(1)) >= 5, units.stdout[-2000:]
 
 
 def test_bi_role_reads_marts_and_is_refused_on_raw(settings, warehouse, conn):
