@@ -31,11 +31,16 @@ def pipeline_defs() -> dg.Definitions:
         selection=dg.AssetSelection.groups(*DAILY_GROUPS) - dg.AssetSelection.assets(["marts", "health_score_backtest"]),
         description="Every daily stage for one day (or a range, as one run): ingest -> dbt marts -> "
                     "customer_health -> success_milestones.",
+        # One process per run, not one per step: each step process would import Dagster, dbt, pandas
+        # and Great Expectations again (seconds each), and the steps run one after another anyway
+        # (issue 18). Isolation between runs stays: every run has its own process.
+        executor_def=dg.in_process_executor,
     )
     backtest_job = dg.define_asset_job(
         "health_score_backtest_job",
         selection=dg.AssetSelection.assets(["marts", "health_score_backtest"]),
         description="Backtest every scorecard on the warehouse's history (weekly).",
+        executor_def=dg.in_process_executor,
     )
 
     @dg.schedule(cron_schedule="0 2 * * *", job=daily_job, execution_timezone="UTC",
