@@ -144,6 +144,9 @@ class ImportMapping(_Strict):
     start: date | None = None  # default: the earliest event day in the data
     end: date | None = None  # default: the latest event day in the data
     snapshot_sources: list[str] = Field(default_factory=lambda: ["suppliers"])
+    #: The product's own feature catalogue (CSV, the columns of dbt_project/seeds/feature_catalogue.csv),
+    #: relative to the mapping file; the import records it in CS_PIPELINE_HOME for later runs.
+    catalogue: str | None = None
     sources: dict[Literal["suppliers", "activity_events", "support_tickets", "billing_events"], list[Part]]
 
     @model_validator(mode="after")
@@ -169,6 +172,38 @@ def load_mapping(path: Path) -> ImportMapping:
         MappingError: missing file, invalid YAML or fields (the message names file and field).
     """
     return load_yaml_model(path, ImportMapping, MappingError, "mapping")
+
+
+def check_event_names(mapping: ImportMapping, catalogue: tuple[str, ...], catalogue_path: Path) -> None:
+    """Check the event names the mapping itself writes (constants, value maps and their defaults of
+    ``activity_events.event_name``, and ``login`` for ``login_per_active_day``) against the catalogue in
+    force, before any file is read. Names taken from a data column are checked by ingestion, which
+    rejects a record whose event is not in the catalogue (``invalid_enum``).
+
+    Raises:
+        MappingError: a name is not in the catalogue (names the mapping, the events and the catalogue file).
+    """
+    unknown: dict[str, str] = {}
+    known = set(catalogue)
+    for i, part in enumerate(mapping.sources.get("activity_events", [])):
+        where = f"sources.activity_events.{i}"
+        spec = part.columns.get("event_name")
+        names = []
+        if spec is not None:
+            if spec.constant is not None:
+                names.append(str(spec.constant))
+            names += [v for v in (spec.value_map or {}).values() if v is not None]
+            if spec.default is not None:
+                names.append(spec.default)
+        if part.login_per_active_day:
+            names.append("login")
+        for name in names:
+            if name not in known:
+                unknown.setdefault(name, where)
+    if unknown:
+        listed = ", ".join(f"{name!r} ({where})" for name, where in unknown.items())
+        raise MappingError(f"{mapping.name}: event name(s) {listed} not in the feature catalogue {catalogue_path}; "
+                           f"add them to the catalogue (login_per_active_day needs a 'login' row) or map to its events")
 
 
 @dataclass

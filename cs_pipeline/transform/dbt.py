@@ -25,6 +25,8 @@ PROFILE_ENV = {
     "sslcert": "CS_PIPELINE_DBT_SSLCERT",
     "sslkey": "CS_PIPELINE_DBT_SSLKEY",
 }
+#: The directory dbt loads the seed ``feature_catalogue`` from (``seed-paths`` in dbt_project.yml).
+SEED_DIR_ENV = "CS_PIPELINE_DBT_SEED_DIR"
 #: libpq's default sslmode, used when the conninfo sets none.
 DEFAULT_SSLMODE = "prefer"
 TARGET_DIR = DBT_PROJECT_DIR / "target"
@@ -61,6 +63,23 @@ def dbt_env(conninfo: str) -> dict[str, str]:
 def apply_dbt_env(conninfo: str, environ: dict[str, str] | None = None) -> None:
     """Export ``dbt_env(conninfo)`` into ``environ`` (default ``os.environ``) for dbt subprocesses."""
     (os.environ if environ is None else environ).update(dbt_env(conninfo))
+
+
+def apply_catalogue_env(settings, environ: dict[str, str] | None = None) -> Path:
+    """Export ``CS_PIPELINE_DBT_SEED_DIR`` into ``environ`` (default ``os.environ``) for dbt subprocesses:
+    the directory holding the feature catalogue in force for ``settings`` (a ``Settings``; its
+    ``feature_catalogue`` resolved against its ``home``), staged by ``stage_for_dbt``. Returns the directory.
+
+    Raises:
+        cs_pipeline.core.catalogue.CatalogueError: the team's catalogue is invalid (names the file and fix).
+    """
+    from cs_pipeline.core.catalogue import stage_for_dbt
+    from cs_pipeline.settings import ENV_HOME, resolve_feature_catalogue
+
+    catalogue = resolve_feature_catalogue({**os.environ, ENV_HOME: str(settings.home)})
+    seed_dir = stage_for_dbt(catalogue, settings.home)
+    (os.environ if environ is None else environ)[SEED_DIR_ENV] = str(seed_dir)
+    return seed_dir
 
 
 def dbt_vars(first_day: date, last_day: date) -> dict[str, str]:

@@ -34,6 +34,7 @@ from cs_pipeline.core.resources import WarehouseResource
 from cs_pipeline.settings import Settings
 from cs_pipeline.transform.dbt import (
     FULL_REFRESH_TAG,
+    apply_catalogue_env,
     apply_dbt_env,
     build_state,
     dbt_executable,
@@ -107,6 +108,7 @@ def build_dbt_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsD
             newest, changed = build_state(conn)
         start, end = rebuild_window(first, last, newest, None if full_refresh else changed)
         apply_dbt_env(warehouse.conninfo)
+        apply_catalogue_env(warehouse.settings())
         context.log.info(f"dbt build{' --full-refresh' if full_refresh else ''} of the daily models for "
                          f"{start}..{end} (run for {first}..{last})")
         args = ["build", *dbt_vars_arg(start, end), *(["--full-refresh"] if full_refresh else []),
@@ -128,6 +130,8 @@ def build_dbt_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsD
                              warehouse: WarehouseResource) -> Iterator[Any]:
         """Seeds, staging views and dim_suppliers (rebuilt whole; cheap)."""
         apply_dbt_env(warehouse.conninfo)
+        seed_dir = apply_catalogue_env(warehouse.settings())
+        context.log.info(f"feature catalogue seed from {seed_dir / 'feature_catalogue.csv'}")
         yield from dbt.cli(["build"], context=context).stream()
         with warehouse.connect(autocommit=True) as conn:
             ensure_bi_role(conn, warehouse.settings().bi_role)
