@@ -363,8 +363,18 @@ def import_data(
     run_pipeline: Annotated[bool, typer.Option("--run/--no-run", help="Then run daily_customer_success over the days.")] = False,
 ) -> None:
     """Map a team's own exports onto the four landing sources, report what did not map, optionally run."""
-    from cs_pipeline.core.catalogue import CatalogueError, active_catalogue_path, event_names, record_catalogue
-    from cs_pipeline.feeds.imports import MappingError, check_event_names, load_mapping, run_import
+    from cs_pipeline.core.catalogue import (
+        CatalogueError,
+        active_catalogue_path,
+        event_names,
+        record_catalogue,
+    )
+    from cs_pipeline.feeds.imports import (
+        MappingError,
+        check_event_names,
+        load_mapping,
+        run_import,
+    )
     from cs_pipeline.settings import ENV_FEATURE_CATALOGUE
 
     settings = _settings()

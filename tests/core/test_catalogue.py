@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -21,7 +20,12 @@ from cs_pipeline.core.catalogue import (
 from cs_pipeline.core.paths import FEATURE_CATALOGUE_CSV, PROJECT_ROOT
 from cs_pipeline.feeds.imports import MappingError, check_event_names, load_mapping
 from cs_pipeline.ingest.sources import catalogue_event_names, sources
-from cs_pipeline.settings import ENV_FEATURE_CATALOGUE, ENV_HOME, Settings, resolve_feature_catalogue
+from cs_pipeline.settings import (
+    ENV_FEATURE_CATALOGUE,
+    ENV_HOME,
+    Settings,
+    resolve_feature_catalogue,
+)
 from cs_pipeline.transform.dbt import SEED_DIR_ENV, apply_catalogue_env
 
 OWN = PROJECT_ROOT / "tests" / "data" / "own_product"
@@ -117,7 +121,7 @@ def test_cli_with_a_bad_catalogue_variable_says_one_line(tmp_path):
     env.update({ENV_HOME: str(tmp_path / "home"), ENV_FEATURE_CATALOGUE: str(bad), "PYTHONPATH": str(PROJECT_ROOT),
                 "COLUMNS": "100"})
     done = subprocess.run([sys.executable, "-m", "cs_pipeline.cli", "run", "--start", "2025-01-01"], env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     assert done.returncode == 2 and len(lines) == 1, done.stdout + done.stderr
     assert str(bad) in lines[0] and "is_core" in lines[0]
