@@ -6,8 +6,8 @@ and ``adoption_window_days`` (whole days, the window at most 90: the marts look 
 is in force is a setting (``cs_pipeline.settings.resolve_feature_catalogue``: ``CS_PIPELINE_FEATURE_CATALOGUE``,
 else the one an import recorded in ``CS_PIPELINE_HOME``). Ingestion reads its event names (the accepted
 values of ``activity_events.event_name``); dbt loads it as the seed ``feature_catalogue`` from the
-directory in ``CS_PIPELINE_DBT_SEED_DIR`` (``dbt_project.yml``'s ``seed-paths``), where ``stage_for_dbt``
-puts a validated copy, so the seed keeps its name, lineage and tests whatever file the team gave.
+directory in ``CS_PIPELINE_DBT_SEED_DIR`` (``dbt_project.yml``'s ``seed-paths``, relative to the project),
+where ``stage_for_dbt`` puts a validated copy, so the seed keeps its name, lineage and tests whatever file the team gave.
 
 Pure file handling: no database, no Dagster.
 """
@@ -15,13 +15,14 @@ Pure file handling: no database, no Dagster.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cs_pipeline.core.paths import FEATURE_CATALOGUE_CSV
+from cs_pipeline.core.paths import DBT_PROJECT_DIR, FEATURE_CATALOGUE_CSV
 from cs_pipeline.settings import resolve_feature_catalogue
 
 COLUMNS = ("event_name", "feature", "is_core", "adoption_min_active_days", "adoption_window_days")
@@ -29,6 +30,8 @@ COLUMNS = ("event_name", "feature", "is_core", "adoption_min_active_days", "adop
 MAX_WINDOW_DAYS = 90
 #: File name of the seed dbt loads (the seed's name is the file's stem).
 SEED_FILE = "feature_catalogue.csv"
+#: Where a team's catalogue is staged for dbt, inside the dbt project (git-ignored).
+STAGED_DIR = "seeds_staged"
 _FIX = (f"a feature catalogue is a CSV with the header {','.join(COLUMNS)}, one row per event name, "
         f"is_core true or false, whole numbers of days (window 1..{MAX_WINDOW_DAYS}); "
         f"see dbt_project/seeds/feature_catalogue.csv")
@@ -152,16 +155,21 @@ def record_catalogue(source: Path, home: Path) -> Path:
     return write_catalogue(load_catalogue(source.absolute()), home / RECORDED_CATALOGUE)
 
 
-def stage_for_dbt(catalogue: Path | None, home: Path) -> Path:
-    """The directory dbt loads the seed ``feature_catalogue`` from (``CS_PIPELINE_DBT_SEED_DIR``).
+def stage_for_dbt(catalogue: Path | None, home: Path) -> str:
+    """The seed directory dbt loads ``feature_catalogue`` from (``CS_PIPELINE_DBT_SEED_DIR``), relative to
+    the dbt project: dbt writes each seed's compiled SQL to ``target/run/<project>/<seed path>``, so an
+    absolute seed path would have it overwrite the CSV itself.
 
-    ``None`` (WedSync's catalogue) gives the project's ``seeds/`` directory. A team's catalogue is
-    validated and written as ``<home>/dbt_seeds/feature_catalogue.csv`` (whatever its own file name),
-    and that directory is returned.
+    ``None`` (WedSync's catalogue) gives ``seeds``. A team's catalogue is validated and written as
+    ``dbt_project/seeds_staged/<key>/feature_catalogue.csv`` (whatever its own file name; ``key`` is a hash
+    of ``home``, so projects with different homes do not share it), and ``seeds_staged/<key>`` is returned.
 
     Raises:
         CatalogueError: see ``load_catalogue``.
     """
     if catalogue is None or catalogue.absolute() == FEATURE_CATALOGUE_CSV:
-        return FEATURE_CATALOGUE_CSV.parent
-    return write_catalogue(load_catalogue(catalogue.absolute()), home / "dbt_seeds" / SEED_FILE).parent
+        return "seeds"
+    key = hashlib.sha256(str(home.absolute()).encode()).hexdigest()[:16]
+    relative = f"{STAGED_DIR}/{key}"
+    write_catalogue(load_catalogue(catalogue.absolute()), DBT_PROJECT_DIR / relative / SEED_FILE)
+    return relative

@@ -65,10 +65,11 @@ def apply_dbt_env(conninfo: str, environ: dict[str, str] | None = None) -> None:
     (os.environ if environ is None else environ).update(dbt_env(conninfo))
 
 
-def apply_catalogue_env(settings, environ: dict[str, str] | None = None) -> Path:
+def apply_catalogue_env(settings, environ: dict[str, str] | None = None) -> str:
     """Export ``CS_PIPELINE_DBT_SEED_DIR`` into ``environ`` (default ``os.environ``) for dbt subprocesses:
     the directory holding the feature catalogue in force for ``settings`` (a ``Settings``; its
-    ``feature_catalogue`` resolved against its ``home``), staged by ``stage_for_dbt``. Returns the directory.
+    ``feature_catalogue`` resolved against its ``home``), staged by ``stage_for_dbt``. Returns the directory,
+    relative to the dbt project.
 
     Raises:
         cs_pipeline.core.catalogue.CatalogueError: the team's catalogue is invalid (names the file and fix).
@@ -78,7 +79,7 @@ def apply_catalogue_env(settings, environ: dict[str, str] | None = None) -> Path
 
     catalogue = resolve_feature_catalogue({**os.environ, ENV_HOME: str(settings.home)})
     seed_dir = stage_for_dbt(catalogue, settings.home)
-    (os.environ if environ is None else environ)[SEED_DIR_ENV] = str(seed_dir)
+    (os.environ if environ is None else environ)[SEED_DIR_ENV] = seed_dir
     return seed_dir
 
 
@@ -170,7 +171,7 @@ def build_state(conn) -> tuple[date | None, date | None]:
 
 def _project_files(project_dir: Path) -> list[Path]:
     patterns = ("*.sql", "*.yml", "*.yaml", "*.csv", "*.md")
-    skip = {"target", "logs", "dbt_packages"}
+    skip = {"target", "logs", "dbt_packages", "seeds_staged"}  # staged seeds do not change the manifest
     return [p for pattern in patterns for p in project_dir.rglob(pattern)
             if not skip.intersection(p.relative_to(project_dir).parts)]
 

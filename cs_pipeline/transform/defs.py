@@ -131,7 +131,7 @@ def build_dbt_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsD
         """Seeds, staging views and dim_suppliers (rebuilt whole; cheap)."""
         apply_dbt_env(warehouse.conninfo)
         seed_dir = apply_catalogue_env(warehouse.settings())
-        context.log.info(f"feature catalogue seed from {seed_dir / 'feature_catalogue.csv'}")
+        context.log.info(f"feature catalogue seed from {DBT_PROJECT_DIR / seed_dir / 'feature_catalogue.csv'}")
         yield from dbt.cli(["build"], context=context).stream()
         with warehouse.connect(autocommit=True) as conn:
             ensure_bi_role(conn, warehouse.settings().bi_role)

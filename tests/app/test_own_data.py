@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from cs_pipeline.core.partitions import PartitionRangeError, check_days_in_partitions
-from cs_pipeline.core.paths import PROJECT_ROOT
+from cs_pipeline.core.paths import DBT_PROJECT_DIR, FEATURE_CATALOGUE_CSV, PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -122,6 +122,7 @@ def test_own_product_with_its_own_catalogue_to_scores(tmp_path):
     through the daily job: the seed, ingestion and the generic metrics follow its catalogue; the WedSync
     metrics (clients, forms, journeys) are missing, and the scorecard leaves those components out."""
     home = tmp_path / "home"
+    shipped = FEATURE_CATALOGUE_CSV.read_text()
     started = _cli(home, "db", "start", timeout=300)
     assert started.returncode == 0, started.stdout + started.stderr
     try:
@@ -131,6 +132,10 @@ def test_own_product_with_its_own_catalogue_to_scores(tmp_path):
         assert "2025-03-01..2025-03-10" in done.stdout
         recorded = home / "catalogue" / "feature_catalogue.csv"
         assert recorded.read_text() == (OWN_PRODUCT / "catalogue.csv").read_text()
+        # dbt loaded the seed from a staged copy and left it (and WedSync's seed) as they were.
+        staged = list((DBT_PROJECT_DIR / "seeds_staged").glob("*/feature_catalogue.csv"))
+        assert recorded.read_text() in [p.read_text() for p in staged]
+        assert FEATURE_CATALOGUE_CSV.read_text() == shipped
         as_of = date(2025, 3, 10)
         expected = _expected_by_hand(as_of)
         with psycopg.connect(conninfo) as conn:

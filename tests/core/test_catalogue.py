@@ -5,8 +5,10 @@ a bad file gives one error naming the file and the fix, and dbt is pointed at a 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +19,7 @@ from cs_pipeline.core.catalogue import (
     render,
     stage_for_dbt,
 )
-from cs_pipeline.core.paths import FEATURE_CATALOGUE_CSV, PROJECT_ROOT
+from cs_pipeline.core.paths import DBT_PROJECT_DIR, FEATURE_CATALOGUE_CSV, PROJECT_ROOT
 from cs_pipeline.feeds.imports import MappingError, check_event_names, load_mapping
 from cs_pipeline.ingest.sources import catalogue_event_names, sources
 from cs_pipeline.settings import (
@@ -82,20 +84,27 @@ def test_missing_catalogue_file(tmp_path):
 
 def test_dbt_loads_the_seed_from_a_staged_copy(env, monkeypatch):
     home = env / "home"
-    assert stage_for_dbt(None, home) == FEATURE_CATALOGUE_CSV.parent
+    assert stage_for_dbt(None, home) == "seeds"
     mine = env / "my events.csv"
     mine.write_text(HEADER.replace(",", ", ") + "report_built, reports, TRUE, 2, 30\n")  # spaces, upper case
     staged = stage_for_dbt(mine, home)
-    assert staged == home / "dbt_seeds"
-    assert (staged / "feature_catalogue.csv").read_text() == HEADER + "report_built,reports,true,2,30\n"
-    before = (staged / "feature_catalogue.csv").stat().st_mtime_ns
-    stage_for_dbt(mine, home)  # unchanged: not rewritten (dbt's partial parse sees no change)
-    assert (staged / "feature_catalogue.csv").stat().st_mtime_ns == before
-    environ: dict[str, str] = {}
-    monkeypatch.setenv(ENV_FEATURE_CATALOGUE, str(mine))
-    assert apply_catalogue_env(Settings.from_env(), environ) == staged and environ[SEED_DIR_ENV] == str(staged)
+    # Relative to the dbt project (an absolute seed path makes dbt write its SQL over the CSV).
+    assert not Path(staged).is_absolute() and staged.startswith("seeds_staged/")
+    target = DBT_PROJECT_DIR / staged / "feature_catalogue.csv"
+    try:
+        assert target.read_text() == HEADER + "report_built,reports,true,2,30\n"
+        before = target.stat().st_mtime_ns
+        stage_for_dbt(mine, home)  # unchanged: not rewritten (dbt's partial parse sees no change)
+        assert target.stat().st_mtime_ns == before
+        assert stage_for_dbt(mine, env / "other_home") != staged  # another home, another directory
+        environ: dict[str, str] = {}
+        monkeypatch.setenv(ENV_FEATURE_CATALOGUE, str(mine))
+        assert apply_catalogue_env(Settings.from_env(), environ) == staged and environ[SEED_DIR_ENV] == staged
+    finally:
+        shutil.rmtree(target.parent, ignore_errors=True)
+        shutil.rmtree(DBT_PROJECT_DIR / stage_for_dbt(mine, env / "other_home"), ignore_errors=True)
     assert render(load_catalogue(FEATURE_CATALOGUE_CSV)) == FEATURE_CATALOGUE_CSV.read_text()
-    assert "env_var('CS_PIPELINE_DBT_SEED_DIR', 'seeds')" in (PROJECT_ROOT / "dbt_project" / "dbt_project.yml").read_text()
+    assert "env_var('CS_PIPELINE_DBT_SEED_DIR', 'seeds')" in (DBT_PROJECT_DIR / "dbt_project.yml").read_text()
 
 
 def test_mapping_event_names_are_checked_against_the_catalogue(tmp_path):
