@@ -34,10 +34,15 @@ console = Console()
 
 
 def _settings() -> Settings:
+    from cs_pipeline.core.catalogue import CatalogueError, load_catalogue
+
     try:
-        return Settings.from_env()
-    except SettingsError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        settings = Settings.from_env()
+        if settings.feature_catalogue is not None:
+            load_catalogue(settings.feature_catalogue)  # a bad catalogue: one line naming the file and the fix
+        return settings
+    except (SettingsError, CatalogueError) as exc:
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from exc
 
 
@@ -358,14 +363,32 @@ def import_data(
     run_pipeline: Annotated[bool, typer.Option("--run/--no-run", help="Then run daily_customer_success over the days.")] = False,
 ) -> None:
     """Map a team's own exports onto the four landing sources, report what did not map, optionally run."""
-    from cs_pipeline.feeds.imports import MappingError, load_mapping, run_import
+    from cs_pipeline.core.catalogue import (
+        CatalogueError,
+        active_catalogue_path,
+        event_names,
+        record_catalogue,
+    )
+    from cs_pipeline.feeds.imports import (
+        MappingError,
+        check_event_names,
+        load_mapping,
+        run_import,
+    )
+    from cs_pipeline.settings import ENV_FEATURE_CATALOGUE
 
     settings = _settings()
     try:
         spec = load_mapping(mapping)
+        if spec.catalogue:  # the product's own catalogue: recorded in CS_PIPELINE_HOME for later runs
+            recorded = record_catalogue(mapping.parent / spec.catalogue, settings.home)
+            console.print(f"feature catalogue {spec.catalogue} recorded in {recorded}", soft_wrap=True)
+            if os.environ.get(ENV_FEATURE_CATALOGUE):
+                console.print(f"[yellow]note:[/yellow] {ENV_FEATURE_CATALOGUE} is set and wins over it", soft_wrap=True)
+        check_event_names(spec, event_names(), active_catalogue_path())
         result = run_import(spec, from_dir, out or settings.landing_dir)
-    except MappingError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+    except (MappingError, CatalogueError) as exc:
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from exc
     from cs_pipeline.settings import remember_partition_start
 
@@ -602,10 +625,12 @@ def dbt(ctx: typer.Context) -> None:
     """Run dbt on dbt_project/ with the warehouse's connection settings, e.g. ``cs-pipeline dbt build``."""
     from cs_pipeline.core.paths import DBT_PROJECT_DIR
     from cs_pipeline.core.warehouse import resolve_endpoints
-    from cs_pipeline.transform.dbt import apply_dbt_env
+    from cs_pipeline.transform.dbt import apply_catalogue_env, apply_dbt_env
 
-    endpoints = resolve_endpoints(_settings())
+    settings = _settings()
+    endpoints = resolve_endpoints(settings)
     apply_dbt_env(endpoints.warehouse)
+    apply_catalogue_env(settings)
     from cs_pipeline.transform.dbt import dbt_executable
 
     cmd = [dbt_executable(), *ctx.args,

@@ -23,10 +23,13 @@ ENV_LANDING_DIR = "CS_PIPELINE_LANDING_DIR"
 ENV_PARTITION_START = "CS_PIPELINE_PARTITION_START"
 ENV_BI_ROLE = "CS_PIPELINE_BI_ROLE"
 ENV_SCORECARD = "CS_PIPELINE_SCORECARD"
+ENV_FEATURE_CATALOGUE = "CS_PIPELINE_FEATURE_CATALOGUE"
 
 DEFAULT_HOME = ".cs_pipeline"
 DEFAULT_PARTITION_START = date(2024, 1, 1)
 CALENDAR_FILE = "calendar.json"
+#: Where ``cs-pipeline import`` records a mapping's ``catalogue:`` (relative to CS_PIPELINE_HOME).
+RECORDED_CATALOGUE = Path("catalogue") / "feature_catalogue.csv"
 WAREHOUSE_DATABASE = "cs_pipeline"
 DAGSTER_DATABASE = "dagster"
 
@@ -52,6 +55,10 @@ class Settings(BaseModel):
         partition_start_origin: where ``partition_start`` came from, for messages (names the variable).
         bi_role: ``CS_PIPELINE_BI_ROLE`` (default ``cs_bi_reader``), the read-only role for BI tools.
         scorecard: ``CS_PIPELINE_SCORECARD`` (default ``ws168``): a shipped scorecard name or a YAML path.
+        feature_catalogue: the product's own feature catalogue (a CSV with the columns of
+            ``dbt_project/seeds/feature_catalogue.csv``): ``CS_PIPELINE_FEATURE_CATALOGUE`` when set; else
+            the one a mapping's ``catalogue:`` recorded in ``$CS_PIPELINE_HOME/catalogue/``; else ``None``,
+            WedSync's shipped catalogue (``resolve_feature_catalogue``).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -64,6 +71,7 @@ class Settings(BaseModel):
     partition_start_origin: str = "by default"
     bi_role: str = Field(default="cs_bi_reader", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     scorecard: str = "ws168"
+    feature_catalogue: Path | None = None
 
     @field_validator("database_url", "dagster_storage_url")
     @classmethod
@@ -119,6 +127,7 @@ class Settings(BaseModel):
             values["bi_role"] = env[ENV_BI_ROLE]
         if env.get(ENV_SCORECARD):
             values["scorecard"] = env[ENV_SCORECARD]
+        values["feature_catalogue"] = resolve_feature_catalogue(env)
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
@@ -130,6 +139,20 @@ class Settings(BaseModel):
                 f"{names.get(str(err['loc'][0]), err['loc'][0])}: {err['msg']}" for err in exc.errors()
             )
             raise SettingsError(f"invalid cs_pipeline setting: {problems}") from exc
+
+
+def resolve_feature_catalogue(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The feature catalogue CSV in force (absolute), or ``None`` for WedSync's shipped one.
+
+    ``CS_PIPELINE_FEATURE_CATALOGUE`` wins; else ``$CS_PIPELINE_HOME/catalogue/feature_catalogue.csv``
+    when an import recorded one there; else ``None``. Cheap (one ``stat``), so ingestion can ask per
+    call; the file is validated where it is read (``cs_pipeline.core.catalogue``).
+    """
+    env = os.environ if environ is None else environ
+    if env.get(ENV_FEATURE_CATALOGUE):
+        return Path(env[ENV_FEATURE_CATALOGUE]).expanduser().absolute()
+    recorded = Path(env.get(ENV_HOME) or DEFAULT_HOME).expanduser().absolute() / RECORDED_CATALOGUE
+    return recorded if recorded.is_file() else None
 
 
 _LANDING_DAY = re.compile(r"_(\d{4}-\d{2}-\d{2})\.")

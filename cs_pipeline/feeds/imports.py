@@ -144,6 +144,9 @@ class ImportMapping(_Strict):
     start: date | None = None  # default: the earliest event day in the data
     end: date | None = None  # default: the latest event day in the data
     snapshot_sources: list[str] = Field(default_factory=lambda: ["suppliers"])
+    #: The product's own feature catalogue (CSV, the columns of dbt_project/seeds/feature_catalogue.csv),
+    #: relative to the mapping file; the import records it in CS_PIPELINE_HOME for later runs.
+    catalogue: str | None = None
     sources: dict[Literal["suppliers", "activity_events", "support_tickets", "billing_events"], list[Part]]
 
     @model_validator(mode="after")
@@ -169,6 +172,38 @@ def load_mapping(path: Path) -> ImportMapping:
         MappingError: missing file, invalid YAML or fields (the message names file and field).
     """
     return load_yaml_model(path, ImportMapping, MappingError, "mapping")
+
+
+def check_event_names(mapping: ImportMapping, catalogue: tuple[str, ...], catalogue_path: Path) -> None:
+    """Check the event names the mapping itself writes (constants, value maps and their defaults of
+    ``activity_events.event_name``, and ``login`` for ``login_per_active_day``) against the catalogue in
+    force, before any file is read. Names taken from a data column are checked by ingestion, which
+    rejects a record whose event is not in the catalogue (``invalid_enum``).
+
+    Raises:
+        MappingError: a name is not in the catalogue (names the mapping, the events and the catalogue file).
+    """
+    unknown: dict[str, str] = {}
+    known = set(catalogue)
+    for i, part in enumerate(mapping.sources.get("activity_events", [])):
+        where = f"sources.activity_events.{i}"
+        spec = part.columns.get("event_name")
+        names = []
+        if spec is not None:
+            if spec.constant is not None:
+                names.append(str(spec.constant))
+            names += [v for v in (spec.value_map or {}).values() if v is not None]
+            if spec.default is not None:
+                names.append(spec.default)
+        if part.login_per_active_day:
+            names.append("login")
+        for name in names:
+            if name not in known:
+                unknown.setdefault(name, where)
+    if unknown:
+        listed = ", ".join(f"{name!r} ({where})" for name, where in unknown.items())
+        raise MappingError(f"{mapping.name}: event name(s) {listed} not in the feature catalogue {catalogue_path}; "
+                           f"add them to the catalogue (login_per_active_day needs a 'login' row) or map to its events")
 
 
 @dataclass
@@ -253,29 +288,52 @@ def _read_whole(spec: TableSpec, source_dir: Path) -> pd.DataFrame:
     return pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame()
 
 
-class _SeenCounts:
-    """How often each 64-bit hash was seen so far: two sorted numpy arrays (16 bytes per distinct hash),
-    not a Python dict, so millions of rows stay cheap."""
+class _SeenSet:
+    """The 64-bit hashes seen so far: one sorted numpy array, 8 bytes per distinct hash (not a Python set),
+    grown by a linear merge (``np.insert`` at ``searchsorted`` positions), so adding a chunk costs one copy of
+    the array, not a concatenation, an argsort and a gather."""
 
     def __init__(self) -> None:
         self.keys = np.empty(0, dtype=np.uint64)
-        self.counts = np.empty(0, dtype=np.int64)
+
+    def contains(self, hashes: np.ndarray) -> np.ndarray:
+        """A bool array: which of ``hashes`` were added before."""
+        if not len(self.keys):
+            return np.zeros(len(hashes), dtype=bool)
+        pos = np.searchsorted(self.keys, hashes).clip(max=len(self.keys) - 1)
+        return self.keys[pos] == hashes
+
+    def add(self, hashes: np.ndarray) -> None:
+        """Add ``hashes`` (any order, repeats allowed)."""
+        new = np.unique(hashes)
+        new = new[~self.contains(new)]
+        if len(new):
+            self.keys = np.insert(self.keys, np.searchsorted(self.keys, new), new)
+
+
+class _SeenCounts:
+    """How often each 64-bit hash was seen so far: a ``_SeenSet`` of the hashes seen at least once, and a
+    dict of the extra occurrences of the few seen more than once (repeated rows are rare), so millions of
+    rows cost 8 bytes each."""
+
+    def __init__(self) -> None:
+        self.seen = _SeenSet()
+        self.repeats: dict[int, int] = {}  # hash -> occurrences beyond the first
 
     def lookup(self, hashes: np.ndarray) -> np.ndarray:
         """Occurrences so far of each of ``hashes`` (0 for a new one)."""
-        if not len(self.keys):
-            return np.zeros(len(hashes), dtype=np.int64)
-        pos = np.searchsorted(self.keys, hashes).clip(max=len(self.keys) - 1)
-        return np.where(self.keys[pos] == hashes, self.counts[pos], 0)
+        counts = self.seen.contains(hashes).astype(np.int64)
+        if self.repeats:
+            found = np.flatnonzero(counts)
+            counts[found] += np.fromiter((self.repeats.get(int(h), 0) for h in hashes[found]), np.int64, len(found))
+        return counts
 
     def add(self, hashes: np.ndarray) -> None:
         unique, counts = np.unique(hashes, return_counts=True)
-        known = self.lookup(unique) > 0
-        if known.any():
-            self.counts[np.searchsorted(self.keys, unique[known])] += counts[known]
-        keys = np.concatenate([self.keys, unique[~known]])
-        order = np.argsort(keys, kind="stable")
-        self.keys, self.counts = keys[order], np.concatenate([self.counts, counts[~known]])[order]
+        total = self.lookup(unique) + counts
+        for h, n in zip(unique[total > 1].tolist(), total[total > 1].tolist()):
+            self.repeats[h] = n - 1
+        self.seen.add(unique)
 
 
 def _hashes(frame: pd.DataFrame) -> np.ndarray:
@@ -593,7 +651,7 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
         for i, part in enumerate(mapping.sources.get(target, [])):
             where = f"sources.{target}.{i}"
             ids = _RowIds() if any(c.row_id for c in part.columns.values()) else None
-            partials, logged_in = [], _SeenCounts()  # (supplier, day) pairs with a login written
+            partials, logged_in = [], _SeenSet()  # (supplier, day) pairs with a login written
             for chunk in _chunks(part.from_, mapping, source_dir, tables):
                 rows = _part_frame(part, chunk, tables, target, report, where, ids.assign(chunk) if ids else None,
                                    days=(mapping.start, mapping.end))
@@ -667,11 +725,11 @@ def _chunks(table: str, mapping: ImportMapping, source_dir: Path, tables: dict[s
         yield from read_table(mapping.tables[table], source_dir)
 
 
-def _write_logins(files: _DayFiles, rows: pd.DataFrame, logged_in: _SeenCounts, seen_days: list[date]) -> None:
+def _write_logins(files: _DayFiles, rows: pd.DataFrame, logged_in: _SeenSet, seen_days: list[date]) -> None:
     """Append the logins of ``rows`` (``_logins``) for the (supplier, day) pairs without one yet."""
     logins = _logins(rows)
     pairs = _hashes(logins[["supplier_id", "_day"]])
-    new = logged_in.lookup(pairs) == 0
+    new = ~logged_in.contains(pairs)
     logged_in.add(pairs[new])
     columns = [*sources()["activity_events"].column_names, "_day"]
     _write_days(files, "activity_events", logins.loc[new].reindex(columns=columns), seen_days)

@@ -1,18 +1,18 @@
 """The four raw sources of DOMAIN.md ("Raw inputs"): columns, types and the rules a record must pass.
 
-Pure data: no database, no Dagster. The event-name value set is read from the feature catalogue seed
-(``dbt_project/seeds/feature_catalogue.csv``) so that there is one catalogue for ingestion and the marts.
+Pure data: no database, no Dagster. The event-name value set is read from the feature catalogue in force
+(``cs_pipeline.core.catalogue``: WedSync's seed ``dbt_project/seeds/feature_catalogue.csv``, or a team's own
+through ``CS_PIPELINE_FEATURE_CATALOGUE`` or a mapping's ``catalogue:``), the same file dbt loads as the
+seed, so that there is one catalogue for ingestion and the marts.
 """
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from cs_pipeline.core.paths import FEATURE_CATALOGUE_CSV
+from cs_pipeline.core.catalogue import event_names
 
 ColumnType = Literal["text", "timestamptz", "numeric", "integer", "jsonb"]
 
@@ -83,22 +83,14 @@ class Source:
         return next((c.name for c in self.columns if c.unique), None)
 
 
-@lru_cache(maxsize=4)
-def catalogue_event_names(path: Path = FEATURE_CATALOGUE_CSV) -> tuple[str, ...]:
-    """Event names of the feature catalogue seed, in file order.
+def catalogue_event_names(path: Path | None = None) -> tuple[str, ...]:
+    """Event names of the feature catalogue at ``path`` (default: the one in force), in file order.
 
     Raises:
-        FileNotFoundError: the seed file is missing.
-        ValueError: the seed has no ``event_name`` column or no rows.
+        cs_pipeline.core.catalogue.CatalogueError: the file is missing or invalid (the message names the
+            file and the fix).
     """
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or "event_name" not in reader.fieldnames:
-            raise ValueError(f"{path}: column 'event_name' is missing")
-        names = tuple(row["event_name"].strip() for row in reader if row.get("event_name", "").strip())
-    if not names:
-        raise ValueError(f"{path}: no event names")
-    return names
+    return event_names(path)
 
 
 _COUNTRY = r"^[A-Z]{2}$"
@@ -174,7 +166,7 @@ def build_sources(event_names: tuple[str, ...]) -> dict[str, Source]:
 
 
 def sources() -> dict[str, Source]:
-    """The four sources with the shipped feature catalogue."""
+    """The four sources with the feature catalogue in force (``catalogue_event_names``)."""
     return build_sources(catalogue_event_names())
 
 

@@ -38,6 +38,8 @@ PROFILE_ENV = {
     "sslcert": "CS_PIPELINE_DBT_SSLCERT",
     "sslkey": "CS_PIPELINE_DBT_SSLKEY",
 }
+#: The directory dbt loads the seed ``feature_catalogue`` from (``seed-paths`` in dbt_project.yml).
+SEED_DIR_ENV = "CS_PIPELINE_DBT_SEED_DIR"
 #: libpq's default sslmode, used when the conninfo sets none.
 DEFAULT_SSLMODE = "prefer"
 TARGET_DIR = DBT_PROJECT_DIR / "target"
@@ -74,6 +76,24 @@ def dbt_env(conninfo: str) -> dict[str, str]:
 def apply_dbt_env(conninfo: str, environ: dict[str, str] | None = None) -> None:
     """Export ``dbt_env(conninfo)`` into ``environ`` (default ``os.environ``) for dbt subprocesses."""
     (os.environ if environ is None else environ).update(dbt_env(conninfo))
+
+
+def apply_catalogue_env(settings, environ: dict[str, str] | None = None) -> str:
+    """Export ``CS_PIPELINE_DBT_SEED_DIR`` into ``environ`` (default ``os.environ``) for dbt subprocesses:
+    the directory holding the feature catalogue in force for ``settings`` (a ``Settings``; its
+    ``feature_catalogue`` resolved against its ``home``), staged by ``stage_for_dbt``. Returns the directory,
+    relative to the dbt project.
+
+    Raises:
+        cs_pipeline.core.catalogue.CatalogueError: the team's catalogue is invalid (names the file and fix).
+    """
+    from cs_pipeline.core.catalogue import stage_for_dbt
+    from cs_pipeline.settings import ENV_HOME, resolve_feature_catalogue
+
+    catalogue = resolve_feature_catalogue({**os.environ, ENV_HOME: str(settings.home)})
+    seed_dir = stage_for_dbt(catalogue, settings.home)
+    (os.environ if environ is None else environ)[SEED_DIR_ENV] = seed_dir
+    return seed_dir
 
 
 def dbt_vars(first_day: date, last_day: date) -> dict[str, str]:
@@ -134,7 +154,7 @@ def _profile_stamp(env: dict[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def prepare_parse_state(state_dir: Path, conninfo: str) -> Path:
+def prepare_parse_state(state_dir: Path, conninfo: str, project_env: dict[str, str] | None = None) -> Path:
     """Make ``state_dir`` hold a current dbt parse (``manifest.json``, ``partial_parse.msgpack``) made
     with the profile of ``conninfo``, running ``dbt parse --target-path state_dir`` (no database
     connection) only when it is missing, older than a project file, or made for another profile or dbt
@@ -148,7 +168,7 @@ def prepare_parse_state(state_dir: Path, conninfo: str) -> Path:
         RuntimeError: ``dbt parse`` failed (its last output lines, secrets masked by dbt).
     """
     state_dir.mkdir(parents=True, exist_ok=True)
-    env = dbt_env(conninfo)
+    env = {**dbt_env(conninfo), **(project_env or {})}
     stamp = _profile_stamp(env)
     stamp_file = state_dir / "profile.sha256"
     with open(state_dir / ".lock", "w") as lock:
@@ -243,7 +263,7 @@ def build_state(conn) -> tuple[date | None, date | None]:
 
 def _project_files(project_dir: Path) -> list[Path]:
     patterns = ("*.sql", "*.yml", "*.yaml", "*.csv", "*.md")
-    skip = {"target", "logs", "dbt_packages"}
+    skip = {"target", "logs", "dbt_packages", "seeds_staged"}  # staged seeds do not change the manifest
     return [p for pattern in patterns for p in project_dir.rglob(pattern)
             if not skip.intersection(p.relative_to(project_dir).parts)]
 

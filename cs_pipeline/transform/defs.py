@@ -37,6 +37,7 @@ from cs_pipeline.core.resources import WarehouseResource
 from cs_pipeline.settings import Settings
 from cs_pipeline.transform.dbt import (
     FULL_REFRESH_TAG,
+    apply_catalogue_env,
     build_state,
     dbt_env,
     dbt_executable,
@@ -114,12 +115,14 @@ def build_dbt_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsD
         with warehouse.connect() as conn:
             newest, changed = build_state(conn)
         start, end = rebuild_window(first, last, newest, None if full_refresh else changed)
-        context.log.info(f"dbt build{' --full-refresh' if full_refresh else ''} for {start}..{end} "
-                         f"(run for {first}..{last})")
         # dbt unit tests check the SQL, not the data: they run in CI (tests/transform), not in every run
         # (dbt's advice; issue 18: they were half of a daily build).
         args = ["build", *(["--full-refresh"] if full_refresh else []), "--exclude-resource-type", "unit_test"]
-        with _dbt_environment(warehouse, dbt_window_env(start, end)):
+        environment_, seed_dir = _dbt_environment(warehouse, dbt_window_env(start, end))
+        context.log.info(f"dbt build{' --full-refresh' if full_refresh else ''} for {start}..{end} "
+                         f"(run for {first}..{last}); feature catalogue seed from "
+                         f"{DBT_PROJECT_DIR / seed_dir / 'feature_catalogue.csv'}")
+        with environment_:
             invocation = dbt.cli(args, context=context)
         yield from invocation.stream()
         with warehouse.connect(autocommit=True) as conn:
@@ -139,10 +142,20 @@ def daily_asset_keys(project: DbtProject) -> set[dg.AssetKey]:
 
 
 def _dbt_environment(warehouse: WarehouseResource, window: dict[str, str]):
-    """The environment of one dbt invocation: the warehouse's profile, the day window, and
-    ``DBT_TARGET_PATH`` at the warehouse's parse state (``prepare_parse_state``), so dbt parses partially."""
-    state = prepare_parse_state(warehouse.settings().home / "dbt_target", warehouse.conninfo)
-    return environment({**dbt_env(warehouse.conninfo), **window, "DBT_TARGET_PATH": str(state)})
+    """(The environment of one dbt invocation, as a context manager; the catalogue's seed directory).
+
+    The environment: the warehouse's profile, the feature catalogue in force (``CS_PIPELINE_DBT_SEED_DIR``),
+    the day window, and ``DBT_TARGET_PATH`` at the warehouse's parse state (``prepare_parse_state``), so dbt
+    parses partially.
+
+    Raises:
+        cs_pipeline.core.catalogue.CatalogueError: the team's catalogue is invalid.
+    """
+    settings = warehouse.settings()
+    project_env: dict[str, str] = {}
+    seed_dir = apply_catalogue_env(settings, project_env)
+    state = prepare_parse_state(settings.home / "dbt_target", warehouse.conninfo, project_env)
+    return environment({**dbt_env(warehouse.conninfo), **project_env, **window, "DBT_TARGET_PATH": str(state)}), seed_dir
 
 
 def dbt_resource() -> DbtCliResource:

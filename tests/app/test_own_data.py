@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from cs_pipeline.core.partitions import PartitionRangeError, check_days_in_partitions
-from cs_pipeline.core.paths import PROJECT_ROOT
+from cs_pipeline.core.paths import DBT_PROJECT_DIR, FEATURE_CATALOGUE_CSV, PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -90,3 +90,77 @@ def test_purchase_log_to_scores_with_two_commands(tmp_path):
         stopped = _cli(home, "db", "stop", timeout=300)
     assert stopped.returncode == 0 and "down" in stopped.stdout
     assert _cli(home, "db", "status").returncode == 3
+
+
+OWN_PRODUCT = PROJECT_ROOT / "tests" / "data" / "own_product"
+
+
+def _expected_by_hand(as_of: date) -> dict[str, tuple[int, float]]:
+    """Per account of tests/data/own_product/events.csv: (active days in the 30 days to ``as_of``, adoption
+    breadth) by the catalogue's rule (a core feature is adopted when used on at least 2 distinct days in
+    30), counting only events of the catalogue (the others are rejected)."""
+    import csv
+
+    catalogue = {r["event_name"]: r for r in csv.DictReader((OWN_PRODUCT / "catalogue.csv").open())}
+    core = {r["feature"] for r in catalogue.values() if r["is_core"] == "true"}
+    days: dict[str, set[date]] = {}
+    core_days: dict[tuple[str, str], set[date]] = {}
+    for row in csv.DictReader((OWN_PRODUCT / "events.csv").open()):
+        day = date.fromisoformat(row["at"][:10])
+        if row["event"] not in catalogue or not 0 <= (as_of - day).days < 30:
+            continue
+        days.setdefault(row["account"], set()).add(day)
+        feature = catalogue[row["event"]]["feature"]
+        if feature in core:
+            core_days.setdefault((row["account"], feature), set()).add(day)
+    return {account: (len(active), sum(len(core_days.get((account, f), ())) >= 2 for f in core) / len(core))
+            for account, active in days.items()}
+
+
+def test_own_product_with_its_own_catalogue_to_scores(tmp_path):
+    """Issue 17 item 3: a product that is not WedSync, imported through a mapping with ``catalogue:``, run
+    through the daily job: the seed, ingestion and the generic metrics follow its catalogue; the WedSync
+    metrics (clients, forms, journeys) are missing, and the scorecard leaves those components out."""
+    home = tmp_path / "home"
+    shipped = FEATURE_CATALOGUE_CSV.read_text()
+    started = _cli(home, "db", "start", timeout=300)
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        conninfo = _cli(home, "db", "url").stdout.strip()
+        done = _cli(home, "import", "--mapping", str(OWN_PRODUCT / "mapping.yaml"), "--from", str(OWN_PRODUCT), "--run")
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "2025-03-01..2025-03-10" in done.stdout
+        recorded = home / "catalogue" / "feature_catalogue.csv"
+        assert recorded.read_text() == (OWN_PRODUCT / "catalogue.csv").read_text()
+        # dbt loaded the seed from a staged copy and left it (and WedSync's seed) as they were.
+        staged = list((DBT_PROJECT_DIR / "seeds_staged").glob("*/feature_catalogue.csv"))
+        assert recorded.read_text() in [p.read_text() for p in staged]
+        assert FEATURE_CATALOGUE_CSV.read_text() == shipped
+        as_of = date(2025, 3, 10)
+        expected = _expected_by_hand(as_of)
+        with psycopg.connect(conninfo) as conn:
+            seed = {r[0] for r in conn.execute("SELECT event_name FROM seeds.feature_catalogue")}
+            assert seed == {"login", "report_built", "dashboard_shared"}
+            # Ingestion checks event names against the product's catalogue: the unknown one is rejected.
+            rejected = conn.execute("SELECT raw_record, reason FROM raw.rejected_rows "
+                                    "WHERE source = 'activity_events'").fetchall()
+            assert len(rejected) == 1 and "export_scheduled" in rejected[0][0], rejected
+            assert conn.execute("SELECT count(*) FROM raw.activity_events WHERE event_name = 'report_built'"
+                                ).fetchone()[0] > 0
+            rows = conn.execute(
+                "SELECT supplier_id, active_days_30d, adoption_breadth, core_features_total, clients_active_30d, "
+                "client_activity_rate, forms_sent_30d, form_completion_rate, journeys_started_30d, "
+                "journey_completion_rate FROM marts.supplier_engagement_daily WHERE as_of_date = %s", (as_of,)).fetchall()
+            assert {r[0]: (r[1], float(r[2])) for r in rows} == expected
+            assert {r[3] for r in rows} == {1}  # one core feature: reports
+            assert all(value is None for r in rows for value in r[4:])  # WedSync-only metrics: missing, not 0
+            health = conn.execute("SELECT supplier_id, health_score, missing_components, components "
+                                  "FROM marts.customer_health WHERE as_of_date = %s", (as_of,)).fetchall()
+            assert {h[0] for h in health} == set(expected)
+            for _, score, missing, components in health:
+                assert 0 <= score <= 100
+                for name in ("client_activity", "form_completion", "journey_performance"):
+                    assert components[name]["missing"] and name in missing
+                assert not components["feature_adoption"]["missing"] and not components["login_recency"]["missing"]
+    finally:
+        _cli(home, "db", "stop", timeout=300)

@@ -140,3 +140,26 @@ def test_days_outside_the_mapping_are_dropped_while_reading_and_bad_mappings_are
                                    "    - from: t\n      columns: {supplier_id: {column: a, aggregate: min}}\n")
     with pytest.raises(MappingError, match="aggregate needs group_by"):
         load_mapping(bad)
+
+
+def test_seen_hashes_count_like_a_counter_in_8_bytes_each():
+    """Row ids and login pairs remember every hash seen (millions of rows): one sorted uint64 array, repeats
+    in a small dict; the counts equal a Counter's whatever the chunking."""
+    from collections import Counter
+
+    import numpy as np
+
+    from cs_pipeline.feeds.imports import _SeenCounts, _SeenSet
+
+    rng = np.random.default_rng(7)
+    seen, logged, reference = _SeenCounts(), _SeenSet(), Counter()
+    for size in (0, 1, 50, 300, 7, 1000):
+        chunk = rng.integers(0, 2**63, size, dtype=np.uint64)
+        chunk[: size // 3] = rng.integers(0, 400, size // 3, dtype=np.uint64)  # some repeats across chunks
+        assert seen.lookup(chunk).tolist() == [reference[int(h)] for h in chunk]
+        assert logged.contains(chunk).tolist() == [int(h) in reference for h in chunk]
+        seen.add(chunk)
+        logged.add(chunk)
+        reference.update(int(h) for h in chunk)
+    assert seen.seen.keys.dtype == np.uint64 and seen.seen.keys.tolist() == sorted(reference)
+    assert len(seen.repeats) == sum(n > 1 for n in reference.values())  # only repeated hashes in the dict

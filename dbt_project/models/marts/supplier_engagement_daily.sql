@@ -225,6 +225,16 @@ core_total as (
     select count(*) as core_features_total from catalogue where is_core
 ),
 
+-- WedSync-specific metrics (clients, forms, journeys) exist only for a product whose catalogue has the
+-- events they count: for a team's own product without them they are null (missing, not zero), and the
+-- scorecard leaves their components out (missing: exclude).
+wedsync_events as (
+    select coalesce(bool_or(event_name in ('client_added', 'client_updated')), false) as has_clients,
+           coalesce(bool_or(event_name in ('form_sent', 'form_completed')), false) as has_forms,
+           coalesce(bool_or(event_name in ('journey_started', 'journey_completed')), false) as has_journeys
+    from {{ ref('feature_catalogue') }}
+),
+
 tickets as (
     select supplier_id, opened_date, resolved_date, priority, csat
     from {{ ref('stg_wedsync__support_tickets') }}
@@ -273,15 +283,17 @@ select
     ra.active_days_7d::integer as active_days_7d,
     ra.active_days_30d::integer as active_days_30d,
     ra.logins_30d::integer as logins_30d,
-    coalesce(c.clients_30d, 0)::integer as clients_active_30d,
-    coalesce(c.clients_90d, 0)::integer as clients_active_90d,
-    round(c.clients_30d::numeric / nullif(c.clients_90d, 0), 4) as client_activity_rate,
-    ra.forms_sent_30d::integer as forms_sent_30d,
-    ra.forms_completed_30d::integer as forms_completed_30d,
-    round(ra.forms_completed_30d::numeric / nullif(ra.forms_sent_30d, 0), 4) as form_completion_rate,
-    ra.journeys_started_30d::integer as journeys_started_30d,
-    ra.journeys_completed_30d::integer as journeys_completed_30d,
-    round(ra.journeys_completed_30d::numeric / nullif(ra.journeys_started_30d, 0), 4) as journey_completion_rate,
+    case when w.has_clients then coalesce(c.clients_30d, 0)::integer end as clients_active_30d,
+    case when w.has_clients then coalesce(c.clients_90d, 0)::integer end as clients_active_90d,
+    case when w.has_clients then round(c.clients_30d::numeric / nullif(c.clients_90d, 0), 4) end as client_activity_rate,
+    case when w.has_forms then ra.forms_sent_30d::integer end as forms_sent_30d,
+    case when w.has_forms then ra.forms_completed_30d::integer end as forms_completed_30d,
+    case when w.has_forms then round(ra.forms_completed_30d::numeric / nullif(ra.forms_sent_30d, 0), 4) end
+        as form_completion_rate,
+    case when w.has_journeys then ra.journeys_started_30d::integer end as journeys_started_30d,
+    case when w.has_journeys then ra.journeys_completed_30d::integer end as journeys_completed_30d,
+    case when w.has_journeys then round(ra.journeys_completed_30d::numeric / nullif(ra.journeys_started_30d, 0), 4) end
+        as journey_completion_rate,
     coalesce(ac.adopted_core_features, 0)::integer as adopted_core_features,
     ct.core_features_total::integer as core_features_total,
     round(coalesce(ac.adopted_core_features, 0)::numeric / nullif(ct.core_features_total, 0), 4) as adoption_breadth,
@@ -307,6 +319,7 @@ select
     lt.revenue_lifetime::numeric as revenue_lifetime
 from days as d
 cross join core_total as ct
+cross join wedsync_events as w
 left join rolling_activity as ra using (supplier_id, as_of_date)
 left join last_logins as l using (supplier_id, as_of_date)
 left join rolling_users as u using (supplier_id, as_of_date)
