@@ -257,6 +257,9 @@ def _load(
         ) as copy:
             while chunk := spool.read(1 << 20):
                 copy.write(chunk)
+        # The day's partition is a new table: give the planner its statistics now, not when autovacuum
+        # gets to it (issue 18: plans over fresh partitions without statistics ran for minutes).
+        cur.execute(sql.SQL("ANALYZE {}").format(child))
         # Conservation is measured, not computed: count what the tables now hold for the day.
         report.rows_loaded = cur.execute(sql.SQL("SELECT count(*) FROM {}").format(child)).fetchone()[0]
         report.rows_rejected = cur.execute(

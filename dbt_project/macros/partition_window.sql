@@ -55,3 +55,14 @@
         select 1
     {%- endif -%}
 {%- endmacro %}
+
+{#- post_hook of every model: refresh the planner's statistics of a table the run just (re)built.
+    PostgreSQL's autovacuum analyzes a new table only after a delay, and until then the planner guesses
+    (issue 18: a query on fresh tables ran for minutes with nested loops over every partition). -#}
+{% macro cs_analyze() -%}
+    {%- if model.config.materialized in ('table', 'incremental') -%}
+        analyze {{ this }}
+    {%- else -%}
+        select 1
+    {%- endif -%}
+{%- endmacro %}
