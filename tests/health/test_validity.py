@@ -11,6 +11,7 @@ import pytest
 
 from cs_pipeline.health.scorecard import ScorecardError, load_scorecard, shipped_scorecards
 from cs_pipeline.health.scoring import score_suppliers
+from tests.helpers import write_onboarding_scorecard
 
 DAY = date(2025, 6, 1)
 
@@ -205,8 +206,9 @@ def test_backtest_reports_pr_auc_lift_and_brier_and_fails_loudly_without_churner
         backtest(_scored(health), labels=np.zeros(1000, dtype=bool))
 
 
-def test_diagnose_names_the_onboarding_profile_when_new_accounts_churn_most():
-    ws168 = load_scorecard("ws168")
+def test_diagnose_names_the_onboarding_profile_when_new_accounts_churn_most(tmp_path):
+    # WS-168 as shipped has no onboarding profile (issue 13); a user's scorecard with one.
+    ws168 = load_scorecard(write_onboarding_scorecard(tmp_path))
     rng = np.random.default_rng(7)
     rows, labels = [], []
     for i in range(600):
@@ -229,11 +231,12 @@ def test_diagnose_names_the_onboarding_profile_when_new_accounts_churn_most():
     assert found and found[0].startswith("override 'onboarding' (onboarding profile: lifecycle_stage in [onboarding])")
 
 
-def test_check_flags_an_override_that_scores_its_churners_higher_even_above_chance():
-    """The onboarding profile on data like the churn simulator's (issue 13): the scorecard still ranks
-    churners above chance overall and its healthy level churns less than at_risk, but new accounts
-    score higher and churn more; the scorecards_rank_churners warning names the profile."""
-    ws168 = load_scorecard("ws168")
+def test_check_flags_an_override_that_scores_its_churners_higher_even_above_chance(tmp_path):
+    """An onboarding profile (the one WS-168 carried before issue 13, now in a user's scorecard) on data
+    like the churn simulator's: the scorecard still ranks churners above chance overall and its healthy
+    level churns less than at_risk, but new accounts score higher and churn more; the
+    scorecards_rank_churners warning names the profile."""
+    ws168 = load_scorecard(write_onboarding_scorecard(tmp_path))
     rng = np.random.default_rng(11)
     rows, labels = [], []
     for i in range(2000):
@@ -255,8 +258,9 @@ def test_check_flags_an_override_that_scores_its_churners_higher_even_above_chan
     warning = misleading_warning(result, frame, ws168, labels, score)
     assert warning is not None and "override 'onboarding' scores its accounts higher" in warning
     assert "driven by: override 'onboarding'" in warning
-    # Without the override nothing is flagged.
-    plain = Scorecard.model_validate(ws168.model_dump() | {"overrides": []})
+    # Without the override (WS-168 as shipped) nothing is flagged.
+    plain = load_scorecard("ws168")
+    assert plain.model_dump(exclude={"version", "overrides"}) == ws168.model_dump(exclude={"version", "overrides"})
     assert misleading_warning(backtest(score_suppliers(frame, plain), labels=labels), frame, plain, labels, score) is None
 
 
