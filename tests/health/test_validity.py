@@ -300,3 +300,52 @@ def test_fit_moves_weight_to_the_component_that_predicts_churn_and_sums_to_100(t
     path = tmp_path / "fitted.yaml"
     path.write_text(scorecard_yaml(result.scorecard))
     assert load_scorecard(path) == result.scorecard
+
+
+# --- tenure as a signal (issue 13 follow-up) -------------------------------------------------------
+
+TENURE = {"name": "tenure", "label": "Tenure", "metric": "tenure_days", "weight": 20, "phrase": "{metric} days old",
+          "unit": "days", "rule": {"type": "linear", "lower": 0, "upper": 365}}
+
+
+def test_a_tenure_component_gives_older_accounts_more_points_and_missing_tenure_is_excluded():
+    card = Scorecard.model_validate({
+        "version": "tenure-v1", "name": "t", "components": [
+            {"name": "recency", "label": "R", "metric": "days_since_last_activity", "weight": 80, "phrase": "p",
+             "rule": {"type": "step", "tiers": [{"lt": 7, "points": 80}], "otherwise": 0}},
+            TENURE]})
+    frame = pd.DataFrame([account(s, days_since_last_activity=1, tenure_days=t)
+                          for s, t in (("new", 10), ("half", 182.5), ("old", 400), ("unknown", None))])
+    out = score_suppliers(frame, card).set_index("supplier_id")
+    assert out["tenure_points"].round(2).tolist()[:3] == [0.55, 10.0, 20.0]  # 20 x clip(days / 365, 0, 1)
+    assert out.loc["new", "health_score"] < out.loc["half", "health_score"] < out.loc["old", "health_score"]
+    assert np.isnan(out.loc["unknown", "tenure_points"]) and "tenure" in out.loc["unknown", "missing_components"]
+    assert out.loc["unknown", "health_score"] == 100  # 80 of the 80 present points
+    # A percentile rule (higher is better): mid-ranks 1/6, 3/6, 5/6 of 20 among the three with a tenure.
+    ranked = Scorecard.model_validate(card.model_dump() | {"components": [
+        card.components[0].model_dump(), TENURE | {"rule": {"type": "percentile", "by": []}}]})
+    out = score_suppliers(frame, ranked).set_index("supplier_id")
+    assert out["tenure_points"].round(2).tolist()[:3] == [3.33, 10.0, 16.67]
+
+
+def test_fit_weights_a_tenure_component_when_new_accounts_churn_most():
+    """On history where churn follows account age (as on RavenStack and the churn simulator), the fit
+    moves weight to the tenure component of the source scorecard and beats it held out in time."""
+    card = Scorecard.model_validate({
+        "version": "tenure-v1", "name": "t", "churn": {"kind": "cancellation", "horizon_days": 30},
+        "components": [
+            {"name": "recency", "label": "R", "metric": "days_since_last_activity", "weight": 80, "phrase": "p",
+             "rule": {"type": "linear", "lower": 60, "upper": 0}},
+            TENURE]})
+    rng = np.random.default_rng(5)
+    rows, labels = [], []
+    for d in range(12):
+        for i in range(150):
+            tenure = int(rng.integers(1, 720))
+            rows.append(account(f"s{i}", as_of_date=DAY + timedelta(days=7 * d), tenure_days=tenure,
+                                days_since_last_activity=int(rng.integers(0, 60))))
+            labels.append(rng.random() < (0.4 if tenure < 90 else 0.05))
+    result = fit_scorecard(pd.DataFrame(rows), np.array(labels), card, "tenure-v1-fit")
+    weights = {c.name: c.weight for c in result.scorecard.components}
+    assert sum(weights.values()) == pytest.approx(100) and weights["tenure"] > 50
+    assert result.new_auc > result.old_auc and result.new_auc > 0.7
