@@ -76,6 +76,9 @@ LIFETIME = ["tenure_days", "active_days_lifetime", "active_days_per_30d_lifetime
 TENURE = {"name": "tenure", "label": "Tenure", "metric": "tenure_days", "weight": 15, "unit": "days",
           "phrase": "{metric} days since signup", "rule": {"type": "linear", "lower": 0, "upper": 365}}
 RESAMPLES = 999
+#: Below this many churners on the held-out days a label is reported as not supported by the dataset
+#: (counts only, no AUC): one or two churners make any ROC-AUC noise.
+MIN_HELD_OUT_CHURNERS = 10
 
 
 def label_name(churn: Churn) -> str:
@@ -84,9 +87,9 @@ def label_name(churn: Churn) -> str:
 
 
 def with_tenure(card: Scorecard) -> Scorecard:
-    """``card`` plus the ``TENURE`` component (version ``{version}+tenure``)."""
+    """``card`` plus the ``TENURE`` component (version ``{version}-tenure``)."""
     data = card.model_dump()
-    data["version"] = f"{card.version}+tenure"
+    data["version"] = f"{card.version}-tenure"
     data["components"].append(TENURE)
     return Scorecard.model_validate(data)
 
@@ -117,11 +120,23 @@ class AccountBootstrap:
         except ValueError:
             return None
         low, high = res.confidence_interval
+        if not (np.isfinite(low) and np.isfinite(high)):
+            return None
         return [round(float(low), 4), round(float(high), 4)]
 
     def auc(self, risk: np.ndarray) -> list[float] | None:
-        """Interval of ROC-AUC(``risk``) (higher risk = more likely to churn)."""
-        return self.interval(lambda rows: roc_auc_score(self.labels[rows], risk[rows]))
+        """Interval of ROC-AUC(``risk``) (higher risk = more likely to churn; NaN rows, unscored, are
+        left out as the backtest leaves them out)."""
+        def statistic(rows):
+            rows = rows[~np.isnan(risk[rows])]
+            return roc_auc_score(self.labels[rows], risk[rows])
+        return self.interval(statistic)
+
+
+def auc_of(labels: np.ndarray, risk: np.ndarray) -> float:
+    """ROC-AUC of ``risk`` over its non-NaN rows (unscored rows are left out, as in the backtest)."""
+    ok = ~np.isnan(risk)
+    return round(float(roc_auc_score(labels[ok], risk[ok])), 4)
 
 
 def weekly_rows(history: pd.DataFrame, last, horizon: int) -> pd.DataFrame:
@@ -141,6 +156,13 @@ def evaluate_label(history, last, churn: Churn, cards: dict[str, Scorecard], shi
     best fit of the ``shipped`` ones, recency and tenure alone on one label, on the same as-of days."""
     weekly = weekly_rows(history, last, churn.horizon_days)
     labels = label_churn(weekly, churn, churn_dates, activity)
+    days = pd.to_datetime(weekly["as_of_date"]).dt.date.to_numpy()
+    distinct = np.unique(days)
+    cut = distinct[max(1, round(len(distinct) * (2 / 3)))] if len(distinct) > 2 else distinct[-1]
+    if int(labels[days >= cut].sum()) < MIN_HELD_OUT_CHURNERS:
+        return {"unsupported": f"{int(labels[days >= cut].sum())} churner(s) on the held-out days from {cut} "
+                               f"(fewer than {MIN_HELD_OUT_CHURNERS}): the dataset does not support this label",
+                "observations": len(weekly), "churners": int(labels.sum())}
     test_days, auc, fits = None, {}, {}
     risks = {}  # risk (higher = more likely to churn) per row of weekly, per figure
     for name, card in cards.items():
@@ -160,21 +182,21 @@ def evaluate_label(history, last, churn: Churn, cards: dict[str, Scorecard], shi
                 if label == variant and variant.endswith("+tenure"):
                     continue  # the added weight is arbitrary: only its fit means something
                 health = score_suppliers(weekly, scored_card, seasonal=seasonal)["health_score"].to_numpy(dtype=float)
-                risks[label] = -np.nan_to_num(health, nan=50.0)
-                full = backtest(score_suppliers(weekly, scored_card, seasonal=seasonal), labels=labels,
-                                churn_kind=churn.kind, horizon_days=churn.horizon_days)
-                auc[label] = {"held_out": round(result.new_auc if label.endswith("_fitted") else result.old_auc, 4),
-                              "all_weeks": round(full.auc, 4)}
+                risks[label] = -health
+                held = days >= result.test_days[0]
+                auc[label] = {"held_out": auc_of(labels[held], risks[label][held]),
+                              "all_weeks": auc_of(labels, risks[label])}
+                # The same figure as fit_scorecard's (both leave unscored rows out).
+                assert abs(auc[label]["held_out"] - (result.new_auc if label.endswith("_fitted") else result.old_auc)) < 1e-3
             fits[variant] = result
     if test_days is None:
         return {"error": "no scorecard could be fitted on this label", "observations": len(weekly),
                 "churners": int(labels.sum())}
-    held = pd.to_datetime(weekly["as_of_date"]).dt.date.to_numpy() >= test_days[0]
+    held = days >= test_days[0]
     risks["recency"] = weekly["days_since_last_activity"].astype(float).fillna(1e6).to_numpy()
     risks["tenure_only"] = -weekly["tenure_days"].astype(float).fillna(0.0).to_numpy()
     for name in ("recency", "tenure_only"):
-        auc[name] = {"held_out": round(float(roc_auc_score(labels[held], risks[name][held])), 4),
-                     "all_weeks": round(float(roc_auc_score(labels, risks[name])), 4)}
+        auc[name] = {"held_out": auc_of(labels[held], risks[name][held]), "all_weeks": auc_of(labels, risks[name])}
     candidates = {k: v for k, v in fits.items() if k in shipped and v.fit_auc is not None}
     best = max(candidates, key=lambda k: candidates[k].fit_auc) if candidates else None
     if best is not None:
@@ -188,7 +210,7 @@ def evaluate_label(history, last, churn: Churn, cards: dict[str, Scorecard], shi
            "held_out_days": f"{test_days[0]}..{test_days[1]}", "held_out_observations": int(held.sum()),
            "held_out_churners": int(labels[held].sum()), "held_out_accounts": len(sampler.rows), "auc": auc}
     if best is not None:
-        fitted, recency = risks["fitted"][held], risks["recency"][held]
+        fitted, recency = np.nan_to_num(risks["fitted"][held], nan=-50.0), risks["recency"][held]
         lab = labels[held]
         out["fitted_minus_recency"] = {
             "held_out": round(auc["fitted"]["held_out"] - auc["recency"]["held_out"], 4),
