@@ -218,8 +218,9 @@ INVERTED_OVERRIDE_P = 0.01
 def inverted_overrides(engagement: pd.DataFrame, scorecard: Scorecard, labels: np.ndarray,
                        health: np.ndarray, p_value: float = INVERTED_OVERRIDE_P) -> list[str]:
     """Overrides whose accounts score higher on average than the others yet churn significantly more:
-    the profile rewards exactly the accounts most at risk (the WS-168 onboarding profile on data where
-    new accounts churn most, issue 13), even when the overall ROC-AUC stays above 0.5.
+    the profile rewards exactly the accounts most at risk (an onboarding profile, as WS-168 carried
+    before issue 13, on data where new accounts churn most), even when the overall ROC-AUC stays above
+    0.5.
 
     Args:
         engagement: the scored rows (``score_suppliers`` input), in the order of ``labels``.

@@ -83,7 +83,7 @@ BACKTEST_CHECKS = [
                       description="WARN when a scorecard ranks churners below chance (ROC-AUC < 0.5), its healthy "
                                   "level churns more than its at_risk level, or an override scores its accounts "
                                   "higher yet they churn significantly more, naming the component or override "
-                                  "(e.g. the onboarding profile) that drives it"),
+                                  "(e.g. an onboarding profile) that drives it"),
 ]
 
 

@@ -16,13 +16,21 @@ What a null metric means depends on the metric (``NULL_MEANS``): "nothing happen
 the rule can give, or the bottom percentile rank); "this account has no such data" (no CSAT without
 tickets, no ticketing integration) is *missing*: the component is left out and the present weights are
 rescaled to 100 (DOMAIN.md). A component can override with ``missing: exclude | zero_points |
-worst_value``. ``fallback_metric`` fills a null metric first (days since signup for a supplier who
-never logged in, so that recency is 0 points rather than missing). Seasonality (``seasonal: true`` on a
+worst_value``. ``fallback_metric`` (optional, used by no shipped scorecard) fills a null metric from
+another column before the ``missing`` policy applies; the shipped scorecards leave "never logged in" and
+"never active" null, so they give the worst value (0 login-recency points in WS-168, however new the
+account: before issue 13 WS-168 counted recency from signup, which gave a supplier created yesterday who
+never logged in the full 30 points). Seasonality (``seasonal: true`` on a
 component, and the scorecard's ``seasonality`` block) divides the metric by the vendor category's usual
 level for that calendar month before the rule applies.
 
+Tenure (``tenure_days``, days since signup or first activity) is a metric like any other: a component
+``{metric: tenure_days, rule: {type: linear, lower: 0, upper: 365}}`` (or a percentile rule) gives more
+points to older accounts, and ``cs-pipeline scorecard fit`` re-weights it with the others. A null tenure
+(no signup date and no activity yet) is missing, not worst (``NULL_MEANS``).
+
 Shipped scorecards live in ``cs_pipeline/config/scorecards/``: ``ws168`` (the WS-168 specification,
-default), ``ws133`` (the WS-133 split) and ``purchase`` (an example for purchase-based products: lifetime
+default, exactly as DOMAIN.md writes it: no segment overrides), ``ws133`` (the WS-133 split) and ``purchase`` (an example for purchase-based products: lifetime
 metrics with percentile rules and an inactivity churn label).
 
 Errors name the file and the field: ``ScorecardError: ws168.yaml: components.0.weight: ...``.
@@ -122,7 +130,9 @@ class Component(StrictModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     label: str
     metric: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    fallback_metric: str | None = None
+    #: Optional column that fills a null ``metric`` before ``missing`` applies (no shipped scorecard uses
+    #: it: a null that means "nothing happened" should give the worst value, not another metric's).
+    fallback_metric: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*$")
     weight: float = Field(ge=0, le=100)
     rule: Rule
     seasonal: bool = False

@@ -12,6 +12,7 @@ from cs_pipeline.health.backtest import backtest, calibrated_churn_risk, roc_auc
 from cs_pipeline.health.milestones import MilestoneError, evaluate_milestones, load_milestones
 from cs_pipeline.health.scorecard import ScorecardError, load_scorecard, shipped_scorecards
 from cs_pipeline.health.scoring import add_history, score_suppliers, seasonal_index
+from tests.helpers import write_onboarding_scorecard
 
 DAY = date(2025, 6, 1)
 WS168 = load_scorecard("ws168")
@@ -37,7 +38,7 @@ def test_specification_example_worked_by_hand():
             row["form_completion_points"]) == (20.0, 16.67, 20.0, 7.5)
     assert np.isnan(row["journey_performance_points"]) and row["journey_performance_max_points"] == 10
     assert row["missing_components"] == "journey_performance"
-    assert row["scorecard_version"] == "ws168-v1" and row["segment"] == "default"
+    assert row["scorecard_version"] == "ws168-v2" and row["segment"] == "default"
     assert row["drivers"] == ("no login for 5 days: 20 of 30 points; "
                               "67% of core features adopted: 17 of 25 points")
 
@@ -65,16 +66,38 @@ def test_risk_thresholds_and_unscored():
     assert np.isnan(out.loc["nothing", "health_score"])
 
 
-def test_never_logged_in_counts_recency_from_signup():
-    [row] = score_suppliers(pd.DataFrame([supplier(days_since_last_login=None, days_since_signup=9)]),
-                            WS168).to_dict("records")
-    assert row["login_recency_points"] == 10 and row["login_recency_metric"] == 9
+def test_never_logged_in_gets_no_login_recency_points_however_new():
+    """WS-168 as DOMAIN.md writes it (issue 13): a supplier who never logged in has had nothing happen,
+    so login recency gives its worst tier (0 of 30), even for an account created yesterday; before,
+    recency was counted from signup and such an account got the full 30 points."""
+    frame = pd.DataFrame([supplier(supplier_id="new", days_since_last_login=None, days_since_signup=1),
+                          supplier(supplier_id="old", days_since_last_login=None, days_since_signup=400)])
+    out = score_suppliers(frame, WS168).set_index("supplier_id")
+    assert out["login_recency_points"].tolist() == [0.0, 0.0]
+    assert (out["login_recency_max_points"] == 30).all() and out["missing_components"].eq("journey_performance").all()
+    assert out.loc["new", "health_score"] == out.loc["old", "health_score"]
 
 
-def test_onboarding_override_is_more_lenient_on_adoption():
+def test_ws168_judges_new_accounts_against_the_same_adoption_bar():
+    """DOMAIN.md gives WS-168 no onboarding profile: a 10-day-old account at 0.3 adoption scores the same
+    adoption points as a 200-day-old one (25 x 0.3 = 7.5; the old profile gave the new one 15)."""
+    frame = pd.DataFrame([supplier(supplier_id="new", lifecycle_stage="onboarding", days_since_signup=10,
+                                   adoption_breadth=0.3),
+                          supplier(supplier_id="old", lifecycle_stage="active", days_since_signup=200,
+                                   adoption_breadth=0.3)])
+    out = score_suppliers(frame, WS168).set_index("supplier_id")
+    assert out["feature_adoption_points"].tolist() == [7.5, 7.5]
+    assert out["segment"].tolist() == ["default", "default"]
+    assert out.loc["new", "health_score"] == out.loc["old", "health_score"]
+    assert WS168.overrides == []
+
+
+def test_onboarding_override_is_more_lenient_on_adoption(tmp_path):
+    # The override mechanism stays: a scorecard of the user's own with an onboarding profile.
+    card = load_scorecard(write_onboarding_scorecard(tmp_path))
     frame = pd.DataFrame([supplier(supplier_id="new", lifecycle_stage="onboarding", adoption_breadth=0.25),
                           supplier(supplier_id="old", lifecycle_stage="active", adoption_breadth=0.25)])
-    out = score_suppliers(frame, WS168).set_index("supplier_id")
+    out = score_suppliers(frame, card).set_index("supplier_id")
     assert out.loc["new", "segment"] == "onboarding" and out.loc["old", "segment"] == "default"
     assert out.loc["new", "feature_adoption_points"] == 12.5  # 25 x 0.25 / 0.5
     assert out.loc["old", "feature_adoption_points"] == 6.25  # 25 x 0.25

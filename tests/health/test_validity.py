@@ -11,6 +11,7 @@ import pytest
 
 from cs_pipeline.health.scorecard import ScorecardError, load_scorecard, shipped_scorecards
 from cs_pipeline.health.scoring import score_suppliers
+from tests.helpers import write_onboarding_scorecard
 
 DAY = date(2025, 6, 1)
 
@@ -205,8 +206,9 @@ def test_backtest_reports_pr_auc_lift_and_brier_and_fails_loudly_without_churner
         backtest(_scored(health), labels=np.zeros(1000, dtype=bool))
 
 
-def test_diagnose_names_the_onboarding_profile_when_new_accounts_churn_most():
-    ws168 = load_scorecard("ws168")
+def test_diagnose_names_the_onboarding_profile_when_new_accounts_churn_most(tmp_path):
+    # WS-168 as shipped has no onboarding profile (issue 13); a user's scorecard with one.
+    ws168 = load_scorecard(write_onboarding_scorecard(tmp_path))
     rng = np.random.default_rng(7)
     rows, labels = [], []
     for i in range(600):
@@ -229,11 +231,12 @@ def test_diagnose_names_the_onboarding_profile_when_new_accounts_churn_most():
     assert found and found[0].startswith("override 'onboarding' (onboarding profile: lifecycle_stage in [onboarding])")
 
 
-def test_check_flags_an_override_that_scores_its_churners_higher_even_above_chance():
-    """The onboarding profile on data like the churn simulator's (issue 13): the scorecard still ranks
-    churners above chance overall and its healthy level churns less than at_risk, but new accounts
-    score higher and churn more; the scorecards_rank_churners warning names the profile."""
-    ws168 = load_scorecard("ws168")
+def test_check_flags_an_override_that_scores_its_churners_higher_even_above_chance(tmp_path):
+    """An onboarding profile (the one WS-168 carried before issue 13, now in a user's scorecard) on data
+    like the churn simulator's: the scorecard still ranks churners above chance overall and its healthy
+    level churns less than at_risk, but new accounts score higher and churn more; the
+    scorecards_rank_churners warning names the profile."""
+    ws168 = load_scorecard(write_onboarding_scorecard(tmp_path))
     rng = np.random.default_rng(11)
     rows, labels = [], []
     for i in range(2000):
@@ -255,8 +258,9 @@ def test_check_flags_an_override_that_scores_its_churners_higher_even_above_chan
     warning = misleading_warning(result, frame, ws168, labels, score)
     assert warning is not None and "override 'onboarding' scores its accounts higher" in warning
     assert "driven by: override 'onboarding'" in warning
-    # Without the override nothing is flagged.
-    plain = Scorecard.model_validate(ws168.model_dump() | {"overrides": []})
+    # Without the override (WS-168 as shipped) nothing is flagged.
+    plain = load_scorecard("ws168")
+    assert plain.model_dump(exclude={"version", "overrides"}) == ws168.model_dump(exclude={"version", "overrides"})
     assert misleading_warning(backtest(score_suppliers(frame, plain), labels=labels), frame, plain, labels, score) is None
 
 
@@ -296,3 +300,52 @@ def test_fit_moves_weight_to_the_component_that_predicts_churn_and_sums_to_100(t
     path = tmp_path / "fitted.yaml"
     path.write_text(scorecard_yaml(result.scorecard))
     assert load_scorecard(path) == result.scorecard
+
+
+# --- tenure as a signal (issue 13 follow-up) -------------------------------------------------------
+
+TENURE = {"name": "tenure", "label": "Tenure", "metric": "tenure_days", "weight": 20, "phrase": "{metric} days old",
+          "unit": "days", "rule": {"type": "linear", "lower": 0, "upper": 365}}
+
+
+def test_a_tenure_component_gives_older_accounts_more_points_and_missing_tenure_is_excluded():
+    card = Scorecard.model_validate({
+        "version": "tenure-v1", "name": "t", "components": [
+            {"name": "recency", "label": "R", "metric": "days_since_last_activity", "weight": 80, "phrase": "p",
+             "rule": {"type": "step", "tiers": [{"lt": 7, "points": 80}], "otherwise": 0}},
+            TENURE]})
+    frame = pd.DataFrame([account(s, days_since_last_activity=1, tenure_days=t)
+                          for s, t in (("new", 10), ("half", 182.5), ("old", 400), ("unknown", None))])
+    out = score_suppliers(frame, card).set_index("supplier_id")
+    assert out["tenure_points"].round(2).tolist()[:3] == [0.55, 10.0, 20.0]  # 20 x clip(days / 365, 0, 1)
+    assert out.loc["new", "health_score"] < out.loc["half", "health_score"] < out.loc["old", "health_score"]
+    assert np.isnan(out.loc["unknown", "tenure_points"]) and "tenure" in out.loc["unknown", "missing_components"]
+    assert out.loc["unknown", "health_score"] == 100  # 80 of the 80 present points
+    # A percentile rule (higher is better): mid-ranks 1/6, 3/6, 5/6 of 20 among the three with a tenure.
+    ranked = Scorecard.model_validate(card.model_dump() | {"components": [
+        card.components[0].model_dump(), TENURE | {"rule": {"type": "percentile", "by": []}}]})
+    out = score_suppliers(frame, ranked).set_index("supplier_id")
+    assert out["tenure_points"].round(2).tolist()[:3] == [3.33, 10.0, 16.67]
+
+
+def test_fit_weights_a_tenure_component_when_new_accounts_churn_most():
+    """On history where churn follows account age (as on RavenStack and the churn simulator), the fit
+    moves weight to the tenure component of the source scorecard and beats it held out in time."""
+    card = Scorecard.model_validate({
+        "version": "tenure-v1", "name": "t", "churn": {"kind": "cancellation", "horizon_days": 30},
+        "components": [
+            {"name": "recency", "label": "R", "metric": "days_since_last_activity", "weight": 80, "phrase": "p",
+             "rule": {"type": "linear", "lower": 60, "upper": 0}},
+            TENURE]})
+    rng = np.random.default_rng(5)
+    rows, labels = [], []
+    for d in range(12):
+        for i in range(150):
+            tenure = int(rng.integers(1, 720))
+            rows.append(account(f"s{i}", as_of_date=DAY + timedelta(days=7 * d), tenure_days=tenure,
+                                days_since_last_activity=int(rng.integers(0, 60))))
+            labels.append(rng.random() < (0.4 if tenure < 90 else 0.05))
+    result = fit_scorecard(pd.DataFrame(rows), np.array(labels), card, "tenure-v1-fit")
+    weights = {c.name: c.weight for c in result.scorecard.components}
+    assert sum(weights.values()) == pytest.approx(100) and weights["tenure"] > 50
+    assert result.new_auc > result.old_auc and result.new_auc > 0.7
