@@ -19,7 +19,7 @@ from cs_pipeline.definitions import build_definitions
 from cs_pipeline.feeds.generate import GeneratorConfig, generate
 from cs_pipeline.app.runner import run_job_over_range
 from cs_pipeline.transform.dbt import dbt_executable
-from cs_pipeline.transform.dbt import dbt_env, dbt_vars, dbt_vars_arg
+from cs_pipeline.transform.dbt import dbt_env, dbt_vars, dbt_vars_arg, dbt_window_env
 from cs_pipeline.core.paths import DBT_PROJECT_DIR
 
 from tests.helpers import BILLING_COLUMNS, EVENT_COLUMNS, SUPPLIER_COLUMNS, TICKET_COLUMNS, _write, reset_warehouse
@@ -85,6 +85,8 @@ def test_pure_helpers():
         "--vars", '{"max_date": "2025-06-01", "min_date": "2025-06-01"}']
     with pytest.raises(ValueError):
         dbt_vars(date(2025, 6, 2), date(2025, 6, 1))
+    assert dbt_window_env(date(2025, 6, 1), date(2025, 6, 3)) == {
+        "CS_PIPELINE_DBT_MIN_DATE": "2025-06-01", "CS_PIPELINE_DBT_MAX_DATE": "2025-06-03"}
 
 
 def test_definitions_wire_dbt_layers_and_lineage(settings):
@@ -177,6 +179,14 @@ def test_incremental_runs_equal_a_full_refresh(settings, warehouse, tmp_path):
     # Day by day for the last days, in larger windows before: the windows must not matter.
     run_days(settings, landing, first, date(2025, 4, 6), days_per_run=12)
     run_days(settings, landing, date(2025, 4, 7), last, days_per_run=1)
+    # Issue 18: the day-by-day runs parse partially (the window is not a --var, the parse state is the
+    # warehouse's own), and the window does not stay in this process's environment.
+    logs = sorted((settings.home / "dbt_target").glob("dbt_models-*/dbt.log"), key=lambda p: p.stat().st_mtime)
+    assert len(logs) >= 4
+    for log in logs[-3:]:
+        text = log.read_text()
+        assert "Partial parsing enabled" in text and "Unable to do partial parsing" not in text, log
+    assert "CS_PIPELINE_DBT_MIN_DATE" not in __import__("os").environ
     with warehouse.connect() as conn:
         incremental = _mart_snapshot(conn)
         assert len(incremental["supplier_engagement_daily"]) > 1000
