@@ -23,6 +23,10 @@ from cs_pipeline.transform import defs as transform
 DAILY_GROUPS = ("ingest", "seeds", "staging", "intermediate", "marts", "health")
 
 
+#: Tag of the runs that write the marts; ``cs_pipeline.app.instance`` limits them to one at a time.
+MARTS_WRITER_TAG = "cs_pipeline/writes_marts"
+
+
 def pipeline_defs() -> dg.Definitions:
     """The jobs and schedules that span stages: ``daily_customer_success`` (every daily stage for one day,
     or a range as one run) with its 02:00 UTC schedule, and ``health_score_backtest_job`` (weekly)."""
@@ -35,6 +39,8 @@ def pipeline_defs() -> dg.Definitions:
         # and Great Expectations again (seconds each), and the steps run one after another anyway
         # (issue 18). Isolation between runs stays: every run has its own process.
         executor_def=dg.in_process_executor,
+        # The queued run coordinator runs at most one run with this tag at a time (dagster.yaml).
+        tags={MARTS_WRITER_TAG: "true"},
     )
     backtest_job = dg.define_asset_job(
         "health_score_backtest_job",

@@ -27,6 +27,11 @@ run_coordinator:
   class: QueuedRunCoordinator
   config:
     max_concurrent_runs: 2
+    # One run at a time writes the marts: each run carries running totals from the day before its window
+    # and rebuilds up to the newest built day, so two at once would read each other's half-built days.
+    tag_concurrency_limits:
+      - key: cs_pipeline/writes_marts
+        limit: 1
 telemetry:
   enabled: false
 """
