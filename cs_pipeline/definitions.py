@@ -36,7 +36,8 @@ def pipeline_defs() -> dg.Definitions:
         description="Every daily stage for one day (or a range, as one run): ingest -> dbt marts -> "
                     "customer_health -> success_milestones.",
         # One process per run, not one per step: each step process would import Dagster, dbt, pandas
-        # and Great Expectations again (seconds each), and the steps run one after another anyway
+        # and Great Expectations again (seconds each; measured 115 s against 215 s for a daily run through
+        # `dagster job execute`), which costs more than running the four raw loads two at a time saves
         # (issue 18). Isolation between runs stays: every run has its own process.
         executor_def=dg.in_process_executor,
         # The queued run coordinator runs at most one run with this tag at a time (dagster.yaml).

@@ -156,8 +156,9 @@ def write_health(conn: psycopg.Connection, frame: pd.DataFrame, days: list[date]
     with conn.transaction():
         conn.execute("DELETE FROM marts.customer_health WHERE as_of_date = ANY(%s)", (days,))
         written = copy_frame(conn, ("marts", "customer_health"), frame, HEALTH_COLUMNS)
-        conn.execute("ANALYZE marts.customer_health")  # fresh statistics for the sensor's queries (issue 18)
-        return written
+    with conn.transaction():  # fresh statistics for the sensor's queries (issue 18), after the commit
+        conn.execute("ANALYZE marts.customer_health")
+    return written
 
 
 def backtest_inputs(conn: psycopg.Connection, scorecard, until: date, every_days: int = 7):

@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -150,7 +151,9 @@ KEEP_INVOCATIONS = 20
 def _profile_stamp(env: dict[str, str]) -> str:
     from importlib.metadata import version
 
-    text = json.dumps({"profile_env": env, "dbt": version("dbt-core")}, sort_keys=True)
+    # Without the password: parsing never uses it, and the stamp is a file on disk.
+    shown = {key: value for key, value in env.items() if key != PROFILE_ENV["password"]}
+    text = json.dumps({"profile_env": shown, "dbt": version("dbt-core")}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -159,7 +162,9 @@ def prepare_parse_state(state_dir: Path, conninfo: str, project_env: dict[str, s
     with the profile of ``conninfo``, running ``dbt parse --target-path state_dir`` (no database
     connection) only when it is missing, older than a project file, or made for another profile or dbt
     version (a SHA-256 stamp, no secret in clear). A file lock serialises concurrent runs. Also prunes
-    dagster-dbt's invocation directories under it to the newest ``KEEP_INVOCATIONS``.
+    dagster-dbt's invocation directories under it: beyond the newest ``KEEP_INVOCATIONS``, those older
+    than a day. The state is per ``state_dir`` (one per ``CS_PIPELINE_HOME``): two warehouses or catalogues
+    alternating in one home re-parse when they alternate.
 
     Returns ``state_dir``; set ``DBT_TARGET_PATH`` to it around ``DbtCliResource.cli`` so that each
     invocation starts from this parse (dagster-dbt copies ``partial_parse.msgpack`` from there).
@@ -185,9 +190,14 @@ def prepare_parse_state(state_dir: Path, conninfo: str, project_env: dict[str, s
                 tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
                 raise RuntimeError(f"dbt parse of {DBT_PROJECT_DIR} failed:\n{tail}")
             stamp_file.write_text(stamp)
+            stamp_file.chmod(0o600)
+        # Prune the oldest invocation directories, but only those untouched for a day: a long backfill's
+        # directory (made at its start) must survive other processes' invocations meanwhile.
         invocations = sorted((p for p in state_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        day_ago = time.time() - 86_400
         for old in invocations[:-KEEP_INVOCATIONS]:
-            shutil.rmtree(old, ignore_errors=True)
+            if old.stat().st_mtime < day_ago:
+                shutil.rmtree(old, ignore_errors=True)
     return state_dir
 
 

@@ -18,7 +18,7 @@ dbt tests become Dagster asset checks. The translator groups models by layer and
 
 import json
 from collections.abc import Iterator, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,9 @@ from cs_pipeline.transform.dbt import (
 from cs_pipeline.transform.reruns import report_rebuilt_partitions
 
 DAILY_TAG = "daily"
+
+#: PostgreSQL advisory lock key held by a dbt build of the marts (one build at a time per warehouse).
+MARTS_BUILD_LOCK = 0x63735F6D61727473  # "cs_marts"
 
 LAYER_GROUPS = {"staging": "staging", "intermediate": "intermediate", "marts": "marts"}
 
@@ -91,7 +94,7 @@ def _translator() -> CsDbtTranslator:
 
 
 def build_dbt_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    """The dbt multi-asset ``dbt_models`` (every seed, model and test) on ``partitions_def``: one
+    """The dbt multi-asset ``dbt_models`` (every seed, model and data test) on ``partitions_def``: one
     ``dbt build`` per run (issue 18: each dbt invocation costs seconds of start-up, so a run makes one).
     Models tagged ``daily`` process the run's day window (see ``rebuild_window``); the seed, the
     staging views and dim_suppliers are rebuilt whole (cheap), so their partitions only record when."""
@@ -108,27 +111,40 @@ def build_dbt_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsD
     )
     def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
                    warehouse: WarehouseResource) -> Iterator[Any]:
-        """The dbt project for the run's partition window (one ``dbt build`` for a range of days)."""
-        window = context.partition_time_window
-        first, last = window.start.date(), (window.end - timedelta(days=1)).date()
+        """The dbt project for the run's partition window (one ``dbt build`` for a range of days), one
+        build at a time per warehouse (``MARTS_BUILD_LOCK``)."""
         full_refresh = context.run.tags.get(FULL_REFRESH_TAG) == "true"
-        with warehouse.connect() as conn:
-            newest, changed = build_state(conn)
-        start, end = rebuild_window(first, last, newest, None if full_refresh else changed)
-        # dbt unit tests check the SQL, not the data: they run in CI (tests/transform), not in every run
-        # (dbt's advice; issue 18: they were half of a daily build).
-        args = ["build", *(["--full-refresh"] if full_refresh else []), "--exclude-resource-type", "unit_test"]
-        environment_, seed_dir = _dbt_environment(warehouse, dbt_window_env(start, end))
-        context.log.info(f"dbt build{' --full-refresh' if full_refresh else ''} for {start}..{end} "
-                         f"(run for {first}..{last}); feature catalogue seed from "
-                         f"{DBT_PROJECT_DIR / seed_dir / 'feature_catalogue.csv'}")
-        with environment_:
-            invocation = dbt.cli(args, context=context)
-        yield from invocation.stream()
-        with warehouse.connect(autocommit=True) as conn:
-            ensure_bi_role(conn, warehouse.settings().bi_role)
+        with warehouse.connect(autocommit=True) as lock:
+            # One marts build at a time, whoever starts it (CLI, schedule, UI, a backfill): each build
+            # carries running totals from the day before its window and rebuilds up to the newest built
+            # day, so two at once would read each other's half-built days. A session lock: released when
+            # this connection closes, also if the process dies.
+            if not lock.execute("SELECT pg_try_advisory_lock(%s)", (MARTS_BUILD_LOCK,)).fetchone()[0]:
+                context.log.info("waiting for another run's dbt build of this warehouse to finish")
+                lock.execute("SELECT pg_advisory_lock(%s)", (MARTS_BUILD_LOCK,))
+            with warehouse.connect() as conn:
+                newest, changed = build_state(conn)
+            if context.has_partition_key or context.has_partition_key_range:
+                window = context.partition_time_window
+                first, last = window.start.date(), (window.end - timedelta(days=1)).date()
+            else:  # a run without a partition (a seed or a check alone from the UI): the newest built day
+                first = last = newest or datetime.now(timezone.utc).date()
+            start, end = rebuild_window(first, last, newest, None if full_refresh else changed)
+            # dbt unit tests check the SQL, not the data: they run in CI (tests/transform), not in every
+            # run (dbt's advice; issue 18: they were half of a daily build).
+            args = ["build", *(["--full-refresh"] if full_refresh else []), "--exclude-resource-type", "unit_test"]
+            environment_, seed_dir = _dbt_environment(warehouse, dbt_window_env(start, end))
+            context.log.info(f"dbt build{' --full-refresh' if full_refresh else ''} for {start}..{end} "
+                             f"(run for {first}..{last}); feature catalogue seed from "
+                             f"{DBT_PROJECT_DIR / seed_dir / 'feature_catalogue.csv'}")
+            with environment_:
+                invocation = dbt.cli(args, context=context)
+            yield from invocation.stream()
+            with warehouse.connect(autocommit=True) as conn:
+                ensure_bi_role(conn, warehouse.settings().bi_role)
         daily = [key for key in context.selected_asset_keys if key in daily_keys]
-        report_rebuilt_partitions(context, daily, start, end, partitions_def)
+        if context.has_partition_key or context.has_partition_key_range:
+            report_rebuilt_partitions(context, daily, start, end, partitions_def)
 
     return [dbt_models]
 
@@ -165,7 +181,7 @@ def dbt_resource() -> DbtCliResource:
 
 
 def build_defs(settings: Settings, partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
-    """The transform stage: the two dbt multi-assets (their dbt tests become asset checks) and the
+    """The transform stage: the dbt multi-asset (its dbt data tests become asset checks) and the
     ``dbt`` resource. ``settings`` is unused today; every stage's ``build_defs`` takes it."""
     del settings
     return dg.Definitions(assets=build_dbt_assets(partitions_def), resources={"dbt": dbt_resource()})
