@@ -37,6 +37,7 @@ from cs_pipeline.health.store import (
     read_activity_days,
     read_engagement,
     read_health_history,
+    read_seasonal_sums,
     write_health,
 )
 from cs_pipeline.quality.checks import check_result
@@ -64,9 +65,8 @@ def score_window(conn, scorecard, first: date, last: date) -> pd.DataFrame:
     seasonal_metrics = scorecard.seasonal_metrics
     seasonal = None
     if seasonal_metrics and scorecard.seasonality.enabled:
-        history = read_engagement(conn, last - timedelta(days=SEASONAL_HISTORY_DAYS), last,
-                                  ["vendor_category", "as_of_date", *seasonal_metrics])
-        seasonal = seasonal_index(history, seasonal_metrics, scorecard.seasonality)
+        sums = read_seasonal_sums(conn, last - timedelta(days=SEASONAL_HISTORY_DAYS), last, seasonal_metrics)
+        seasonal = seasonal_index(pd.DataFrame(), seasonal_metrics, scorecard.seasonality, sums=sums)
     scores = score_suppliers(engagement, scorecard, seasonal=seasonal)
     calibration = latest_calibration(conn, scorecard.version)
     if calibration:

@@ -25,14 +25,33 @@ from cs_pipeline.health.scorecard import (
 # --- seasonality -----------------------------------------------------------------------------------
 
 
-def seasonal_index(history: pd.DataFrame, metrics: list[str], settings: Seasonality) -> pd.DataFrame:
+def seasonal_sums(history: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """The sufficient statistics of ``seasonal_index`` from engagement rows: per ``vendor_category`` and
+    calendar ``month`` (int 1-12), ``<metric>__sum`` (float) and ``<metric>__count`` (int, non-null values)
+    for each metric. ``history`` has ``vendor_category``, ``as_of_date`` and the ``metrics`` columns.
+    ``SEASONAL_SUMS_SQL``-style aggregation in the database gives the same frame without reading the rows."""
+    h = history.loc[:, ["vendor_category", "as_of_date"]].copy()
+    h["month"] = pd.to_datetime(history["as_of_date"]).dt.month.astype(int)
+    for metric in metrics:
+        values = pd.to_numeric(history[metric], errors="coerce")
+        h[f"{metric}__sum"] = values
+        h[f"{metric}__count"] = values.notna().astype(int)
+    aggregations = {c: "sum" for metric in metrics for c in (f"{metric}__sum", f"{metric}__count")}
+    return h.groupby(["vendor_category", "month"], as_index=False).agg(aggregations)
+
+
+def seasonal_index(history: pd.DataFrame, metrics: list[str], settings: Seasonality,
+                   sums: pd.DataFrame | None = None) -> pd.DataFrame:
     """What is normal per vendor category and calendar month, relative to the category's own year.
 
     Args:
         history: rows of supplier_engagement_daily with ``vendor_category``, ``as_of_date`` and the
-            ``metrics`` columns (any number of days; more history, better index).
+            ``metrics`` columns (any number of days; more history, better index). Ignored when ``sums``
+            is given.
         metrics: the metric columns to index.
         settings: the scorecard's seasonality block (``min_observations``, clip range).
+        sums: the same history already aggregated (``seasonal_sums``'s columns), e.g. by the database:
+            the index then costs the same whatever the history (issue 18).
 
     Returns:
         DataFrame with columns ``vendor_category`` (str), ``month`` (int 1-12) and one float column per
@@ -42,18 +61,25 @@ def seasonal_index(history: pd.DataFrame, metrics: list[str], settings: Seasonal
         [min_index, max_index].
     """
     columns = ["vendor_category", "month", *metrics]
-    if history.empty:
+    if sums is None:
+        if history.empty:
+            return pd.DataFrame(columns=columns)
+        sums = seasonal_sums(history, metrics)
+    if sums.empty:
         return pd.DataFrame(columns=columns)
-    h = history.loc[:, ["vendor_category", "as_of_date", *metrics]].copy()
-    h["month"] = pd.to_datetime(h["as_of_date"]).dt.month
     out = None
     for metric in metrics:
-        values = pd.to_numeric(h[metric], errors="coerce")
-        frame = h[["vendor_category", "month"]].assign(v=values)
-        by_cat = frame.groupby(["vendor_category", "month"])["v"].agg(["mean", "count"])
+        total = sums[f"{metric}__sum"].astype(float).fillna(0.0)
+        count = sums[f"{metric}__count"].astype(float).fillna(0.0)
+        frame = pd.DataFrame({"vendor_category": sums["vendor_category"], "month": sums["month"].astype(int),
+                              "total": total, "count": count})
+        by_cat = frame.groupby(["vendor_category", "month"])[["total", "count"]].sum()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            by_cat["mean"] = by_cat["total"] / by_cat["count"].where(by_cat["count"] > 0)
         cat_level = by_cat["mean"].groupby(level=0).mean()
         index = by_cat["mean"] / cat_level.reindex(by_cat.index.get_level_values(0)).to_numpy()
-        by_month = frame.groupby("month")["v"].agg(["mean", "count"])
+        by_month = frame.groupby("month")[["total", "count"]].sum()
+        by_month["mean"] = by_month["total"] / by_month["count"].where(by_month["count"] > 0)
         month_index = by_month["mean"] / by_month["mean"].mean()
         fallback = month_index.reindex(by_cat.index.get_level_values(1)).to_numpy()
         fallback_ok = by_month["count"].reindex(by_cat.index.get_level_values(1)).to_numpy() >= settings.min_observations

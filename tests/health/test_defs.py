@@ -56,6 +56,25 @@ def test_every_active_supplier_is_scored_every_day(pipeline, conn):
     assert trend[0] > 0.8 * trend[1]
 
 
+def test_seasonal_index_from_the_database_equals_the_index_from_the_rows(pipeline, conn):
+    """Issue 18: scoring aggregates the seasonal history in PostgreSQL instead of reading every row."""
+    from cs_pipeline.health.scoring import seasonal_index
+    from cs_pipeline.health.store import read_engagement, read_seasonal_sums
+
+    card = load_scorecard(SCORECARD_DIR / "ws168.yaml")
+    metrics = card.seasonal_metrics
+    assert metrics
+    rows = read_engagement(conn, START, END, ["vendor_category", "as_of_date", *metrics])
+    sums = read_seasonal_sums(conn, START, END, metrics)
+    assert len(sums) < len(rows) / 100
+    from_rows = seasonal_index(rows, metrics, card.seasonality).sort_values(["vendor_category", "month"])
+    from_sums = seasonal_index(pd.DataFrame(), metrics, card.seasonality, sums=sums).sort_values(
+        ["vendor_category", "month"])
+    assert len(from_rows) > 10
+    pd.testing.assert_frame_equal(from_rows.reset_index(drop=True), from_sums.reset_index(drop=True),
+                                  check_dtype=False, rtol=1e-9)
+
+
 def test_the_scenario_supplier_is_at_risk_with_a_login_driver(pipeline, conn):
     row = conn.execute("SELECT health_score, risk_level, drivers, components FROM marts.customer_health "
                        "WHERE supplier_id = 'sup_000001' AND as_of_date = %s", (END,)).fetchone()
