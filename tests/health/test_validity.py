@@ -27,6 +27,20 @@ def account(supplier_id: str, **metrics) -> dict:
     return row
 
 
+def weekly_history(seed: int, draw, weeks: int = 12, accounts: int = 150) -> tuple[pd.DataFrame, np.ndarray]:
+    """Synthetic backtest history: ``accounts`` rows a week for ``weeks`` weeks from DAY. ``draw(rng)``
+    returns (the row's metrics, its churn probability); the label is drawn with that probability.
+    Returns (engagement rows as ``account`` rows, bool labels)."""
+    rng = np.random.default_rng(seed)
+    rows, labels = [], []
+    for week in range(weeks):
+        for i in range(accounts):
+            metrics, churn_probability = draw(rng)
+            rows.append(account(f"s{i}", as_of_date=DAY + timedelta(days=7 * week), **metrics))
+            labels.append(rng.random() < churn_probability)
+    return pd.DataFrame(rows), np.array(labels)
+
+
 INACTIVE_60_DAYS = dict(days_since_last_login=60, days_since_last_activity=60, active_days_30d=0, stickiness=None,
                         client_activity_rate=None, form_completion_rate=None, journey_completion_rate=None,
                         active_days_90d=4, recency_to_cadence=6.0)
@@ -281,15 +295,13 @@ def test_fit_moves_weight_to_the_component_that_predicts_churn_and_sums_to_100(t
             # Full points for every account (no failed invoice anywhere): it cannot rank anyone.
             {"name": "constant", "label": "C", "metric": "failed_invoices_30d", "weight": 10, "phrase": "p",
              "rule": {"type": "step", "tiers": [{"lt": 1, "points": 10}]}}]})
-    rng = np.random.default_rng(3)
-    rows, labels = [], []
-    for d in range(12):
-        for i in range(150):
-            recency = int(rng.integers(0, 60))
-            rows.append(account(f"s{i}", as_of_date=DAY + timedelta(days=7 * d), days_since_last_activity=recency,
-                                active_days_90d=int(rng.integers(0, 40))))
-            labels.append(rng.random() < (0.6 if recency >= 30 else 0.1))
-    result = fit_scorecard(pd.DataFrame(rows), np.array(labels), card, "toy-v1-fit")
+    def draw(rng):
+        recency = int(rng.integers(0, 60))
+        return ({"days_since_last_activity": recency, "active_days_90d": int(rng.integers(0, 40))},
+                0.6 if recency >= 30 else 0.1)
+
+    rows, labels = weekly_history(3, draw)
+    result = fit_scorecard(rows, labels, card, "toy-v1-fit")
     weights = {c.name: c.weight for c in result.scorecard.components}
     assert sum(weights.values()) == pytest.approx(100) and weights["recency"] > 80
     assert weights["constant"] == 0
@@ -337,15 +349,13 @@ def test_fit_weights_a_tenure_component_when_new_accounts_churn_most():
             {"name": "recency", "label": "R", "metric": "days_since_last_activity", "weight": 80, "phrase": "p",
              "rule": {"type": "linear", "lower": 60, "upper": 0}},
             TENURE]})
-    rng = np.random.default_rng(5)
-    rows, labels = [], []
-    for d in range(12):
-        for i in range(150):
-            tenure = int(rng.integers(1, 720))
-            rows.append(account(f"s{i}", as_of_date=DAY + timedelta(days=7 * d), tenure_days=tenure,
-                                days_since_last_activity=int(rng.integers(0, 60))))
-            labels.append(rng.random() < (0.4 if tenure < 90 else 0.05))
-    result = fit_scorecard(pd.DataFrame(rows), np.array(labels), card, "tenure-v1-fit")
+    def draw(rng):
+        tenure = int(rng.integers(1, 720))
+        return ({"tenure_days": tenure, "days_since_last_activity": int(rng.integers(0, 60))},
+                0.4 if tenure < 90 else 0.05)
+
+    rows, labels = weekly_history(5, draw)
+    result = fit_scorecard(rows, labels, card, "tenure-v1-fit")
     weights = {c.name: c.weight for c in result.scorecard.components}
     assert sum(weights.values()) == pytest.approx(100) and weights["tenure"] > 50
     assert result.new_auc > result.old_auc and result.new_auc > 0.7
