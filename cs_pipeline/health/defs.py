@@ -28,7 +28,12 @@ from cs_pipeline.health.fit import fit_scorecard, scorecard_yaml
 from cs_pipeline.health.gates import health_gate
 from cs_pipeline.health.milestones import evaluate_milestones, load_milestones
 from cs_pipeline.health.scorecard import load_scorecard, shipped_scorecards
-from cs_pipeline.health.scoring import add_history, score_suppliers, seasonal_index
+from cs_pipeline.health.scoring import (
+    add_history,
+    score_suppliers,
+    seasonal_index,
+    seasonal_index_from_sums,
+)
 from cs_pipeline.health.store import (
     backtest_inputs,
     components_json,
@@ -66,7 +71,7 @@ def score_window(conn, scorecard, first: date, last: date) -> pd.DataFrame:
     seasonal = None
     if seasonal_metrics and scorecard.seasonality.enabled:
         sums = read_seasonal_sums(conn, last - timedelta(days=SEASONAL_HISTORY_DAYS), last, seasonal_metrics)
-        seasonal = seasonal_index(pd.DataFrame(), seasonal_metrics, scorecard.seasonality, sums=sums)
+        seasonal = seasonal_index_from_sums(sums, seasonal_metrics, scorecard.seasonality)
     scores = score_suppliers(engagement, scorecard, seasonal=seasonal)
     calibration = latest_calibration(conn, scorecard.version)
     if calibration:

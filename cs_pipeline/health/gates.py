@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import date, timedelta
 
 import psycopg
@@ -15,14 +14,15 @@ from cs_pipeline.quality.gx import (
     day_parameters,
     ensure_validation_table,
     record_validation,
+    timed_gate,
     volume_band,
 )
 
 
+@timed_gate
 def health_gate(conn: psycopg.Connection, runner: GateRunner, days: list[date], run_id: str | None) -> GateResult:
     """Validate marts.customer_health for ``days`` (one batch) with suite ``customer_health`` and record
     the result for each day. The volume band (trailing 7-day mean of rows per day) applies to one day."""
-    started = time.perf_counter()
     first, last = min(days), max(days)
     frame = read_frame(conn, "SELECT * FROM marts.customer_health WHERE as_of_date BETWEEN %s AND %s", (first, last))
     history = [int(r[0]) for r in conn.execute(
@@ -33,5 +33,4 @@ def health_gate(conn: psycopg.Connection, runner: GateRunner, days: list[date], 
     ensure_validation_table(conn)
     for day in days:
         record_validation(conn, "marts/customer_health", day, result, run_id)
-    result.seconds = time.perf_counter() - started  # read, validate and record
     return result

@@ -29,7 +29,7 @@ def seasonal_sums(history: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """The sufficient statistics of ``seasonal_index`` from engagement rows: per ``vendor_category`` and
     calendar ``month`` (int 1-12), ``<metric>__sum`` (float) and ``<metric>__count`` (int, non-null values)
     for each metric. ``history`` has ``vendor_category``, ``as_of_date`` and the ``metrics`` columns.
-    ``SEASONAL_SUMS_SQL``-style aggregation in the database gives the same frame without reading the rows."""
+    ``cs_pipeline.health.store.read_seasonal_sums`` gives the same frame, aggregated in the database."""
     h = history.loc[:, ["vendor_category", "as_of_date"]].copy()
     h["month"] = pd.to_datetime(history["as_of_date"]).dt.month.astype(int)
     for metric in metrics:
@@ -40,18 +40,33 @@ def seasonal_sums(history: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     return h.groupby(["vendor_category", "month"], as_index=False).agg(aggregations)
 
 
-def seasonal_index(history: pd.DataFrame, metrics: list[str], settings: Seasonality,
-                   sums: pd.DataFrame | None = None) -> pd.DataFrame:
-    """What is normal per vendor category and calendar month, relative to the category's own year.
+def seasonal_index(history: pd.DataFrame, metrics: list[str], settings: Seasonality) -> pd.DataFrame:
+    """What is normal per vendor category and calendar month, relative to the category's own year:
+    ``seasonal_index_from_sums`` of ``seasonal_sums(history, metrics)``.
 
     Args:
         history: rows of supplier_engagement_daily with ``vendor_category``, ``as_of_date`` and the
-            ``metrics`` columns (any number of days; more history, better index). Ignored when ``sums``
-            is given.
+            ``metrics`` columns (any number of days; more history, better index).
         metrics: the metric columns to index.
         settings: the scorecard's seasonality block (``min_observations``, clip range).
-        sums: the same history already aggregated (``seasonal_sums``'s columns), e.g. by the database:
-            the index then costs the same whatever the history (issue 18).
+
+    Returns:
+        see ``seasonal_index_from_sums``.
+    """
+    if history.empty:
+        return pd.DataFrame(columns=["vendor_category", "month", *metrics])
+    return seasonal_index_from_sums(seasonal_sums(history, metrics), metrics, settings)
+
+
+def seasonal_index_from_sums(sums: pd.DataFrame, metrics: list[str], settings: Seasonality) -> pd.DataFrame:
+    """The seasonal index from history already aggregated per category and month (``seasonal_sums``'s
+    columns; ``cs_pipeline.health.store.read_seasonal_sums`` aggregates in the database, so the index
+    costs the same whatever the history: issue 18).
+
+    Args:
+        sums: ``vendor_category``, ``month``, ``<metric>__sum`` and ``<metric>__count`` per metric.
+        metrics: the metric columns to index.
+        settings: the scorecard's seasonality block (``min_observations``, clip range).
 
     Returns:
         DataFrame with columns ``vendor_category`` (str), ``month`` (int 1-12) and one float column per
@@ -61,10 +76,6 @@ def seasonal_index(history: pd.DataFrame, metrics: list[str], settings: Seasonal
         [min_index, max_index].
     """
     columns = ["vendor_category", "month", *metrics]
-    if sums is None:
-        if history.empty:
-            return pd.DataFrame(columns=columns)
-        sums = seasonal_sums(history, metrics)
     if sums.empty:
         return pd.DataFrame(columns=columns)
     out = None

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pandas as pd
 import psycopg
 from psycopg import sql
@@ -21,6 +19,7 @@ from cs_pipeline.quality.gx import (
     ensure_validation_table,
     raw_volume_band,
     record_validation,
+    timed_gate,
     volume_band,
 )
 
@@ -37,9 +36,9 @@ def _typed(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     return frame
 
 
+@timed_gate
 def raw_gate(conn: psycopg.Connection, runner: GateRunner, report: LoadReport, run_id: str | None) -> GateResult:
     """Validate the loaded partition of ``report`` with suite ``raw_<source>`` and record the result."""
-    started = time.perf_counter()
     source, day = report.source, report.partition_date
     frame = _typed(read_frame(conn, sql.SQL("SELECT * FROM {}").format(
         sql.Identifier("raw", partition_table_name(source, day)))), source)
@@ -50,15 +49,14 @@ def raw_gate(conn: psycopg.Connection, runner: GateRunner, report: LoadReport, r
     result = runner.validate(frame, f"raw_{source}", parameters, f"{source}_{day.isoformat()}")
     ensure_validation_table(conn)
     record_validation(conn, f"raw/{source}", day, result, run_id)
-    result.seconds = time.perf_counter() - started  # read, validate and record
     return result
 
 
+@timed_gate
 def raw_gate_range(conn: psycopg.Connection, runner: GateRunner, reports: list[LoadReport],
                    run_id: str | None) -> GateResult:
     """Validate several loaded days of one source as one batch (backfills: one GX run, not one per
     day); the day window spans the range and the volume band is not applied. Recorded for each day."""
-    started = time.perf_counter()
     source = reports[0].source
     first, last = min(r.partition_date for r in reports), max(r.partition_date for r in reports)
     frame = _typed(read_frame(conn, sql.SQL("SELECT * FROM {} WHERE _partition_date BETWEEN %s AND %s").format(
@@ -73,5 +71,4 @@ def raw_gate_range(conn: psycopg.Connection, runner: GateRunner, reports: list[L
     ensure_validation_table(conn)
     for report in reports:
         record_validation(conn, f"raw/{source}", report.partition_date, result, run_id)
-    result.seconds = time.perf_counter() - started  # read, validate and record
     return result

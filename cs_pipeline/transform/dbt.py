@@ -157,9 +157,10 @@ def _profile_stamp(env: dict[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def prepare_parse_state(state_dir: Path, conninfo: str, project_env: dict[str, str] | None = None) -> Path:
+def prepare_parse_state(state_dir: Path, env: dict[str, str]) -> Path:
     """Make ``state_dir`` hold a current dbt parse (``manifest.json``, ``partial_parse.msgpack``) made
-    with the profile of ``conninfo``, running ``dbt parse --target-path state_dir`` (no database
+    with ``env``: the profile's variables (``dbt_env``) and the project's (the catalogue's seed
+    directory), running ``dbt parse --target-path state_dir`` (no database
     connection) only when it is missing, older than a project file, or made for another profile or dbt
     version (a SHA-256 stamp, no secret in clear). A file lock serialises concurrent runs. Also prunes
     dagster-dbt's invocation directories under it: beyond the newest ``KEEP_INVOCATIONS``, those older
@@ -173,7 +174,6 @@ def prepare_parse_state(state_dir: Path, conninfo: str, project_env: dict[str, s
         RuntimeError: ``dbt parse`` failed (its last output lines, secrets masked by dbt).
     """
     state_dir.mkdir(parents=True, exist_ok=True)
-    env = {**dbt_env(conninfo), **(project_env or {})}
     stamp = _profile_stamp(env)
     stamp_file = state_dir / "profile.sha256"
     with open(state_dir / ".lock", "w") as lock:

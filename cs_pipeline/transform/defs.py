@@ -16,10 +16,8 @@ dbt tests become Dagster asset checks. The translator groups models by layer and
 (No ``from __future__ import annotations`` here: Dagster inspects the context annotation.)
 """
 
-import json
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -99,7 +97,6 @@ def build_dbt_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsD
     Models tagged ``daily`` process the run's day window (see ``rebuild_window``); the seed, the
     staging views and dim_suppliers are rebuilt whole (cheap), so their partitions only record when."""
     project = dbt_project()
-    daily_keys = daily_asset_keys(project)
 
     @dbt_assets(
         manifest=project.manifest_path,
@@ -114,6 +111,7 @@ def build_dbt_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsD
         """The dbt project for the run's partition window (one ``dbt build`` for a range of days), one
         build at a time per warehouse (``MARTS_BUILD_LOCK``)."""
         full_refresh = context.run.tags.get(FULL_REFRESH_TAG) == "true"
+        partitioned = context.has_partition_key or context.has_partition_key_range
         with warehouse.connect(autocommit=True) as lock:
             # One marts build at a time, whoever starts it (CLI, schedule, UI, a backfill): each build
             # carries running totals from the day before its window and rebuilds up to the newest built
@@ -124,7 +122,7 @@ def build_dbt_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsD
                 lock.execute("SELECT pg_advisory_lock(%s)", (MARTS_BUILD_LOCK,))
             with warehouse.connect() as conn:
                 newest, changed = build_state(conn)
-            if context.has_partition_key or context.has_partition_key_range:
+            if partitioned:
                 window = context.partition_time_window
                 first, last = window.start.date(), (window.end - timedelta(days=1)).date()
             else:  # a run without a partition (a seed or a check alone from the UI): the newest built day
@@ -142,19 +140,14 @@ def build_dbt_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsD
             yield from invocation.stream()
             with warehouse.connect(autocommit=True) as conn:
                 ensure_bi_role(conn, warehouse.settings().bi_role)
-        daily = [key for key in context.selected_asset_keys if key in daily_keys]
-        if context.has_partition_key or context.has_partition_key_range:
+        if partitioned:
+            daily = [key for key in context.selected_asset_keys if key in daily_keys]
             report_rebuilt_partitions(context, daily, start, end, partitions_def)
 
+    # The models tagged ``daily`` (dagster-dbt turns dbt tags into asset tags): the ones whose later
+    # partitions a re-run rebuilds.
+    daily_keys = {spec.key for spec in dbt_models.specs if DAILY_TAG in spec.tags}
     return [dbt_models]
-
-
-def daily_asset_keys(project: DbtProject) -> set[dg.AssetKey]:
-    """Asset keys of the models tagged ``daily`` (the ones whose later partitions a re-run rebuilds)."""
-    manifest = json.loads(Path(project.manifest_path).read_text())
-    translator = _translator()
-    return {translator.get_asset_spec(manifest, uid, project).key for uid, node in manifest["nodes"].items()
-            if node["resource_type"] in ("model", "seed", "snapshot") and DAILY_TAG in node.get("tags", [])}
 
 
 def _dbt_environment(warehouse: WarehouseResource, window: dict[str, str]):
@@ -168,10 +161,10 @@ def _dbt_environment(warehouse: WarehouseResource, window: dict[str, str]):
         cs_pipeline.core.catalogue.CatalogueError: the team's catalogue is invalid.
     """
     settings = warehouse.settings()
-    project_env: dict[str, str] = {}
-    seed_dir = apply_catalogue_env(settings, project_env)
-    state = prepare_parse_state(settings.home / "dbt_target", warehouse.conninfo, project_env)
-    return environment({**dbt_env(warehouse.conninfo), **project_env, **window, "DBT_TARGET_PATH": str(state)}), seed_dir
+    env = dbt_env(warehouse.conninfo)
+    seed_dir = apply_catalogue_env(settings, env)
+    state = prepare_parse_state(settings.home / "dbt_target", env)
+    return environment({**env, **window, "DBT_TARGET_PATH": str(state)}), seed_dir
 
 
 def dbt_resource() -> DbtCliResource:
