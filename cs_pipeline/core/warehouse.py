@@ -61,6 +61,9 @@ EMBEDDED_SETTINGS: dict[str, str] = {
     "wal_level": "minimal",
     "max_wal_senders": "0",  # required by wal_level = minimal
     "max_wal_size": "4GB",  # fewer checkpoints in the middle of a large load
+    # Sorts and hashes of the marts' window functions stay in memory instead of spilling to disk
+    # (issue 18: the daily build of 10,000 suppliers sorted and hashed in up to 29 batches on disk at 4MB).
+    "work_mem": "64MB",
 }
 SETTINGS_FILE = "cs_pipeline.conf"
 

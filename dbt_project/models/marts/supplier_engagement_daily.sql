@@ -22,32 +22,68 @@ activity as (
     where {{ cs_in_window('activity_date', 89) }}
 ),
 
+-- Rolling sums over the activity rows themselves (window frames of 7/14/30/60/90 days ending on each
+-- as-of day), not a join of every as-of day to its 90 days: the cost grows with the rows read, not with
+-- rows x window length (issue 18). Each as-of day is a row of its own (is_day) in the same frames.
+activity_and_days as (
+    select supplier_id, activity_date as d, false as is_day, events_total, logins, forms_sent, forms_completed,
+           journeys_started, journeys_completed, tickets_opened, failed_invoices, revenue
+    from activity
+    union all
+    select supplier_id, as_of_date, true, null, null, null, null, null, null, null, null, null
+    from days
+),
+
+rolling_sums as (
+    select
+        supplier_id,
+        d as as_of_date,
+        is_day,
+        sum(events_total) over w7 as events_7d,
+        sum(events_total) over w14 as events_14d,
+        sum(events_total) over w30 as events_30d,
+        sum(events_total) over w60 as events_60d,
+        count(*) filter (where events_total > 0) over w7 as active_days_7d,
+        count(*) filter (where events_total > 0) over w30 as active_days_30d,
+        sum(logins) over w30 as logins_30d,
+        sum(forms_sent) over w30 as forms_sent_30d,
+        sum(forms_completed) over w30 as forms_completed_30d,
+        sum(journeys_started) over w30 as journeys_started_30d,
+        sum(journeys_completed) over w30 as journeys_completed_30d,
+        sum(tickets_opened) over w30 as tickets_opened_30d,
+        sum(failed_invoices) over w30 as failed_invoices_30d,
+        count(*) filter (where events_total > 0) over w90 as active_days_90d,
+        sum(revenue) over w90 as revenue_90d
+    from activity_and_days
+    window
+        w7 as (partition by supplier_id order by d range between interval '6 days' preceding and current row),
+        w14 as (partition by supplier_id order by d range between interval '13 days' preceding and current row),
+        w30 as (partition by supplier_id order by d range between interval '29 days' preceding and current row),
+        w60 as (partition by supplier_id order by d range between interval '59 days' preceding and current row),
+        w90 as (partition by supplier_id order by d range between interval '89 days' preceding and current row)
+),
+
 rolling_activity as (
     select
-        d.supplier_id,
-        d.as_of_date,
-        coalesce(sum(a.events_total) filter (where a.activity_date > d.as_of_date - 7), 0) as events_7d,
-        coalesce(sum(a.events_total) filter (where a.activity_date <= d.as_of_date - 7
-                                              and a.activity_date > d.as_of_date - 14), 0) as events_prev_7d,
-        coalesce(sum(a.events_total) filter (where a.activity_date > d.as_of_date - 30), 0) as events_30d,
-        coalesce(sum(a.events_total) filter (where a.activity_date <= d.as_of_date - 30
-                                              and a.activity_date > d.as_of_date - 60), 0) as events_prev_30d,
-        count(*) filter (where a.activity_date > d.as_of_date - 7 and a.events_total > 0) as active_days_7d,
-        count(*) filter (where a.activity_date > d.as_of_date - 30 and a.events_total > 0) as active_days_30d,
-        coalesce(sum(a.logins) filter (where a.activity_date > d.as_of_date - 30), 0) as logins_30d,
-        coalesce(sum(a.forms_sent) filter (where a.activity_date > d.as_of_date - 30), 0) as forms_sent_30d,
-        coalesce(sum(a.forms_completed) filter (where a.activity_date > d.as_of_date - 30), 0) as forms_completed_30d,
-        coalesce(sum(a.journeys_started) filter (where a.activity_date > d.as_of_date - 30), 0) as journeys_started_30d,
-        coalesce(sum(a.journeys_completed) filter (where a.activity_date > d.as_of_date - 30), 0) as journeys_completed_30d,
-        coalesce(sum(a.tickets_opened) filter (where a.activity_date > d.as_of_date - 30), 0) as tickets_opened_30d,
-        coalesce(sum(a.failed_invoices) filter (where a.activity_date > d.as_of_date - 30), 0) as failed_invoices_30d,
-        count(*) filter (where a.events_total > 0) as active_days_90d,
-        coalesce(sum(a.revenue), 0) as revenue_90d
-    from days as d
-    left join activity as a
-        on a.supplier_id = d.supplier_id
-        and a.activity_date between d.as_of_date - 89 and d.as_of_date
-    group by 1, 2
+        supplier_id,
+        as_of_date,
+        coalesce(events_7d, 0) as events_7d,
+        coalesce(events_14d, 0) - coalesce(events_7d, 0) as events_prev_7d,
+        coalesce(events_30d, 0) as events_30d,
+        coalesce(events_60d, 0) - coalesce(events_30d, 0) as events_prev_30d,
+        active_days_7d,
+        active_days_30d,
+        coalesce(logins_30d, 0) as logins_30d,
+        coalesce(forms_sent_30d, 0) as forms_sent_30d,
+        coalesce(forms_completed_30d, 0) as forms_completed_30d,
+        coalesce(journeys_started_30d, 0) as journeys_started_30d,
+        coalesce(journeys_completed_30d, 0) as journeys_completed_30d,
+        coalesce(tickets_opened_30d, 0) as tickets_opened_30d,
+        coalesce(failed_invoices_30d, 0) as failed_invoices_30d,
+        active_days_90d,
+        coalesce(revenue_90d, 0) as revenue_90d
+    from rolling_sums
+    where is_day
 ),
 
 -- Lifetime running totals (first and last active day, active days, paid revenue). A full refresh
@@ -143,41 +179,75 @@ last_logins as (
     group by supplier_id, d
 ),
 
+-- Distinct active users on the day (dau) and in the last 7 (wau) and 30 days (mau), and distinct clients
+-- in the last 30 and 90 days, without joining every as-of day to its window (issue 18). An active day
+-- a of a user covers the as-of days [a, a + N - 1]; cut at the user's next active day the segments of
+-- one user do not overlap, so the number of segments covering a day is the number of distinct users.
+-- Each segment adds +1 where it starts (or on the window's first day, if it started before and still
+-- runs) and -1 where it ends; the running sum on an as-of day counts the segments covering it. Only
+-- segments that reach into the window are read.
 users as (
-    select supplier_id, user_id, activity_date from {{ ref('int_supplier_user_days') }}
+    select supplier_id, activity_date,
+           lead(activity_date) over (partition by supplier_id, user_id order by activity_date) as next_date
+    from {{ ref('int_supplier_user_days') }}
     where {{ cs_in_window('activity_date', 29) }}
 ),
 
+user_deltas as (
+    select supplier_id, greatest(activity_date, {{ cs_min_date() }}) as d,
+           (activity_date >= {{ cs_min_date() }})::integer as delta_1,
+           (least(activity_date + 7, next_date) > {{ cs_min_date() }})::integer as delta_7,
+           (least(activity_date + 30, next_date) > {{ cs_min_date() }})::integer as delta_30
+    from users
+    where activity_date + 30 > {{ cs_min_date() }}
+    union all
+    select supplier_id, activity_date + 1, -1, 0, 0 from users
+    where activity_date >= {{ cs_min_date() }} and activity_date + 1 <= {{ cs_max_date() }}
+    union all
+    select supplier_id, least(activity_date + 7, next_date), 0, -1, 0 from users
+    where least(activity_date + 7, next_date) > {{ cs_min_date() }}
+      and least(activity_date + 7, next_date) <= {{ cs_max_date() }}
+    union all
+    select supplier_id, least(activity_date + 30, next_date), 0, 0, -1 from users
+    where least(activity_date + 30, next_date) > {{ cs_min_date() }}
+      and least(activity_date + 30, next_date) <= {{ cs_max_date() }}
+    union all
+    select supplier_id, as_of_date, 0, 0, 0 from days
+),
+
 rolling_users as (
-    select
-        d.supplier_id,
-        d.as_of_date,
-        count(distinct u.user_id) filter (where u.activity_date = d.as_of_date) as dau,
-        count(distinct u.user_id) filter (where u.activity_date > d.as_of_date - 7) as wau,
-        count(distinct u.user_id) as mau
-    from days as d
-    left join users as u
-        on u.supplier_id = d.supplier_id
-        and u.activity_date between d.as_of_date - 29 and d.as_of_date
-    group by 1, 2
+    select supplier_id, d as as_of_date,
+           sum(sum(delta_1)) over w as dau,
+           sum(sum(delta_7)) over w as wau,
+           sum(sum(delta_30)) over w as mau
+    from user_deltas
+    group by supplier_id, d
+    window w as (partition by supplier_id order by d)
 ),
 
--- Distinct clients active in the last 30 and 90 days. Each active day a of a client covers the as-of
--- days [a, a + N - 1]; cut at the client's next active day the segments do not overlap, so the
--- number of segments covering a day is the number of distinct clients (linear, no range join).
-client_days as (
-    select supplier_id, client_id, activity_date,
-           lead(activity_date) over (partition by supplier_id, client_id order by activity_date) as next_date
-    from {{ ref('int_supplier_client_days') }}
-    where {{ cs_in_window('activity_date', 89) }}
-),
-
+-- Clients by the same counting, from each client day's previous active day p instead of the next: the
+-- client day a counts on the as-of days [max(a, p + N), a + N - 1] (the first of its days in any N-day
+-- window), so the segments of one client do not overlap. Each branch reads only the client days whose
+-- segment starts or ends in the window (index on activity_date), and nothing needs sorting.
 client_deltas as (
-    select supplier_id, activity_date as d, 1 as delta_30, 1 as delta_90 from client_days
+    select supplier_id, greatest(activity_date, previous_activity_date + 30, {{ cs_min_date() }}) as d,
+           1 as delta_30, 0 as delta_90
+    from {{ ref('int_supplier_client_visits') }}
+    where activity_date > {{ cs_min_date() }} - 30 and activity_date <= {{ cs_max_date() }}
+      and greatest(activity_date, previous_activity_date + 30) <= {{ cs_max_date() }}
     union all
-    select supplier_id, least(activity_date + 30, next_date), -1, 0 from client_days
+    select supplier_id, activity_date + 30, -1, 0
+    from {{ ref('int_supplier_client_visits') }}
+    where activity_date > {{ cs_min_date() }} - 30 and activity_date <= {{ cs_max_date() }} - 30
     union all
-    select supplier_id, least(activity_date + 90, next_date), 0, -1 from client_days
+    select supplier_id, greatest(activity_date, previous_activity_date + 90, {{ cs_min_date() }}), 0, 1
+    from {{ ref('int_supplier_client_visits') }}
+    where activity_date > {{ cs_min_date() }} - 90 and activity_date <= {{ cs_max_date() }}
+      and greatest(activity_date, previous_activity_date + 90) <= {{ cs_max_date() }}
+    union all
+    select supplier_id, activity_date + 90, 0, -1
+    from {{ ref('int_supplier_client_visits') }}
+    where activity_date > {{ cs_min_date() }} - 90 and activity_date <= {{ cs_max_date() }} - 90
     union all
     select supplier_id, as_of_date, 0, 0 from days
 ),
@@ -195,30 +265,51 @@ catalogue as (
     select * from {{ ref('int_feature_catalogue_features') }}
 ),
 
+-- Adoption (the catalogue rule: used on at least adoption_min_active_days distinct days within the last
+-- adoption_window_days) by the same segment counting: a core feature's active day a counts on the as-of
+-- days [a, a + window - 1]; the running sum per supplier and feature is its active days in the window,
+-- and the number of adopted core features changes only where a feature's flag does (issue 18).
 core_feature_days as (
-    select f.supplier_id, f.feature, f.activity_date
+    select f.supplier_id, f.feature, f.activity_date, c.adoption_window_days as window_days
     from {{ ref('int_supplier_feature_days') }} as f
+    join catalogue as c on c.feature = f.feature
     where {{ cs_in_window('f.activity_date', 89) }} and f.is_core
+      and f.activity_date + c.adoption_window_days > {{ cs_min_date() }}
 ),
 
-adoption as (
-    select d.supplier_id, d.as_of_date, f.feature, count(*) as active_days
-    from days as d
-    join core_feature_days as f
-        on f.supplier_id = d.supplier_id
-        and f.activity_date between d.as_of_date - 89 and d.as_of_date
-    join catalogue as c
-        on c.feature = f.feature
-        and f.activity_date > d.as_of_date - c.adoption_window_days
-    group by 1, 2, 3
+feature_deltas as (
+    select supplier_id, feature, greatest(activity_date, {{ cs_min_date() }}) as d, 1 as delta
+    from core_feature_days
+    union all
+    select supplier_id, feature, activity_date + window_days, -1 from core_feature_days
+    where activity_date + window_days <= {{ cs_max_date() }}
+),
+
+feature_flags as (
+    select r.supplier_id, r.feature, r.d,
+           (r.active_days >= c.adoption_min_active_days)::integer as adopted
+    from (
+        select supplier_id, feature, d,
+               sum(sum(delta)) over (partition by supplier_id, feature order by d) as active_days
+        from feature_deltas
+        group by supplier_id, feature, d
+    ) as r
+    join catalogue as c using (feature)
+),
+
+adoption_deltas as (
+    select supplier_id, d,
+           adopted - lag(adopted, 1, 0) over (partition by supplier_id, feature order by d) as delta
+    from feature_flags
+    union all
+    select supplier_id, as_of_date, 0 from days
 ),
 
 adoption_counts as (
-    select a.supplier_id, a.as_of_date,
-           count(*) filter (where a.active_days >= c.adoption_min_active_days) as adopted_core_features
-    from adoption as a
-    join catalogue as c using (feature)
-    group by 1, 2
+    select supplier_id, d as as_of_date,
+           sum(sum(delta)) over (partition by supplier_id order by d) as adopted_core_features
+    from adoption_deltas
+    group by supplier_id, d
 ),
 
 core_total as (
