@@ -32,6 +32,7 @@ EXPECTED_ASSETS = {
     "staging/stg_wedsync__billing_events": "staging",
     "intermediate/int_feature_catalogue_features": "intermediate",
     "intermediate/int_supplier_feature_days": "intermediate", "intermediate/int_supplier_client_days": "intermediate",
+    "intermediate/int_supplier_client_visits": "intermediate",
     "intermediate/int_supplier_user_days": "intermediate", "intermediate/int_support_ticket_states": "intermediate",
     "marts/dim_suppliers": "marts", "marts/fct_supplier_activity_daily": "marts", "marts/fct_feature_adoption": "marts",
     "marts/supplier_engagement_daily": "marts", "marts/fct_supplier_milestone_facts": "marts",

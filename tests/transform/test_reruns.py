@@ -35,7 +35,8 @@ FIRST = date(2025, 3, 1)
 DAYS = 60
 LAST = FIRST + timedelta(days=DAYS - 1)
 TABLES = [("staging", "stg_wedsync__activity_events"), ("intermediate", "int_supplier_user_days"),
-          ("intermediate", "int_supplier_client_days"), ("intermediate", "int_supplier_feature_days"),
+          ("intermediate", "int_supplier_client_days"),
+          ("intermediate", "int_supplier_client_visits"), ("intermediate", "int_supplier_feature_days"),
           ("marts", "fct_supplier_activity_daily"), ("marts", "supplier_engagement_daily"),
           ("marts", "fct_feature_adoption"), ("marts", "dim_suppliers"), ("marts", "customer_health")]
 #: Written at scoring time, not derived from data.
