@@ -7,7 +7,9 @@ what they share. All values travel as parameters; identifiers are composed with 
 
 from __future__ import annotations
 
+import io
 import math
+import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -54,6 +56,32 @@ def read_frame(conn: psycopg.Connection, query: sql.Composable | str, params: Se
     cur.execute(query, params)
     names = [d.name for d in cur.description]
     return pd.DataFrame(cur.fetchall(), columns=names)
+
+
+def read_frame_bulk(conn: psycopg.Connection, query: sql.Composable | str, params: Sequence | dict = ()) -> pd.DataFrame:
+    """A query's rows as a DataFrame read through ``COPY (query) TO STDOUT`` (CSV) and ``pandas.read_csv``:
+    six times faster than ``read_frame`` for large results (1.1 M raw events: 2.6 s instead of 15.6 s,
+    issue 18), for readers that need column values, not Python objects: the Great Expectations gates.
+
+    Types are what ``read_csv`` infers from the text: integers and floats as numbers; dates, timestamps
+    (ISO 8601 text, with offset), booleans (``t``/``f``) and jsonb (JSON text) as strings. NULL is NaN
+    (``<NA>`` in string columns); an empty string, or any other text, stays that text. Columns keep the query's names
+    and order, also when there are no rows.
+
+    Raises:
+        psycopg.Error: the query failed.
+    """
+    # NULL is written as a marker drawn at random per call: pandas cannot tell a quoted field from an
+    # unquoted one, so any fixed marker (CSV's empty field, \\N) would turn that text in the data into NaN.
+    null = f"NULL-{secrets.token_hex(16)}"
+    statement = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true, NULL {})").format(
+        sql.SQL(query) if isinstance(query, str) else query, sql.Literal(null))
+    buffer = io.BytesIO()
+    with conn.cursor().copy(statement, params or None) as copy:
+        for chunk in copy:
+            buffer.write(chunk)
+    buffer.seek(0)
+    return pd.read_csv(buffer, na_values=[null], keep_default_na=False, low_memory=False)
 
 
 def relation_exists(conn: psycopg.Connection, qualified: str) -> bool:

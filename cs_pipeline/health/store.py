@@ -147,21 +147,33 @@ def latest_calibration(conn: psycopg.Connection, scorecard_version: str) -> dict
     return dict(row[0]) if row else {}
 
 
+def _json_numbers(values: np.ndarray) -> np.ndarray:
+    """JSON numbers rounded to 4 decimals (``null`` for NaN), as strings: numpy's shortest round-trip
+    form, which is Python's ``repr`` of the float."""
+    text = np.round(values, 4).astype(str)
+    return np.where(np.isnan(values), "null", text).astype(object)
+
+
 def components_json(scores: pd.DataFrame, names: list[str]) -> list[str]:
-    """Per row, the JSON object {component: {points, max_points, metric, missing}}."""
-    pts = {n: scores[f"{n}_points"].to_numpy(dtype=float) for n in names}
-    mx = {n: scores[f"{n}_max_points"].to_numpy(dtype=float) for n in names}
-    met = {n: pd.to_numeric(scores[f"{n}_metric"], errors="coerce").to_numpy(dtype=float) for n in names}
+    """Per row, the JSON object {component: {points, max_points, metric, missing}} (numbers rounded to 4
+    decimals, null when missing), in ``names`` order.
 
-    def clean(v: float) -> float | None:
-        return None if np.isnan(v) else round(float(v), 4)
-
-    out = []
-    for i in range(len(scores)):
-        out.append(json.dumps({n: {"points": clean(pts[n][i]), "max_points": clean(mx[n][i]),
-                                   "metric": clean(met[n][i]),
-                                   "missing": bool(mx[n][i] > 0 and np.isnan(pts[n][i]))} for n in names}))
-    return out
+    Built column-wise (issue 18: one ``json.dumps`` per row took 10 s of every 31-day window of 10,000
+    suppliers; this takes well under one)."""
+    if not len(scores):
+        return []
+    rows = None
+    for name in names:
+        points = scores[f"{name}_points"].to_numpy(dtype=float)
+        max_points = scores[f"{name}_max_points"].to_numpy(dtype=float)
+        metric = pd.to_numeric(scores[f"{name}_metric"], errors="coerce").to_numpy(dtype=float)
+        missing = np.where((max_points > 0) & np.isnan(points), "true", "false").astype(object)
+        part = (json.dumps(name) + ': {"points": ' + _json_numbers(points) + ', "max_points": '
+                + _json_numbers(max_points) + ', "metric": ' + _json_numbers(metric) + ', "missing": ' + missing + "}")
+        rows = part if rows is None else rows + ", " + part
+    if rows is None:
+        return ["{}"] * len(scores)
+    return list("{" + rows + "}")
 
 
 def write_health(conn: psycopg.Connection, frame: pd.DataFrame, days: list[date]) -> int:
