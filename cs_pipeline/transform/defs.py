@@ -177,7 +177,7 @@ class CsDbtCliResource(DbtCliResource):
     run, a fifth of a daily run at 1,000 suppliers (issue 18). The dbt subprocess itself is unchanged.
     """
 
-    def _initialize_dbt_core_adapter(self, args):  # noqa: ARG002 - dagster-dbt's signature
+    def _initialize_dbt_core_adapter(self, args):
         return None
 
 
