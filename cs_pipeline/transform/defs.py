@@ -17,10 +17,13 @@ dbt tests become Dagster asset checks. The translator groups models by layer and
 """
 
 from collections.abc import Iterator, Mapping
+from functools import cached_property
+from importlib.metadata import version as package_version
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import dagster as dg
+from packaging.version import Version
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
@@ -174,11 +177,19 @@ class CsDbtCliResource(DbtCliResource):
     ``DbtCliResource.cli`` loads the profile and project and parses every macro of dbt and its adapter
     (487 of them) in the Dagster process, only so that ``fetch_row_counts`` / ``fetch_column_metadata``
     could query the warehouse afterwards. cs_pipeline calls neither, and that set-up cost 3.3 s of every
-    run, a fifth of a daily run at 1,000 suppliers (issue 18). The dbt subprocess itself is unchanged.
+    run, a fifth of a daily run at 1,000 suppliers (issue 18). It also reads dbt's version from the
+    installed package instead of running ``dbt --version`` (2.5 s). The dbt subprocess is unchanged.
     """
 
     def _initialize_dbt_core_adapter(self, args):
         return None
+
+    @cached_property
+    def _cli_version(self) -> Version:
+        """The installed dbt-core's version, from the package metadata: dagster-dbt runs ``dbt --version``
+        in a subprocess for it once per resource instance, i.e. once per run (2.5 s, issue 18).
+        ``dbt_executable()`` is this environment's dbt, so the two agree."""
+        return Version(package_version("dbt-core"))
 
 
 def dbt_resource() -> DbtCliResource:
