@@ -66,3 +66,10 @@
         select 1
     {%- endif -%}
 {%- endmacro %}
+
+{#- post_hook of the incremental models whose window delete and window tests filter on `column`: an index
+    on it, also on tables built before it existed (dbt creates `indexes` only with a new table). Without
+    it, each daily run's delete and tests read the whole table (issue 18). -#}
+{% macro cs_window_index(column) -%}
+    create index if not exists {{ adapter.quote(this.identifier ~ '__' ~ column) }} on {{ this }} ({{ adapter.quote(column) }})
+{%- endmacro %}

@@ -1,5 +1,5 @@
 -- One row per supplier, client (couple) and UTC day on which an event concerned that client.
-{{ config(pre_hook="{{ cs_delete_window('activity_date') }}") }}
+{{ config(pre_hook="{{ cs_delete_window('activity_date') }}", post_hook="{{ cs_window_index('activity_date') }}") }}
 
 select
     supplier_id,
