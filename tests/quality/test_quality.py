@@ -4,6 +4,8 @@ warnings are reported without blocking."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
@@ -40,6 +42,24 @@ def test_suite_reports_observed_values_and_severities(tmp_path):
     assert failed[("expect_column_values_to_be_between", "health_score")]["unexpected_sample"] == [120.0]
     assert failed[("expect_column_values_to_be_in_set", "risk_level")]["unexpected_count"] == 1
     assert result.docs_path and result.docs_path.endswith(".html")
+
+
+def test_data_docs_only_for_failed_batches(tmp_path):
+    """Issue 18: rendering Data Docs for every passing batch cost 0.56 s per gate; only a failed batch,
+    the one someone has to open, gets its page."""
+    runner = GateRunner(tmp_path / "docs")
+    good = pd.DataFrame({"supplier_id": ["s1", "s2"], "as_of_date": [date(2025, 6, 9)] * 2,
+                         "health_score": [50.0, 80.0], "risk_level": ["at_risk", "healthy"],
+                         "churn_risk_score": [50.0, 20.0], "engagement_score": [40.0, 70.0],
+                         "trend": ["stable", "improving"], "scorecard_version": ["v1"] * 2})
+    parameters = {**day_parameters(date(2025, 6, 9)), **volume_band([])}
+    passed = runner.validate(good, "customer_health", parameters, "good")
+    assert passed.passed and passed.evaluated > 5 and passed.docs_path is None
+    assert not list((tmp_path / "docs").glob("**/*.html"))
+    bad = good.assign(health_score=[50.0, 130.0])
+    failed = runner.validate(bad, "customer_health", parameters, "bad")
+    assert not failed.passed and failed.docs_path and Path(failed.docs_path).exists()
+    assert "bad" in failed.docs_path and len(failed.details) == len(passed.details)
 
 
 @pytest.fixture(scope="module")
