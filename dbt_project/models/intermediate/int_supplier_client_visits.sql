@@ -8,7 +8,8 @@
 -- (cs_pipeline.transform.dbt.rebuild_window), so no later row keeps a stale previous day.
 {{ config(
     pre_hook="{{ cs_delete_window('activity_date') }}",
-    indexes=[{'columns': ['supplier_id', 'client_id', 'activity_date']}, {'columns': ['activity_date']}],
+    indexes=[{'columns': ['supplier_id', 'client_id', 'activity_date']}],
+    post_hook="{{ cs_window_index('activity_date') }}",
 ) }}
 
 with client_days as (
