@@ -58,6 +58,12 @@ def read_frame(conn: psycopg.Connection, query: sql.Composable | str, params: Se
     return pd.DataFrame(cur.fetchall(), columns=names)
 
 
+def _null_marker() -> str:
+    """A CSV NULL marker drawn at random (96 bits), so that no text in the data can equal it. At most 32
+    characters: ``DataFrame.to_csv`` cuts ``na_rep`` to 32 in float columns (pandas 3)."""
+    return f"NULL-{secrets.token_hex(12)}"
+
+
 def read_frame_bulk(conn: psycopg.Connection, query: sql.Composable | str, params: Sequence | dict = ()) -> pd.DataFrame:
     """A query's rows as a DataFrame read through ``COPY (query) TO STDOUT`` (CSV) and ``pandas.read_csv``:
     six times faster than ``read_frame`` for large results (1.1 M raw events: 2.6 s instead of 15.6 s,
@@ -73,7 +79,7 @@ def read_frame_bulk(conn: psycopg.Connection, query: sql.Composable | str, param
     """
     # NULL is written as a marker drawn at random per call: pandas cannot tell a quoted field from an
     # unquoted one, so any fixed marker (CSV's empty field, \\N) would turn that text in the data into NaN.
-    null = f"NULL-{secrets.token_hex(16)}"
+    null = _null_marker()
     statement = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true, NULL {})").format(
         sql.SQL(query) if isinstance(query, str) else query, sql.Literal(null))
     buffer = io.BytesIO()

@@ -27,3 +27,36 @@ def test_read_frame_bulk_keeps_nulls_empty_strings_and_hostile_text_apart(conn):
     assert str(bulk["d"].tolist()[0]) == "2026-11-21"
     empty = read_frame_bulk(conn, "SELECT * FROM t WHERE id = %s", ("none",))
     assert list(empty.columns) == ["id", "n", "d", "note"] and len(empty) == 0
+
+
+def test_copy_frame_round_trips_nulls_empty_strings_and_hostile_text(conn):
+    """copy_frame: NULLs, empty strings, quotes, newlines, commas, a literal \\N,
+    dates, timestamps, booleans and JSON text arrive as they were."""
+    import json
+    from datetime import date, datetime, timezone
+
+    import numpy as np
+    import pandas as pd
+
+    from cs_pipeline.core.db import copy_frame
+
+    conn.execute("CREATE TEMP TABLE c (id integer, note text, score numeric(5, 2), d date, at timestamptz, "
+                 "ok boolean, doc jsonb)")
+    frame = pd.DataFrame({
+        "id": [1, 2, 3, 4],
+        "note": ["", None, "\\N", 'comma, "quote"\nnewline'],
+        "score": [12.5, np.nan, 0.1, 99.99],
+        "d": [date(2026, 11, 21), None, date(2026, 1, 2), date(2026, 1, 3)],
+        "at": pd.to_datetime(["2026-11-21T10:00:00Z", None, "2026-01-02T00:00:01.5Z", "2026-01-03T23:59:59Z"], utc=True, format="ISO8601"),
+        "ok": [True, False, None, True],
+        "doc": [json.dumps({"a": 1}), json.dumps({"b": [1, None]}), "{}", json.dumps({"t": "x,\"y\""})],
+    })
+    assert copy_frame(conn, ("c",), frame, list(frame.columns)) == 4
+    rows = conn.execute("SELECT id, note, score::float, d, at, ok, doc FROM c ORDER BY id").fetchall()
+    assert [r[1] for r in rows] == ["", None, "\\N", 'comma, "quote"\nnewline']
+    assert [r[2] for r in rows] == [12.5, None, 0.1, 99.99]
+    assert [r[3] for r in rows] == [date(2026, 11, 21), None, date(2026, 1, 2), date(2026, 1, 3)]
+    assert rows[0][4] == datetime(2026, 11, 21, 10, tzinfo=timezone.utc) and rows[1][4] is None
+    assert rows[2][4] == datetime(2026, 1, 2, 0, 0, 1, 500000, tzinfo=timezone.utc)
+    assert [r[5] for r in rows] == [True, False, None, True]
+    assert [r[6] for r in rows] == [{"a": 1}, {"b": [1, None]}, {}, {"t": 'x,"y"'}]
