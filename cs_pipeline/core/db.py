@@ -59,8 +59,7 @@ def read_frame(conn: psycopg.Connection, query: sql.Composable | str, params: Se
 
 
 def _null_marker() -> str:
-    """A CSV NULL marker drawn at random (96 bits), so that no text in the data can equal it. At most 32
-    characters: ``DataFrame.to_csv`` cuts ``na_rep`` to 32 in float columns (pandas 3)."""
+    """A CSV NULL marker drawn at random (96 bits), so that no text in the data can equal it."""
     return f"NULL-{secrets.token_hex(12)}"
 
 
