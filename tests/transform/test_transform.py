@@ -163,7 +163,7 @@ def test_marts_match_values_worked_by_hand(settings, warehouse, tmp_path):
 def _mart_snapshot(conn: psycopg.Connection) -> dict[str, list[tuple]]:
     out = {}
     for table in ("fct_supplier_activity_daily", "supplier_engagement_daily", "fct_feature_adoption",
-                  "dim_suppliers"):
+                  "dim_suppliers", "fct_supplier_milestone_facts"):
         out[table] = conn.execute(
             sql.SQL("SELECT * FROM {} ORDER BY 1, 2").format(sql.Identifier("marts", table))).fetchall()
     return out
