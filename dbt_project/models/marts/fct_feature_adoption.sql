@@ -33,7 +33,7 @@ feature_days as not materialized (
     has none and the stored one is before it; a stored last use inside the window that the rebuilt days no
     longer hold is looked up before the window. With no stored table as of min_date - 1 or later, a full
     refresh, or no window, every day is read. -#}
-{%- set stored = adapter.get_relation(this.database, this.schema, this.identifier) if execute else none -%}
+{%- set stored = adapter.get_relation(this.database, this.schema, this.identifier) if (execute and this is not none) else none -%}
 {%- set carry = stored is not none and not flags.FULL_REFRESH and cs_date_var('min_date') is not none %}
 {% if carry -%}
 carried as (
