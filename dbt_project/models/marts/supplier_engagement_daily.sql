@@ -22,6 +22,43 @@ activity as (
     where {{ cs_in_window('activity_date', 89) }}
 ),
 
+{#- A run of a few days (the daily run) joins each as-of day to its own 90 days of activity rows: cheap for
+    one day. A longer window (a backfill) uses window frames instead, whose cost does not grow with the
+    window's length (issue 18). Both give the same rows (tests/transform). -#}
+{%- set window_min = cs_date_var('min_date') -%}
+{%- set window_max = cs_date_var('max_date') -%}
+{%- set short_window = is_incremental() and window_min is not none and window_max is not none
+    and (modules.datetime.date.fromisoformat(window_max) - modules.datetime.date.fromisoformat(window_min)).days < 3 %}
+{% if short_window -%}
+rolling_activity as (
+    select
+        d.supplier_id,
+        d.as_of_date,
+        coalesce(sum(a.events_total) filter (where a.activity_date > d.as_of_date - 7), 0) as events_7d,
+        coalesce(sum(a.events_total) filter (where a.activity_date <= d.as_of_date - 7
+                                              and a.activity_date > d.as_of_date - 14), 0) as events_prev_7d,
+        coalesce(sum(a.events_total) filter (where a.activity_date > d.as_of_date - 30), 0) as events_30d,
+        coalesce(sum(a.events_total) filter (where a.activity_date <= d.as_of_date - 30
+                                              and a.activity_date > d.as_of_date - 60), 0) as events_prev_30d,
+        count(*) filter (where a.activity_date > d.as_of_date - 7 and a.events_total > 0) as active_days_7d,
+        count(*) filter (where a.activity_date > d.as_of_date - 30 and a.events_total > 0) as active_days_30d,
+        coalesce(sum(a.logins) filter (where a.activity_date > d.as_of_date - 30), 0) as logins_30d,
+        coalesce(sum(a.forms_sent) filter (where a.activity_date > d.as_of_date - 30), 0) as forms_sent_30d,
+        coalesce(sum(a.forms_completed) filter (where a.activity_date > d.as_of_date - 30), 0) as forms_completed_30d,
+        coalesce(sum(a.journeys_started) filter (where a.activity_date > d.as_of_date - 30), 0) as journeys_started_30d,
+        coalesce(sum(a.journeys_completed) filter (where a.activity_date > d.as_of_date - 30), 0) as journeys_completed_30d,
+        coalesce(sum(a.tickets_opened) filter (where a.activity_date > d.as_of_date - 30), 0) as tickets_opened_30d,
+        coalesce(sum(a.failed_invoices) filter (where a.activity_date > d.as_of_date - 30), 0) as failed_invoices_30d,
+        count(*) filter (where a.events_total > 0) as active_days_90d,
+        coalesce(sum(a.revenue), 0) as revenue_90d
+    from days as d
+    left join activity as a
+        on a.supplier_id = d.supplier_id
+        and a.activity_date between d.as_of_date - 89 and d.as_of_date
+    group by 1, 2
+),
+
+{% else -%}
 -- Rolling sums over the activity rows themselves (window frames of 7/14/30/60/90 days ending on each
 -- as-of day), not a join of every as-of day to its 90 days: the cost grows with the rows read, not with
 -- rows x window length (issue 18). Each as-of day is a row of its own (is_day) in the same frames.
@@ -85,6 +122,7 @@ rolling_activity as (
     from rolling_sums
     where is_day
 ),
+{%- endif %}
 
 -- Lifetime running totals (first and last active day, active days, paid revenue). A full refresh
 -- sums every day up to each as-of day; an incremental run carries the totals forward from the stored
@@ -160,6 +198,18 @@ population_gap as (
 -- Last login on or before each as-of day: a running max over login days, seeded (in incremental runs)
 -- with the previous day's stored value, so that the answer does not depend on how far back the
 -- window reads.
+{% if short_window -%}
+last_logins as (
+    select d.supplier_id, d.as_of_date, greatest(max(a.activity_date), max(p.last_login_date)) as last_login_date
+    from days as d
+    left join activity as a
+        on a.supplier_id = d.supplier_id and a.logins > 0 and a.activity_date <= d.as_of_date
+    left join {{ this }} as p
+        on p.supplier_id = d.supplier_id and p.as_of_date = {{ cs_min_date() }} - 1
+    group by 1, 2
+),
+
+{% else -%}
 login_calendar as (
     select supplier_id, activity_date as d, activity_date as login_date
     from activity where logins > 0
@@ -178,6 +228,7 @@ last_logins as (
     from login_calendar
     group by supplier_id, d
 ),
+{%- endif %}
 
 -- Distinct active users on the day (dau) and in the last 7 (wau) and 30 days (mau), and distinct clients
 -- in the last 30 and 90 days, without joining every as-of day to its window (issue 18). An active day
