@@ -430,8 +430,12 @@ def engagement_score(frame: pd.DataFrame) -> np.ndarray:
     if not parts:
         return np.full(len(frame), np.nan)
     stacked = np.vstack(parts)
-    with np.errstate(invalid="ignore"):
-        mean = np.nanmean(np.where(np.isnan(stacked), np.nan, stacked), axis=0) if len(frame) else np.empty(0)
+    present = ~np.isnan(stacked)
+    count = present.sum(axis=0)
+    # the mean of the present parts; NaN (without numpy's "Mean of empty slice" warning in every run's log)
+    # for a supplier with none
+    mean = np.divide(np.where(present, stacked, 0.0).sum(axis=0), count, out=np.full(len(frame), np.nan),
+                     where=count > 0)
     return np.round(100.0 * mean, 2)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from datetime import date, timedelta
 
 import numpy as np
@@ -64,6 +65,16 @@ def test_risk_thresholds_and_unscored():
     assert out.loc["low", "risk_level"] == "critical" and out.loc["low", "health_score"] < 40
     assert not out.loc["nothing", "scored"] and out.loc["nothing", "risk_level"] is None
     assert np.isnan(out.loc["nothing", "health_score"])
+
+
+def test_engagement_score_of_a_supplier_without_activity_metrics_is_nan_without_a_warning():
+    frame = pd.DataFrame([supplier(supplier_id="some", active_days_30d=10, stickiness=None, adoption_breadth=0.5),
+                          supplier(supplier_id="none", active_days_30d=None, stickiness=None, adoption_breadth=None)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" filled every run's log
+        out = score_suppliers(frame, WS168).set_index("supplier_id")
+    assert out.loc["some", "engagement_score"] == 50.0  # mean of 10/20 days and 0.5 breadth, x 100
+    assert np.isnan(out.loc["none", "engagement_score"])
 
 
 def test_never_logged_in_gets_no_login_recency_points_however_new():
