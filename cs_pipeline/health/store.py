@@ -12,7 +12,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from cs_pipeline.core.db import copy_frame, ddl_transaction, read_frame, relation_exists
+from cs_pipeline.core.db import copy_frame, ddl_transaction, read_frame, relation_exists, statistics_stale
 
 HEALTH_COLUMNS = [
     "supplier_id", "as_of_date", "vendor_category", "tier", "lifecycle_stage", "health_score", "risk_level",
@@ -182,8 +182,10 @@ def write_health(conn: psycopg.Connection, frame: pd.DataFrame, days: list[date]
     with conn.transaction():
         conn.execute("DELETE FROM marts.customer_health WHERE as_of_date = ANY(%s)", (days,))
         written = copy_frame(conn, ("marts", "customer_health"), frame, HEALTH_COLUMNS)
-    with conn.transaction():  # fresh statistics for the sensor's queries (issue 18), after the commit
-        conn.execute("ANALYZE marts.customer_health")
+        stale = statistics_stale(conn, "marts.customer_health")
+    if stale:  # fresh statistics for the sensor's queries (issue 18), after the commit
+        with conn.transaction():
+            conn.execute("ANALYZE marts.customer_health")
     return written
 
 

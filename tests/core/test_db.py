@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 
+import psycopg
+import pytest
+
 from cs_pipeline.core.db import read_frame, read_frame_bulk
 
 
@@ -60,3 +63,33 @@ def test_copy_frame_round_trips_nulls_empty_strings_and_hostile_text(conn):
     assert rows[2][4] == datetime(2026, 1, 2, 0, 0, 1, 500000, tzinfo=timezone.utc)
     assert [r[5] for r in rows] == [True, False, None, True]
     assert [r[6] for r in rows] == [{"a": 1}, {"b": [1, None]}, {}, {"t": 'x,"y"'}]
+
+
+def test_statistics_stale_follows_autovacuums_rule_and_counts_the_open_transaction(warehouse):
+    """Issue 18: a table is re-analyzed right after a write only when PostgreSQL's autovacuum would
+    (autovacuum_analyze_threshold + autovacuum_analyze_scale_factor x rows), counting the writing
+    transaction's own changes; a table never analyzed is always stale."""
+    from cs_pipeline.core.db import statistics_stale
+
+    with warehouse.connect(autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS public.stats_probe")
+        conn.execute("CREATE TABLE public.stats_probe (id integer)")
+        try:
+            conn.execute("INSERT INTO public.stats_probe SELECT generate_series(1, 1000)")
+            assert statistics_stale(conn, "public.stats_probe")  # never analyzed
+            conn.execute("SELECT pg_stat_force_next_flush()")  # the inserts reach the shared counters now
+            conn.execute("ANALYZE public.stats_probe")
+            assert not statistics_stale(conn, "public.stats_probe")
+            threshold, scale = conn.execute(
+                "SELECT current_setting('autovacuum_analyze_threshold')::int, "
+                "current_setting('autovacuum_analyze_scale_factor')::float8").fetchone()
+            limit = int(threshold + scale * 1000)  # 150 changed rows by PostgreSQL's defaults
+            with conn.transaction(force_rollback=True):
+                conn.execute("INSERT INTO public.stats_probe SELECT generate_series(1, %s)", (limit - 10,))
+                assert not statistics_stale(conn, "public.stats_probe")
+                conn.execute("DELETE FROM public.stats_probe WHERE id <= 20")  # deletes count too
+                assert statistics_stale(conn, "public.stats_probe")
+        finally:
+            conn.execute("DROP TABLE public.stats_probe")
+    with warehouse.connect() as conn, pytest.raises(psycopg.errors.UndefinedTable):
+        statistics_stale(conn, "public.no_such_table")
