@@ -94,12 +94,21 @@ def relation_exists(conn: psycopg.Connection, qualified: str) -> bool:
     return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (qualified,)).fetchone()[0]
 
 
-#: PostgreSQL's own rule for when a table's planner statistics are stale: autovacuum re-analyzes a table once
-#: the rows inserted, updated and deleted since its last ANALYZE exceed ``autovacuum_analyze_threshold`` +
-#: ``autovacuum_analyze_scale_factor`` x its rows; a table never analyzed is stale. Counts the calling
-#: transaction's own changes too. The dbt macro ``cs_analyze`` applies the same rule to the models.
+#: When a table's planner statistics are stale. PostgreSQL's autovacuum re-analyzes a table once the rows
+#: inserted, updated and deleted since its last ANALYZE exceed ``autovacuum_analyze_threshold`` +
+#: ``autovacuum_analyze_scale_factor`` x its rows (the server's settings; per-table overrides are not read);
+#: this counts the calling transaction's own changes too. A table never analyzed is stale, and so is one
+#: without a B-tree index leading with a date column: the planner estimates a day past the end of a
+#: column's histogram (every new day) from such an index (its actual newest value), and without one it
+#: guesses about one row, the nested-loop plans of issue 18 (the intermediate tables' BRIN does not count).
+#: The dbt macro ``cs_analyze`` applies the same rule to the models.
 _STATISTICS_STALE = sql.SQL(
-    "SELECT c.reltuples < 0 OR coalesce(s.n_mod_since_analyze, 0) + pg_stat_get_xact_tuples_inserted(c.oid)"
+    "SELECT c.reltuples < 0"
+    " OR NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid"
+    " JOIN pg_am am ON am.oid = ic.relam"
+    " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
+    " WHERE i.indrelid = c.oid AND am.amname = 'btree' AND a.atttypid = 'date'::regtype)"
+    " OR coalesce(s.n_mod_since_analyze, 0) + pg_stat_get_xact_tuples_inserted(c.oid)"
     " + pg_stat_get_xact_tuples_updated(c.oid) + pg_stat_get_xact_tuples_deleted(c.oid)"
     " > current_setting('autovacuum_analyze_threshold')::float8"
     " + current_setting('autovacuum_analyze_scale_factor')::float8 * c.reltuples"
@@ -107,11 +116,12 @@ _STATISTICS_STALE = sql.SQL(
 
 
 def statistics_stale(conn: psycopg.Connection, qualified: str) -> bool:
-    """True when PostgreSQL's autovacuum would re-analyze ``schema.name`` now (``_STATISTICS_STALE``), counting
-    the changes of ``conn``'s current transaction. Call it in the transaction that wrote the table and run
-    ANALYZE when it says so: fresh rows get statistics at once, not after autovacuum's nap (plans over tables
-    without statistics ran for minutes: issue 18), while a daily run that adds a 365th of a table skips an
-    ANALYZE that would change nothing (about a second per large table at 10,000 suppliers).
+    """True when ``schema.name``'s planner statistics are stale (``_STATISTICS_STALE``: PostgreSQL's
+    autovacuum rule, counting the changes of ``conn``'s current transaction, or no B-tree index leading with
+    a date). Call it in the transaction that wrote the table and run ANALYZE when it says so: fresh rows get
+    statistics at once, not after autovacuum's nap (plans over tables without statistics ran for minutes:
+    issue 18), while a daily run that adds a 365th of a table skips an ANALYZE that would change nothing
+    (about a second per large table at 10,000 suppliers).
 
     Raises:
         psycopg.errors.UndefinedTable: no relation ``qualified``.

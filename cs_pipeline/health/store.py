@@ -183,6 +183,8 @@ def write_health(conn: psycopg.Connection, frame: pd.DataFrame, days: list[date]
         conn.execute("DELETE FROM marts.customer_health WHERE as_of_date = ANY(%s)", (days,))
         written = copy_frame(conn, ("marts", "customer_health"), frame, HEALTH_COLUMNS)
         stale = statistics_stale(conn, "marts.customer_health")
+        if stale:  # publish this write's counts at the commit, so that the ANALYZE below clears them
+            conn.execute("SELECT pg_stat_force_next_flush()")
     if stale:  # fresh statistics for the sensor's queries (issue 18), after the commit
         with conn.transaction():
             conn.execute("ANALYZE marts.customer_health")
