@@ -36,13 +36,15 @@ def ddl_transaction(conn: psycopg.Connection) -> Iterator[None]:
 
 
 def ensure_schemas(conn: psycopg.Connection) -> None:
-    """Create the schemas of ``SCHEMAS`` if they do not exist (the tables are each stage's own).
+    """Create the schemas of ``SCHEMAS`` if they do not exist (the tables are each stage's own), and the
+    shared SQL function ``ops.statistics_stale`` (``STATISTICS_STALE_FUNCTION``).
 
     Safe to run concurrently from several processes (serialised by an advisory lock). Commits.
     """
     with ddl_transaction(conn):
         for schema in SCHEMAS:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        conn.execute(STATISTICS_STALE_FUNCTION)
 
 
 def read_frame(conn: psycopg.Connection, query: sql.Composable | str, params: Sequence | dict = ()) -> pd.DataFrame:
@@ -94,16 +96,18 @@ def relation_exists(conn: psycopg.Connection, qualified: str) -> bool:
     return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (qualified,)).fetchone()[0]
 
 
-#: When a table's planner statistics are stale. PostgreSQL's autovacuum re-analyzes a table once the rows
-#: inserted, updated and deleted since its last ANALYZE exceed ``autovacuum_analyze_threshold`` +
+#: ``ops.statistics_stale(regclass)``: whether a table's planner statistics are stale, the one rule both
+#: ``statistics_stale`` (Python writes such as customer_health's) and the dbt macro ``cs_analyze`` (the
+#: incremental models' post-hook) call. PostgreSQL's autovacuum re-analyzes a table once the rows inserted,
+#: updated and deleted since its last ANALYZE exceed ``autovacuum_analyze_threshold`` +
 #: ``autovacuum_analyze_scale_factor`` x its rows (the server's settings; per-table overrides are not read);
 #: this counts the calling transaction's own changes too. A table never analyzed is stale, and so is one
 #: without a B-tree index leading with a date column: the planner estimates a day past the end of a
 #: column's histogram (every new day) from such an index (its actual newest value), and without one it
 #: guesses about one row, the nested-loop plans of issue 18 (the intermediate tables' BRIN does not count).
-#: The dbt macro ``cs_analyze`` applies the same rule to the models.
-_STATISTICS_STALE = sql.SQL(
-    "SELECT c.reltuples < 0"
+STATISTICS_STALE_FUNCTION = sql.SQL(
+    "CREATE OR REPLACE FUNCTION ops.statistics_stale(target regclass) RETURNS boolean LANGUAGE sql AS $$"
+    " SELECT c.reltuples < 0"
     " OR NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid"
     " JOIN pg_am am ON am.oid = ic.relam"
     " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
@@ -112,11 +116,11 @@ _STATISTICS_STALE = sql.SQL(
     " + pg_stat_get_xact_tuples_updated(c.oid) + pg_stat_get_xact_tuples_deleted(c.oid)"
     " > current_setting('autovacuum_analyze_threshold')::float8"
     " + current_setting('autovacuum_analyze_scale_factor')::float8 * c.reltuples"
-    " FROM pg_class c LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid WHERE c.oid = %s::regclass")
+    " FROM pg_class c LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid WHERE c.oid = target $$")
 
 
 def statistics_stale(conn: psycopg.Connection, qualified: str) -> bool:
-    """True when ``schema.name``'s planner statistics are stale (``_STATISTICS_STALE``: PostgreSQL's
+    """True when ``schema.name``'s planner statistics are stale (``ops.statistics_stale``: PostgreSQL's
     autovacuum rule, counting the changes of ``conn``'s current transaction, or no B-tree index leading with
     a date). Call it in the transaction that wrote the table and run ANALYZE when it says so: fresh rows get
     statistics at once, not after autovacuum's nap (plans over tables without statistics ran for minutes:
@@ -126,7 +130,7 @@ def statistics_stale(conn: psycopg.Connection, qualified: str) -> bool:
     Raises:
         psycopg.errors.UndefinedTable: no relation ``qualified``.
     """
-    return bool(conn.execute(_STATISTICS_STALE, (qualified,)).fetchone()[0])
+    return bool(conn.execute("SELECT ops.statistics_stale(%s::regclass)", (qualified,)).fetchone()[0])
 
 
 def _cell(value: object) -> object:

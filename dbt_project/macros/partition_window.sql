@@ -59,29 +59,20 @@
 {#- post_hook of every model: refresh the planner's statistics of a table the run just (re)built.
     PostgreSQL's autovacuum analyzes a new table only after a delay, and until then the planner guesses
     (issue 18: a query on fresh tables ran for minutes with nested loops over every partition). A rebuilt
-    table is analyzed always; an incremental model when its statistics are stale by the rule of
-    cs_pipeline.core.db.statistics_stale: the rows changed since its last ANALYZE (this run's own
-    included) exceed autovacuum_analyze_threshold + autovacuum_analyze_scale_factor x its rows, as
-    autovacuum decides, or the table has no B-tree index leading with a date (then the planner cannot
-    estimate a new day past its histogram: the BRIN-indexed intermediate tables are analyzed every run).
-    So a daily run adding a 365th of a mart does not spend a second re-sampling it. -#}
+    table is analyzed always; an incremental model when ops.statistics_stale says its statistics are
+    stale (created with the schemas by cs_pipeline.core.db.ensure_schemas, which also serves the Python
+    writes): the rows changed since its last ANALYZE (this run's own included) exceed
+    autovacuum_analyze_threshold + autovacuum_analyze_scale_factor x its rows, as autovacuum decides, or the
+    table has no B-tree index leading with a date (then the planner cannot estimate a new day past its
+    histogram: the BRIN-indexed intermediate tables are analyzed every run). So a daily run adding a 365th
+    of a mart does not spend a second re-sampling it. -#}
 {% macro cs_analyze() -%}
     {%- if model.config.materialized == 'table' or (model.config.materialized == 'incremental' and not is_incremental()) -%}
         analyze {{ this }}
     {%- elif model.config.materialized == 'incremental' -%}
         {%- set relation = this.include(database=False) | string -%}
         do $cs_analyze$ begin
-            if (select c.reltuples < 0
-                       or not exists (select 1 from pg_index i join pg_class ic on ic.oid = i.indexrelid
-                                      join pg_am am on am.oid = ic.relam
-                                      join pg_attribute a on a.attrelid = i.indrelid and a.attnum = i.indkey[0]
-                                      where i.indrelid = c.oid and am.amname = 'btree' and a.atttypid = 'date'::regtype)
-                       or coalesce(s.n_mod_since_analyze, 0) + pg_stat_get_xact_tuples_inserted(c.oid)
-                          + pg_stat_get_xact_tuples_updated(c.oid) + pg_stat_get_xact_tuples_deleted(c.oid)
-                          > current_setting('autovacuum_analyze_threshold')::float8
-                            + current_setting('autovacuum_analyze_scale_factor')::float8 * c.reltuples
-                from pg_class c left join pg_stat_all_tables s on s.relid = c.oid
-                where c.oid = '{{ relation | replace("'", "''") }}'::regclass) then
+            if ops.statistics_stale('{{ relation | replace("'", "''") }}'::regclass) then
                 analyze {{ relation }};
             end if;
         end $cs_analyze$

@@ -7,7 +7,7 @@ import math
 import psycopg
 import pytest
 
-from cs_pipeline.core.db import read_frame, read_frame_bulk
+from cs_pipeline.core.db import read_frame, read_frame_bulk, statistics_stale
 
 
 def test_read_frame_bulk_keeps_nulls_empty_strings_and_hostile_text_apart(conn):
@@ -70,8 +70,6 @@ def test_statistics_stale_follows_autovacuums_rule_and_counts_the_open_transacti
     (autovacuum_analyze_threshold + autovacuum_analyze_scale_factor x rows), counting the writing
     transaction's own changes; a table never analyzed, or without a B-tree index leading with a date (the
     planner's only way to see a new day past the histogram), is always stale."""
-    from cs_pipeline.core.db import statistics_stale
-
     table = "public.stats_probe"
     with warehouse.connect(autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS public.stats_probe")
