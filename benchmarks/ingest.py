@@ -73,7 +73,7 @@ def main() -> None:
     from cs_pipeline.ingest.loader import load_partition
     from cs_pipeline.ingest.sources import sources
     from cs_pipeline.core.resources import WarehouseResource
-    from cs_pipeline.settings import Settings
+    from cs_pipeline.core.settings import Settings
 
     day = date(2025, 6, 14)
     path = work / f"activity_events_{day.isoformat()}.csv"

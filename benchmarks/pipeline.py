@@ -38,9 +38,10 @@ def main() -> None:
     from cs_pipeline.feeds.generate import GeneratorConfig, generate
     from cs_pipeline.core.paths import DBT_PROJECT_DIR
     from cs_pipeline.app.runner import run_job_over_range
-    from cs_pipeline.settings import Settings
+    from cs_pipeline.core.settings import Settings
     from cs_pipeline.transform.dbt import dbt_executable
-    from cs_pipeline.transform.dbt import dbt_env, dbt_vars_arg
+    from cs_pipeline.core.window import DayWindow
+    from cs_pipeline.transform.dbt import dbt_env
     from cs_pipeline.core.warehouse import resolve_endpoints
 
     start = date(2025, 1, 1)
@@ -80,7 +81,7 @@ def main() -> None:
     endpoints = resolve_endpoints(settings)
     env = {**os.environ, **dbt_env(endpoints.warehouse)}
     t = time.perf_counter()
-    subprocess.run([dbt_executable(), "build", "--full-refresh", *dbt_vars_arg(start, day180 + timedelta(days=1)),
+    subprocess.run([dbt_executable(), "build", "--full-refresh", *DayWindow(start, day180 + timedelta(days=1)).dbt_vars_arg(),
                     "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)],
                    env=env, check=True, capture_output=True)
     full_build = time.perf_counter() - t

@@ -79,7 +79,7 @@ def run_size(suppliers: int, days: int, workdir: Path, days_per_run: int, landin
     from cs_pipeline.definitions import build_definitions
     from cs_pipeline.feeds.generate import GeneratorConfig, generate
     from cs_pipeline.interventions.defs import email_from_env, intervention_job, risk_escalation_sensor
-    from cs_pipeline.settings import Settings
+    from cs_pipeline.core.settings import Settings
 
     home = workdir / f"home_{suppliers}"
     os.environ["CS_PIPELINE_HOME"] = str(home)

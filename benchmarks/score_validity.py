@@ -67,7 +67,7 @@ from cs_pipeline.health.scorecard import (
 )
 from cs_pipeline.health.scoring import score_suppliers, seasonal_index
 from cs_pipeline.health.store import read_activity_days, read_engagement
-from cs_pipeline.settings import Settings
+from cs_pipeline.core.settings import Settings
 
 LIFETIME = ["tenure_days", "active_days_lifetime", "active_days_per_30d_lifetime", "days_since_last_activity",
             "mean_days_between_active_days", "recency_to_cadence", "revenue_90d", "revenue_lifetime",

@@ -7,7 +7,6 @@ started on demand and stopped when the command exits.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import subprocess
 import sys
@@ -19,11 +18,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cs_pipeline.settings import (
+from cs_pipeline.core.settings import (
     CALENDAR_FILE,
     ENV_PARTITION_START,
     Settings,
     SettingsError,
+    child_env,
 )
 
 app = typer.Typer(help="cs_pipeline: customer-success data pipeline (Dagster + dbt + PostgreSQL).",
@@ -35,13 +35,15 @@ console = Console()
 
 def _settings() -> Settings:
     from cs_pipeline.core.catalogue import CatalogueError, load_catalogue
+    from cs_pipeline.health.scorecard import ScorecardError, load_scorecard
 
     try:
         settings = Settings.from_env()
         if settings.feature_catalogue is not None:
             load_catalogue(settings.feature_catalogue)  # a bad catalogue: one line naming the file and the fix
+        load_scorecard(settings.scorecard)  # a bad scorecard fails now, not when customer_health runs
         return settings
-    except (SettingsError, CatalogueError) as exc:
+    except (SettingsError, CatalogueError, ScorecardError) as exc:
         console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from exc
 
@@ -375,7 +377,7 @@ def import_data(
         load_mapping,
         run_import,
     )
-    from cs_pipeline.settings import ENV_FEATURE_CATALOGUE
+    from cs_pipeline.core.settings import ENV_FEATURE_CATALOGUE
 
     settings = _settings()
     try:
@@ -383,14 +385,14 @@ def import_data(
         if spec.catalogue:  # the product's own catalogue: recorded in CS_PIPELINE_HOME for later runs
             recorded = record_catalogue(mapping.parent / spec.catalogue, settings.home)
             console.print(f"feature catalogue {spec.catalogue} recorded in {recorded}", soft_wrap=True)
-            if os.environ.get(ENV_FEATURE_CATALOGUE):
+            if settings.feature_catalogue not in (None, recorded):
                 console.print(f"[yellow]note:[/yellow] {ENV_FEATURE_CATALOGUE} is set and wins over it", soft_wrap=True)
         check_event_names(spec, event_names(), active_catalogue_path())
         result = run_import(spec, from_dir, out or settings.landing_dir)
     except (MappingError, CatalogueError) as exc:
         console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from exc
-    from cs_pipeline.settings import remember_partition_start
+    from cs_pipeline.core.settings import remember_partition_start
 
     remembered = remember_partition_start(settings.home, result.first_day)
     _print_counts(f"import {spec.name}: {result.first_day}..{result.last_day}, {result.files} files", "rows written",
@@ -464,7 +466,7 @@ def intervene(
     settings = _settings()
     instance = get_instance(settings)
     warehouse = warehouse_from_settings(settings)
-    user = os.environ.get("USER") or "cli"
+    user = settings.operator
     result = manual_intervention_job.execute_in_process(
         run_config=manual_run_config(supplier, channel, template or "", message or "", force), instance=instance,
         resources={"warehouse": warehouse, "email": email_from_env(settings)}, raise_on_error=False,
@@ -629,13 +631,14 @@ def dbt(ctx: typer.Context) -> None:
 
     settings = _settings()
     endpoints = resolve_endpoints(settings)
-    apply_dbt_env(endpoints.warehouse)
-    apply_catalogue_env(settings)
+    env = child_env(settings)
+    apply_dbt_env(endpoints.warehouse, env)
+    apply_catalogue_env(settings, env)
     from cs_pipeline.transform.dbt import dbt_executable
 
     cmd = [dbt_executable(), *ctx.args,
            "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
-    raise typer.Exit(subprocess.call(cmd))
+    raise typer.Exit(subprocess.call(cmd, env=env))
 
 
 @app.command()
@@ -650,7 +653,7 @@ def dev(
     prepare_dagster_home(settings)  # also starts the embedded server and keeps it for our lifetime
     cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
            "-h", "127.0.0.1", "-p", str(port)]
-    console.print(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    console.print(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={settings.dagster_instance_dir})")
     raise typer.Exit(subprocess.call(cmd, cwd=str(PROJECT_ROOT)))
 
 
@@ -670,7 +673,7 @@ def dashboard(
     settings = _settings()
     prepare_dashboard_access(settings)  # also starts the embedded server and keeps it for our lifetime
     conninfo = dashboard_conninfo(settings)
-    env = {**os.environ, ENV_DASHBOARD_CONNINFO: conninfo}
+    env = child_env(settings, **{ENV_DASHBOARD_CONNINFO: conninfo})
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT), "--server.address", "127.0.0.1",
            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     console.print(f"dashboard on http://127.0.0.1:{port} (reading marts as {describe(conninfo)})")

@@ -17,7 +17,7 @@ from cs_pipeline.core.resources import warehouse_from_settings
 from cs_pipeline.health import defs as health
 from cs_pipeline.ingest import defs as ingest
 from cs_pipeline.interventions import defs as interventions
-from cs_pipeline.settings import Settings
+from cs_pipeline.core.settings import Settings
 from cs_pipeline.transform import defs as transform
 
 DAILY_GROUPS = ("ingest", "seeds", "staging", "intermediate", "marts", "health")

@@ -17,7 +17,7 @@ import pytest
 
 from cs_pipeline.core.resources import WarehouseResource
 from cs_pipeline.ingest.tables import ensure_raw_tables
-from cs_pipeline.settings import Settings
+from cs_pipeline.core.settings import Settings
 
 INTEGRATION_FIXTURES = {"cs_home", "settings", "warehouse", "conn", "clean_raw"}
 

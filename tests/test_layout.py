@@ -13,7 +13,6 @@ PACKAGE = Path(__file__).resolve().parent.parent / "cs_pipeline"
 
 #: Rooms from the bottom up. A module may import its own room and rooms below it, never above.
 LAYERS = [
-    "settings",       # environment settings
     "core",           # the platform every stage uses
     "quality",        # Great Expectations gates: stages call it, it imports no stage
     "ingest",         # landing files -> raw
@@ -95,3 +94,13 @@ def test_platform_rooms_import_no_stage(room: str) -> None:
     bad = sorted(f"{file}:{line} imports {target}" for target, file, line in imports_by_room().get(room, set())
                  if target in stages)
     assert not bad, f"{room} must import no stage:\n" + "\n".join(bad)
+
+
+def test_only_settings_reads_the_environment() -> None:
+    """Issue 25: ``cs_pipeline/core/settings.py`` owns every environment variable; it also builds child
+    processes' environments. No other module touches ``os.environ`` or ``os.getenv``."""
+    hits = sorted(f"{path.relative_to(PACKAGE.parent)}:{n}" for path in PACKAGE.rglob("*.py")
+                  if path != PACKAGE / "core" / "settings.py"
+                  for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                  if "os.environ" in line or "getenv(" in line)
+    assert not hits, "read settings through cs_pipeline.core.settings instead:\n" + "\n".join(hits)

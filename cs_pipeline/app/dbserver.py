@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cs_pipeline.settings import Settings
+from cs_pipeline.core.settings import Settings, child_env
 
 PID_FILE = "db.pid"
 READY_FILE = "db.ready"
@@ -78,7 +78,7 @@ def start(settings: Settings, timeout: float = 180.0) -> ServerStatus:
     (settings.home / READY_FILE).unlink(missing_ok=True)
     log_dir = settings.home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "CS_PIPELINE_HOME": str(settings.home)}
+    env = child_env(settings)
     with open(log_dir / "db.log", "a", encoding="utf-8") as log:
         process = subprocess.Popen([sys.executable, "-m", "cs_pipeline.app.dbserver"], env=env,
                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)

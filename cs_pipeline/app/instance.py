@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from cs_pipeline.core.settings import ENV_DAGSTER_STORAGE_URL, Settings, export_for_children
 from cs_pipeline.core.warehouse import Endpoints, resolve_endpoints
-from cs_pipeline.settings import (
-    ENV_DAGSTER_STORAGE_URL,
-    ENV_HOME,
-    ENV_LANDING_DIR,
-    Settings,
-)
 
 DAGSTER_YAML = """\
 # Written by cs-pipeline. Runs, event logs and schedules live in PostgreSQL (dagster-postgres), at the
@@ -42,18 +36,11 @@ def prepare_dagster_home(settings: Settings) -> tuple[Path, Endpoints]:
     set DAGSTER_HOME, write its dagster.yaml with the resolved storage URL (when the file is ours), and
     export the storage URL.
 
-    Returns (DAGSTER_HOME, endpoints). Mutates ``os.environ`` of this process (inherited by the
-    Dagster webserver, daemon and run workers it starts).
+    Returns (DAGSTER_HOME, endpoints). Exports the resolved paths and the storage URL for the Dagster
+    webserver, daemon and run workers this process starts (``export_for_children``).
     """
     endpoints = resolve_endpoints(settings)
-    # Child processes (webserver, daemon, run workers) may run in another directory: pass absolutes.
-    os.environ[ENV_HOME] = str(settings.home)
-    os.environ[ENV_LANDING_DIR] = str(settings.landing_dir)
-    home = os.environ.get("DAGSTER_HOME")
-    if not home:
-        home = str(settings.dagster_home)
-        os.environ["DAGSTER_HOME"] = home
-    path = Path(home)
+    path = settings.dagster_instance_dir
     path.mkdir(parents=True, exist_ok=True)
     config = path / "dagster.yaml"
     if not config.exists() or config.read_text().startswith("# Written by cs-pipeline"):
@@ -61,7 +48,8 @@ def prepare_dagster_home(settings: Settings) -> tuple[Path, Endpoints]:
         if not config.exists() or config.read_text() != text:
             config.write_text(text)
         config.chmod(0o600)  # the URL may carry a password
-    os.environ[ENV_DAGSTER_STORAGE_URL] = endpoints.dagster_storage
+    # Child processes (webserver, daemon, run workers) may run in another directory: absolute paths.
+    export_for_children(settings, **{ENV_DAGSTER_STORAGE_URL: endpoints.dagster_storage})
     return path, endpoints
 
 

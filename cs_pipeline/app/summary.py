@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cs_pipeline.core.warehouse import describe, resolve_endpoints
-from cs_pipeline.settings import Settings
+from cs_pipeline.core.settings import Settings
 
 
 def _exists(conn: psycopg.Connection, qualified: str) -> bool:

@@ -3,7 +3,7 @@
 A catalogue is a CSV with the columns of ``dbt_project/seeds/feature_catalogue.csv`` (DOMAIN.md, "Feature
 catalogue"): ``event_name`` (unique), ``feature``, ``is_core`` (true/false), ``adoption_min_active_days``
 and ``adoption_window_days`` (whole days, the window at most 90: the marts look back 90 days). Which file
-is in force is a setting (``cs_pipeline.settings.resolve_feature_catalogue``: ``CS_PIPELINE_FEATURE_CATALOGUE``,
+is in force is a setting (``cs_pipeline.core.settings.resolve_feature_catalogue``: ``CS_PIPELINE_FEATURE_CATALOGUE``,
 else the one an import recorded in ``CS_PIPELINE_HOME``). Ingestion reads its event names (the accepted
 values of ``activity_events.event_name``); dbt loads it as the seed ``feature_catalogue`` from the
 directory in ``CS_PIPELINE_DBT_SEED_DIR`` (``dbt_project.yml``'s ``seed-paths``, relative to the project),
@@ -23,7 +23,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cs_pipeline.core.paths import DBT_PROJECT_DIR, FEATURE_CATALOGUE_CSV
-from cs_pipeline.settings import resolve_feature_catalogue
+from cs_pipeline.core.settings import resolve_feature_catalogue
 
 COLUMNS = ("event_name", "feature", "is_core", "adoption_min_active_days", "adoption_window_days")
 #: The longest adoption window the marts can evaluate (they look back 90 days).
@@ -150,7 +150,7 @@ def record_catalogue(source: Path, home: Path) -> Path:
     Raises:
         CatalogueError: see ``load_catalogue``.
     """
-    from cs_pipeline.settings import RECORDED_CATALOGUE
+    from cs_pipeline.core.settings import RECORDED_CATALOGUE
 
     return write_catalogue(load_catalogue(source.absolute()), home / RECORDED_CATALOGUE)
 

@@ -29,14 +29,19 @@ class PartitionRangeError(ValueError):
 
 def check_days_in_partitions(first: date, last: date, start: date, origin: str = "by default",
                              today: date | None = None) -> None:
-    """Raise unless every day of [first, last] is a daily partition: from ``start`` to tomorrow (UTC;
-    see ``daily_partitions``). ``origin`` says where ``start`` came from.
+    """Raise unless every day of [first, last] is a daily partition: from ``start`` to today (UTC; the
+    newest partition is the day in progress, see ``daily_partitions``). ``origin`` says where ``start``
+    came from.
 
     Raises:
         PartitionRangeError: one line, e.g. ``day 1997-01-01 is outside the daily partitions
-            2024-01-01..2026-11-23 (start by default); set CS_PIPELINE_PARTITION_START=1997-01-01 ...``.
+            2024-01-01..2026-11-23 (start by default); set CS_PIPELINE_PARTITION_START=1997-01-01 ...``;
+            or, for a reversed range, ``the range 2026-01-05..2026-01-01 ends before it starts ...``.
     """
-    end = (today or datetime.now(timezone.utc).date()) + timedelta(days=1)
+    if last < first:
+        raise PartitionRangeError(f"the range {first}..{last} ends before it starts; give the earlier day first "
+                                  f"(--start {last} --end {first})")
+    end = today or datetime.now(timezone.utc).date()
     day = first if first < start else last if last > end else None
     if day is None:
         return

@@ -13,7 +13,7 @@ from pydantic import PrivateAttr
 from cs_pipeline.core.access import ensure_bi_role
 from cs_pipeline.core.db import ensure_schemas
 from cs_pipeline.core.warehouse import Endpoints, resolve_endpoints
-from cs_pipeline.settings import Settings
+from cs_pipeline.core.settings import ENV_DAGSTER_STORAGE_URL, ENV_DATABASE_URL, Settings
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -22,20 +22,36 @@ class WarehouseResource(dg.ConfigurableResource):
     With ``database_url`` unset the embedded PostgreSQL under ``home`` is started on first use (not at
     definition load) and shared with every other process of the project.
 
+    Built from the process's ``Settings`` (``warehouse_from_settings``); it never reads the environment.
+
     Attributes:
         database_url: libpq URL or conninfo of an existing PostgreSQL (``CS_PIPELINE_DATABASE_URL``).
+        dagster_storage_url: ``CS_PIPELINE_DAGSTER_STORAGE_URL`` (None: database ``dagster`` beside the
+            warehouse).
         home: ``CS_PIPELINE_HOME``; the embedded server's data directory is ``<home>/pgdata``.
+        bi_role: ``CS_PIPELINE_BI_ROLE``, the read-only role granted the marts.
+        feature_catalogue: the team's feature catalogue CSV in force (None: WedSync's shipped one).
     """
 
     database_url: str | None = None
+    dagster_storage_url: str | None = None
     home: str = ".cs_pipeline"
+    bi_role: str = "cs_bi_reader"
+    feature_catalogue: str | None = None
 
     _endpoints: Endpoints | None = PrivateAttr(default=None)
 
     def settings(self) -> Settings:
-        """The settings this resource stands for (environment values overridden by its config)."""
-        base = Settings.from_env()
-        return base.model_copy(update={"database_url": self.database_url or None, "home": Path(self.home).absolute()})
+        """The settings this resource stands for, from its own fields (no environment read)."""
+        return Settings.for_home(
+            self.home, database_url=self.database_url or None, dagster_storage_url=self.dagster_storage_url or None,
+            bi_role=self.bi_role,
+            scoring={"feature_catalogue": Path(self.feature_catalogue) if self.feature_catalogue else None})
+
+    @property
+    def home_dir(self) -> Path:
+        """``home``, absolute."""
+        return Path(self.home).absolute()
 
     def endpoints(self) -> Endpoints:
         """Resolve the warehouse (starting the embedded server if needed) and create the schemas once.
@@ -47,7 +63,7 @@ class WarehouseResource(dg.ConfigurableResource):
             endpoints = resolve_endpoints(self.settings())
             with psycopg.connect(endpoints.warehouse, autocommit=True) as conn:
                 ensure_schemas(conn)
-                ensure_bi_role(conn, self.settings().bi_role)
+                ensure_bi_role(conn, self.bi_role)
             self._endpoints = endpoints
         return self._endpoints
 
@@ -71,7 +87,10 @@ class WarehouseResource(dg.ConfigurableResource):
 
 
 def warehouse_from_settings(settings: Settings) -> WarehouseResource:
-    """The resource for ``settings``, keeping the database URL out of the UI when it came from the env."""
-    if settings.database_url:
-        return WarehouseResource(database_url=dg.EnvVar("CS_PIPELINE_DATABASE_URL"), home=str(settings.home))
-    return WarehouseResource(home=str(settings.home))
+    """The resource for ``settings``. Database URLs given in the environment stay ``dg.EnvVar``s, so the
+    Dagster UI shows the variable's name, never the URL (it may carry a password)."""
+    catalogue = str(settings.feature_catalogue) if settings.feature_catalogue else None
+    urls = {"database_url": dg.EnvVar(ENV_DATABASE_URL) if settings.database_url else None,
+            "dagster_storage_url": dg.EnvVar(ENV_DAGSTER_STORAGE_URL) if settings.dagster_storage_url else None}
+    return WarehouseResource(**{k: v for k, v in urls.items() if v is not None}, home=str(settings.home),
+                             bi_role=settings.bi_role, feature_catalogue=catalogue)

@@ -25,7 +25,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from cs_pipeline.settings import DAGSTER_DATABASE, WAREHOUSE_DATABASE, Settings
+from cs_pipeline.core.settings import DAGSTER_DATABASE, WAREHOUSE_DATABASE, Settings
 
 log = logging.getLogger(__name__)
 

@@ -47,8 +47,8 @@ from cs_pipeline.health.store import (
 )
 from cs_pipeline.quality.checks import check_result
 from cs_pipeline.quality.gx import GateRunner
-from cs_pipeline.settings import Settings
-from cs_pipeline.transform.reruns import rebuilt_days, report_rebuilt_partitions
+from cs_pipeline.core.settings import Settings
+from cs_pipeline.core.reruns import rebuilt_days, report_rebuilt_partitions
 
 ENGAGEMENT = dg.AssetKey(["marts", "supplier_engagement_daily"])
 MILESTONE_FACTS = dg.AssetKey(["marts", "fct_supplier_milestone_facts"])

@@ -19,7 +19,7 @@ from cs_pipeline.ingest.loader import LoadReport, load_partition
 from cs_pipeline.ingest.sources import SOURCE_NAMES, sources
 from cs_pipeline.quality.checks import check_result
 from cs_pipeline.quality.gx import GateRunner
-from cs_pipeline.settings import Settings
+from cs_pipeline.core.settings import Settings
 
 PER_DAY_GATES_UP_TO = 7  # longer ranges (backfills) are validated as one batch
 

@@ -7,7 +7,6 @@ success_milestones show in the asset graph).
 """
 
 import json
-import os
 from datetime import date, timedelta
 
 import dagster as dg
@@ -24,7 +23,7 @@ from cs_pipeline.interventions.service import (
     run_interventions,
 )
 from cs_pipeline.quality.gx import gate_failed
-from cs_pipeline.settings import Settings
+from cs_pipeline.core.settings import ENV_SMTP_PASSWORD, Settings
 
 CUSTOMER_HEALTH = dg.AssetKey(["marts", "customer_health"])
 INTERVENTIONS = dg.AssetKey(["ops", "interventions"])
@@ -317,19 +316,19 @@ def _uplift_markdown(summary: dict) -> str:
 
 
 def email_from_env(settings: Settings) -> EmailResource:
-    """SMTP settings from CS_PIPELINE_SMTP_* (host unset: the outbox under CS_PIPELINE_HOME). STARTTLS verifies the
-    server's certificate unless ``CS_PIPELINE_SMTP_TLS_VERIFY=false`` says otherwise."""
-    env = os.environ
-    host = env.get("CS_PIPELINE_SMTP_HOST") or None
-    if host is None:
+    """The ``email`` resource from ``settings.smtp`` (``CS_PIPELINE_SMTP_*``; host unset: the outbox under
+    CS_PIPELINE_HOME). STARTTLS verifies the server's certificate unless ``CS_PIPELINE_SMTP_TLS_VERIFY=false``
+    says otherwise. The password stays a ``dg.EnvVar``, so the Dagster UI never shows it."""
+    smtp = settings.smtp
+    if smtp.host is None:
         return EmailResource(outbox_dir=str(settings.outbox_dir))
     return EmailResource(
-        host=host,
-        port=int(env.get("CS_PIPELINE_SMTP_PORT", "587")),
-        user=env.get("CS_PIPELINE_SMTP_USER") or None,
-        password=dg.EnvVar("CS_PIPELINE_SMTP_PASSWORD") if env.get("CS_PIPELINE_SMTP_PASSWORD") else None,
-        use_tls=env.get("CS_PIPELINE_SMTP_TLS", "true").lower() not in ("0", "false", "no"),
-        tls_verify=env.get("CS_PIPELINE_SMTP_TLS_VERIFY", "true").lower() not in ("0", "false", "no"),
+        host=smtp.host,
+        port=smtp.port,
+        user=smtp.user,
+        password=dg.EnvVar(ENV_SMTP_PASSWORD) if smtp.password is not None else None,
+        use_tls=smtp.use_tls,
+        tls_verify=smtp.tls_verify,
         outbox_dir=str(settings.outbox_dir),
     )
 

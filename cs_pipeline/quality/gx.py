@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,8 +27,9 @@ import psycopg
 
 from cs_pipeline.core.db import ddl_transaction
 from cs_pipeline.core.paths import EXPECTATIONS_DIR
+from cs_pipeline.core.settings import set_library_defaults
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+set_library_defaults()  # GX analytics off: no network calls
 
 VOLUME_LOW, VOLUME_HIGH = 0.3, 3.0
 MAX_REJECTED_SHARE = 0.05

@@ -1,32 +1,30 @@
 """dbt wiring that is not Dagster: the project, its profile environment, its day window, its manifest
 and its parse state.
 
-Pure helpers (``dbt_env``, ``dbt_vars``, ``dbt_window_env``) are unit-tested; ``prepare_manifest`` runs
+Pure helpers (``dbt_env``; the day window is ``cs_pipeline.core.window.DayWindow``) are unit-tested; ``prepare_manifest`` runs
 ``dbt parse`` when the manifest is missing or older than any project file, so users never run it by hand.
 
 Partial parsing (issue 18): dbt re-parses the whole project (seconds) when the ``--vars``, the profile or
 its environment differ from the last parse. So the runs pass their day window in the environment
-(``dbt_window_env``; the macros read it only when executing), and each warehouse has its own parse state
+(``DayWindow.dbt_env``; the macros read it only when executing), and each warehouse has its own parse state
 (``prepare_parse_state``: ``dbt parse`` into ``$CS_PIPELINE_HOME/dbt_target`` with that warehouse's
 profile), from which dagster-dbt seeds every invocation's target directory (``DBT_TARGET_PATH``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 from cs_pipeline.core.paths import DBT_PROJECT_DIR
+from cs_pipeline.core.settings import child_env, put_on_path
 
 PROFILE_ENV = {
     "host": "CS_PIPELINE_DBT_HOST",
@@ -74,74 +72,25 @@ def dbt_env(conninfo: str) -> dict[str, str]:
     }
 
 
-def apply_dbt_env(conninfo: str, environ: dict[str, str] | None = None) -> None:
-    """Export ``dbt_env(conninfo)`` into ``environ`` (default ``os.environ``) for dbt subprocesses."""
-    (os.environ if environ is None else environ).update(dbt_env(conninfo))
+def apply_dbt_env(conninfo: str, environ: dict[str, str]) -> None:
+    """Add ``dbt_env(conninfo)`` to ``environ`` (a child process's environment, see
+    ``cs_pipeline.core.settings.child_env``)."""
+    environ.update(dbt_env(conninfo))
 
 
-def apply_catalogue_env(settings, environ: dict[str, str] | None = None) -> str:
-    """Export ``CS_PIPELINE_DBT_SEED_DIR`` into ``environ`` (default ``os.environ``) for dbt subprocesses:
-    the directory holding the feature catalogue in force for ``settings`` (a ``Settings``; its
-    ``feature_catalogue`` resolved against its ``home``), staged by ``stage_for_dbt``. Returns the directory,
-    relative to the dbt project.
+def apply_catalogue_env(settings, environ: dict[str, str]) -> str:
+    """Add ``CS_PIPELINE_DBT_SEED_DIR`` to ``environ`` (a child process's environment): the directory
+    holding the feature catalogue in force for ``settings`` (a ``Settings``: ``settings.feature_catalogue``),
+    staged by ``stage_for_dbt``. Returns the directory, relative to the dbt project.
 
     Raises:
         cs_pipeline.core.catalogue.CatalogueError: the team's catalogue is invalid (names the file and fix).
     """
     from cs_pipeline.core.catalogue import stage_for_dbt
-    from cs_pipeline.settings import ENV_HOME, resolve_feature_catalogue
 
-    catalogue = resolve_feature_catalogue({**os.environ, ENV_HOME: str(settings.home)})
-    seed_dir = stage_for_dbt(catalogue, settings.home)
-    (os.environ if environ is None else environ)[SEED_DIR_ENV] = seed_dir
+    seed_dir = stage_for_dbt(settings.feature_catalogue, settings.home)
+    environ[SEED_DIR_ENV] = seed_dir
     return seed_dir
-
-
-def dbt_vars(first_day: date, last_day: date) -> dict[str, str]:
-    """The ``--vars`` of a run over the inclusive UTC days [first_day, last_day].
-
-    Raises:
-        ValueError: last_day before first_day.
-    """
-    if last_day < first_day:
-        raise ValueError(f"empty window: {first_day} > {last_day}")
-    return {"min_date": first_day.isoformat(), "max_date": last_day.isoformat()}
-
-
-def dbt_vars_arg(first_day: date, last_day: date) -> list[str]:
-    """``["--vars", "<json>"]`` for ``dbt_vars`` (for dbt by hand; runs use ``dbt_window_env``)."""
-    return ["--vars", json.dumps(dbt_vars(first_day, last_day), sort_keys=True)]
-
-
-#: The environment variables of the day window (read by ``dbt_project/macros/partition_window.sql``).
-WINDOW_ENV = {"min_date": "CS_PIPELINE_DBT_MIN_DATE", "max_date": "CS_PIPELINE_DBT_MAX_DATE"}
-
-
-def dbt_window_env(first_day: date, last_day: date) -> dict[str, str]:
-    """The day window of ``dbt_vars`` as environment variables: ``{"CS_PIPELINE_DBT_MIN_DATE":
-    "YYYY-MM-DD", "CS_PIPELINE_DBT_MAX_DATE": "YYYY-MM-DD"}`` (inclusive UTC days). Unlike ``--vars``,
-    they are not part of dbt's parse state, so partial parsing survives a new window.
-
-    Raises:
-        ValueError: last_day before first_day.
-    """
-    return {WINDOW_ENV[name]: value for name, value in dbt_vars(first_day, last_day).items()}
-
-
-@contextlib.contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """Set ``values`` in ``os.environ`` for the block and restore what was there after: dagster-dbt's
-    ``DbtCliResource.cli`` takes its subprocess environment from ``os.environ`` when it is called."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 #: Invocation directories kept under a parse-state directory (dagster-dbt makes one per dbt command).
@@ -185,7 +134,7 @@ def prepare_parse_state(state_dir: Path, env: dict[str, str]) -> Path:
             done = subprocess.run(
                 [dbt_executable(), "parse", "--project-dir", str(DBT_PROJECT_DIR),
                  "--profiles-dir", str(DBT_PROJECT_DIR), "--target-path", str(state_dir)],
-                env={**os.environ, **env, "DBT_LOG_PATH": str(state_dir)}, capture_output=True, text=True, check=False)
+                env=child_env(**env, DBT_LOG_PATH=str(state_dir)), capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
                 raise RuntimeError(f"dbt parse of {DBT_PROJECT_DIR} failed:\n{tail}")
@@ -232,32 +181,6 @@ WHERE (o.supplier_id, o.opened_date, o.resolved_date, o.priority, o.csat)
 """
 
 
-def rebuild_window(first_day: date, last_day: date, newest_built: date | None,
-                   earliest_changed: date | None) -> tuple[date, date]:
-    """The inclusive UTC days the daily dbt models rebuild for a run over [first_day, last_day].
-
-    It starts at the earliest changed day (the run's first day, or the first day a late or corrected
-    support ticket affects) and ends at the newest day already built when that is later than the run's
-    last day: a re-run of an old day D must refresh every later day whose rolling windows, last-seen
-    dates and running totals depend on D (issue 15). A daily run of the newest day gives
-    ``(day, day)``; the models then read at most 89 days before the window and carry running totals
-    forward from the day before it, so the cost does not grow with history.
-
-    Args:
-        first_day, last_day: the run's partition days.
-        newest_built: ``NEWEST_BUILT_SQL`` (None before the first build or after a reset).
-        earliest_changed: ``TICKET_CHANGES_SQL`` (None when no ticket changed).
-
-    Raises:
-        ValueError: last_day before first_day.
-    """
-    if last_day < first_day:
-        raise ValueError(f"empty window: {first_day} > {last_day}")
-    start = first_day if earliest_changed is None else min(first_day, earliest_changed)
-    end = last_day if newest_built is None else max(last_day, newest_built)
-    return start, end
-
-
 def build_state(conn) -> tuple[date | None, date | None]:
     """``(newest_built, earliest_changed)`` for ``rebuild_window`` from the warehouse (a psycopg
     connection); None for a relation that does not exist yet (first run)."""
@@ -289,9 +212,7 @@ def manifest_is_stale(project_dir: Path = DBT_PROJECT_DIR, manifest: Path = MANI
 def put_dbt_on_path() -> None:
     """Put this Python's bin directory (where ``dbt`` is installed) first on ``PATH`` if it is not there,
     for dagster-dbt's preparer, which looks ``dbt`` up on ``PATH`` (a virtualenv need not be activated)."""
-    bin_dir = str(Path(sys.executable).parent)
-    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    put_on_path(str(Path(sys.executable).parent))
 
 
 def prepare_manifest(project) -> Path:

@@ -5,7 +5,7 @@
   ``daily`` (stg_wedsync__activity_events, intermediate, fct_supplier_activity_daily,
   supplier_engagement_daily, fct_feature_adoption) process a window of days: a run over a range of days
   is one ``dbt build`` with the window in ``CS_PIPELINE_DBT_MIN_DATE/_MAX_DATE`` (single-run backfill
-  policy) over ``rebuild_window``: from the first changed day to the newest day built, so a
+  policy) over ``DayWindow.rebuild``: from the first changed day to the newest day built, so a
   re-run of an old day also rebuilds every later day it affects. Those later partitions are reported
   as materialised by the same run (``AssetMaterialization`` events with ``rebuilt_after``), so Dagster
   shows them, and customer_health rescores them (``rebuilt_days``), in that run.
@@ -19,7 +19,7 @@ dbt tests become Dagster asset checks. The translator groups models by layer and
 from collections.abc import Iterator, Mapping
 from functools import cached_property
 from importlib.metadata import version as package_version
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import dagster as dg
@@ -35,21 +35,20 @@ from dagster_dbt import (
 from cs_pipeline.core.access import ensure_bi_role
 from cs_pipeline.core.paths import DBT_PROJECT_DIR
 from cs_pipeline.core.resources import WarehouseResource
-from cs_pipeline.settings import Settings
+from cs_pipeline.core.settings import Settings
+from cs_pipeline.core.settings import exported
+from cs_pipeline.core.window import DayWindow
 from cs_pipeline.transform.dbt import (
     FULL_REFRESH_TAG,
     apply_catalogue_env,
     build_state,
     dbt_env,
     dbt_executable,
-    dbt_window_env,
-    environment,
     prepare_manifest,
     prepare_parse_state,
     put_dbt_on_path,
-    rebuild_window,
 )
-from cs_pipeline.transform.reruns import report_rebuilt_partitions
+from cs_pipeline.core.reruns import report_rebuilt_partitions
 
 DAILY_TAG = "daily"
 
@@ -97,7 +96,7 @@ def _translator() -> CsDbtTranslator:
 def build_dbt_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """The dbt multi-asset ``dbt_models`` (every seed, model and data test) on ``partitions_def``: one
     ``dbt build`` per run (issue 18: each dbt invocation costs seconds of start-up, so a run makes one).
-    Models tagged ``daily`` process the run's day window (see ``rebuild_window``); the seed, the
+    Models tagged ``daily`` process the run's day window (see ``DayWindow.rebuild``); the seed, the
     staging views and dim_suppliers are rebuilt whole (cheap), so their partitions only record when."""
     project = dbt_project()
 
@@ -125,27 +124,24 @@ def build_dbt_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsD
                 lock.execute("SELECT pg_advisory_lock(%s)", (MARTS_BUILD_LOCK,))
             with warehouse.connect() as conn:
                 newest, changed = build_state(conn)
-            if partitioned:
-                window = context.partition_time_window
-                first, last = window.start.date(), (window.end - timedelta(days=1)).date()
-            else:  # a run without a partition (a seed or a check alone from the UI): the newest built day
-                first = last = newest or datetime.now(timezone.utc).date()
-            start, end = rebuild_window(first, last, newest, None if full_refresh else changed)
+            # a run without a partition (a seed or a check alone from the UI): the newest built day
+            run = DayWindow.of_run(context) if partitioned else DayWindow.day(newest or datetime.now(timezone.utc).date())
+            build = run.rebuild(newest, None if full_refresh else changed)
             # dbt unit tests check the SQL, not the data: they run in CI (tests/transform), not in every
             # run (dbt's advice; issue 18: they were half of a daily build).
             args = ["build", *(["--full-refresh"] if full_refresh else []), "--exclude-resource-type", "unit_test"]
-            environment_, seed_dir = _dbt_environment(warehouse, dbt_window_env(start, end))
-            context.log.info(f"dbt build{' --full-refresh' if full_refresh else ''} for {start}..{end} "
-                             f"(run for {first}..{last}); feature catalogue seed from "
+            environment_, seed_dir = _dbt_environment(warehouse, build)
+            context.log.info(f"dbt build{' --full-refresh' if full_refresh else ''} for {build} "
+                             f"(run for {run}); feature catalogue seed from "
                              f"{DBT_PROJECT_DIR / seed_dir / 'feature_catalogue.csv'}")
             with environment_:
                 invocation = dbt.cli(args, context=context)
             yield from invocation.stream()
             with warehouse.connect(autocommit=True) as conn:
-                ensure_bi_role(conn, warehouse.settings().bi_role)
+                ensure_bi_role(conn, warehouse.bi_role)
         if partitioned:
             daily = [key for key in context.selected_asset_keys if key in daily_keys]
-            report_rebuilt_partitions(context, daily, start, end, partitions_def)
+            report_rebuilt_partitions(context, daily, build.first, build.last, partitions_def)
 
     # The models tagged ``daily`` (dagster-dbt turns dbt tags into asset tags): the ones whose later
     # partitions a re-run rebuilds.
@@ -153,7 +149,7 @@ def build_dbt_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsD
     return [dbt_models]
 
 
-def _dbt_environment(warehouse: WarehouseResource, window: dict[str, str]):
+def _dbt_environment(warehouse: WarehouseResource, window: DayWindow):
     """(The environment of one dbt invocation, as a context manager; the catalogue's seed directory).
 
     The environment: the warehouse's profile, the feature catalogue in force (``CS_PIPELINE_DBT_SEED_DIR``),
@@ -167,7 +163,7 @@ def _dbt_environment(warehouse: WarehouseResource, window: dict[str, str]):
     env = dbt_env(warehouse.conninfo)
     seed_dir = apply_catalogue_env(settings, env)
     state = prepare_parse_state(settings.home / "dbt_target", env)
-    return environment({**env, **window, "DBT_TARGET_PATH": str(state)}), seed_dir
+    return exported({**env, **window.dbt_env(), "DBT_TARGET_PATH": str(state)}), seed_dir
 
 
 class CsDbtCliResource(DbtCliResource):

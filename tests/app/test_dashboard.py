@@ -26,7 +26,7 @@ def scored(settings, warehouse, tmp_path_factory):
 
 @pytest.fixture()
 def bi_conninfo(scored, settings, monkeypatch):
-    conninfo = dashboard_conninfo(settings, environ={})
+    conninfo = dashboard_conninfo(settings)
     monkeypatch.setenv(ENV_DASHBOARD_CONNINFO, conninfo)
     monkeypatch.setenv(actions.ENV_DAGSTER_URL, "http://127.0.0.1:9")  # no Dagster webserver here
     return conninfo

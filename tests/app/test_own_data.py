@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
@@ -34,9 +34,26 @@ def test_partition_error_is_one_line_naming_day_range_and_variable():
                                  today=date(2026, 1, 10))
     message = str(caught.value)
     assert "\n" not in message
-    for part in ("1997-01-01", "2024-01-01..2026-01-11", "CS_PIPELINE_PARTITION_START"):
+    for part in ("1997-01-01", "2024-01-01..2026-01-10", "CS_PIPELINE_PARTITION_START"):
         assert part in message
-    check_days_in_partitions(date(2024, 1, 1), date(2026, 1, 11), date(2024, 1, 1), today=date(2026, 1, 10))
+    check_days_in_partitions(date(2024, 1, 1), date(2026, 1, 10), date(2024, 1, 1), today=date(2026, 1, 10))
+
+
+def test_partition_check_refuses_tomorrow_and_reversed_ranges():
+    """Issue 29: the newest daily partition is today (UTC); tomorrow was let through and Dagster then
+    failed with "Could not find a partition"; a reversed range failed inside the run."""
+    with pytest.raises(PartitionRangeError, match="2026-01-11 is outside .* has not begun yet"):
+        check_days_in_partitions(date(2026, 1, 11), date(2026, 1, 11), date(2024, 1, 1), today=date(2026, 1, 10))
+    with pytest.raises(PartitionRangeError, match=r"ends before it starts.*--start 2026-01-01 --end 2026-01-05"):
+        check_days_in_partitions(date(2026, 1, 5), date(2026, 1, 1), date(2024, 1, 1), today=date(2026, 1, 10))
+    import dagster as dg
+
+    from cs_pipeline.core.partitions import daily_partitions
+
+    today = datetime.now(timezone.utc).date()
+    keys = daily_partitions(today - timedelta(days=3)).get_partition_keys()
+    assert keys[-1] == today.isoformat()  # the rule above matches Dagster's own partitions
+    assert isinstance(daily_partitions(today), dg.DailyPartitionsDefinition)
 
 
 def test_purchase_log_to_scores_with_two_commands(tmp_path):

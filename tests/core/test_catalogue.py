@@ -22,7 +22,7 @@ from cs_pipeline.core.catalogue import (
 from cs_pipeline.core.paths import DBT_PROJECT_DIR, FEATURE_CATALOGUE_CSV, PROJECT_ROOT
 from cs_pipeline.feeds.imports import MappingError, check_event_names, load_mapping
 from cs_pipeline.ingest.sources import catalogue_event_names, sources
-from cs_pipeline.settings import (
+from cs_pipeline.core.settings import (
     ENV_FEATURE_CATALOGUE,
     ENV_HOME,
     Settings,

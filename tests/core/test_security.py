@@ -21,7 +21,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from cs_pipeline.core.paths import DBT_PROJECT_DIR
-from cs_pipeline.settings import Settings
+from cs_pipeline.core.settings import Settings
 from cs_pipeline.transform.dbt import apply_dbt_env, dbt_env
 from cs_pipeline.core.warehouse import (
     SECRET_FILE,

@@ -25,8 +25,9 @@ from cs_pipeline.definitions import build_definitions
 from cs_pipeline.feeds.generate import GeneratorConfig, generate
 from cs_pipeline.health.scorecard import load_scorecard
 from cs_pipeline.app.runner import run_job_over_range
-from cs_pipeline.transform.dbt import FULL_REFRESH_TAG, rebuild_window
-from cs_pipeline.transform.reruns import REBUILT_AFTER
+from cs_pipeline.core.window import DayWindow
+from cs_pipeline.transform.dbt import FULL_REFRESH_TAG
+from cs_pipeline.core.reruns import REBUILT_AFTER
 from tests.helpers import reset_warehouse
 
 pytestmark = pytest.mark.slow
@@ -46,13 +47,14 @@ VOLATILE = {"calculated_at"}
 
 def test_rebuild_window():
     d = date(2025, 6, 10)
-    assert rebuild_window(d, d, None, None) == (d, d)                       # first build
-    assert rebuild_window(d, d, d - timedelta(days=1), None) == (d, d)      # the next daily run
-    assert rebuild_window(d, d, d + timedelta(days=50), None) == (d, d + timedelta(days=50))  # re-run
-    assert rebuild_window(d, d, d, d - timedelta(days=3)) == (d - timedelta(days=3), d)       # late ticket
-    assert rebuild_window(d, d, d, d + timedelta(days=2)) == (d, d)
+    one = DayWindow.day(d)
+    assert one.rebuild(None, None) == DayWindow(d, d)                       # first build
+    assert one.rebuild(d - timedelta(days=1), None) == DayWindow(d, d)      # the next daily run
+    assert one.rebuild(d + timedelta(days=50), None) == DayWindow(d, d + timedelta(days=50))  # re-run
+    assert one.rebuild(d, d - timedelta(days=3)) == DayWindow(d - timedelta(days=3), d)       # late ticket
+    assert one.rebuild(d, d + timedelta(days=2)) == DayWindow(d, d)
     with pytest.raises(ValueError):
-        rebuild_window(d, d - timedelta(days=1), None, None)
+        DayWindow(d, d - timedelta(days=1))
 
 
 def _no_seasonality_scorecard(tmp_path: Path) -> Path:

@@ -19,7 +19,8 @@ from cs_pipeline.definitions import build_definitions
 from cs_pipeline.feeds.generate import GeneratorConfig, generate
 from cs_pipeline.app.runner import run_job_over_range
 from cs_pipeline.transform.dbt import dbt_executable
-from cs_pipeline.transform.dbt import dbt_env, dbt_vars, dbt_vars_arg, dbt_window_env
+from cs_pipeline.core.window import DayWindow
+from cs_pipeline.transform.dbt import dbt_env
 from cs_pipeline.core.paths import DBT_PROJECT_DIR
 
 from tests.helpers import BILLING_COLUMNS, EVENT_COLUMNS, SUPPLIER_COLUMNS, TICKET_COLUMNS, _write, reset_warehouse
@@ -80,13 +81,15 @@ def test_pure_helpers():
                    "CS_PIPELINE_DBT_DBNAME": "cs_pipeline", "CS_PIPELINE_DBT_SSLMODE": "prefer",
                    "CS_PIPELINE_DBT_SSLROOTCERT": "", "CS_PIPELINE_DBT_SSLCERT": "", "CS_PIPELINE_DBT_SSLKEY": ""}
     assert dbt_env("postgresql://bi:s3cret@db.example:6432/wh")["CS_PIPELINE_DBT_PORT"] == "6432"
-    assert dbt_vars(date(2025, 6, 1), date(2025, 6, 3)) == {"min_date": "2025-06-01", "max_date": "2025-06-03"}
-    assert dbt_vars_arg(date(2025, 6, 1), date(2025, 6, 1)) == [
+    window = DayWindow(date(2025, 6, 1), date(2025, 6, 3))
+    assert window.dbt_vars() == {"min_date": "2025-06-01", "max_date": "2025-06-03"}
+    assert DayWindow.day(date(2025, 6, 1)).dbt_vars_arg() == [
         "--vars", '{"max_date": "2025-06-01", "min_date": "2025-06-01"}']
-    with pytest.raises(ValueError):
-        dbt_vars(date(2025, 6, 2), date(2025, 6, 1))
-    assert dbt_window_env(date(2025, 6, 1), date(2025, 6, 3)) == {
+    with pytest.raises(ValueError, match="empty window"):
+        DayWindow(date(2025, 6, 2), date(2025, 6, 1))
+    assert window.dbt_env() == {
         "CS_PIPELINE_DBT_MIN_DATE": "2025-06-01", "CS_PIPELINE_DBT_MAX_DATE": "2025-06-03"}
+    assert window.days() == [date(2025, 6, 1), date(2025, 6, 2), date(2025, 6, 3)] and len(window) == 3
 
 
 def test_definitions_wire_dbt_layers_and_lineage(settings):
@@ -209,7 +212,7 @@ def test_incremental_runs_equal_a_full_refresh(settings, warehouse, tmp_path):
         assert len(incremental["supplier_engagement_daily"]) > 1000
     env = {**__import__("os").environ, **dbt_env(warehouse.conninfo)}
     done = subprocess.run(
-        [dbt_executable(), "build", "--full-refresh", *dbt_vars_arg(first, last),
+        [dbt_executable(), "build", "--full-refresh", *DayWindow(first, last).dbt_vars_arg(),
          "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)],
         env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:]

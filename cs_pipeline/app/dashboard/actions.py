@@ -8,14 +8,14 @@ ops.interventions). The buttons are shown only when that job exists in a reachab
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
 import requests
 
-ENV_DAGSTER_URL = "CS_PIPELINE_DAGSTER_URL"
-DEFAULT_DAGSTER_URL = "http://127.0.0.1:3000"
+from cs_pipeline.core.settings import DEFAULT_DAGSTER_URL, ENV_DAGSTER_URL, Settings
+
+__all__ = ["DEFAULT_DAGSTER_URL", "ENV_DAGSTER_URL", "dagster_url", "find_job", "locate_manual_job"]
 MANUAL_JOB = "manual_intervention"
 CHANNELS = {"email": "E-mail", "in_app": "In-app message", "call": "Call task"}
 
@@ -40,10 +40,9 @@ class JobLocation:
     op: str
 
 
-def dagster_url(environ: dict[str, str] | None = None) -> str:
-    """``CS_PIPELINE_DAGSTER_URL`` or http://127.0.0.1:3000."""
-    env = os.environ if environ is None else environ
-    return (env.get(ENV_DAGSTER_URL) or DEFAULT_DAGSTER_URL).rstrip("/")
+def dagster_url(settings: Settings) -> str:
+    """``settings.dashboard.dagster_url``: ``CS_PIPELINE_DAGSTER_URL`` or http://127.0.0.1:3000."""
+    return settings.dashboard.dagster_url
 
 
 def find_job(payload: dict, job: str = MANUAL_JOB) -> JobLocation | None:

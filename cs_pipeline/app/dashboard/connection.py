@@ -9,20 +9,15 @@ two intervention views the dashboard reads from ``marts`` (personal data left ou
 
 from __future__ import annotations
 
-import os
-
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from cs_pipeline.core.access import ensure_bi_role
 from cs_pipeline.core.warehouse import embedded_password, resolve_endpoints
-from cs_pipeline.settings import Settings
+from cs_pipeline.core.settings import ENV_DASHBOARD_CONNINFO, ENV_DASHBOARD_DATABASE_URL, Settings
 
-#: An explicit libpq URL/conninfo for the dashboard (an external server's BI login, with its password).
-ENV_DASHBOARD_DATABASE_URL = "CS_PIPELINE_DASHBOARD_DATABASE_URL"
-#: Set by ``cs-pipeline dashboard`` for the Streamlit process it starts (the resolved conninfo).
-ENV_DASHBOARD_CONNINFO = "CS_PIPELINE_DASHBOARD_CONNINFO"
+__all__ = ["ENV_DASHBOARD_CONNINFO", "ENV_DASHBOARD_DATABASE_URL", "dashboard_conninfo", "prepare_dashboard_access"]
 #: The BI role's generated login on the embedded server (``$CS_PIPELINE_HOME/secrets/``, mode 0600).
 BI_SECRET_NAME = "bi_reader_password"
 #: Every session of the dashboard's connection is read-only, on top of the role's grants.
@@ -43,7 +38,7 @@ _VIEW_SOURCES = {"marts.dashboard_interventions": "ops.interventions",
                  "marts.dashboard_call_tasks": "ops.support_interactions"}
 
 
-def dashboard_conninfo(settings: Settings, environ: dict[str, str] | None = None) -> str:
+def dashboard_conninfo(settings: Settings) -> str:
     """The libpq conninfo the dashboard connects with: the BI role (``settings.bi_role``), read-only.
 
     Order: ``CS_PIPELINE_DASHBOARD_CONNINFO`` (set by ``cs-pipeline dashboard`` for its child process),
@@ -55,10 +50,9 @@ def dashboard_conninfo(settings: Settings, environ: dict[str, str] | None = None
     Raises:
         cs_pipeline.core.warehouse.WarehouseError: the embedded server could not start.
     """
-    env = os.environ if environ is None else environ
-    given = env.get(ENV_DASHBOARD_CONNINFO) or env.get(ENV_DASHBOARD_DATABASE_URL)
+    given = settings.dashboard.conninfo or settings.dashboard.database_url
     if given:
-        params = conninfo_to_dict(given)
+        params = conninfo_to_dict(given.get_secret_value())
     else:
         params = conninfo_to_dict(resolve_endpoints(settings).warehouse)
         params.pop("password", None)

@@ -17,7 +17,7 @@ import streamlit as st
 
 from cs_pipeline.app.dashboard import actions, data
 from cs_pipeline.app.dashboard.connection import dashboard_conninfo
-from cs_pipeline.settings import Settings
+from cs_pipeline.core.settings import Settings
 
 PAGES = ("Portfolio", "Supplier", "Interventions and outcomes", "Score quality")
 RISK_SCALE = alt.Scale(domain=[*data.RISK_LEVELS, "unscored"], range=[data.RISK_COLOURS[k] for k in
@@ -165,7 +165,7 @@ def supplier(conn, status: data.MartsStatus, day: date) -> None:
 
 def _quick_actions(supplier_id: str) -> None:
     """The e-mail / in-app / call buttons, only when Dagster has the manual_intervention job."""
-    url = actions.dagster_url()
+    url = actions.dagster_url(Settings.from_env())
     where = _located(url)
     if where is None:
         st.caption("Quick actions appear when a Dagster webserver with the manual_intervention job is running "

@@ -1,6 +1,4 @@
 -- One row per supplier, client (couple) and UTC day on which an event concerned that client.
-{{ config(pre_hook="{{ cs_delete_window('activity_date') }}", post_hook="{{ cs_window_index('activity_date') }}") }}
-
 select
     supplier_id,
     client_id,

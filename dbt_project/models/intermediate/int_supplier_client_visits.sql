@@ -6,11 +6,7 @@
 -- active day of a client's first day in the window is looked up in the rows stored before the window
 -- (the index on supplier_id, client_id, activity_date). The window always ends at the newest day built
 -- (cs_pipeline.transform.dbt.rebuild_window), so no later row keeps a stale previous day.
-{{ config(
-    pre_hook="{{ cs_delete_window('activity_date') }}",
-    indexes=[{'columns': ['supplier_id', 'client_id', 'activity_date']}],
-    post_hook="{{ cs_window_index('activity_date') }}",
-) }}
+{{ config(indexes=[{'columns': ['supplier_id', 'client_id', 'activity_date']}]) }}
 
 with client_days as (
     select supplier_id, client_id, activity_date,

@@ -1,6 +1,4 @@
 -- One row per supplier, feature and UTC day with at least one use of the feature.
-{{ config(pre_hook="{{ cs_delete_window('activity_date') }}", post_hook="{{ cs_window_index('activity_date') }}") }}
-
 with events as (
     select supplier_id, event_name, event_date
     from {{ ref('stg_wedsync__activity_events') }}

@@ -1,6 +1,4 @@
 -- One row per supplier, team member and UTC day on which the member was active.
-{{ config(pre_hook="{{ cs_delete_window('activity_date') }}", post_hook="{{ cs_window_index('activity_date') }}") }}
-
 select
     supplier_id,
     user_id,

@@ -1,5 +1,5 @@
 """Dagster side of re-runs (issue 15): a run of an old day rebuilds the later days that depend on it
-(``cs_pipeline.transform.dbt.rebuild_window``); these helpers report those later partitions as
+(``cs_pipeline.core.window.DayWindow.rebuild``); these helpers report those later partitions as
 materialised by the same run, and let downstream assets (customer_health) find and rescore them.
 
 (No ``from __future__ import annotations`` here: Dagster inspects the context annotation.)

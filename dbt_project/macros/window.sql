@@ -56,35 +56,20 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- post_hook of every model: refresh the planner's statistics of a table the run just (re)built.
-    PostgreSQL's autovacuum analyzes a new table only after a delay, and until then the planner guesses
-    (issue 18: a query on fresh tables ran for minutes with nested loops over every partition). A rebuilt
-    table is analyzed always; an incremental model when ops.statistics_stale says its statistics are
-    stale (created with the schemas by cs_pipeline.core.db.ensure_schemas, which also serves the Python
-    writes): the rows changed since its last ANALYZE (this run's own included) exceed
-    autovacuum_analyze_threshold + autovacuum_analyze_scale_factor x its rows, as autovacuum decides, or the
-    table has no B-tree index leading with a date (then the planner cannot estimate a new day past its
-    histogram: the BRIN-indexed intermediate tables are analyzed every run). So a daily run adding a 365th
-    of a mart does not spend a second re-sampling it. -#}
-{% macro cs_analyze() -%}
-    {%- if model.config.materialized == 'table' or (model.config.materialized == 'incremental' and not is_incremental()) -%}
-        analyze {{ this }}
-    {%- elif model.config.materialized == 'incremental' -%}
-        {%- set relation = this.include(database=False) | string -%}
-        do $cs_analyze$ begin
-            if ops.statistics_stale('{{ relation | replace("'", "''") }}'::regclass) then
-                analyze {{ relation }};
-            end if;
-        end $cs_analyze$
+{#- The window's data tests: a test's `where: "<column> >= __cs_window_start__"` (the YAML of the daily
+    models) checks the rows from the window's first day on, so a daily build tests its own days, not all
+    history; without a window, every row. dbt renders a test's `where` for every test through
+    get_where_subquery (dbt's own hook for custom filter logic; its parser allows no project macro in the
+    YAML itself), so the window's rule lives here once instead of in each YAML filter. -#}
+{% macro get_where_subquery(relation) -%}
+    {%- set where = config.get('where', '') -%}
+    {%- if where -%}
+        {%- set where = where | replace('__cs_window_start__', cs_min_date() | string | trim) -%}
+        {%- set filtered -%}
+            (select * from {{ relation }} where {{ where }}) dbt_subquery
+        {%- endset -%}
+        {%- do return(filtered) -%}
     {%- else -%}
-        select 1
+        {%- do return(relation) -%}
     {%- endif -%}
-{%- endmacro %}
-
-{#- post_hook of the incremental models whose window delete and window tests filter on `column`: a BRIN
-    index on it, also on tables built before it existed (dbt creates `indexes` only with a new table).
-    Rows arrive in day order, so BRIN fits, and unlike a B-tree it costs next to nothing per inserted row.
-    Without it, each daily run's delete and tests read the whole table (issue 18). -#}
-{% macro cs_window_index(column) -%}
-    create index if not exists {{ adapter.quote(this.identifier ~ '__' ~ column ~ '_brin') }} on {{ this }} using brin ({{ adapter.quote(column) }})
 {%- endmacro %}
