@@ -33,7 +33,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from cs_pipeline.core.paths import FEATURE_CATALOGUE_CSV
-from cs_pipeline.ingest.landing import landing_file_name
+from cs_pipeline.core.landing_contract import landing_file_name
 from cs_pipeline.ingest.sources import TIERS, VENDOR_CATEGORIES
 
 CATEGORY_WEIGHTS = np.array([0.22, 0.07, 0.14, 0.08, 0.10, 0.10, 0.07, 0.08, 0.05, 0.04, 0.05])

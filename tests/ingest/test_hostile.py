@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cs_pipeline.ingest.landing import _interleave, landing_file_name, storable_text
+from cs_pipeline.ingest.landing import landing_file_name, storable_text
+from cs_pipeline.ingest.landing.csv_reader import interleave as _interleave
 from cs_pipeline.ingest.loader import load_partition, mask_personal_data
 from cs_pipeline.ingest.sources import sources
 from tests.ingest.test_ingest import COLUMNS, DAY, EVENTS, good_events, loaded, rejected, write_csv
