@@ -14,7 +14,7 @@ from datetime import time as dt_time
 from decimal import Decimal
 from pathlib import Path
 
-from cs_pipeline.ingest.jsondepth import MAX_JSON_DEPTH, json_deeper_than
+from cs_pipeline.ingest.jsonb import MAX_JSON_DEPTH, json_deeper_than
 from cs_pipeline.ingest.landing.records import RecordBatch, RowBuffer, check_columns, guard, open_landing
 from cs_pipeline.ingest.sources import Source
 
