@@ -112,13 +112,19 @@ def _has_nul(values: pa.Array, data: bytes) -> pa.Array | None:
 
 
 def _too_deep(values: pa.Array) -> pa.Array:
-    """Mask of JSON texts nested deeper than ``MAX_JSON_DEPTH`` (``json_deeper_than``); only values with
-    more brackets than that are scanned, one by one."""
+    """Mask of JSON texts nested deeper than ``MAX_JSON_DEPTH`` (``json_deeper_than``). Only values
+    longer than that many bytes can be, and only those of them holding more brackets are scanned, one by
+    one: a batch of short values costs one length comparison."""
     mask = np.zeros(len(values), dtype=bool)
-    if len(values) and values.null_count < len(values):
-        many = null_as(pc.greater(pc.count_substring_regex(values, r"[\[{]"), MAX_JSON_DEPTH), False)
-        for i in np.flatnonzero(many.to_numpy(zero_copy_only=False)):
-            mask[i] = json_deeper_than(values[int(i)].as_py())
+    if len(values) == values.null_count:
+        return pa.array(mask)
+    long = np.flatnonzero(null_as(pc.greater(pc.binary_length(values), MAX_JSON_DEPTH), False)
+                          .to_numpy(zero_copy_only=False))
+    if len(long):
+        text = values.take(pa.array(long))
+        brackets = pc.add(pc.count_substring(text, "["), pc.count_substring(text, "{"))
+        for j in np.flatnonzero(pc.greater(brackets, MAX_JSON_DEPTH).to_numpy(zero_copy_only=False)):
+            mask[long[j]] = json_deeper_than(text[int(j)].as_py())
     return pa.array(mask)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +14,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from cs_pipeline.core.landing_contract import open_regular, shown_name
+from cs_pipeline.core.landing_contract import shown_name
 from cs_pipeline.ingest.landing.records import (
     LandingFileError,
     ParseReject,
     RecordBatch,
     RowBuffer,
+    arrow_stream,
     check_columns,
     describe,
     empty_table,
@@ -85,7 +85,7 @@ def _csv_stream(path: Path, gz: bool, columns: list[str], batch_rows: int) -> It
         good_seen += table.num_rows
         return RecordBatch(table, numbers, [ParseReject(n, text, "unparseable_record") for n, text in new_invalid])
 
-    with os.fdopen(open_regular(path), "rb") as raw, pa.input_stream(raw, compression="gzip" if gz else None) as stream:
+    with arrow_stream(path, gz) as stream:
         reader = pacsv.open_csv(
             stream,
             # One thread, so that unparseable rows carry their line numbers. Arrow's streaming reader
