@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cs_pipeline.ingest.landing import landing_file_name
+from cs_pipeline.core.landing_contract import landing_file_name
 from cs_pipeline.ingest.sources import SOURCE_NAMES, sources
 
 LABEL_END = date(2022, 10, 1)

@@ -75,6 +75,7 @@ def run_size(suppliers: int, days: int, workdir: Path, days_per_run: int, landin
 
     from cs_pipeline.app.instance import get_instance
     from cs_pipeline.app.runner import run_job_over_range
+    from cs_pipeline.core.landing_contract import scan_landing_dir
     from cs_pipeline.core.resources import warehouse_from_settings
     from cs_pipeline.definitions import build_definitions
     from cs_pipeline.feeds.generate import GeneratorConfig, generate
@@ -89,14 +90,14 @@ def run_size(suppliers: int, days: int, workdir: Path, days_per_run: int, landin
     os.environ["CS_PIPELINE_PARTITION_START"] = first.isoformat()
     settings = Settings.from_env()
     out: dict = {"suppliers": suppliers, "days": days}
-    if landing is None and not any(settings.landing_dir.glob("suppliers_*")):
+    landed = sorted(name.day for _, name in scan_landing_dir(settings.landing_dir).files if name.source == "suppliers")
+    if landing is None and not landed:
         t = time.perf_counter()
         generate(GeneratorConfig(suppliers=suppliers, days=days, start=first, seed=seed, out=settings.landing_dir))
         out["generate_s"] = round(time.perf_counter() - t, 1)
         print(f"[{suppliers}] generated {days} days in {out['generate_s']}s", file=sys.stderr, flush=True)
     else:
-        found = sorted(p.name[len("suppliers_"):len("suppliers_") + 10] for p in settings.landing_dir.glob("suppliers_*"))
-        first, last = date.fromisoformat(found[0]), date.fromisoformat(found[-1])
+        first, last = landed[0], landed[-1]
         os.environ["CS_PIPELINE_PARTITION_START"] = first.isoformat()
         settings = Settings.from_env()
     defs = build_definitions(settings)

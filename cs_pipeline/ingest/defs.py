@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from cs_pipeline.core.landing_contract import LANDING_SOURCES, scan_landing_dir
 from cs_pipeline.core.metadata import markdown_table
 from cs_pipeline.core.partitions import DAILY_FRESHNESS, partition_days
 from cs_pipeline.core.resources import WarehouseResource
@@ -22,6 +23,7 @@ from cs_pipeline.quality.gx import GateRunner
 from cs_pipeline.core.settings import Settings
 
 PER_DAY_GATES_UP_TO = 7  # longer ranges (backfills) are validated as one batch
+IGNORED_SHOWN = 20  # ignored file names listed in a run's log and metadata (the count is always given)
 
 
 class LandingZoneResource(dg.ConfigurableResource):
@@ -40,6 +42,15 @@ def _iso(value) -> str | None:
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)
+
+
+def ignored_for(ignored: list[str], source_name: str) -> list[str]:
+    """The names of ``ignored`` (``scan_landing_dir``: not landing files) that ``raw/<source_name>`` lists,
+    so that across the four assets each is listed once: names starting with ``<source_name>_``, and every
+    name starting with no source's prefix for the first source (``suppliers``)."""
+    def owner(name: str) -> str:
+        return next((s for s in LANDING_SOURCES if name.startswith(f"{s}_")), LANDING_SOURCES[0])
+    return [name for name in ignored if owner(name) == source_name]
 
 
 def report_metadata(reports: list[LoadReport]) -> dict[str, dg.MetadataValue]:
@@ -111,6 +122,12 @@ def build_ingest_asset(source_name: str, partitions_def: dg.PartitionsDefinition
     def _ingest(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                 landing: LandingZoneResource) -> dg.MaterializeResult:
         days = partition_days(context)
+        ignored = ignored_for(scan_landing_dir(landing.path).ignored, source_name)
+        if ignored:
+            shown = ", ".join(ignored[:IGNORED_SHOWN]) + (f" and {len(ignored) - IGNORED_SHOWN} more"
+                                                          if len(ignored) > IGNORED_SHOWN else "")
+            context.log.warning(f"{len(ignored)} file(s) in {landing.path} ignored: not named "
+                                f"<source>_<YYYY-MM-DD>.<csv|jsonl|parquet>[.gz]: {shown}")
         files = []
         problems = []
         for day in days:
@@ -144,7 +161,10 @@ def build_ingest_asset(source_name: str, partitions_def: dg.PartitionsDefinition
             if not gate.passed:
                 context.log.warning(f"quality gate raw_{source_name} {day}: {gate.failed} expectation(s) "
                                     f"failed ({gate.severity})")
-        return dg.MaterializeResult(metadata=report_metadata(reports),
+        metadata = report_metadata(reports)
+        if ignored:
+            metadata["ignored_files"] = dg.MetadataValue.json({"count": len(ignored), "names": ignored[:IGNORED_SHOWN]})
+        return dg.MaterializeResult(metadata=metadata,
                                     check_results=[check_result(f"gx_raw_{source_name}", gates)])
 
     return _ingest

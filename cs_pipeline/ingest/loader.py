@@ -187,7 +187,7 @@ def _load(
 ) -> LoadReport:
     started = time.perf_counter()
     batches = open_records(path, source, batch_rows, csv_engine)  # checks the file before anything changes
-    report = LoadReport(source.name, day, path.name, path.stat().st_size)
+    report = LoadReport(source.name, day, path.name, path.lstat().st_size)  # never through a link
     child = ensure_partition(conn, source.name, day)
     encoder = BinaryCopyEncoder(source)
     copy_stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary, FREEZE true)").format(

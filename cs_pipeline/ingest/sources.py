@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from cs_pipeline.core.catalogue import event_names
+from cs_pipeline.core.landing_contract import LANDING_SOURCES
 
 ColumnType = Literal["text", "timestamptz", "numeric", "integer", "jsonb"]
 
@@ -170,4 +171,5 @@ def sources() -> dict[str, Source]:
     return build_sources(catalogue_event_names())
 
 
-SOURCE_NAMES: tuple[str, ...] = ("suppliers", "activity_events", "support_tickets", "billing_events")
+#: The four sources in DOMAIN.md's order: the landing contract's (``cs_pipeline.core.landing_contract``).
+SOURCE_NAMES: tuple[str, ...] = LANDING_SOURCES

@@ -14,6 +14,7 @@ invalid_number:<c>       not a decimal number (NaN and infinities are not number
 out_of_range:<c>         number below ``min_value`` or above ``max_value``
 invalid_enum:<c>         value not in the column's value set
 invalid_format:<c>       value does not match the column's pattern (country, currency)
+invalid_json:depth       a JSON value nested deeper than ``jsonb.MAX_JSON_DEPTH`` (64) levels
 invalid_json:<c>         not a JSON object
 duplicate_key:<c>        (applied in the database, see ``loader``) key seen earlier in the file
 unparseable_record       (reader) wrong number of fields, or a JSON line that is not an object
@@ -28,27 +29,33 @@ a JSON object without ``NaN``/``Infinity``, ``\\u0000`` or unpaired surrogate es
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
-from decimal import Decimal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pajson
 
+from cs_pipeline.ingest.jsonb import MAX_JSON_DEPTH, json_deeper_than, json_objects, pg_json_object
 from cs_pipeline.ingest.sources import Column, Source
-
-ISO_TIMESTAMP = (
-    r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}(?::\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?(?:Z|z|[+-]\d{2}(?::?\d{2})?)?)?$"
+from cs_pipeline.ingest.values import (
+    DECIMAL,
+    INTEGER,
+    ISO_TIMESTAMP,
+    TIMESTAMPTZ,
+    data_bytes,
+    null_as,
+    numeric_unstorable,
+    parse_numbers,
+    parse_timestamps,
+    pg_number,
+    to_microseconds,
 )
-_HAS_TIME = r"^\d{4}-\d{2}-\d{2}[T ]"
-_TIME_PART_WITH_OFFSET = r"[T ]\d{2}(?::\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?(?:Z|z|[+-]\d{2}(?::?\d{2})?)$"
-DECIMAL = r"^\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,3})?\s*$"
-INTEGER = r"^\s*[+-]?\d{1,9}\s*$"
 
-_TS_TYPE = pa.timestamp("ns", tz="UTC")
+__all__ = [
+    "ARROW_TYPES", "DECIMAL", "INTEGER", "ISO_TIMESTAMP", "MAX_JSON_DEPTH", "ValidatedBatch", "load_schema",
+    "parse_timestamps", "pg_json_object", "pg_number", "to_microseconds", "validate_batch",
+]
 
 #: Arrow type of each column type in a validated batch: numeric stays exact decimal text and jsonb stays
 #: JSON text (PostgreSQL parses both); timestamps are UTC instants at PostgreSQL's microsecond precision.
@@ -57,7 +64,7 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "jsonb": pa.string(),
     "numeric": pa.string(),
     "integer": pa.int32(),
-    "timestamptz": pa.timestamp("us", tz="UTC"),
+    "timestamptz": TIMESTAMPTZ,
 }
 
 
@@ -91,234 +98,34 @@ class ValidatedBatch:
     max_time: datetime | None = None
 
 
-def _null_as(mask: pa.Array, value: bool) -> pa.Array:
-    """``mask`` with its nulls replaced by ``value``. Kleene logic rather than ``pc.fill_null``, which is
-    about twenty times slower on booleans."""
-    if mask.null_count == 0:
-        return mask
-    return pc.or_kleene(mask, pc.is_null(mask)) if value else pc.and_kleene(mask, pc.is_valid(mask))
-
-
 def _day_bounds(day: date) -> tuple[pa.Scalar, pa.Scalar]:
     start = datetime.combine(day, time(0), tzinfo=timezone.utc)
     us = ARROW_TYPES["timestamptz"]
     return pa.scalar(start, type=us), pa.scalar(start + timedelta(days=1), type=us)
 
 
-def parse_timestamps(values: pa.Array) -> pa.Array:
-    """Parse ISO 8601 strings (the shape ``ISO_TIMESTAMP``) to UTC instants, ``timestamp[ns, UTC]``.
-
-    Strings without an offset are UTC; a date alone is midnight UTC. Null where the input is null, not
-    of that shape, or not a real instant (month 13, Feb 30, outside Arrow's nanosecond range 1677-2262).
-    """
-    try:  # fast path: Arrow's ISO 8601 parser takes every value (what it takes always has that shape)
-        return pc.cast(values, _TS_TYPE)
-    except pa.ArrowInvalid:
-        pass
-    shaped = _null_as(pc.match_substring_regex(values, ISO_TIMESTAMP), False)
-    candidates = pc.replace_substring(pc.if_else(shaped, values, pa.scalar(None, pa.string())), "z", "Z")
-    has_time = _null_as(pc.match_substring_regex(candidates, _HAS_TIME), False)
-    with_time = pc.if_else(has_time, candidates, pc.binary_join_element_wise(candidates, "T00:00:00", ""))
-    has_offset = _null_as(pc.match_substring_regex(with_time, _TIME_PART_WITH_OFFSET), False)
-    text = pc.if_else(has_offset, with_time, pc.binary_join_element_wise(with_time, "Z", ""))
-    try:
-        return pc.cast(text, _TS_TYPE)
-    except pa.ArrowInvalid:
-        # Rare: a well-shaped but impossible instant (month 13, Feb 30). Parse one by one.
-        parsed = []
-        for item in text.to_pylist():
-            try:
-                parsed.append(None if item is None else pc.cast(pa.array([item]), _TS_TYPE)[0].as_py())
-            except pa.ArrowInvalid:
-                parsed.append(None)
-        return pa.array(parsed, type=_TS_TYPE)
-
-
-def to_microseconds(parsed: pa.Array) -> pa.Array:
-    """``timestamp[ns, UTC]`` -> ``timestamp[us, UTC]``, rounding half up to the microsecond as
-    PostgreSQL's timestamptz input does (it keeps microseconds)."""
-    try:
-        return pc.cast(parsed, ARROW_TYPES["timestamptz"])  # exact: no value has sub-microsecond digits
-    except pa.ArrowInvalid:
-        ns = pc.fill_null(pc.cast(parsed, pa.int64()), 0)
-        micros = (ns.to_numpy() + 500) // 1000
-        mask = pc.is_null(parsed).to_numpy(zero_copy_only=False)
-        return pa.array(micros, type=pa.int64(), mask=mask).cast(ARROW_TYPES["timestamptz"])
-
-
-def _data_bytes(values: pa.Array) -> bytes:
-    """The string column's data buffer (all values back to back; may reach past a slice), or b""."""
-    buffers = values.buffers()
-    data = buffers[2] if len(buffers) > 2 else None
-    return b"" if data is None else memoryview(data).cast("B").tobytes()
-
-
 def _has_nul(values: pa.Array, data: bytes) -> pa.Array | None:
-    """Mask of values containing a NUL byte, or None when ``data`` (``_data_bytes(values)``) has none."""
+    """Mask of values containing a NUL byte, or None when ``data`` (``data_bytes(values)``) has none."""
     if data.find(b"\x00") < 0:
         return None
-    return _null_as(pc.match_substring(values, "\x00"), False)
+    return null_as(pc.match_substring(values, "\x00"), False)
 
 
-_INT32_MAX = 2**31 - 1
-
-
-def _numbers(values: pa.Array, integer: bool) -> tuple[pa.Array, pa.Array, pa.Array]:
-    """(failing-mask, float64 values, output) for decimal or integer text.
-
-    NaN and infinities fail; integers must fit PostgreSQL's ``integer`` (at most 9 digits on the slow
-    path, within int32 on the fast one). The output is int32 for integers and the trimmed text for
-    decimals (PostgreSQL's numeric keeps its scale exactly); null where failing.
-    """
-    target = pa.int64() if integer else pa.float64()
-    try:  # fast path: Arrow's parser accepts every value
-        number = pc.cast(values, target)
-        bounds = pc.min_max(number).as_py()
-        fits = not integer or bounds["min"] is None or (-_INT32_MAX <= bounds["min"] and bounds["max"] <= _INT32_MAX)
-        if fits and (integer or pc.all(_null_as(pc.is_finite(number), True)).as_py()):
-            out = pc.cast(number, pa.int32()) if integer else values
-            return pa.array(np.zeros(len(values), dtype=bool)), pc.cast(number, pa.float64()), out
-    except pa.ArrowInvalid:
-        pass
-    shaped = _null_as(pc.match_substring_regex(values, INTEGER if integer else DECIMAL), False)
-    cleaned = pc.if_else(shaped, pc.utf8_trim_whitespace(values), pa.scalar(None, pa.string()))
-    number = pc.cast(cleaned, pa.float64())
-    out = pc.cast(cleaned, pa.int32()) if integer else cleaned
-    return pc.and_(pc.is_valid(values), pc.invert(shaped)), number, out
-
-
-#: PostgreSQL's numeric: at most 131,072 digits before the decimal point and 16,383 after it
-#: (NUMERIC_DSCALE_MAX), and in text input an exponent within +-1000 (NUMERIC_MAX_PRECISION).
-NUMERIC_MAX_INTEGER_DIGITS = 131_072
-NUMERIC_MAX_SCALE = 16_383
-NUMERIC_MAX_EXPONENT = 1_000
-_SHORT_NUMBER = 40  # characters: a shorter decimal text is always within PostgreSQL's numeric
-
-
-def pg_number(text: str) -> bool:
-    """True if the decimal number ``text`` (already of the ``DECIMAL`` or JSON number shape) fits
-    PostgreSQL's ``numeric``: integer digits, scale and written exponent within the limits above."""
-    try:
-        value = Decimal(text.strip())
-    except ArithmeticError:
-        return False
-    if not value.is_finite():
-        return False
-    mantissa = text.strip().lower().partition("e")
-    if mantissa[2] and abs(int(mantissa[2])) > NUMERIC_MAX_EXPONENT:
-        return False
-    sign, digits, exponent = value.as_tuple()
-    integer_digits = len(digits) + exponent
-    scale = max(0, -exponent)
-    return integer_digits <= NUMERIC_MAX_INTEGER_DIGITS and scale <= NUMERIC_MAX_SCALE
-
-
-def _numeric_unstorable(text: pa.Array) -> pa.Array | None:
-    """Mask of decimal texts PostgreSQL's numeric cannot hold (``pg_number``), or None if all fit.
-    Only values longer than ``_SHORT_NUMBER`` characters are checked one by one."""
-    if len(text) == 0 or text.null_count == len(text):
-        return None
-    long = _null_as(pc.greater(pc.utf8_length(text), _SHORT_NUMBER), False)
-    if not pc.any(long).as_py():
-        return None
-    mask = np.zeros(len(text), dtype=bool)
-    for i in np.flatnonzero(long.to_numpy(zero_copy_only=False)):
-        mask[i] = not pg_number(text[int(i)].as_py())
+def _too_deep(values: pa.Array) -> pa.Array:
+    """Mask of JSON texts nested deeper than ``MAX_JSON_DEPTH`` (``json_deeper_than``). Only values
+    longer than that many bytes can be, and only those of them holding more brackets are scanned, one by
+    one: a batch of short values costs one length comparison."""
+    mask = np.zeros(len(values), dtype=bool)
+    if len(values) == values.null_count:
+        return pa.array(mask)
+    long = np.flatnonzero(null_as(pc.greater(pc.binary_length(values), MAX_JSON_DEPTH), False)
+                          .to_numpy(zero_copy_only=False))
+    if len(long):
+        text = values.take(pa.array(long))
+        brackets = pc.add(pc.count_substring(text, "["), pc.count_substring(text, "{"))
+        for j in np.flatnonzero(pc.greater(brackets, MAX_JSON_DEPTH).to_numpy(zero_copy_only=False)):
+            mask[long[j]] = json_deeper_than(text[int(j)].as_py())
     return pa.array(mask)
-
-
-class _NotJson(ValueError):
-    pass
-
-
-def _json_number(text: str) -> Decimal:
-    if not pg_number(text):
-        raise _NotJson(f"{text[:40]} is outside PostgreSQL's numeric")
-    return Decimal(text)
-
-
-def _reject_constant(name: str) -> None:
-    raise _NotJson(f"{name} is not JSON")
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _pg_text(value) -> bool:
-    """True if every string (and key) in a decoded JSON value is text PostgreSQL can store: no NUL
-    (from ``\\u0000``) and no unpaired surrogate."""
-    if isinstance(value, str):
-        return "\x00" not in value and not _SURROGATE.search(value)
-    if isinstance(value, dict):
-        return all(_pg_text(k) and _pg_text(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_pg_text(v) for v in value)
-    return True
-
-
-def pg_json_object(text: str) -> bool:
-    """True if ``text`` is a JSON object that PostgreSQL's ``jsonb`` accepts (no ``NaN``/``Infinity``,
-    no ``\\u0000``, no unpaired surrogate escape, no number outside ``numeric`` (``pg_number``), nesting
-    within Python's recursion limit)."""
-    try:
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=_json_number, parse_int=_json_number)
-    except (ValueError, RecursionError):
-        return False
-    return isinstance(value, dict) and _pg_text(value)
-
-
-# Tokens the fast JSON parser accepts but PostgreSQL's jsonb does not: values holding one are checked alone.
-_JSON_RISKY = (b"NaN", b"Infinity", b"\\u0000", b"\\ud", b"\\uD")
-_JSON_RISKY_PATTERN = re.compile(rb"[eE][+-]?\d{4}|\d{%d}" % _SHORT_NUMBER)
-#: Values with this many ``{``/``[`` or more are parsed alone (Python's parser refuses deep nesting;
-#: Arrow's accepts any depth, and PostgreSQL's jsonb input then runs out of stack).
-_JSON_DEEP = 64
-_JSON_PARSE = pajson.ParseOptions(explicit_schema=pa.schema([]), unexpected_field_behavior="ignore")
-
-
-def _json_objects(values: pa.Array, data: bytes) -> pa.Array:
-    """Boolean per value: null, or a JSON object PostgreSQL's ``jsonb`` accepts (``pg_json_object``).
-
-    Fast path: values that start with ``{`` and end with ``}`` are parsed together as JSON lines by
-    Arrow's C++ parser; if it reads them all as exactly one object each, they pass. Values holding a line
-    break, a NUL byte or a risky token (``_JSON_RISKY``), and all values when the fast path fails, are
-    checked alone. ``data`` is ``_data_bytes(values)``.
-    """
-    n = len(values)
-    ok = np.ones(n, dtype=bool)
-    if values.null_count == n:
-        return pa.array(ok)
-    candidate = _null_as(pc.and_(pc.starts_with(values, "{"), pc.ends_with(values, "}")), False)
-    for token in (b"\n", b"\r", b"\x00", *_JSON_RISKY):
-        if data.find(token) >= 0:
-            holds = _null_as(pc.match_substring(values, token.decode()), False)
-            candidate = pc.and_(candidate, pc.invert(holds))
-    if _JSON_RISKY_PATTERN.search(data):  # long numbers, large exponents
-        holds = _null_as(pc.match_substring_regex(values, _JSON_RISKY_PATTERN.pattern.decode()), False)
-        candidate = pc.and_(candidate, pc.invert(holds))
-    # Every candidate holds at least one bracket, so only a surplus of _JSON_DEEP can hide a deep value.
-    if data.count(b"{") + data.count(b"[") - (n - values.null_count) >= _JSON_DEEP - 1:
-        deep = _null_as(pc.greater_equal(pc.count_substring_regex(values, r"[\[{]"), _JSON_DEEP), False)
-        candidate = pc.and_(candidate, pc.invert(deep))
-    alone = pc.and_(pc.is_valid(values), pc.invert(candidate)).to_numpy(zero_copy_only=False)
-    fast = pc.filter(values, candidate)
-    if len(fast):
-        lines = pc.binary_join_element_wise(fast, "", "\n")
-        offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32, count=len(lines) + 1, offset=lines.offset * 4)
-        buffer = lines.buffers()[2][offsets[0]:offsets[-1]]
-        try:
-            parsed = pajson.read_json(
-                pa.BufferReader(buffer),
-                read_options=pajson.ReadOptions(use_threads=False, block_size=max(len(buffer), 1 << 16)),
-                parse_options=_JSON_PARSE,
-            ).num_rows
-        except pa.ArrowInvalid:
-            parsed = -1
-        if parsed != len(fast):  # a value that is not exactly one object: check every value alone
-            alone = pc.is_valid(values).to_numpy(zero_copy_only=False)
-    for i in np.flatnonzero(alone):
-        ok[i] = pg_json_object(values[int(i)].as_py())
-    return pa.array(ok)
 
 
 def _column_checks(
@@ -329,9 +136,9 @@ def _column_checks(
     checks: list[tuple[str, pa.Array]] = []
     present = pc.is_valid(values)
     if column.required:
-        blank = _null_as(pc.utf8_is_space(values), True) if values.null_count < len(values) else pc.is_null(values)
+        blank = null_as(pc.utf8_is_space(values), True) if values.null_count < len(values) else pc.is_null(values)
         checks.append((f"missing_required:{column.name}", blank))
-    data = _data_bytes(values)
+    data = data_bytes(values)
     nul = _has_nul(values, data)
     if nul is not None:
         checks.append((f"invalid_character:{column.name}", nul))
@@ -342,13 +149,13 @@ def _column_checks(
         out = to_microseconds(parsed)  # the instant PostgreSQL stores: the day window applies to it
         if column.day_window:
             start, end = _day_bounds(day)
-            after = _null_as(pc.greater_equal(out, end), False)
+            after = null_as(pc.greater_equal(out, end), False)
             outside = after if column.day_window == "not_after" else pc.or_(
-                after, _null_as(pc.less(out, start), False)
+                after, null_as(pc.less(out, start), False)
             )
             checks.append((f"outside_partition_day:{column.name}", outside))
     elif column.type in ("numeric", "integer"):
-        failing, number, out = _numbers(values, column.type == "integer")
+        failing, number, out = parse_numbers(values, column.type == "integer")
         checks.append((f"invalid_number:{column.name}", failing))
         bad = None
         if column.min_value is not None or column.max_value is not None:
@@ -356,18 +163,19 @@ def _column_checks(
             too_high = pc.greater(number, column.max_value) if column.max_value is not None else None
             bad = too_low if too_high is None else too_high if too_low is None else pc.or_(too_low, too_high)
         if column.type == "numeric":
-            unstorable = _numeric_unstorable(out)
+            unstorable = numeric_unstorable(out)
             if unstorable is not None:
                 bad = unstorable if bad is None else pc.or_kleene(bad, unstorable)
         if bad is not None:
-            checks.append((f"out_of_range:{column.name}", _null_as(bad, False)))
+            checks.append((f"out_of_range:{column.name}", null_as(bad, False)))
     elif column.type == "jsonb":
-        checks.append((f"invalid_json:{column.name}", pc.invert(_json_objects(values, data))))
+        checks.append(("invalid_json:depth", _too_deep(values)))
+        checks.append((f"invalid_json:{column.name}", pc.invert(json_objects(values, data))))
     if column.allowed is not None:
         member = pc.is_in(values, value_set=pa.array(column.allowed, type=pa.string()))
         checks.append((f"invalid_enum:{column.name}", pc.and_(present, pc.invert(member))))
     if column.pattern is not None:
-        matches = _null_as(pc.match_substring_regex(values, column.pattern), False)
+        matches = null_as(pc.match_substring_regex(values, column.pattern), False)
         checks.append((f"invalid_format:{column.name}", pc.and_(present, pc.invert(matches))))
     return checks, out
 

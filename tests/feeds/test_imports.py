@@ -149,7 +149,7 @@ def test_seen_hashes_count_like_a_counter_in_8_bytes_each():
 
     import numpy as np
 
-    from cs_pipeline.feeds.imports import _SeenCounts, _SeenSet
+    from cs_pipeline.feeds.imports.transform import SeenCounts as _SeenCounts, SeenSet as _SeenSet
 
     rng = np.random.default_rng(7)
     seen, logged, reference = _SeenCounts(), _SeenSet(), Counter()

@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cs_pipeline.ingest.landing import _interleave, landing_file_name, storable_text
+from cs_pipeline.ingest.landing import landing_file_name, storable_text
+from cs_pipeline.ingest.landing.csv_reader import interleave as _interleave
 from cs_pipeline.ingest.loader import load_partition, mask_personal_data
 from cs_pipeline.ingest.sources import sources
 from tests.ingest.test_ingest import COLUMNS, DAY, EVENTS, good_events, loaded, rejected, write_csv
@@ -153,17 +154,18 @@ def test_numeric_with_17000_decimal_places_is_out_of_range(conn, clean_raw, tmp_
     assert rows == [("t1", Decimal("1.5")), ("t3", Decimal("19.00"))]
 
 
-@pytest.mark.parametrize("properties", [
-    '{"a": 1e999999}', '{"a": -1e-999999}', '{"a": 1e1001}', '{"a": 0.' + "1" * 17_000 + "}",
-    '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}",
-    '{"k":' * 5_000 + "1" + "}" * 5_000,
+@pytest.mark.parametrize("properties, reason", [
+    ('{"a": 1e999999}', "invalid_json:properties"), ('{"a": -1e-999999}', "invalid_json:properties"),
+    ('{"a": 1e1001}', "invalid_json:properties"), ('{"a": 0.' + "1" * 17_000 + "}", "invalid_json:properties"),
+    ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "invalid_json:depth"),  # issue 31: deeper than 64
+    ('{"k":' * 5_000 + "1" + "}" * 5_000, "invalid_json:depth"),
 ])
-def test_json_in_csv_that_jsonb_refuses_is_rejected(conn, clean_raw, tmp_path, properties):
+def test_json_in_csv_that_jsonb_refuses_is_rejected(conn, clean_raw, tmp_path, properties, reason):
     rows = good_events(3)
     rows[1]["properties"] = properties
     path = write_csv(tmp_path / landing_file_name("activity_events", DAY), rows)
     report = load_partition(conn, EVENTS, path, DAY)
-    assert report.rejected_by_reason == {"invalid_json:properties": 1} and report.conserved
+    assert report.rejected_by_reason == {reason: 1} and report.conserved
     assert [r[0] for r in loaded(conn)] == ["e1", "e3"]
 
 

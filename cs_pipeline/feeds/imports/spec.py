@@ -1,0 +1,212 @@
+"""The import mapping's model: the YAML a team writes (tables, days, and per landing source the parts
+with their joins, filters and column maps), validated by pydantic when loaded, and the report an import
+returns. No file is read here beyond the mapping itself.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cs_pipeline.core.config import load_yaml_model
+from cs_pipeline.ingest.sources import sources
+
+
+class MappingError(ValueError):
+    """The mapping file or the data it points at is invalid; the message names the file and field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+Delimiter = Literal[",", "\t", ";", "|", "whitespace"]
+AGGREGATES = ("min", "max", "first", "last", "count", "sum")
+
+
+class TableSpec(_Strict):
+    """One external table. ``format`` defaults from the extension (``.csv``/``.tsv``/``.txt`` -> csv,
+    ``.jsonl``/``.ndjson`` -> jsonl, ``.parquet``); a ``.gz`` file is decompressed (csv, jsonl).
+    ``delimiter`` ``whitespace`` splits on runs of spaces and tabs. Without a header, ``columns`` names
+    the fields in order; ``skip_rows`` lines are skipped before the header or the first row."""
+
+    file: str
+    format: Literal["csv", "jsonl", "parquet"] | None = None
+    delimiter: Delimiter = ","
+    header: bool = True
+    columns: list[str] | None = None
+    encoding: str = "utf-8"
+    skip_rows: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _named(self) -> TableSpec:
+        if not self.header and not self.columns and self.resolved_format == "csv":
+            raise ValueError("header: false needs columns: [names]")
+        return self
+
+    @property
+    def resolved_format(self) -> str:
+        """csv, jsonl or parquet (given, or from the file extension)."""
+        if self.format:
+            return self.format
+        name = self.file.lower().removesuffix(".gz")
+        if name.endswith((".jsonl", ".ndjson", ".json")):
+            return "jsonl"
+        if name.endswith((".parquet", ".pq")):
+            return "parquet"
+        return "csv"
+
+
+class Join(_Strict):
+    table: str
+    key: str  # the column both tables share
+    columns: list[str] = Field(min_length=1)
+    latest_by: str | None = None  # several matches: keep the row with the greatest value of this column
+    earliest_by: str | None = None  # several matches: keep the row with the smallest value of this column
+
+    @model_validator(mode="after")
+    def _one_order(self) -> Join:
+        if self.latest_by and self.earliest_by:
+            raise ValueError("give latest_by or earliest_by, not both")
+        return self
+
+
+class ColumnMap(_Strict):
+    column: str | None = None
+    constant: Any = None
+    value_map: dict[str, str | None] | None = None
+    default: str | None = None
+    format: str | None = None  # strptime format of a date/time column
+    time: str = "00:00:00"  # time of day for date-only values (UTC)
+    json_of: list[str] | None = None  # build a JSON object from these columns
+    row_id: bool = False  # a stable id: hash of the source row plus its occurrence number
+    aggregate: Literal["min", "max", "first", "last", "count", "sum"] | None = None  # with the part's group_by
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ColumnMap:
+        given = [self.column is not None, self.constant is not None, self.json_of is not None, self.row_id]
+        if sum(given) > 1:
+            raise ValueError("give one of column, constant, json_of or row_id")
+        return self
+
+
+class StatusRule(_Strict):
+    """Supplier status per snapshot day: cancelled from the latest churn date on or before the day
+    (until a later reactivation), trialing where ``trial_column`` is true, otherwise active."""
+
+    churn_table: str
+    key: str
+    churn_date: str
+    reactivation_column: str | None = None
+    trial_column: str | None = None
+
+
+class Part(_Strict):
+    from_: str = Field(alias="from")
+    joins: list[Join] = Field(default_factory=list)
+    where: dict[str, list[str]] | None = None
+    day_from: str | None = None  # event sources: the column whose date is the landing day
+    present_from: str | None = None  # snapshot sources: rows appear from this date
+    status: StatusRule | None = None
+    login_per_active_day: bool = False
+    group_by: list[str] | None = None  # derive: one row per group, columns combined by their aggregate
+    columns: dict[str, ColumnMap]
+
+    @model_validator(mode="after")
+    def _aggregates(self) -> Part:
+        if not self.group_by and any(c.aggregate for c in self.columns.values()):
+            raise ValueError("aggregate needs group_by in the part")
+        return self
+
+
+class ImportMapping(_Strict):
+    name: str
+    description: str = ""
+    tables: dict[str, TableSpec]
+    start: date | None = None  # default: the earliest event day in the data
+    end: date | None = None  # default: the latest event day in the data
+    snapshot_sources: list[str] = Field(default_factory=lambda: ["suppliers"])
+    #: The product's own feature catalogue (CSV, the columns of dbt_project/seeds/feature_catalogue.csv),
+    #: relative to the mapping file; the import records it in CS_PIPELINE_HOME for later runs.
+    catalogue: str | None = None
+    sources: dict[Literal["suppliers", "activity_events", "support_tickets", "billing_events"], list[Part]]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ImportMapping:
+        if self.start and self.end and self.end < self.start:
+            raise ValueError("end is before start")
+        for name, parts in self.sources.items():
+            known = set(sources()[name].column_names)
+            for i, part in enumerate(parts):
+                for table in [part.from_, *(j.table for j in part.joins)]:
+                    if table not in self.tables:
+                        raise ValueError(f"sources.{name}.{i}: unknown table {table!r}")
+                unknown = set(part.columns) - known
+                if unknown:
+                    raise ValueError(f"sources.{name}.{i}: unknown landing column(s) {sorted(unknown)}")
+        return self
+
+
+def load_mapping(path: Path) -> ImportMapping:
+    """Load and validate an import mapping.
+
+    Raises:
+        MappingError: missing file, invalid YAML or fields (the message names file and field).
+    """
+    return load_yaml_model(path, ImportMapping, MappingError, "mapping")
+
+
+def check_event_names(mapping: ImportMapping, catalogue: tuple[str, ...], catalogue_path: Path) -> None:
+    """Check the event names the mapping itself writes (constants, value maps and their defaults of
+    ``activity_events.event_name``, and ``login`` for ``login_per_active_day``) against the catalogue in
+    force, before any file is read. Names taken from a data column are checked by ingestion, which
+    rejects a record whose event is not in the catalogue (``invalid_enum``).
+
+    Raises:
+        MappingError: a name is not in the catalogue (names the mapping, the events and the catalogue file).
+    """
+    unknown: dict[str, str] = {}
+    known = set(catalogue)
+    for i, part in enumerate(mapping.sources.get("activity_events", [])):
+        where = f"sources.activity_events.{i}"
+        spec = part.columns.get("event_name")
+        names = []
+        if spec is not None:
+            if spec.constant is not None:
+                names.append(str(spec.constant))
+            names += [v for v in (spec.value_map or {}).values() if v is not None]
+            if spec.default is not None:
+                names.append(spec.default)
+        if part.login_per_active_day:
+            names.append("login")
+        for name in names:
+            if name not in known:
+                unknown.setdefault(name, where)
+    if unknown:
+        listed = ", ".join(f"{name!r} ({where})" for name, where in unknown.items())
+        raise MappingError(f"{mapping.name}: event name(s) {listed} not in the feature catalogue {catalogue_path}; "
+                           f"add them to the catalogue (login_per_active_day needs a 'login' row) or map to its events")
+
+
+@dataclass
+class ImportReport:
+    """What an import wrote and what did not map.
+
+    Attributes:
+        files: landing files written. rows: rows written per landing source. unmapped: per mapped column,
+            the values with no mapping and their counts. dropped: records dropped, per reason.
+        first_day, last_day: the days written (the mapping's, or the data's when the mapping has none).
+    """
+
+    files: int = 0
+    rows: Counter = field(default_factory=Counter)
+    unmapped: dict[str, Counter] = field(default_factory=dict)
+    dropped: Counter = field(default_factory=Counter)
+    notes: list[str] = field(default_factory=list)
+    first_day: date | None = None
+    last_day: date | None = None
