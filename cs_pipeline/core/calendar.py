@@ -9,13 +9,12 @@ Pure file handling: no database, no Dagster.
 from __future__ import annotations
 
 import json
-import re
 from datetime import date
 from pathlib import Path
 
-CALENDAR_FILE = "calendar.json"
+from cs_pipeline.core.landing_contract import earliest_landing_day  # noqa: F401  (the landing contract: exact names, regular files)
 
-_LANDING_DAY = re.compile(r"_(\d{4}-\d{2}-\d{2})\.")
+CALENDAR_FILE = "calendar.json"
 
 
 def remembered_partition_start(home: Path) -> date | None:
@@ -37,20 +36,3 @@ def remember_partition_start(home: Path, day: date) -> date:
     home.mkdir(parents=True, exist_ok=True)
     (home / CALENDAR_FILE).write_text(json.dumps({"start": start.isoformat()}) + "\n")
     return start
-
-
-def earliest_landing_day(landing_dir: Path) -> date | None:
-    """The earliest ``<source>_<YYYY-MM-DD>.<ext>`` day among the files in ``landing_dir`` (not recursive)."""
-    try:
-        names = [p.name for p in landing_dir.iterdir()]
-    except OSError:
-        return None
-    days = []
-    for name in names:
-        match = _LANDING_DAY.search(name)
-        if match:
-            try:
-                days.append(date.fromisoformat(match.group(1)))
-            except ValueError:
-                continue
-    return min(days) if days else None

@@ -113,3 +113,14 @@ def test_copies_update_the_sub_models_and_refuse_unknown_keys(tmp_path):
     assert base.scorecard == "ws168"
     with pytest.raises(TypeError, match="not a setting: scorcard"):
         base.model_copy(update={"scorcard": "ws133"})
+
+
+def test_a_stray_file_never_moves_the_partition_start(tmp_path):
+    """Issue 31 item 5: only names that fit the landing contract count for the partitions' start."""
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "suppliers_2025-03-01.csv").write_text("supplier_id\n")
+    (landing / "old export (copy)_1970-01-01.bak").write_text("x\n")
+    (landing / "suppliers_1970-01-02.csv").symlink_to(landing / "old export (copy)_1970-01-01.bak")
+    s = Settings.from_env({"CS_PIPELINE_HOME": str(tmp_path / "home"), "CS_PIPELINE_LANDING_DIR": str(landing)})
+    assert s.partition_start == date(2025, 3, 1)
