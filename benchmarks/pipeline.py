@@ -37,7 +37,7 @@ def main() -> None:
     from cs_pipeline.definitions import build_definitions
     from cs_pipeline.feeds.generate import GeneratorConfig, generate
     from cs_pipeline.core.paths import DBT_PROJECT_DIR
-    from cs_pipeline.app.runner import run_job_over_range
+    from cs_pipeline.runtime.runner import run_job_over_range
     from cs_pipeline.settings import Settings
     from cs_pipeline.transform.dbt import dbt_executable
     from cs_pipeline.transform.dbt import dbt_env, dbt_vars_arg

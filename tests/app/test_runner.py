@@ -7,7 +7,7 @@ from datetime import date
 
 import dagster as dg
 
-from cs_pipeline.app.runner import run_job_over_range
+from cs_pipeline.runtime.runner import run_job_over_range
 
 DAILY = dg.DailyPartitionsDefinition(start_date="2025-01-01")
 
