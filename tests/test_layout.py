@@ -115,6 +115,21 @@ def test_platform_rooms_import_no_stage(room: str) -> None:
     assert not bad, f"{room} must import no stage:\n" + "\n".join(bad)
 
 
+#: The stages of the data path: each imports the platform (settings, core, quality), never another stage
+#: (issue 25); what two stages share belongs in core.
+STAGES = ["ingest", "transform", "health", "interventions", "feeds"]
+
+#: The one exception: feeds writes the landing files ingest reads, so it uses ingest's landing contract
+#: (the sources' columns and the landing file-name rule) rather than a copy of it.
+LANDING_CONTRACT = {("feeds", "cs_pipeline.ingest.sources"), ("feeds", "cs_pipeline.ingest.landing")}
+
+
+def test_no_stage_imports_another_stage() -> None:
+    bad = sorted(f"{file}:{line}: {room} imports {name}" for room, name, file, line in imports_between_rooms()
+                 if room in STAGES and room_of(name) in STAGES and (room, name) not in LANDING_CONTRACT)
+    assert not bad, "a stage imports another stage (move what they share into core):\n" + "\n".join(bad)
+
+
 #: SQL in a string: a statement's opening words (any case) or an upper-case SELECT.
 SQL_PATTERN = re.compile(
     r"\b(insert\s+into|delete\s+from|update\s+[\w.\"]+\s+set|truncate\s+(table\s+)?[\w.\"]+|"
