@@ -1,4 +1,4 @@
-"""The CLI runner (issue 17): a failed blocking check is named with its expectation and observed value;
+"""The runner (runtime.runner, issue 17): a failed blocking check is named with its expectation and observed value;
 jobs without partitions run once."""
 
 from __future__ import annotations
