@@ -37,8 +37,8 @@ def main() -> None:
     from cs_pipeline.definitions import build_definitions
     from cs_pipeline.feeds.generate import GeneratorConfig, generate
     from cs_pipeline.core.paths import DBT_PROJECT_DIR
-    from cs_pipeline.app.runner import run_job_over_range
     from cs_pipeline.core.settings import Settings
+    from cs_pipeline.runtime.runner import run_job_over_range
     from cs_pipeline.transform.dbt import dbt_executable
     from cs_pipeline.core.window import DayWindow
     from cs_pipeline.transform.dbt import dbt_env

@@ -73,9 +73,9 @@ def run_size(suppliers: int, days: int, workdir: Path, days_per_run: int, landin
     """Generate (unless ``landing``), backfill days 1..N-1, run day N and its interventions; timings."""
     import dagster as dg
 
-    from cs_pipeline.app.instance import get_instance
-    from cs_pipeline.app.runner import run_job_over_range
     from cs_pipeline.core.landing_contract import scan_landing_dir
+    from cs_pipeline.runtime.instance import get_instance
+    from cs_pipeline.runtime.runner import run_job_over_range
     from cs_pipeline.core.resources import warehouse_from_settings
     from cs_pipeline.definitions import build_definitions
     from cs_pipeline.feeds.generate import GeneratorConfig, generate

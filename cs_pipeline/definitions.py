@@ -23,7 +23,7 @@ from cs_pipeline.transform import defs as transform
 DAILY_GROUPS = ("ingest", "seeds", "staging", "intermediate", "marts", "health")
 
 
-#: Tag of the runs that write the marts; ``cs_pipeline.app.instance`` limits them to one at a time.
+#: Tag of the runs that write the marts; ``cs_pipeline.runtime.instance`` limits them to one at a time.
 MARTS_WRITER_TAG = "cs_pipeline/writes_marts"
 
 

@@ -24,7 +24,7 @@ from cs_pipeline.health.backtest import (
     label_churn,
     misleading_warning,
 )
-from cs_pipeline.health.fit import fit_scorecard, scorecard_yaml
+from cs_pipeline.health.fit_run import FitRunError, fit_from_warehouse
 from cs_pipeline.health.gates import health_gate
 from cs_pipeline.health.milestones import evaluate_milestones, load_milestones
 from cs_pipeline.health.scorecard import load_scorecard, shipped_scorecards
@@ -35,7 +35,6 @@ from cs_pipeline.health.scoring import (
     seasonal_index_from_sums,
 )
 from cs_pipeline.health.store import (
-    backtest_inputs,
     components_json,
     ensure_health_tables,
     latest_calibration,
@@ -229,21 +228,13 @@ def scorecard_fit(context: dg.AssetExecutionContext, config: ScorecardFitConfig,
             held-out days (BacktestError's reason).
     """
     card = load_scorecard(config.from_scorecard or scoring.scorecard)
-    with warehouse.connect() as conn:
-        day = date.fromisoformat(config.as_of) if config.as_of else \
-            conn.execute("SELECT max(as_of_date) FROM marts.supplier_engagement_daily").fetchone()[0]
-        if day is None:
-            raise dg.Failure("no engagement history yet")
-        engagement, labels, seasonal = backtest_inputs(conn, card, day)
-    if engagement.empty:
-        raise dg.Failure(f"no history before {day} minus the {card.churn.horizon_days}-day horizon")
     try:
-        result = fit_scorecard(engagement, labels, card, f"{card.version}-fit-{day:%Y%m%d}", seasonal=seasonal)
-    except BacktestError as exc:
+        with warehouse.connect() as conn:
+            fitted = fit_from_warehouse(conn, card, date.fromisoformat(config.as_of) if config.as_of else None)
+    except FitRunError as exc:
         raise dg.Failure(str(exc)) from exc
-    out = warehouse.settings().home / "scorecards" / "fitted" / f"{result.scorecard.version}.yaml"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(scorecard_yaml(result.scorecard), encoding="utf-8")
+    result = fitted.result
+    out = fitted.write(warehouse.settings().home / "scorecards" / "fitted" / f"{result.scorecard.version}.yaml")
     context.log.info(f"{card.version}: held-out ROC-AUC {result.old_auc:.4f} -> {result.scorecard.version} "
                      f"{result.new_auc:.4f}; wrote {out}")
     return dg.MaterializeResult(metadata={

@@ -12,7 +12,7 @@ from cs_pipeline.definitions import build_definitions
 from cs_pipeline.feeds.generate import GeneratorConfig, generate
 from cs_pipeline.interventions.defs import email_from_env, intervention_job, risk_escalation_sensor
 from cs_pipeline.core.resources import warehouse_from_settings
-from cs_pipeline.app.runner import run_job_over_range
+from cs_pipeline.runtime.runner import run_job_over_range
 from tests.helpers import reset_warehouse
 
 SUPPLIERS = 60

@@ -17,7 +17,7 @@ from cs_pipeline.core.warehouse import embedded_password
 from cs_pipeline.definitions import build_definitions
 from cs_pipeline.feeds.imports import MappingError, load_mapping, run_import
 from cs_pipeline.core.paths import PROJECT_ROOT
-from cs_pipeline.app.runner import run_job_over_range
+from cs_pipeline.runtime.runner import run_job_over_range
 from tests.helpers import reset_warehouse
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ import yaml
 from cs_pipeline.definitions import build_definitions
 from cs_pipeline.health.scorecard import SCORECARD_DIR, load_scorecard
 from cs_pipeline.feeds.generate import GeneratorConfig, generate
-from cs_pipeline.app.runner import run_job_over_range
+from cs_pipeline.runtime.runner import run_job_over_range
 from tests.helpers import reset_warehouse, write_onboarding_scorecard
 
 pytestmark = pytest.mark.slow

@@ -27,7 +27,7 @@ from cs_pipeline.interventions.planning import (
     render,
 )
 from cs_pipeline.interventions.playbook import PlaybookError, load_playbook
-from cs_pipeline.app.runner import run_job_over_range
+from cs_pipeline.runtime.runner import run_job_over_range
 from tests.helpers import (
     BILLING_COLUMNS,
     EVENT_COLUMNS,

@@ -15,7 +15,7 @@ import pytest
 from cs_pipeline.definitions import build_definitions
 from cs_pipeline.feeds.generate import GeneratorConfig, generate
 from cs_pipeline.quality.gx import GateRunner, day_parameters, volume_band
-from cs_pipeline.app.runner import run_job_over_range
+from cs_pipeline.runtime.runner import run_job_over_range
 from tests.helpers import reset_warehouse
 
 pytestmark = pytest.mark.slow

@@ -24,10 +24,10 @@ from psycopg import sql
 from cs_pipeline.definitions import build_definitions
 from cs_pipeline.feeds.generate import GeneratorConfig, generate
 from cs_pipeline.health.scorecard import load_scorecard
-from cs_pipeline.app.runner import run_job_over_range
-from cs_pipeline.core.window import DayWindow
-from cs_pipeline.transform.dbt import FULL_REFRESH_TAG
 from cs_pipeline.core.reruns import REBUILT_AFTER
+from cs_pipeline.core.window import DayWindow
+from cs_pipeline.runtime.runner import run_job_over_range
+from cs_pipeline.transform.dbt import FULL_REFRESH_TAG
 from tests.helpers import reset_warehouse
 
 pytestmark = pytest.mark.slow

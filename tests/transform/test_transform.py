@@ -17,7 +17,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from cs_pipeline.definitions import build_definitions
 from cs_pipeline.feeds.generate import GeneratorConfig, generate
-from cs_pipeline.app.runner import run_job_over_range
+from cs_pipeline.runtime.runner import run_job_over_range
 from cs_pipeline.transform.dbt import dbt_executable
 from cs_pipeline.core.window import DayWindow
 from cs_pipeline.transform.dbt import dbt_env

@@ -1,4 +1,4 @@
-"""The CLI runner (issue 17): a failed blocking check is named with its expectation and observed value;
+"""The runner (runtime.runner, issue 17): a failed blocking check is named with its expectation and observed value;
 jobs without partitions run once."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from datetime import date
 
 import dagster as dg
 
-from cs_pipeline.app.runner import run_job_over_range
+from cs_pipeline.runtime.runner import run_job_over_range
 
 DAILY = dg.DailyPartitionsDefinition(start_date="2025-01-01")
 

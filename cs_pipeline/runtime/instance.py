@@ -1,4 +1,4 @@
-"""Dagster instance set-up for the CLI: DAGSTER_HOME under CS_PIPELINE_HOME, storage in PostgreSQL."""
+"""Dagster instance set-up for the CLI and the runtime: DAGSTER_HOME under CS_PIPELINE_HOME, storage in PostgreSQL."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Running jobs and asset selections in-process from the CLI over ranges of daily partitions (or once,
-for unpartitioned jobs), with progress; and describing the blocking checks that failed a run."""
+"""Running jobs and asset selections in-process over ranges of daily partitions (or once, for
+unpartitioned jobs), with progress; and parsing a run's events: materialisations and check results per
+stage, and the blocking checks that failed a run."""
 
 from __future__ import annotations
 

@@ -1,0 +1,5 @@
+"""``python -m cs_pipeline.cli``: the ``cs-pipeline`` command."""
+
+from cs_pipeline.cli import main
+
+main()

@@ -1,0 +1,82 @@
+"""The ``db`` sub-commands: the warehouse's connection string, starting, stopping and checking the
+embedded PostgreSQL, and a psql shell."""
+
+from __future__ import annotations
+
+import subprocess
+
+import typer
+
+from cs_pipeline.cli.common import app, console, fail, load_settings
+
+db_app = typer.Typer(help="The warehouse database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("url")
+def db_url() -> None:
+    """Print the warehouse connection string; on stderr, whether the server stays up after this command."""
+    from cs_pipeline.core.warehouse import resolve_endpoints
+    from cs_pipeline.runtime.dbserver import status
+
+    settings = load_settings()
+    endpoints = resolve_endpoints(settings)
+    typer.echo(endpoints.warehouse)
+    if settings.embedded:
+        current = status(settings)
+        note = current.describe(settings) if current.holder_pid else (
+            "note: the embedded server stops when this command exits; run `cs-pipeline db start` to keep it up")
+        typer.echo(note, err=True)
+
+
+@db_app.command("start")
+def db_start() -> None:
+    """Start the embedded PostgreSQL and keep it running in the background until `cs-pipeline db stop`."""
+    from cs_pipeline.runtime import dbserver
+
+    settings = load_settings()
+    if not settings.embedded:
+        console.print("CS_PIPELINE_DATABASE_URL is set: the server is external, nothing to start")
+        return
+    try:
+        current = dbserver.start(settings)
+    except RuntimeError as exc:
+        raise fail(str(exc), 1) from exc
+    console.print(current.describe(settings))
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL started by `cs-pipeline db start`."""
+    from cs_pipeline.runtime import dbserver
+
+    settings = load_settings()
+    if not dbserver.stop(settings):
+        console.print("no `cs-pipeline db start` process is running")
+        return
+    console.print(dbserver.status(settings).describe(settings))
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Say whether the embedded PostgreSQL is up (exit code 0 when up, 3 when down)."""
+    from cs_pipeline.runtime import dbserver
+
+    settings = load_settings()
+    current = dbserver.status(settings)
+    console.print(current.describe(settings))
+    if settings.embedded and not current.running:
+        raise typer.Exit(3)
+
+
+@db_app.command("shell")
+def db_shell() -> None:
+    """Open psql on the warehouse (the embedded server stays up while psql runs)."""
+    from cs_pipeline.core.warehouse import resolve_endpoints
+    from cs_pipeline.runtime.dbserver import psql_executable
+
+    endpoints = resolve_endpoints(load_settings())
+    psql = psql_executable()
+    if psql is None:
+        raise fail("psql not found", 2)
+    raise typer.Exit(subprocess.call([psql, endpoints.warehouse]))
