@@ -279,7 +279,9 @@ class Settings(BaseModel):
             err = exc.errors()[0]
             name = _VARIABLE_OF.get(tuple(str(p) for p in err["loc"][:2]), _VARIABLE_OF.get((str(err["loc"][0]),), str(err["loc"][0])))
             raise SettingsError(f"{name}: {err['msg']}; {_FIX_OF.get(name, 'see docs/configuration.md')}") from exc
-        _check(settings)
+        from cs_pipeline.core.settings_check import check_settings
+
+        check_settings(settings)
         return settings
 
 
@@ -295,41 +297,6 @@ _FIX_OF = {
     ENV_BI_ROLE: "use a lower-case PostgreSQL role name (letters, digits, _), e.g. cs_bi_reader",
     ENV_SMTP_PORT: "set a port number 1-65535, e.g. 587",
 }
-
-
-def _check(settings: Settings) -> None:
-    """What a value alone cannot say: URLs parse, the scorecard and the catalogue exist.
-
-    Raises:
-        SettingsError: one line naming the variable and the fix.
-    """
-    from psycopg.conninfo import conninfo_to_dict
-
-    for name, value in ((ENV_DATABASE_URL, settings.database_url),
-                        (ENV_DAGSTER_STORAGE_URL, settings.dagster_storage_url),
-                        (ENV_DASHBOARD_DATABASE_URL, settings.dashboard.database_url)):
-        text = value.get_secret_value() if isinstance(value, SecretStr) else value
-        if not text:
-            continue
-        try:
-            params = conninfo_to_dict(text.replace("postgresql+psycopg2://", "postgresql://", 1))
-        except Exception:  # psycopg's message may quote the URL, password included: never shown
-            params = None
-        if params is None or not (params.get("host") or params.get("dbname") or text.startswith("postgres")):
-            raise SettingsError(f"{name} is not a libpq URL or conninfo; set it like "
-                                "postgresql://USER:PASSWORD@HOST:5432/DBNAME (percent-encode @ : / % ? in the "
-                                "password), or unset it to use the embedded PostgreSQL")
-    if not settings.dashboard.dagster_url.startswith(("http://", "https://")):
-        raise SettingsError(f"{ENV_DAGSTER_URL} must be an http(s) URL, e.g. {DEFAULT_DAGSTER_URL}")
-    card = settings.scoring.scorecard
-    shipped = sorted(p.stem for p in SCORECARD_DIR.glob("*.yaml"))
-    if card not in shipped and not Path(card).expanduser().is_file():
-        raise SettingsError(f"{ENV_SCORECARD}={card} is neither a shipped scorecard ({', '.join(shipped)}) nor a "
-                            "YAML file; set one of those names or the path of your scorecard YAML")
-    catalogue = settings.scoring.feature_catalogue
-    if catalogue is not None and not catalogue.is_file():
-        raise SettingsError(f"{ENV_FEATURE_CATALOGUE}: {catalogue} is not a file; set the path of your feature "
-                            "catalogue CSV (columns of dbt_project/seeds/feature_catalogue.csv) or unset it")
 
 
 def resolve_feature_catalogue(environ: Mapping[str, str] | None = None, home: Path | None = None) -> Path | None:
