@@ -82,10 +82,13 @@ def test_rules_fire_only_for_suppliers_that_newly_match():
 
 def test_control_group_is_deterministic_and_about_ten_percent():
     ids = [f"sup_{i:06d}" for i in range(4000)]
-    first = in_control_group(ids, "escalated_to_at_risk", 0.10)
-    assert (first == in_control_group(ids, "escalated_to_at_risk", 0.10)).all()
+    first = in_control_group(ids, "escalated_to_at_risk", 0.10, episode=DAY)
+    assert (first == in_control_group(ids, "escalated_to_at_risk", 0.10, episode=DAY)).all()
     assert 0.08 < first.mean() < 0.12
-    assert (first != in_control_group(ids, "escalated_to_critical", 0.10)).any()
+    assert (first != in_control_group(ids, "escalated_to_critical", 0.10, episode=DAY)).any()
+    # each episode of a supplier is a new case, drawn independently (a supplier is not control for ever)
+    again = in_control_group(ids, "escalated_to_at_risk", 0.10, episode=DAY + timedelta(days=9))
+    assert (first != again).any() and 0.005 < (first & again).mean() < 0.02
 
 
 def test_next_business_day():
@@ -100,7 +103,7 @@ def _planned(rule: str, ids: list[str]) -> pd.DataFrame:
 
 def test_filters_cooldown_caps_cancelled_opt_out_and_control():
     ids = [f"sup_{i:04d}" for i in range(60)]
-    control = set(pd.Series(ids)[in_control_group(ids, "escalated_to_at_risk", PLAYBOOK.control_share)])
+    control = set(pd.Series(ids)[in_control_group(ids, "escalated_to_at_risk", PLAYBOOK.control_share, episode=DAY)])
     planned = _planned("escalated_to_at_risk", ids)
     sent = pd.DataFrame([
         {"supplier_id": ids[1], "channel": "email", "audience": "supplier", "as_of_date": DAY - timedelta(days=3)},
