@@ -146,8 +146,8 @@ def forget_days(cursor: str, days: list[date]) -> str:
            default_status=dg.DefaultSensorStatus.RUNNING,
            description="Reads every new customer_health materialisation (cursor over the event log, not only the "
                        "latest); for each new scored day (and the newest day materialised again) whose quality gate "
-                       "passed and where some supplier is due (or, on the newest day, an undelivered message waits for its "
-                       "retry), launches intervention_job (run key "
+                       "passed and where some supplier is due (or, on the newest day, an undelivered message "
+                       "waits for its retry), launches intervention_job (run key "
                        "interventions:<day>:<event storage id>). A day whose gate failed is evaluated when it is "
                        "materialised again and passes. Backfills contact nobody.")
 def risk_escalation_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):

@@ -239,6 +239,7 @@ def apply_filters(planned: pd.DataFrame, sent: pd.DataFrame, suppliers: pd.DataF
         .drop(columns=["_risk", "_health", "_prio"]).reset_index(drop=True)
     out["status"] = "planned"
     out["reason"] = None
+    sids, channels, rules = _objects(out, "supplier_id"), _objects(out, "channel"), _objects(out, "rule")
     alert = is_alert(out)
     facing = (out["audience"] == "supplier").to_numpy()
     status = suppliers.drop_duplicates("supplier_id", keep="last").set_index("supplier_id")["status"].reindex(out["supplier_id"]).to_numpy() \
@@ -263,8 +264,7 @@ def apply_filters(planned: pd.DataFrame, sent: pd.DataFrame, suppliers: pd.DataF
     suppress(status == "cancelled", "cancelled")
     if opted_out is not None and len(opted_out):
         keys = set(zip(_objects(opted_out, "supplier_id"), opted_out["channel"].fillna("*").to_numpy(dtype=object)))
-        suppress(np.array([(s, c) in keys or (s, "*") in keys for s, c in zip(_objects(out, "supplier_id"), _objects(out, "channel"))]),
-                 "opted_out")
+        suppress(np.array([(s, c) in keys or (s, "*") in keys for s, c in zip(sids, channels)]), "opted_out")
     # Cooldown of CS-team alerts: one per supplier within cooldown_days (any rule), even when forced.
     recent = sent.loc[(sent_day > as_of - timedelta(days=playbook.cooldown_days)).to_numpy()] if len(sent) else sent
     alerted = set(recent.loc[is_alert(recent), "supplier_id"]) if len(recent) else set()
@@ -273,7 +273,7 @@ def apply_filters(planned: pd.DataFrame, sent: pd.DataFrame, suppliers: pd.DataF
     suppress(alert & ~first_alert.reindex(out.index, fill_value=True).to_numpy(), "cooldown", alerts_too=True)
     manual = (out["rule"] == MANUAL_RULE).to_numpy()
     suppress(~manual & np.array([bool(control_rules.get(s, set()) - {r})
-                                 for s, r in zip(_objects(out, "supplier_id"), _objects(out, "rule"))]), "control_other_rule")
+                                 for s, r in zip(sids, rules)]), "control_other_rule")
     contacts = sent.loc[~is_alert(sent)] if len(sent) else sent
     today_contacts = contacts.loc[(pd.to_datetime(contacts["as_of_date"]).dt.date == as_of).to_numpy()] \
         if len(contacts) else contacts
@@ -281,11 +281,12 @@ def apply_filters(planned: pd.DataFrame, sent: pd.DataFrame, suppliers: pd.DataF
     live = out.loc[~alert & (out["status"] == "planned").to_numpy()]
     top_rule = live.groupby("supplier_id")["rule"].first().to_dict()  # rows are in priority order
     suppress(~manual & np.array([top_rule.get(s, r) != r or bool(contacted_by.get(s, set()) - {r})
-                       for s, r in zip(_objects(out, "supplier_id"), _objects(out, "rule"))]), "one_rule_per_day")
+                                 for s, r in zip(sids, rules)]), "one_rule_per_day")
     recent_contacts = recent.loc[~is_alert(recent)] if len(recent) else recent
-    cooled = set(zip(_objects(recent_contacts, "supplier_id"), _objects(recent_contacts, "channel"))) if len(recent_contacts) else set()
+    cooled = set(zip(_objects(recent_contacts, "supplier_id"), _objects(recent_contacts, "channel"))) \
+        if len(recent_contacts) else set()
     if not force:
-        suppress(np.array([(s, c) in cooled for s, c in zip(_objects(out, "supplier_id"), _objects(out, "channel"))]), "cooldown")
+        suppress(np.array([(s, c) in cooled for s, c in zip(sids, channels)]), "cooldown")
 
     messages = sent.loc[(sent["audience"] == "supplier").to_numpy()] if len(sent) else sent
     message_days = pd.to_datetime(messages["as_of_date"]).dt.date if len(messages) else pd.Series(dtype=object)
@@ -299,7 +300,7 @@ def apply_filters(planned: pd.DataFrame, sent: pd.DataFrame, suppliers: pd.DataF
     suppress(live_facing & (earlier + nth >= playbook.weekly_cap), "weekly_cap")
     # Daily cap: a supplier's rule (its remaining supplier-facing messages) is admitted or held back whole.
     pending = (out["status"] == "planned").to_numpy() & ~alert
-    keys = list(zip(_objects(out, "supplier_id")[pending], _objects(out, "rule")[pending]))
+    keys = list(zip(sids[pending], rules[pending]))
     needs: dict[tuple[str, str], int] = {}
     for key, is_facing in zip(keys, facing[pending]):  # insertion order = priority and risk order
         needs[key] = needs.get(key, 0) + int(is_facing)
@@ -310,7 +311,7 @@ def apply_filters(planned: pd.DataFrame, sent: pd.DataFrame, suppliers: pd.DataF
         else:
             today_total += need
     if held_back:
-        suppress(np.array([k in held_back for k in zip(_objects(out, "supplier_id"), _objects(out, "rule"))]) & pending, "daily_cap")
+        suppress(np.array([k in held_back for k in zip(sids, rules)]) & pending, "daily_cap")
     control = np.zeros(len(out), dtype=bool)
     candidates = (out["status"] == "planned").to_numpy() & facing & ~manual
     for rule, rows in out.loc[candidates].groupby("rule").indices.items():

@@ -78,7 +78,8 @@ def deliver_pending(conn: psycopg.Connection, playbook: Playbook, email: EmailRe
                     rule_name: str | None = None, supplier_ids: list[str] | None = None,
                     report: DeliveryReport | None = None) -> DeliveryReport:
     """Deliver the rows of ``day`` (optionally one rule / some suppliers) still ``planned``, ``failed``
-    (except invalid addresses) or ``sending`` (reconciled), then retry the undelivered rows of other days whose backoff has passed, highest priority first.
+    (except invalid addresses) or ``sending`` (reconciled), then retry the undelivered rows of other days
+    whose backoff has passed, highest priority first.
 
     Rows past their window are expired first (``expire_undelivered``). A re-run of the row's own day
     retries it at once (an operator's re-run); later runs respect ``next_attempt_at``.
