@@ -272,22 +272,23 @@ def intervention_outcomes(context: dg.AssetExecutionContext, warehouse: Warehous
         counts = read_frame(conn, "SELECT rule, channel, status, coalesce(reason, '') AS reason, count(*) AS n "
                                   "FROM ops.interventions GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4")
     table = uplift_table(frame)
+    records = json.loads(table.to_json(orient="records"))  # plain JSON types; NaN -> null
     summary = {f"{r['rule']}/{r['channel']}": {k: v for k, v in r.items() if k not in ("rule", "channel")}
-               for r in table.to_dict("records")}
+               for r in records}
     return dg.MaterializeResult(metadata={
         "dagster/row_count": dg.MetadataValue.int(len(frame)),
         "cases": dg.MetadataValue.int(cases),
         "uplift_by_rule": dg.MetadataValue.json(summary),
-        "uplift_table": dg.MetadataValue.md(_uplift_markdown(table)),
+        "uplift_table": dg.MetadataValue.md(_uplift_markdown(records)),
         "interventions_by_rule_channel_status": dg.MetadataValue.md(
             "\n".join(f"- {r.rule} / {r.channel} / {r.status} {r.reason}: {r.n}" for r in counts.itertuples())),
     })
 
 
-def _uplift_markdown(table) -> str:
+def _uplift_markdown(records: list[dict]) -> str:
     lines = ["| rule | channel | treated | control | difference (points) | 95 % CI | CUPED | contamination | verdict |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for r in table.to_dict("records"):
+    for r in records:
         ci = "n/a" if r["ci_low"] is None else f"[{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]"
         lines.append(f"| {r['rule']} | {r['channel']} | {r['treated']} | {r['control']} | {r['difference']} | {ci} | "
                      f"{r['cuped_difference']} | {r['contamination']} | {r['verdict']} |")
