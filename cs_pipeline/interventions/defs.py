@@ -67,17 +67,23 @@ def deliver_interventions(context: dg.OpExecutionContext, config: InterventionCo
     with warehouse.connect() as conn:
         report = run_interventions(conn, playbook, email, config.rule or None, day, config.supplier_ids or None,
                                    run_id=context.run_id)
+        counts = service.undelivered_past_window(conn, playbook)
+    # Every run reports the delivery check on ops/interventions (also runnable on its own from the UI).
+    context.log_event(dg.AssetCheckEvaluation(
+        asset_key=INTERVENTIONS, check_name="delivered_within_retry_window", passed=not any(counts.values()),
+        severity=dg.AssetCheckSeverity.WARN, metadata={**counts, "retry_window_hours": playbook.retry_window_hours}))
     context.log.info(f"{config.rule or 'all rules'} {day}: {report}")
     context.log_event(dg.AssetMaterialization(asset_key=INTERVENTIONS, partition=None, metadata={
         "rule": config.rule or "all", "as_of_date": config.as_of_date, "sent": report.sent,
-        "failed": report.failed}))
+        "failed": report.failed, "retried": report.retried, "expired": report.expired}))
     if report.failed:
         context.log.warning(f"{report.failed} delivery failure(s): re-run the job to retry only those")
     return dg.Output(
         report.sent,
         metadata={"sent": report.sent, "failed": report.failed, "planned": report.planned,
                   "suppressed": report.suppressed, "already_done": report.skipped_already_done,
-                  "reconciled": report.reconciled, "email_mode": email.mode},
+                  "reconciled": report.reconciled, "retried": report.retried, "expired": report.expired,
+                  "email_mode": email.mode},
     )
 
 

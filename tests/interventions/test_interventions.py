@@ -260,6 +260,8 @@ def test_worked_scenario_sensor_job_email_and_call_task(scenario, warehouse, smt
         result = intervention_job.execute_in_process(run_config=request.run_config, instance=instance,
                                                      resources={"warehouse": warehouse, "email": email})
         assert result.success
+        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        assert checks == {"delivered_within_retry_window": True}  # every run reports the delivery check
     to_photo = [m for m in handler.messages if m["To"] == "owner@juniperlane.example"]
     tips = [m for m in to_photo if "tips" in m["Subject"]]
     assert len(tips) == 1
