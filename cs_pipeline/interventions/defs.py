@@ -11,11 +11,12 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from cs_pipeline.core.db import copy_frame, read_frame, relation_exists
+from cs_pipeline.core.db import read_frame, relation_exists
 from cs_pipeline.core.resources import WarehouseResource
 from cs_pipeline.interventions import service
 from cs_pipeline.interventions.delivery import EmailResource, ensure_intervention_tables
-from cs_pipeline.interventions.outcomes import outcomes
+from cs_pipeline.interventions.outcome_store import read_outcome_rows, write_outcomes
+from cs_pipeline.interventions.outcomes import uplift_table
 from cs_pipeline.interventions.playbook import CHANNELS, load_playbook
 from cs_pipeline.interventions.service import (
     due_suppliers,
@@ -65,17 +66,23 @@ def deliver_interventions(context: dg.OpExecutionContext, config: InterventionCo
     with warehouse.connect() as conn:
         report = run_interventions(conn, playbook, email, config.rule or None, day, config.supplier_ids or None,
                                    run_id=context.run_id)
+        counts = service.undelivered_past_window(conn, playbook)
+    # Every run reports the delivery check on ops/interventions (also runnable on its own from the UI).
+    context.log_event(dg.AssetCheckEvaluation(
+        asset_key=INTERVENTIONS, check_name="delivered_within_retry_window", passed=not any(counts.values()),
+        severity=dg.AssetCheckSeverity.WARN, metadata={**counts, "retry_window_hours": playbook.retry_window_hours}))
     context.log.info(f"{config.rule or 'all rules'} {day}: {report}")
     context.log_event(dg.AssetMaterialization(asset_key=INTERVENTIONS, partition=None, metadata={
         "rule": config.rule or "all", "as_of_date": config.as_of_date, "sent": report.sent,
-        "failed": report.failed}))
+        "failed": report.failed, "retried": report.retried, "expired": report.expired}))
     if report.failed:
         context.log.warning(f"{report.failed} delivery failure(s): re-run the job to retry only those")
     return dg.Output(
         report.sent,
         metadata={"sent": report.sent, "failed": report.failed, "planned": report.planned,
                   "suppressed": report.suppressed, "already_done": report.skipped_already_done,
-                  "reconciled": report.reconciled, "email_mode": email.mode},
+                  "reconciled": report.reconciled, "retried": report.retried, "expired": report.expired,
+                  "email_mode": email.mode},
     )
 
 
@@ -144,7 +151,8 @@ def forget_days(cursor: str, days: list[date]) -> str:
            default_status=dg.DefaultSensorStatus.RUNNING,
            description="Reads every new customer_health materialisation (cursor over the event log, not only the "
                        "latest); for each new scored day (and the newest day materialised again) whose quality gate "
-                       "passed and where some supplier is due, launches intervention_job (run key "
+                       "passed and where some supplier is due (or, on the newest day, an undelivered message "
+                       "waits for its retry), launches intervention_job (run key "
                        "interventions:<day>:<event storage id>). A day whose gate failed is evaluated when it is "
                        "materialised again and passes. Backfills contact nobody.")
 def risk_escalation_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
@@ -171,14 +179,16 @@ def risk_escalation_sensor(context: dg.SensorEvaluationContext, warehouse: Wareh
                 gated.append(day)
                 continue
             due = due_suppliers(conn, playbook, day)
-            if not due:
+            retries = service.retryable(conn) if day == latest else 0
+            if not due and not retries:
                 notes.append(f"{day}: no supplier due")
                 continue
             requests.append(dg.RunRequest(
                 run_key=f"interventions:{day.isoformat()}:{storage_id}",
                 run_config={"ops": {"deliver_interventions": {"config": {"as_of_date": day.isoformat()}}}},
                 tags={"cs_pipeline/as_of_date": day.isoformat(),
-                      "cs_pipeline/due": str(sum(len(ids) for ids in due.values()))},
+                      "cs_pipeline/due": str(sum(len(ids) for ids in due.values())),
+                      "cs_pipeline/retries": str(retries)},
             ))
     context.update_cursor(forget_days(cursor, gated))
     for note in notes:
@@ -248,71 +258,58 @@ def manual_intervention_job():
     send_manual_intervention()
 
 
-OUTCOMES_SQL = """
-WITH base AS (
-  SELECT i.intervention_id, i.supplier_id, i.rule, i.channel, i.audience, i.as_of_date, i.status, i.reason,
-         (i.status = 'suppressed' AND i.reason = 'control') AS is_control,
-         i.health_score::float8 AS health_at_trigger, i.risk_level AS risk_at_trigger
-  FROM ops.interventions i
-  WHERE i.audience = 'supplier' AND i.channel <> 'call' AND i.rule <> 'manual'
-    AND (i.status = 'sent' OR (i.status = 'suppressed' AND i.reason = 'control'))
-)
-SELECT b.*,
-  h7.health_score::float8 AS health_7d, h7.risk_level AS risk_7d,
-  h14.health_score::float8 AS health_14d, h14.risk_level AS risk_14d,
-  h30.health_score::float8 AS health_30d, h30.risk_level AS risk_30d
-FROM base b
-LEFT JOIN marts.customer_health h7 ON h7.supplier_id = b.supplier_id AND h7.as_of_date = b.as_of_date + 7
-LEFT JOIN marts.customer_health h14 ON h14.supplier_id = b.supplier_id AND h14.as_of_date = b.as_of_date + 14
-LEFT JOIN marts.customer_health h30 ON h30.supplier_id = b.supplier_id AND h30.as_of_date = b.as_of_date + 30
-"""
-
-
 @dg.asset(key=["marts", "intervention_outcomes"], group_name="interventions", deps=[INTERVENTIONS, CUSTOMER_HEALTH],
           kinds={"python", "postgres"},
-          description="marts.intervention_outcomes: every supplier-facing message sent and control case (CS-team "
-                      "alerts, call tasks and manual interventions excluded) with health and risk 7, 14 and 30 days "
-                      "later, a recovered flag, and uplift per rule: treated and control counts, recovery rates and "
-                      "their difference with a 95 % confidence interval.")
+          description="marts.intervention_outcomes: every message of a randomised case (supplier-facing e-mails and "
+                      "in-app messages of the playbook, by assigned arm: treated whatever became of the message, or "
+                      "control) with the health score outcome_days later, churn within the horizon and "
+                      "contamination; uplift per rule and channel by intention to treat: difference in mean score "
+                      "change with a 95 % Welch interval, CUPED-adjusted, churn difference, contamination, "
+                      "'too few cases' below the sample size that detects 5 points at 80 % power.")
 def intervention_outcomes(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    playbook = load_playbook()
     with warehouse.connect() as conn:
         ensure_intervention_tables(conn)
         if not relation_exists(conn, "marts.customer_health"):
             return dg.MaterializeResult(metadata={"status": dg.MetadataValue.text("no health scores yet")})
-        frame, summary = outcomes(read_frame(conn, OUTCOMES_SQL))
-        with conn.transaction():
-            conn.execute("DROP TABLE IF EXISTS marts.intervention_outcomes_next")
-            conn.execute("""
-                CREATE TABLE marts.intervention_outcomes_next (
-                  intervention_id bigint PRIMARY KEY, supplier_id text NOT NULL, rule text NOT NULL,
-                  channel text NOT NULL, audience text NOT NULL, as_of_date date NOT NULL, status text NOT NULL, reason text,
-                  is_control boolean NOT NULL, health_at_trigger numeric(5, 2), risk_at_trigger text,
-                  health_7d numeric(5, 2), risk_7d text, health_14d numeric(5, 2), risk_14d text,
-                  health_30d numeric(5, 2), risk_30d text, recovered boolean)""")
-            columns = ["intervention_id", "supplier_id", "rule", "channel", "audience", "as_of_date", "status", "reason",
-                       "is_control", "health_at_trigger", "risk_at_trigger", "health_7d", "risk_7d", "health_14d",
-                       "risk_14d", "health_30d", "risk_30d", "recovered"]
-            copy_frame(conn, ("marts", "intervention_outcomes_next"), frame, columns)
-            conn.execute("DROP TABLE IF EXISTS marts.intervention_outcomes")
-            conn.execute("ALTER TABLE marts.intervention_outcomes_next RENAME TO intervention_outcomes")
+        frame = read_outcome_rows(conn, playbook.outcome_days)
+        cases = write_outcomes(conn, frame)
         counts = read_frame(conn, "SELECT rule, channel, status, coalesce(reason, '') AS reason, count(*) AS n "
                                   "FROM ops.interventions GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4")
+    table = uplift_table(frame)
+    records = json.loads(table.to_json(orient="records"))  # plain JSON types; NaN -> null
+    summary = {f"{r['rule']}/{r['channel']}": {k: v for k, v in r.items() if k not in ("rule", "channel")}
+               for r in records}
     return dg.MaterializeResult(metadata={
         "dagster/row_count": dg.MetadataValue.int(len(frame)),
+        "cases": dg.MetadataValue.int(cases),
         "uplift_by_rule": dg.MetadataValue.json(summary),
-        "uplift_table": dg.MetadataValue.md(_uplift_markdown(summary)),
+        "uplift_table": dg.MetadataValue.md(_uplift_markdown(records)),
         "interventions_by_rule_channel_status": dg.MetadataValue.md(
             "\n".join(f"- {r.rule} / {r.channel} / {r.status} {r.reason}: {r.n}" for r in counts.itertuples())),
     })
 
 
-def _uplift_markdown(summary: dict) -> str:
-    lines = ["| rule | treated | control | treated rate | control rate | difference | 95 % CI |", "|---|---|---|---|---|---|---|"]
-    for rule, item in summary.items():
-        ci = "n/a" if item["ci_low"] is None else f"[{item['ci_low']:+.3f}, {item['ci_high']:+.3f}]"
-        lines.append(f"| {rule} | {item['treated']} | {item['control']} | {item['treated_rate']} | "
-                     f"{item['control_rate']} | {item['difference']} | {ci} |")
+def _uplift_markdown(records: list[dict]) -> str:
+    lines = ["| rule | channel | treated | control | difference (points) | 95 % CI | CUPED | contamination | verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        ci = "n/a" if r["ci_low"] is None else f"[{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]"
+        lines.append(f"| {r['rule']} | {r['channel']} | {r['treated']} | {r['control']} | {r['difference']} | {ci} | "
+                     f"{r['cuped_difference']} | {r['contamination']} | {r['verdict']} |")
     return "\n".join(lines)
+
+
+@dg.asset_check(asset=INTERVENTIONS, name="delivered_within_retry_window",
+                description="Warns when a message is still undelivered retry_window_hours after it was planned, "
+                            "or was given up (expired) in the last cooldown_days days.")
+def delivered_within_retry_window(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    playbook = load_playbook()
+    with warehouse.connect() as conn:
+        ensure_intervention_tables(conn)
+        counts = service.undelivered_past_window(conn, playbook)
+    return dg.AssetCheckResult(passed=not any(counts.values()), severity=dg.AssetCheckSeverity.WARN,
+                               metadata={**counts, "retry_window_hours": playbook.retry_window_hours})
 
 
 def email_from_env(settings: Settings) -> EmailResource:
@@ -338,6 +335,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
     lineage, and the ``email`` resource (``CS_PIPELINE_SMTP_*``; the outbox when no host is set)."""
     return dg.Definitions(
         assets=[interventions_spec, intervention_outcomes],
+        asset_checks=[delivered_within_retry_window],
         jobs=[intervention_job, manual_intervention_job],
         sensors=[risk_escalation_sensor],
         resources={"email": email_from_env(settings)},

@@ -2,7 +2,7 @@
 call tasks, each recorded exactly once in ``ops.interventions``.
 
 Every intervention has the key (supplier_id, rule, as_of_date, channel), unique in ``ops.interventions``.
-Planning inserts its rows with ON CONFLICT DO NOTHING (see ``service.plan_day``). Delivery of one row:
+Planning inserts its rows with ON CONFLICT DO NOTHING (see ``reservation.plan_day``). Delivery of one row:
 
 * in-app notifications and call tasks are written in the same transaction that marks the row ``sent``
   (exactly once);
@@ -51,7 +51,7 @@ DDL = [
       audience text NOT NULL,
       priority integer NOT NULL,
       status text NOT NULL CONSTRAINT interventions_status_check
-        CHECK (status IN ('planned', 'sending', 'sent', 'failed', 'suppressed')),
+        CHECK (status IN ('planned', 'sending', 'sent', 'failed', 'suppressed', 'expired')),
       reason text,
       scheduled_for date NOT NULL,
       sent_at timestamptz,
@@ -68,6 +68,7 @@ DDL = [
       forced boolean NOT NULL DEFAULT false,
       requested_by text,
       send_day date,
+      next_attempt_at timestamptz,
       created_at timestamptz NOT NULL DEFAULT now(),
       updated_at timestamptz NOT NULL DEFAULT now(),
       CONSTRAINT interventions_idempotency UNIQUE (supplier_id, rule, as_of_date, channel)
@@ -94,6 +95,18 @@ DDL = [
                      AND table_name = 'interventions' AND column_name = 'send_day') THEN
         ALTER TABLE ops.interventions ADD COLUMN send_day date;
         UPDATE ops.interventions SET send_day = (coalesce(sent_at, created_at) AT TIME ZONE 'UTC')::date;
+      END IF;
+    END $$
+    """,
+    # Issue 27: 'expired' (undelivered past the retry window) and the retry backoff, added later.
+    """
+    DO $$ BEGIN
+      IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'ops'
+                     AND table_name = 'interventions' AND column_name = 'next_attempt_at') THEN
+        ALTER TABLE ops.interventions ADD COLUMN next_attempt_at timestamptz,
+          DROP CONSTRAINT IF EXISTS interventions_status_check,
+          ADD CONSTRAINT interventions_status_check
+            CHECK (status IN ('planned', 'sending', 'sent', 'failed', 'suppressed', 'expired'));
       END IF;
     END $$
     """,
@@ -313,6 +326,10 @@ class DeliveryReport:
     #: Retries of a message reserved for an earlier UTC day, not sent now because today's daily cap is full
     #: (left ``planned``/``failed`` for a later run).
     deferred: int = 0
+    #: Undelivered rows of other days this pass tried again (``sending.deliver_pending``).
+    retried: int = 0
+    #: Undelivered rows given up by this pass (past ``retry_window_hours``, or an alert no longer critical).
+    expired: int = 0
 
 
 def record_plan(conn: psycopg.Connection, planned: pd.DataFrame, run_id: str | None) -> int:

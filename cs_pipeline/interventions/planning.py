@@ -14,7 +14,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from cs_pipeline.interventions.playbook import TEMPLATE_DIR, Condition, Playbook, Rule
+from cs_pipeline.interventions.playbook import MANUAL_RULE, TEMPLATE_DIR, Condition, Playbook, Rule
 
 #: Columns of the per-supplier, per-day facts the conditions read (customer_health + engagement).
 FACT_COLUMNS = ["supplier_id", "as_of_date", "risk_level", "previous_risk_level", "score_delta_7d",
@@ -105,18 +105,27 @@ def newly_matching(rule: Rule, today: pd.DataFrame, previous: pd.DataFrame,
     if previous is None or previous.empty or today.empty:
         return []
     prev_level = previous.set_index("supplier_id")["risk_level"]
-    current = today.loc[today["supplier_id"].isin(prev_level.index)].copy()
+    # A hash lookup, not Series.isin: pandas 3's isin over arrow strings converts every value one by one.
+    current = today.loc[pd.Index(prev_level.index).get_indexer(today["supplier_id"]) >= 0].copy()
     current["previous_risk_level"] = current["supplier_id"].map(prev_level)
     now = set(current.loc[condition_mask(current, rule.condition), "supplier_id"])
     before = set(previous.loc[condition_mask(previous, rule.condition), "supplier_id"])
     return sorted(now - before)
 
 
-def in_control_group(supplier_ids: pd.Series | list[str], rule: str, share: float) -> np.ndarray:
-    """Deterministic holdout: True for about ``share`` of suppliers, by SHA-256 of (rule, supplier)."""
+def in_control_group(supplier_ids: pd.Series | list[str], rule: str, share: float,
+                     episode: date | None = None) -> np.ndarray:
+    """Deterministic randomisation of cases: True for about ``share`` of them.
+
+    A case is (supplier, rule, episode), the episode being the day the rule became due for the supplier
+    (``as_of_date``): the arm is the SHA-256 of ``rule:supplier:episode`` compared with ``share``, so it is
+    drawn once per case, the same on every re-run, and independently for each new episode of a supplier
+    (a supplier is not control for a rule for ever). Without ``episode`` (older callers): by (rule, supplier).
+    """
+    suffix = f":{episode.isoformat()}" if episode is not None else ""
     out = np.zeros(len(supplier_ids), dtype=bool)
     for i, sid in enumerate(supplier_ids):
-        digest = hashlib.sha256(f"{rule}:{sid}".encode()).digest()
+        digest = hashlib.sha256(f"{rule}:{sid}{suffix}".encode()).digest()
         out[i] = int.from_bytes(digest[:8], "big") / 2**64 < share
     return out
 
@@ -153,13 +162,20 @@ def plan(rule: Rule, context: pd.DataFrame, as_of: date) -> pd.DataFrame:
 
 
 RISK_RANK = {"critical": 2, "at_risk": 1, "healthy": 0}
-#: Statuses of ``ops.interventions`` rows that count for cooldowns and caps (reserved or delivered).
+#: Statuses of ``ops.interventions`` rows that count for cooldowns and caps (reserved, being retried, or
+#: delivered). ``expired`` (undelivered past the retry window) counts for nothing: a failed attempt never
+#: starts a cooldown of its own. Control cases (``suppressed``, reason ``control``) count as well.
 COUNTED_STATUSES = ("planned", "sending", "sent", "failed")
 
 
 def is_alert(frame: pd.DataFrame) -> np.ndarray:
     """True for CS-team alert e-mails (``audience`` cs_team, ``channel`` email): not a supplier contact."""
     return ((frame["audience"] == "cs_team") & (frame["channel"] == "email")).to_numpy()
+
+
+def _objects(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """``frame[column]`` as a NumPy object array: iterating pandas 3's arrow strings costs microseconds each."""
+    return frame[column].to_numpy(dtype=object, na_value=None)
 
 
 def apply_filters(planned: pd.DataFrame, sent: pd.DataFrame, suppliers: pd.DataFrame, playbook: Playbook,
@@ -173,9 +189,11 @@ def apply_filters(planned: pd.DataFrame, sent: pd.DataFrame, suppliers: pd.DataF
 
     1. ``cancelled`` supplier; 2. ``opted_out`` (the channel, or every channel when channel is null);
     3. ``control_other_rule``: the supplier was held back as control for another rule on ``as_of``
-       (``sent`` rows with status suppressed, reason control): contacting it now would treat a control case;
+       (``sent`` rows with status suppressed, reason control): contacting it now would treat a control case
+       (not for manual interventions: a person chose to act; the contact is counted as contamination);
        ``one_rule_per_day``: only the supplier's highest-priority rule of the day contacts it (all of that
-       rule's channels go); a supplier already contacted on ``as_of`` by another rule is not contacted again;
+       rule's channels go); a supplier already contacted on ``as_of`` by another rule is not contacted again
+       (not for manual interventions either: the cooldown and the caps still bound them);
     4. ``cooldown``: same supplier and channel reserved or sent within ``cooldown_days`` (any rule);
     5. ``weekly_cap``: supplier-facing messages (audience supplier) to the supplier in the 7 days up to
        ``as_of``, across rules, would exceed ``weekly_cap``;
@@ -183,18 +201,25 @@ def apply_filters(planned: pd.DataFrame, sent: pd.DataFrame, suppliers: pd.DataF
        calendar day of sending, whatever their ``as_of`` day, rule, run or batch, manual ones included)
        plus this supplier's rule would exceed ``daily_cap``; a supplier's rule is admitted or held back
        as a whole;
-    7. ``control``: of the rows still planned, supplier-facing messages of suppliers in the holdout group
-       (``in_control_group`` of rule and supplier), so control and treated cases pass the same filters.
+    7. ``control``: of the rows still planned, supplier-facing messages of cases in the control arm
+       (``in_control_group`` of rule, supplier and episode ``as_of``), so control and treated cases pass the
+       same filters. Never for manual interventions (rule ``manual``: a person chose to act).
+
+    Identical bookkeeping of both arms: control rows in ``sent`` count for ``one_rule_per_day``, the
+    cooldown, the weekly cap and (through ``reserved_today``) the daily cap exactly as contacted rows do,
+    and today's control rows take their daily-cap slots, so a control case re-enters on the same schedule
+    as a treated one (issue 27).
 
     CS-team alert e-mails are never held back except by ``cooldown`` (one alert per supplier within
-    ``cooldown_days``). With ``force`` (manual interventions) steps 3-7 are skipped; 1-2 always apply.
+    ``cooldown_days``). With ``force`` (manual interventions) only the supplier cooldown (step 4) is
+    skipped; the other steps apply.
 
     Args:
         planned: output of ``plan`` (any rules), with ``risk_level`` and ``health_score`` when known.
         sent: rows of ``ops.interventions`` that count (status in ``COUNTED_STATUSES``): ``supplier_id``,
             ``rule``, ``channel``, ``audience``, ``as_of_date``; the keys being planned must not be in it.
             With ``status`` and ``reason`` columns it may also hold control rows (suppressed, control): they
-            only serve ``control_other_rule`` and count for nothing else.
+            count like contacts (identical bookkeeping) and serve ``control_other_rule``.
         suppliers: ``supplier_id``, ``status`` (latest snapshot).
         opted_out: ``supplier_id``, ``channel`` (None = every channel).
         reserved_today: supplier-facing messages of ``ops.interventions`` already reserved for the UTC day
@@ -214,6 +239,7 @@ def apply_filters(planned: pd.DataFrame, sent: pd.DataFrame, suppliers: pd.DataF
         .drop(columns=["_risk", "_health", "_prio"]).reset_index(drop=True)
     out["status"] = "planned"
     out["reason"] = None
+    sids, channels, rules = _objects(out, "supplier_id"), _objects(out, "channel"), _objects(out, "rule")
     alert = is_alert(out)
     facing = (out["audience"] == "supplier").to_numpy()
     status = suppliers.drop_duplicates("supplier_id", keep="last").set_index("supplier_id")["status"].reindex(out["supplier_id"]).to_numpy() \
@@ -230,66 +256,68 @@ def apply_filters(planned: pd.DataFrame, sent: pd.DataFrame, suppliers: pd.DataF
     control_rules: dict[str, set] = {}  # supplier -> rules it is held back as control for on as_of
     if len(sent) and {"status", "reason"} <= set(sent.columns):
         held = ((sent["status"] == "suppressed") & (sent["reason"] == "control")).to_numpy()
-        for sid, rule, day in zip(sent.loc[held, "supplier_id"], sent.loc[held, "rule"], sent.loc[held, "as_of_date"]):
+        for sid, rule, day in zip(_objects(sent.loc[held], "supplier_id"), _objects(sent.loc[held], "rule"),
+                                  _objects(sent.loc[held], "as_of_date")):
             if pd.Timestamp(day).date() == as_of:
                 control_rules.setdefault(sid, set()).add(rule)
-        sent = sent.loc[~held]
     sent_day = pd.to_datetime(sent["as_of_date"]).dt.date if len(sent) else pd.Series(dtype=object)
     suppress(status == "cancelled", "cancelled")
     if opted_out is not None and len(opted_out):
-        keys = set(zip(opted_out["supplier_id"], opted_out["channel"].fillna("*")))
-        suppress(np.array([(s, c) in keys or (s, "*") in keys for s, c in zip(out["supplier_id"], out["channel"])]),
-                 "opted_out")
+        keys = set(zip(_objects(opted_out, "supplier_id"), opted_out["channel"].fillna("*").to_numpy(dtype=object)))
+        suppress(np.array([(s, c) in keys or (s, "*") in keys for s, c in zip(sids, channels)]), "opted_out")
     # Cooldown of CS-team alerts: one per supplier within cooldown_days (any rule), even when forced.
     recent = sent.loc[(sent_day > as_of - timedelta(days=playbook.cooldown_days)).to_numpy()] if len(sent) else sent
     alerted = set(recent.loc[is_alert(recent), "supplier_id"]) if len(recent) else set()
     suppress(alert & out["supplier_id"].isin(alerted).to_numpy(), "cooldown", alerts_too=True)
     first_alert = ~out.loc[alert].duplicated("supplier_id")  # one alert per supplier in this plan
     suppress(alert & ~first_alert.reindex(out.index, fill_value=True).to_numpy(), "cooldown", alerts_too=True)
-    if force:
-        return out
-
-    suppress(np.array([bool(control_rules.get(s, set()) - {r}) for s, r in zip(out["supplier_id"], out["rule"])]),
-             "control_other_rule")
+    manual = (out["rule"] == MANUAL_RULE).to_numpy()
+    suppress(~manual & np.array([bool(control_rules.get(s, set()) - {r})
+                                 for s, r in zip(sids, rules)]), "control_other_rule")
     contacts = sent.loc[~is_alert(sent)] if len(sent) else sent
     today_contacts = contacts.loc[(pd.to_datetime(contacts["as_of_date"]).dt.date == as_of).to_numpy()] \
         if len(contacts) else contacts
     contacted_by = today_contacts.groupby("supplier_id")["rule"].agg(set).to_dict() if len(today_contacts) else {}
     live = out.loc[~alert & (out["status"] == "planned").to_numpy()]
     top_rule = live.groupby("supplier_id")["rule"].first().to_dict()  # rows are in priority order
-    suppress(np.array([top_rule.get(s, r) != r or bool(contacted_by.get(s, set()) - {r})
-                       for s, r in zip(out["supplier_id"], out["rule"])]), "one_rule_per_day")
+    suppress(~manual & np.array([top_rule.get(s, r) != r or bool(contacted_by.get(s, set()) - {r})
+                                 for s, r in zip(sids, rules)]), "one_rule_per_day")
     recent_contacts = recent.loc[~is_alert(recent)] if len(recent) else recent
-    cooled = set(zip(recent_contacts["supplier_id"], recent_contacts["channel"])) if len(recent_contacts) else set()
-    suppress(np.array([(s, c) in cooled for s, c in zip(out["supplier_id"], out["channel"])]), "cooldown")
+    cooled = set(zip(_objects(recent_contacts, "supplier_id"), _objects(recent_contacts, "channel"))) \
+        if len(recent_contacts) else set()
+    if not force:
+        suppress(np.array([(s, c) in cooled for s, c in zip(sids, channels)]), "cooldown")
 
     messages = sent.loc[(sent["audience"] == "supplier").to_numpy()] if len(sent) else sent
     message_days = pd.to_datetime(messages["as_of_date"]).dt.date if len(messages) else pd.Series(dtype=object)
     week = messages.loc[(message_days > as_of - timedelta(days=7)).to_numpy()] if len(messages) else messages
     per_supplier = week.groupby("supplier_id").size().to_dict() if len(week) else {}
     today_total = int(reserved_today)  # per UTC sending day, not per as_of day (see reserved_today)
-    for i in out.index[(out["status"] == "planned").to_numpy() & facing]:
-        sid = out.at[i, "supplier_id"]
-        if per_supplier.get(sid, 0) >= playbook.weekly_cap:
-            out.at[i, "status"], out.at[i, "reason"] = "suppressed", "weekly_cap"
-        else:
-            per_supplier[sid] = per_supplier.get(sid, 0) + 1
+    # Weekly cap, in priority order: a supplier's n-th message of the plan goes while earlier ones + n <= cap.
+    live_facing = (out["status"] == "planned").to_numpy() & facing
+    earlier = out["supplier_id"].map(per_supplier).fillna(0).to_numpy() if per_supplier else np.zeros(len(out))
+    nth = out.loc[live_facing].groupby("supplier_id").cumcount().reindex(out.index, fill_value=0).to_numpy()
+    suppress(live_facing & (earlier + nth >= playbook.weekly_cap), "weekly_cap")
     # Daily cap: a supplier's rule (its remaining supplier-facing messages) is admitted or held back whole.
-    pending = out.loc[(out["status"] == "planned").to_numpy() & ~alert]
-    groups: dict[tuple[str, str], list[int]] = {}
-    for i, key in zip(pending.index, zip(pending["supplier_id"], pending["rule"])):
-        groups.setdefault(key, []).append(i)  # insertion order = priority and risk order
-    for rows in groups.values():
-        need = int(facing[rows].sum())
+    pending = (out["status"] == "planned").to_numpy() & ~alert
+    keys = list(zip(sids[pending], rules[pending]))
+    needs: dict[tuple[str, str], int] = {}
+    for key, is_facing in zip(keys, facing[pending]):  # insertion order = priority and risk order
+        needs[key] = needs.get(key, 0) + int(is_facing)
+    held_back = set()
+    for key, need in needs.items():
         if need and today_total + need > playbook.daily_cap:
-            out.loc[rows, "status"], out.loc[rows, "reason"] = "suppressed", "daily_cap"
+            held_back.add(key)
         else:
             today_total += need
+    if held_back:
+        suppress(np.array([k in held_back for k in zip(sids, rules)]) & pending, "daily_cap")
     control = np.zeros(len(out), dtype=bool)
-    candidates = (out["status"] == "planned").to_numpy() & facing
+    candidates = (out["status"] == "planned").to_numpy() & facing & ~manual
     for rule, rows in out.loc[candidates].groupby("rule").indices.items():
         index = out.index[candidates][rows]
-        control[index] = in_control_group(out.loc[index, "supplier_id"].tolist(), rule, playbook.control_share)
+        control[index] = in_control_group(out.loc[index, "supplier_id"].tolist(), rule, playbook.control_share,
+                                          episode=as_of)
     suppress(control, "control")
     return out
 

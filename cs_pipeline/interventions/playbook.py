@@ -100,6 +100,10 @@ class Playbook(StrictModel):
     #: A transition ("newly" at risk, ...) needs a previous score of the supplier at most this many days
     #: before the day; without one the supplier is not newly matching (a missing day never means mass contact).
     transition_max_gap_days: int = Field(default=3, ge=1, le=30)
+    #: Hours after planning during which an undelivered message is retried by later runs (then ``expired``).
+    retry_window_hours: int = Field(default=48, ge=1, le=24 * 30)
+    #: Days after the trigger at which a case's outcome (health score change, churn) is read.
+    outcome_days: int = Field(default=30, ge=1, le=365)
     cs_team_email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
     from_email: str
     rules: list[Rule] = Field(min_length=1)

@@ -29,7 +29,7 @@ from cs_pipeline.interventions.defs import (
     risk_escalation_sensor,
 )
 from cs_pipeline.interventions.delivery import EmailResource, InvalidAddress, validate_address
-from cs_pipeline.interventions.outcomes import outcomes
+from cs_pipeline.interventions.outcomes import uplift_table
 from cs_pipeline.interventions.planning import apply_filters, in_control_group, plan, render
 from cs_pipeline.interventions.playbook import load_playbook
 from cs_pipeline.interventions.service import run_interventions
@@ -159,9 +159,10 @@ def smtp():
         controller.stop()
 
 
-def not_in_control(rule: str, n: int, prefix: str = "s") -> list[str]:
+def not_in_control(rule: str, n: int, prefix: str = "s", day: date = DAY) -> list[str]:
+    """``n`` supplier ids whose case of ``rule`` due on ``day`` is in the treated arm."""
     ids = [f"{prefix}{i:04d}" for i in range(n * 3)]
-    return [s for s, c in zip(ids, in_control_group(ids, rule, PLAYBOOK.control_share)) if not c][:n]
+    return [s for s, c in zip(ids, in_control_group(ids, rule, PLAYBOOK.control_share, episode=day)) if not c][:n]
 
 
 def in_app_count(conn) -> int:
@@ -230,7 +231,7 @@ def test_when_the_cap_binds_highest_priority_then_highest_risk_are_kept():
 def test_supplier_matching_two_rules_is_contacted_by_one_rule(db, smtp):
     handler, email = smtp
     sid = [s for s in not_in_control("new_supplier_inactive", 5)
-           if not in_control_group([s], "escalated_to_at_risk", PLAYBOOK.control_share)[0]][0]
+           if not in_control_group([s], "escalated_to_at_risk", PLAYBOOK.control_share, episode=DAY)[0]][0]
     load(db, [{"sid": sid, "day": DAY - timedelta(days=1), "risk": "healthy", "stage": "onboarding",
                "onboarded": 6, "login": 6},
               {"sid": sid, "day": DAY, "risk": "at_risk", "previous": "healthy", "stage": "onboarding",
@@ -401,7 +402,7 @@ def test_interrupted_sending_rows_are_reconciled_without_resending(db, smtp):
 
 def test_control_group_is_assigned_after_cooldown_and_caps():
     ids = [f"c{i:04d}" for i in range(400)]
-    control = [s for s, c in zip(ids, in_control_group(ids, "escalated_to_at_risk", 0.10)) if c]
+    control = [s for s, c in zip(ids, in_control_group(ids, "escalated_to_at_risk", 0.10, episode=DAY)) if c]
     planned = plan(PLAYBOOK.rule("escalated_to_at_risk"), pd.DataFrame({"supplier_id": ids}), DAY)
     cooled = pd.DataFrame([{"supplier_id": s, "rule": "sharp_score_drop", "channel": c, "audience": "supplier",
                             "as_of_date": DAY - timedelta(days=2)} for s in control for c in ("email", "in_app")])
@@ -411,29 +412,32 @@ def test_control_group_is_assigned_after_cooldown_and_caps():
 
 
 def test_uplift_excludes_cs_alerts_and_calls_and_has_a_confidence_interval():
+    """Intention to treat: a failed or expired treated message still counts as treated; alerts, call tasks
+    and manual interventions are no treatment; the interval is Welch's on the score change in points."""
     rows = []
-    for i in range(200):
+    for i in range(400):
         control = i % 4 == 0
-        recovered = (i % 3 == 0) if control else (i % 2 == 0)
-        base = {"supplier_id": f"u{i}", "as_of_date": DAY, "is_control": control, "health_at_trigger": 40.0,
-                "risk_at_trigger": "at_risk", "health_30d": 60.0 if recovered else 41.0,
-                "risk_30d": "healthy" if recovered else "at_risk"}
+        change = (i % 7) - 3.0 + (0.0 if control else 6.0)  # treated cases gain 6 points
+        status = "suppressed" if control else ("failed" if i % 10 == 1 else "expired" if i % 10 == 3 else "sent")
+        base = {"supplier_id": f"u{i}", "as_of_date": DAY, "health_at_trigger": 40.0 + i % 5,
+                "health_outcome": 40.0 + i % 5 + change, "churned": i % 9 == 0, "contaminated": i % 8 == 0}
         for channel in ("email", "in_app"):
             rows.append({**base, "intervention_id": len(rows), "rule": "escalated_to_at_risk", "channel": channel,
-                         "audience": "supplier", "status": "suppressed" if control else "sent",
-                         "reason": "control" if control else None})
+                         "audience": "supplier", "status": status, "reason": "control" if control else None})
         rows.append({**base, "intervention_id": len(rows), "rule": "escalated_to_critical", "channel": "call",
-                     "audience": "cs_team", "status": "sent", "reason": None, "is_control": False})
+                     "audience": "cs_team", "status": "sent", "reason": None})
         rows.append({**base, "intervention_id": len(rows), "rule": "critical_alert", "channel": "email",
-                     "audience": "cs_team", "status": "sent", "reason": None, "is_control": False})
-    frame, summary = outcomes(pd.DataFrame(rows))
-    assert set(summary) == {"escalated_to_at_risk"}  # alerts and call tasks are not treatment
-    s = summary["escalated_to_at_risk"]
-    assert (s["treated"], s["control"]) == (150, 50)
-    assert s["treated_rate"] == pytest.approx(50 / 150, abs=1e-4) and s["control_rate"] == pytest.approx(17 / 50, abs=1e-4)
-    assert s["difference"] == pytest.approx(s["treated_rate"] - s["control_rate"], abs=1e-4)
-    assert s["ci_low"] < s["difference"] < s["ci_high"] and s["ci_high"] - s["ci_low"] < 0.5
-    assert (frame["audience"] == "supplier").all()
+                     "audience": "cs_team", "status": "sent", "reason": None})
+        rows.append({**base, "intervention_id": len(rows), "rule": "manual", "channel": "email",
+                     "audience": "supplier", "status": "sent", "reason": None})
+    table = uplift_table(pd.DataFrame(rows)).set_index(["rule", "channel"])
+    assert set(table.index.get_level_values("rule")) == {"escalated_to_at_risk"}  # alerts, calls, manual: no
+    s = table.loc[("escalated_to_at_risk", "all")]
+    assert (s["treated"], s["control"]) == (300, 100)  # failed and expired treated cases stay treated
+    assert s["difference"] == pytest.approx(6.0, abs=0.3) and s["ci_low"] < s["difference"] < s["ci_high"]
+    assert s["ci_high"] - s["ci_low"] < 2.0 and s["verdict"] == "uplift"
+    assert s["contamination"] == pytest.approx(0.5)  # half the control cases (i % 8 == 0)
+    assert table.loc[("escalated_to_at_risk", "email"), "treated"] == 300
 
 
 # --- 7. addresses and names ------------------------------------------------------------------------------
@@ -474,8 +478,8 @@ def test_line_separators_in_names_are_sanitised(db, smtp):
 
 def test_manual_intervention_job_respects_cooldown_force_and_opt_out(db, smtp, warehouse):
     handler, email = smtp
-    sid, other = not_in_control("escalated_to_at_risk", 2, "man")
     day = datetime.now(timezone.utc).date() - timedelta(days=1)  # manual interventions are dated today (UTC)
+    sid, other = not_in_control("escalated_to_at_risk", 2, "man", day=day)
     load(db, [r for s in (sid, other) for r in ({"sid": s, "day": day - timedelta(days=1), "risk": "healthy"},
                                                 {"sid": s, "day": day, "risk": "at_risk"})])
     run_interventions(db, PLAYBOOK, email, None, day)  # the playbook e-mailed both yesterday
@@ -615,7 +619,7 @@ def test_supplier_contacted_earlier_in_the_day_is_not_contacted_by_a_later_rule(
     newly due, the supplier already contacted that day gets nothing more (not even its call task)."""
     handler, email = smtp
     sid = [s for s in not_in_control("escalated_to_at_risk", 5, "x2")
-           if not in_control_group([s], "new_supplier_inactive", PLAYBOOK.control_share)[0]][0]
+           if not in_control_group([s], "new_supplier_inactive", PLAYBOOK.control_share, episode=DAY)[0]][0]
     load(db, [{"sid": sid, "day": DAY - timedelta(days=1), "risk": "healthy", "stage": "onboarding",
                "onboarded": 6, "login": 6},
               {"sid": sid, "day": DAY, "risk": "at_risk", "previous": "healthy"}])
@@ -694,8 +698,8 @@ def test_control_supplier_is_not_contacted_by_another_rule_that_day(db, smtp):
     run after a re-materialisation makes a higher-priority rule newly due): the control group stays clean."""
     handler, email = smtp
     ids = [f"cg{i:04d}" for i in range(400)]
-    sid = [s for s, c in zip(ids, in_control_group(ids, "escalated_to_at_risk", PLAYBOOK.control_share))
-           if c and not in_control_group([s], "new_supplier_inactive", PLAYBOOK.control_share)[0]][0]
+    sid = [s for s, c in zip(ids, in_control_group(ids, "escalated_to_at_risk", PLAYBOOK.control_share, episode=DAY))
+           if c and not in_control_group([s], "new_supplier_inactive", PLAYBOOK.control_share, episode=DAY)[0]][0]
     load(db, [{"sid": sid, "day": DAY - timedelta(days=1), "risk": "healthy", "stage": "onboarding",
                "onboarded": 6, "login": 6},
               {"sid": sid, "day": DAY, "risk": "at_risk", "previous": "healthy"}])
@@ -723,17 +727,18 @@ def test_cancellation_after_planning_holds_on_retry_and_forced_relaunch(db, smtp
     down = EmailResource(host="127.0.0.1", port=1, use_tls=False, timeout_seconds=2)
     run_interventions(db, PLAYBOOK, down, "escalated_to_at_risk", DAY)  # the e-mail fails: retried later
     assert db.execute("SELECT status FROM ops.interventions WHERE channel = 'email'").fetchone()[0] == "failed"
-    blocked = manual_intervention(db, PLAYBOOK, email, sid, "call", day=DAY)  # contacted today: held back
-    assert blocked.status == "suppressed" and blocked.reason in ("one_rule_per_day", "cooldown")
+    # in-app sent today: held back by the cooldown (manual interventions are not bound by one_rule_per_day)
+    blocked = manual_intervention(db, PLAYBOOK, email, sid, "in_app", day=DAY)
+    assert blocked.status == "suppressed" and blocked.reason == "cooldown"
     db.execute("UPDATE marts.dim_suppliers SET status = 'cancelled' WHERE supplier_id = %s", (sid,))
     db.commit()
     run_interventions(db, PLAYBOOK, email, "escalated_to_at_risk", DAY)
-    forced = manual_intervention(db, PLAYBOOK, email, sid, "call", force=True, day=DAY)
+    forced = manual_intervention(db, PLAYBOOK, email, sid, "in_app", force=True, day=DAY)
     assert handler.messages == []
     assert (forced.status, forced.reason) == ("suppressed", "cancelled")
     assert db.execute("SELECT status, reason FROM ops.interventions WHERE channel = 'email'").fetchone() == \
         ("suppressed", "cancelled")
-    assert db.execute("SELECT count(*) FROM ops.support_interactions").fetchone()[0] == 0
+    assert in_app_count(db) == 1  # the playbook's nudge, delivered before the cancellation; nothing manual
 
 
 def test_manual_relaunch_reports_already_delivered_not_sent(db, smtp, warehouse, monkeypatch, tmp_path):

@@ -162,12 +162,24 @@ def read_call_tasks_due(conn: psycopg.Connection, status: MartsStatus, day: date
                   (day,))
 
 
+#: Columns of marts.intervention_outcomes the Interventions page reads (``outcomes.OUTCOME_INPUT_COLUMNS``).
+OUTCOME_COLUMNS = ["intervention_id", "supplier_id", "rule", "channel", "audience", "as_of_date", "status", "reason",
+                   "health_at_trigger", "health_outcome", "churned", "contaminated"]
+
+
 def read_outcomes(conn: psycopg.Connection, status: MartsStatus) -> pd.DataFrame:
-    """Rows of marts.intervention_outcomes: supplier_id, rule, channel, as_of_date, is_control, recovered."""
+    """Rows of marts.intervention_outcomes (``OUTCOME_COLUMNS``; scores float points, ``churned`` and
+    ``contaminated`` booleans). Empty with those columns when the table is missing or from an older version."""
     if "marts.intervention_outcomes" not in status.present:
-        return pd.DataFrame(columns=["supplier_id", "rule", "channel", "as_of_date", "is_control", "recovered"])
-    return _frame(conn, "SELECT supplier_id, rule, channel, as_of_date, is_control, recovered "
-                        "FROM marts.intervention_outcomes")
+        return pd.DataFrame(columns=OUTCOME_COLUMNS)
+    present = set(_frame(conn, "SELECT column_name FROM information_schema.columns WHERE table_schema = 'marts' "
+                               "AND table_name = 'intervention_outcomes'")["column_name"])
+    if not set(OUTCOME_COLUMNS) <= present:  # written before issue 27: no intention-to-treat columns yet
+        return pd.DataFrame(columns=OUTCOME_COLUMNS)
+    frame = _frame(conn, "SELECT intervention_id, supplier_id, rule, channel, audience, as_of_date, status, reason, "
+                         "health_at_trigger::float8 AS health_at_trigger, health_outcome::float8 AS health_outcome, "
+                         "churned, contaminated FROM marts.intervention_outcomes")
+    return frame
 
 
 def read_backtest(conn: psycopg.Connection, status: MartsStatus) -> pd.DataFrame:
@@ -253,33 +265,23 @@ def drivers_table(components) -> pd.DataFrame:
         ["component", "metric", "points", "max_points", "points_lost", "missing"]].reset_index(drop=True)
 
 
+#: The report's columns, in the order the Interventions page shows them.
+UPLIFT_COLUMNS = ["rule", "channel", "verdict", "treated", "control", "difference", "ci_low", "ci_high",
+                  "cuped_difference", "cuped_ci_low", "cuped_ci_high", "treated_mean", "control_mean",
+                  "treated_churn", "control_churn", "churn_difference", "contamination", "per_protocol_difference",
+                  "required_treated", "required_control"]
+
+
 def uplift_by_rule(outcomes: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
-    """Recovery uplift per playbook rule, treated vs control group, with a Wald confidence interval for
-    the difference of two proportions (statsmodels ``confint_proportions_2indep``, 1 - alpha).
+    """The intention-to-treat uplift report of ``interventions.outcomes.uplift_table`` (one row per rule with
+    channel ``all``, then per rule and channel), ``UPLIFT_COLUMNS``: difference in mean health score change
+    (points, treated minus control) with its 95 % Welch interval, CUPED-adjusted, churn, contamination,
+    per-protocol (secondary) and the cases needed to see 5 points at 80 % power."""
+    from cs_pipeline.interventions.outcomes import uplift_table
 
-    A supplier counts once per rule and arm (recovered if any of its cases recovered); cases whose
-    30-day outcome is not known yet are left out. Columns: rule, treated, control (suppliers),
-    treated_recovery, control_recovery (0..1), uplift (treated - control), ci_low, ci_high (NaN when an
-    arm is empty).
-    """
-    from statsmodels.stats.proportion import confint_proportions_2indep
-
-    columns = ["rule", "treated", "control", "treated_recovery", "control_recovery", "uplift", "ci_low", "ci_high"]
-    known = outcomes.loc[outcomes["recovered"].notna()]
-    rows = []
-    for rule, group in known.groupby("rule"):
-        per = group.assign(recovered=group["recovered"].astype(bool)).groupby(
-            ["supplier_id", "is_control"])["recovered"].max().reset_index()
-        treated = per.loc[~per["is_control"].astype(bool), "recovered"]
-        control = per.loc[per["is_control"].astype(bool), "recovered"]
-        t_rate = treated.mean() if len(treated) else np.nan
-        c_rate = control.mean() if len(control) else np.nan
-        low = high = np.nan
-        if len(treated) and len(control):
-            low, high = confint_proportions_2indep(int(treated.sum()), len(treated), int(control.sum()), len(control),
-                                                   method="wald", compare="diff", alpha=alpha)
-        rows.append((rule, len(treated), len(control), t_rate, c_rate, t_rate - c_rate, low, high))
-    return pd.DataFrame(rows, columns=columns)
+    if outcomes.empty:
+        return pd.DataFrame(columns=UPLIFT_COLUMNS)
+    return uplift_table(outcomes, alpha)[UPLIFT_COLUMNS]
 
 
 def calibration_frame(backtest: pd.DataFrame) -> pd.DataFrame:

@@ -210,13 +210,19 @@ def interventions(conn, status: data.MartsStatus, day: date) -> None:
     st.subheader(f"Call tasks due by {day}")
     due = data.read_call_tasks_due(conn, status, day)
     _table_or(due, len(due), "no open call tasks")
-    st.subheader("Uplift per rule against the control group (recovered within 30 days)")
+    st.subheader("Did it work? Uplift per rule and channel, by intention to treat")
     uplift = data.uplift_by_rule(data.read_outcomes(conn, status))
     if uplift.empty:
-        st.write("no outcomes yet: an intervention's outcome is known 30 days after it")
+        st.write("no outcomes yet: a case's outcome is known outcome_days (playbook, default 30) after it")
     else:
         st.dataframe(uplift, hide_index=True, width="stretch")
-        st.caption("ci_low / ci_high: 95 % Wald interval of the difference in recovery rates (treated - control).")
+        st.caption("Cases (supplier x rule x trigger day) in the arm they were randomised to, whatever became of "
+                   "the message. difference: mean health score change treated minus control (points) with its 95 % "
+                   "Welch interval (ci_low, ci_high); cuped_*: adjusted for the score at trigger; contamination: "
+                   "share of control cases another rule contacted within the outcome window; per_protocol_difference "
+                   "is secondary. 'too few cases' below the cases needed to detect 5 points at 80 % power "
+                   "(required_treated / required_control). Manual interventions, CS-team alerts and call tasks are "
+                   "not part of it. See docs/interventions-statistics.md.")
 
 
 def score_quality(conn, status: data.MartsStatus, day: date) -> None:
