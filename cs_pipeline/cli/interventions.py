@@ -16,8 +16,8 @@ def intervene(
     template: Annotated[str | None, typer.Option(help="Template name (default: manual_message; calls: "
                                                       "check_in_call).")] = None,
     message: Annotated[str | None, typer.Option(help="Free text shown in the message or call task.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Override cooldowns and caps (recorded); opt-outs "
-                                                        "and cancellations always hold.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Override the cooldown only (recorded); caps, "
+                                                        "opt-outs and cancellations always hold.")] = False,
 ) -> None:
     """Send one intervention by hand through the manual_intervention job (same opt-out, cooldown,
     exactly-once and audit path as the playbook; recorded in ops.interventions with rule manual)."""
@@ -42,5 +42,5 @@ def intervene(
                   f"(run {outcome.run_id})")
     if status != "sent":
         if reason in FORCEABLE and not force:
-            console.print("use --force to override the cooldown or cap (it is recorded)")
+            console.print("use --force to override the cooldown (it is recorded)")
         raise typer.Exit(1)
