@@ -90,7 +90,16 @@ DDL += [
 ]
 DDL += [
     # Issue 28: a celebrated milestone the data no longer supports is kept, retracted (not deleted).
-    "ALTER TABLE marts.success_milestones ADD COLUMN IF NOT EXISTS retracted_at timestamptz",
+    # Only when missing: ALTER TABLE takes an exclusive lock even when the column exists, and would
+    # wait for every open reader of the table (a dashboard session) on each run.
+    """
+    DO $$ BEGIN
+      IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'marts'
+                     AND table_name = 'success_milestones' AND column_name = 'retracted_at') THEN
+        ALTER TABLE marts.success_milestones ADD COLUMN retracted_at timestamptz;
+      END IF;
+    END $$
+    """,
 ]
 
 
