@@ -3,7 +3,7 @@ engagement history *before* D, so a day's score is the same whichever day it is 
 daily run, a re-run of an old day, a full refresh or a backtest (the rule of feature stores such as
 Feast or Tecton: a value for day D uses only data known by D).
 
-The index of each day is ``seasonal_index_from_sums`` (``scoring``) of the history in
+The index of each day is ``seasonal_index_from_sums``'s rule (``scoring``) over the history in
 [D - ``LOOKBACK_DAYS``, D - 1]. Its sufficient statistics are kept per vendor category and *day*
 (a few rows per day whatever the number of suppliers), so the window of each scored day is a slice of
 one small dense array: a daily run costs one aggregation of the lookback, a full refresh one
@@ -21,7 +21,6 @@ from psycopg import sql
 
 from cs_pipeline.core.db import read_frame
 from cs_pipeline.health.scorecard import Seasonality
-from cs_pipeline.health.scoring import seasonal_index_from_sums
 
 #: Days of history before D the index of day D learns from (two years: every calendar month twice).
 LOOKBACK_DAYS = 730
@@ -100,19 +99,42 @@ def point_in_time_index(daily_sums: pd.DataFrame, days: list[date], metrics: lis
     n_days = (days[-1] - start).days
     dense = np.zeros((n_days, len(combos), len(stats)))
     np.add.at(dense, (offsets, combo_codes), frame[stats].to_numpy(dtype=float))
-    base = pd.DataFrame({"vendor_category": np.asarray(cats)[combos // 13], "month": combos % 13})
-    parts = []
-    for day in days:
-        hi = (day - start).days
-        window = dense[hi - lookback_days:hi].sum(axis=0)
-        present = window[:, [i for i, c in enumerate(stats) if c.endswith("__count")]].sum(axis=1) > 0
-        if not present.any():
-            continue
-        sums = base.loc[present].reset_index(drop=True)
-        sums[stats] = window[present]
-        index = seasonal_index_from_sums(sums, metrics, settings)
-        index.insert(0, "as_of_date", day)
-        parts.append(index)
-    if not parts:
+    # Each day's window: exactly lookback_days rows added in day order (zeros are exact), so the same
+    # history gives the same bits whatever range was read.
+    offsets_of_days = np.array([(d - start).days for d in days])
+    windows = np.stack([dense[hi - lookback_days:hi].sum(axis=0) for hi in offsets_of_days])
+    counts = windows[:, :, [i for i, c in enumerate(stats) if c.endswith("__count")]]
+    day_idx, combo_idx = np.nonzero(counts.sum(axis=2) > 0)
+    if not len(day_idx):
         return pd.DataFrame(columns=columns)
-    return pd.concat(parts, ignore_index=True)[columns]
+    sums = pd.DataFrame({"as_of_date": np.asarray(days, dtype=object)[day_idx],
+                         "vendor_category": np.asarray(cats, dtype=object)[combos[combo_idx] // 13],
+                         "month": (combos[combo_idx] % 13).astype(int)})
+    sums[stats] = windows[day_idx, combo_idx]
+    return index_from_sums_by_day(sums, metrics, settings)[columns]
+
+
+def index_from_sums_by_day(sums: pd.DataFrame, metrics: list[str], settings: Seasonality) -> pd.DataFrame:
+    """``seasonal_index_from_sums`` of each ``as_of_date``'s rows, for all days at once (the same rule:
+    category-month mean over the category's mean of monthly means; below ``min_observations`` the
+    month's index over all categories, or 1.0; clipped). ``sums`` has ``as_of_date``,
+    ``vendor_category``, ``month`` and ``seasonal_sums``'s stat columns; returns ``as_of_date``,
+    ``vendor_category``, ``month`` and one float column per metric."""
+    out = sums[["as_of_date", "vendor_category", "month"]].copy()
+    for metric in metrics:
+        total = sums[f"{metric}__sum"].astype(float).fillna(0.0)
+        count = sums[f"{metric}__count"].astype(float).fillna(0.0)
+        frame = pd.DataFrame({"day": sums["as_of_date"], "cat": sums["vendor_category"], "month": sums["month"],
+                              "total": total, "count": count})
+        frame["mean"] = frame["total"] / frame["count"].where(frame["count"] > 0)
+        index = frame["mean"] / frame.groupby(["day", "cat"])["mean"].transform("mean")
+        by_month = frame.groupby(["day", "month"], as_index=False)[["total", "count"]].sum()
+        by_month["mean"] = by_month["total"] / by_month["count"].where(by_month["count"] > 0)
+        by_month["index"] = by_month["mean"] / by_month.groupby("day")["mean"].transform("mean")
+        by_month["fallback"] = np.where(by_month["count"] >= settings.min_observations, by_month["index"], 1.0)
+        fallback = frame[["day", "month"]].merge(by_month[["day", "month", "fallback"]], on=["day", "month"],
+                                                 how="left")["fallback"].to_numpy()
+        values = np.where(count.to_numpy() >= settings.min_observations, index.to_numpy(), fallback)
+        values = np.where(np.isfinite(values) & (values > 0), values, 1.0)
+        out[metric] = np.clip(values, settings.min_index, settings.max_index)
+    return out.reset_index(drop=True)

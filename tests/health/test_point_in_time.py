@@ -39,13 +39,18 @@ def _history(days: int, seed: int = 0) -> pd.DataFrame:
 def test_a_days_index_is_learned_from_the_history_before_it_only():
     history = _history(420)
     settings = WS168.seasonality.model_copy(update={"min_observations": 20})
-    day = START + timedelta(days=400)
-    before = history.loc[history["as_of_date"] < day]
+    days = [START + timedelta(days=i) for i in (40, 366, 380, 400)]
+    together = point_in_time_index(daily_seasonal_sums(history, METRICS), days, METRICS, settings)
+    for day in days:
+        before = history.loc[history["as_of_date"] < day]
+        expected = seasonal_index(before.dropna(subset=["vendor_category"]), METRICS, settings)
+        got = together.loc[together["as_of_date"] == day].drop(columns="as_of_date").merge(
+            expected, on=["vendor_category", "month"], suffixes=("", "_x"))
+        assert len(got) == len(expected) > 0
+        assert got["client_activity_rate"].to_numpy() == pytest.approx(got["client_activity_rate_x"].to_numpy())
+    day = days[-1]
     index = point_in_time_index(daily_seasonal_sums(history, METRICS), [day], METRICS, settings)
-    expected = seasonal_index(before.dropna(subset=["vendor_category"]), METRICS, settings)
-    got = index.drop(columns="as_of_date").merge(expected, on=["vendor_category", "month"], suffixes=("", "_x"))
-    assert len(got) == len(expected) > 0
-    assert got["client_activity_rate"].to_numpy() == pytest.approx(got["client_activity_rate_x"].to_numpy())
+    assert index.equals(together.loc[together["as_of_date"] == day].reset_index(drop=True))
     # The future does not move it: more history after the day, or the day itself changed, same bits.
     future = history.copy()
     future.loc[future["as_of_date"] >= day, "client_activity_rate"] = 0.01
