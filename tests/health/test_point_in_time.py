@@ -185,3 +185,21 @@ def test_a_milestone_the_corrected_data_no_longer_supports_is_removed_or_retract
     back = reconcile_milestones(later, milestones, retracted, day + timedelta(days=2))
     assert back.upserts[["supplier_id", "milestone_type", "achieved_at"]].values.tolist() == \
         [["s2", "first_login", day + timedelta(days=2)]]
+
+
+def test_ensuring_the_milestone_table_does_not_wait_for_its_readers(warehouse):
+    """Every success_milestones run ensures the retracted_at column; with the column there it must not
+    take a lock that waits for an open reader of the table (a dashboard session)."""
+    from cs_pipeline.health.store import ensure_health_tables
+
+    with warehouse.connect() as setup:
+        ensure_health_tables(setup)
+    with warehouse.connect() as reader, warehouse.connect() as writer:
+        reader.execute("SELECT count(*) FROM marts.success_milestones").fetchone()  # transaction left open
+        writer.execute("SET lock_timeout = '2s'")
+        writer.commit()
+        ensure_health_tables(writer)  # raises LockNotAvailable when it waits for the reader
+        columns = [r[0] for r in writer.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'marts' "
+            "AND table_name = 'success_milestones'").fetchall()]
+        assert "retracted_at" in columns
