@@ -203,3 +203,76 @@ def test_ensuring_the_milestone_table_does_not_wait_for_its_readers(warehouse):
             "SELECT column_name FROM information_schema.columns WHERE table_schema = 'marts' "
             "AND table_name = 'success_milestones'").fetchall()]
         assert "retracted_at" in columns
+
+
+def test_success_milestones_asset_follows_late_and_corrected_days(settings, warehouse):
+    """The issue's milestone scenario through Dagster, on hand-written facts (what dbt would build):
+    days 1, 2, 3, 5 loaded, then day 4 (which rebuilds day 5's running totals), then a corrected day 2.
+    A milestone first reached on day 5 once day 4 is in appears; one the corrected day 2 no longer
+    supports is removed, or kept with retracted_at when it was celebrated."""
+    import dagster as dg
+
+    from cs_pipeline.app.runner import run_job_over_range
+    from cs_pipeline.definitions import build_definitions
+    from tests.helpers import reset_warehouse
+
+    key = dg.AssetKey(["marts", "success_milestones"])
+    d = [date(2025, 6, i) for i in range(1, 6)]
+    with warehouse.connect() as conn:
+        reset_warehouse(conn)
+        conn.execute("CREATE SCHEMA IF NOT EXISTS marts")
+        columns = ", ".join(f"{c} integer" for c in _facts([{}]).columns)
+        conn.execute(f"CREATE TABLE marts.fct_supplier_milestone_facts (supplier_id text, as_of_date date, {columns})")
+        conn.commit()
+
+    def facts(day: date, rows: dict[str, dict]) -> None:
+        frame = _facts([{"supplier_id": s, **r} for s, r in rows.items()])
+        with warehouse.connect() as conn:
+            conn.execute("DELETE FROM marts.fct_supplier_milestone_facts WHERE as_of_date = %s", (day,))
+            for record in frame.to_dict("records"):
+                names = ", ".join(["as_of_date", *record])
+                marks = ", ".join(["%s"] * (len(record) + 1))
+                conn.execute(f"INSERT INTO marts.fct_supplier_milestone_facts ({names}) VALUES ({marks})",
+                             [day, *record.values()])
+            conn.commit()
+
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+
+    def run(day: date) -> None:
+        assert all(s.success for s in run_job_over_range(defs, "daily_customer_success", day, day, instance, 1,
+                                                         asset_selection=[key]))
+
+    def table() -> dict[tuple[str, str], tuple]:
+        with warehouse.connect() as conn:
+            return {(r[0], r[1]): (r[2], r[3], r[4] is not None) for r in conn.execute(
+                "SELECT supplier_id, milestone_type, achieved_at, celebrated, to_jsonb(m) ->> 'retracted_at' "
+                "FROM marts.success_milestones m")}  # to_jsonb: also runs on the table before retracted_at
+
+    # s1 logs in on day 2 only; s2 on day 2, and reaches ten clients on day 5 once day 4 is in (its
+    # day-5 total is 9 while day 4 is missing, 17 after); s3 logs in on day 2 and is celebrated.
+    first = {"s1": dict(logins_total=0), "s2": dict(logins_total=0, clients_total=1), "s3": dict(logins_total=0)}
+    login = {"s1": dict(logins_total=1), "s2": dict(logins_total=1, clients_total=1), "s3": dict(logins_total=1)}
+    for day, rows in ((d[0], first), (d[1], login), (d[2], login)):
+        facts(day, rows)
+        run(day)
+    facts(d[4], {**login, "s2": dict(logins_total=1, clients_total=9)})
+    run(d[4])
+    assert ("s2", "ten_clients") not in table()
+    facts(d[3], {**login, "s2": dict(logins_total=1, clients_total=9)})
+    facts(d[4], {**login, "s2": dict(logins_total=1, clients_total=17)})  # dbt rebuilds the later day
+    run(d[3])
+    assert table()[("s2", "ten_clients")] == (d[4], False, False)
+    with warehouse.connect() as conn:
+        conn.execute("UPDATE marts.success_milestones SET celebrated = true, celebrated_at = now() "
+                     "WHERE supplier_id = 's3'")
+        conn.commit()
+    for day in d[1:]:  # the corrected day 2 removes every login of s1 and s3; dbt rebuilds the later days
+        facts(day, {"s1": dict(logins_total=0), "s2": dict(logins_total=1, clients_total={d[3]: 9, d[4]: 17}.get(day, 1)),
+                    "s3": dict(logins_total=0)})
+    run(d[1])
+    after = table()
+    assert ("s1", "first_login") not in after
+    assert after[("s3", "first_login")] == (d[1], True, True)  # celebrated: kept, retracted
+    assert after[("s2", "first_login")] == (d[1], False, False)
+    assert after[("s2", "ten_clients")] == (d[4], False, False)
