@@ -26,13 +26,18 @@ from cs_pipeline.health.backtest import (
 )
 from cs_pipeline.health.fit_run import FitRunError, fit_from_warehouse
 from cs_pipeline.health.gates import health_gate
-from cs_pipeline.health.milestones import evaluate_milestones, load_milestones
+from cs_pipeline.health.milestone_store import read_milestone_inputs, write_milestone_changes
+from cs_pipeline.health.milestones import load_milestones, reconcile_milestones
 from cs_pipeline.health.scorecard import load_scorecard, shipped_scorecards
 from cs_pipeline.health.scoring import (
     add_history,
     score_suppliers,
-    seasonal_index,
-    seasonal_index_from_sums,
+)
+from cs_pipeline.health.seasonal import (
+    LOOKBACK_DAYS,
+    daily_seasonal_sums,
+    point_in_time_index,
+    read_daily_seasonal_sums,
 )
 from cs_pipeline.health.store import (
     components_json,
@@ -41,7 +46,6 @@ from cs_pipeline.health.store import (
     read_activity_days,
     read_engagement,
     read_health_history,
-    read_seasonal_sums,
     write_health,
 )
 from cs_pipeline.quality.checks import check_result
@@ -53,7 +57,6 @@ ENGAGEMENT = dg.AssetKey(["marts", "supplier_engagement_daily"])
 MILESTONE_FACTS = dg.AssetKey(["marts", "fct_supplier_milestone_facts"])
 ACTIVITY = dg.AssetKey(["marts", "fct_supplier_activity_daily"])
 DIM_SUPPLIERS = dg.AssetKey(["marts", "dim_suppliers"])
-SEASONAL_HISTORY_DAYS = 730
 
 
 class ScoringResource(dg.ConfigurableResource):
@@ -64,13 +67,16 @@ class ScoringResource(dg.ConfigurableResource):
 
 
 def score_window(conn, scorecard, first: date, last: date) -> pd.DataFrame:
-    """Scores (with history columns) of every engagement row in [first, last]."""
+    """Scores (with history columns) of every engagement row in [first, last]. Each day's seasonal
+    index is learned from the history before that day (``seasonal.point_in_time_index``, issue 28)."""
     engagement = read_engagement(conn, first, last)
     seasonal_metrics = scorecard.seasonal_metrics
     seasonal = None
     if seasonal_metrics and scorecard.seasonality.enabled:
-        sums = read_seasonal_sums(conn, last - timedelta(days=SEASONAL_HISTORY_DAYS), last, seasonal_metrics)
-        seasonal = seasonal_index_from_sums(sums, seasonal_metrics, scorecard.seasonality)
+        sums = read_daily_seasonal_sums(conn, first - timedelta(days=LOOKBACK_DAYS), last - timedelta(days=1),
+                                        seasonal_metrics)
+        days = sorted(set(pd.to_datetime(engagement["as_of_date"]).dt.date))
+        seasonal = point_in_time_index(sums, days, seasonal_metrics, scorecard.seasonality)
     scores = score_suppliers(engagement, scorecard, seasonal=seasonal)
     calibration = latest_calibration(conn, scorecard.version)
     if calibration:
@@ -140,7 +146,10 @@ def health_score_backtest(context: dg.AssetExecutionContext, warehouse: Warehous
                 if card.churn.kind == "inactivity" else None
             labels = label_churn(engagement, card.churn, churn_dates, activity)
             seasonal_metrics = card.seasonal_metrics
-            seasonal = seasonal_index(history, seasonal_metrics, card.seasonality) if seasonal_metrics else None
+            # Each as-of day scored with the seasonal index of the history before it (issue 28).
+            seasonal = point_in_time_index(daily_seasonal_sums(history, seasonal_metrics),
+                                           sorted(set(pd.to_datetime(engagement["as_of_date"]).dt.date)),
+                                           seasonal_metrics, card.seasonality) if seasonal_metrics else None
             scores = score_suppliers(engagement, card, seasonal=seasonal)
             try:
                 result = backtest(scores, labels=labels, horizon_days=horizon, churn_kind=card.churn.kind)
@@ -345,37 +354,28 @@ def build_health_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         backfill_policy=dg.BackfillPolicy.single_run(),
         kinds={"python", "pandas", "postgres"},
         description="marts.success_milestones: one row per supplier and milestone type (config/milestones.yaml) "
-                    "with achieved_at (first day the criterion held) and celebrated.",
+                    "with achieved_at (first day the criterion held), celebrated, and retracted_at (a celebrated "
+                    "milestone the data no longer supports).",
     )
     def success_milestones(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-        """Evaluate milestones over the partition's days; achievements only ever move earlier."""
+        """Recompute every achievement from the partition's first day over every built day after it
+        (a re-run or a late day changes later days' facts too: issue 28); equal to a full refresh."""
         days = partition_days(context)
+        since = min([days[0], *rebuilt_days(context, MILESTONE_FACTS)])  # a late file rebuilds earlier days too
         milestones = load_milestones()
         with warehouse.connect() as conn:
             ensure_health_tables(conn)
-            facts = read_frame(conn, "SELECT * FROM marts.fct_supplier_milestone_facts "
-                                     "WHERE as_of_date BETWEEN %s AND %s", (days[0], days[-1]))
-            achieved = read_frame(conn, "SELECT supplier_id, milestone_type, achieved_at FROM marts.success_milestones")
-            new = evaluate_milestones(facts, milestones, achieved)
-            with conn.transaction():
-                with conn.cursor() as cur:
-                    cur.executemany(
-                        """
-                        INSERT INTO marts.success_milestones (supplier_id, milestone_type, category, achieved_at)
-                        VALUES (%s, %s, %s, %s)
-                        ON CONFLICT (supplier_id, milestone_type) DO UPDATE
-                          SET achieved_at = least(marts.success_milestones.achieved_at, EXCLUDED.achieved_at)
-                        """,
-                        list(new.itertuples(index=False, name=None)),
-                    )
-            totals = read_frame(conn, "SELECT milestone_type, count(*) AS suppliers, "
-                                      "count(*) FILTER (WHERE NOT celebrated) AS uncelebrated "
-                                      "FROM marts.success_milestones GROUP BY 1 ORDER BY 2 DESC")
+            facts, stored = read_milestone_inputs(conn, since)
+            changes = reconcile_milestones(facts, milestones, stored, since)
+            totals = write_milestone_changes(conn, changes)
+        new = changes.upserts
         return dg.MaterializeResult(metadata={
-            "new_or_earlier_achievements": dg.MetadataValue.int(len(new)),
+            "new_or_changed_achievements": dg.MetadataValue.int(len(new)),
             "new_by_type": dg.MetadataValue.json(new["milestone_type"].value_counts().to_dict() if len(new) else {}),
+            "removed": dg.MetadataValue.int(len(changes.deletes)),
+            "retracted": dg.MetadataValue.int(len(changes.retractions)),
             "totals": dg.MetadataValue.md(markdown_table(totals, empty="(none)", max_cell=None)),
-            "days": dg.MetadataValue.text(f"{days[0]}..{days[-1]}"),
+            "days": dg.MetadataValue.text(f"{since}..{days[-1]}"),
         })
 
 

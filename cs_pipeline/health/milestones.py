@@ -1,14 +1,18 @@
 """Success milestones as data (YAML) and their evaluation: pure, vectorised, no database.
 
 A milestone is achieved on the first day its criterion held *and* all its prerequisites had been
-achieved (on that day or before). Achievements are never lost: evaluating any window, in any order,
-can only keep or move an ``achieved_at`` earlier.
+achieved (on that day or before). ``reconcile_milestones`` keeps the stored table equal to that rule
+over every built day whatever order days are loaded and re-run in (issue 28): a run from day D
+recomputes every achievement on or after D, removes what the data no longer supports and retracts
+(``retracted_at``) what was already celebrated.
 """
 
 from __future__ import annotations
 
 import operator
 from pathlib import Path
+from dataclasses import dataclass
+from datetime import date
 from typing import Literal
 
 import numpy as np
@@ -166,3 +170,63 @@ def evaluate_milestones(facts: pd.DataFrame, milestones: MilestoneSet, achieved:
     if not results:
         return pd.DataFrame(columns=columns)
     return pd.concat(results, ignore_index=True)[columns]
+
+
+KEYS = ["supplier_id", "milestone_type"]
+
+
+@dataclass(frozen=True)
+class MilestoneChanges:
+    """What a run changes in marts.success_milestones (``reconcile_milestones``).
+
+    Attributes:
+        upserts: ``supplier_id``, ``milestone_type``, ``category``, ``achieved_at`` (date): rows to insert
+            or to set to this day, with ``retracted_at`` cleared (the data supports them again).
+        deletes: ``supplier_id``, ``milestone_type``: uncelebrated rows the data no longer supports.
+        retractions: ``supplier_id``, ``milestone_type``: celebrated rows the data no longer supports:
+            kept, ``retracted_at`` set (a celebration cannot be unsent; no second one follows, since
+            the row stays celebrated).
+    """
+
+    upserts: pd.DataFrame
+    deletes: pd.DataFrame
+    retractions: pd.DataFrame
+
+
+def reconcile_milestones(facts: pd.DataFrame, milestones: MilestoneSet, stored: pd.DataFrame,
+                         since: date) -> MilestoneChanges:
+    """Bring the stored milestones to what a full evaluation of every built day gives, after the
+    facts of ``since`` and later days were (re)built.
+
+    An achievement before ``since`` depends only on facts before ``since`` (the first day a criterion
+    held, prerequisites achieved no later), so it stands; every other one is recomputed from the facts
+    of ``since`` onwards on top of the standing ones.
+
+    Args:
+        facts: the facts (``evaluate_milestones``'s columns) of every built day on or after ``since``.
+        milestones: the validated milestone set.
+        stored: marts.success_milestones: ``supplier_id``, ``milestone_type``, ``achieved_at`` (date),
+            ``celebrated`` (bool), ``retracted_at`` (timestamp or null).
+        since: the earliest day whose facts changed (UTC day).
+
+    Returns:
+        ``MilestoneChanges``; only rows that differ from ``stored`` (a daily run with nothing new
+        changes nothing).
+    """
+    stored = stored.assign(achieved_at=pd.to_datetime(stored["achieved_at"]).dt.date,
+                           retracted=stored["retracted_at"].notna(), celebrated=stored["celebrated"].astype(bool))
+    standing = stored.loc[(stored["achieved_at"] < since) & ~stored["retracted"]]
+    recomputed = evaluate_milestones(facts, milestones, standing[[*KEYS, "achieved_at"]])
+    open_rows = stored.loc[(stored["achieved_at"] >= since) | stored["retracted"]]
+    merged = open_rows.merge(recomputed.rename(columns={"achieved_at": "new_at"}), on=KEYS, how="outer",
+                             indicator=True, suffixes=("", "_new"))
+    supported = merged["_merge"] != "left_only"
+    changed = supported & ((merged["_merge"] == "right_only") | merged["retracted"].fillna(False).astype(bool)
+                           | (merged["achieved_at"] != merged["new_at"]))
+    upserts = merged.loc[changed, [*KEYS, "category", "new_at"]]
+    upserts.columns = [*KEYS, "category", "achieved_at"]
+    gone = merged.loc[~supported]
+    celebrated = gone["celebrated"].astype(bool)
+    retract = gone.loc[celebrated & ~gone["retracted"].astype(bool), KEYS]
+    return MilestoneChanges(upserts=upserts.reset_index(drop=True), deletes=gone.loc[~celebrated, KEYS].reset_index(drop=True),
+                            retractions=retract.reset_index(drop=True))

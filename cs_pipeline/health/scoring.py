@@ -297,12 +297,23 @@ def _segments(frame: pd.DataFrame, scorecard: Scorecard) -> np.ndarray:
 
 
 def _seasonal_factors(frame: pd.DataFrame, index: pd.DataFrame | None, metric: str) -> np.ndarray:
-    """The seasonal index of each row's vendor category and calendar month (1.0 where unknown)."""
+    """The seasonal index of each row's vendor category and calendar month (1.0 where unknown); when
+    ``index`` has an ``as_of_date`` column (``seasonal.point_in_time_index``: one index per scored day,
+    issue 28), each row's own day's index."""
     if index is None or index.empty or metric not in index:
         return np.ones(len(frame))
     day_codes, days = pd.factorize(frame["as_of_date"])
     months = pd.to_datetime(pd.Series(days)).dt.month.to_numpy()[day_codes]
     cat_codes, cats = _codes(frame, "vendor_category")
+    if "as_of_date" in index:
+        day_position = {d: i for i, d in enumerate(pd.to_datetime(pd.Series(days)).dt.date)}
+        cat_position = {c: i for i, c in enumerate(cats)}
+        table = np.ones((len(days), len(cats) + 1, 13))
+        for day, cat, month, value in index[["as_of_date", "vendor_category", "month", metric]].itertuples(index=False):
+            d, c = day_position.get(pd.Timestamp(day).date()), cat_position.get(cat)
+            if d is not None and c is not None:
+                table[d, c, int(month)] = value
+        return table[day_codes, np.where(cat_codes < 0, len(cats), cat_codes), months]
     table = np.ones((len(cats) + 1, 13))
     position = {c: i for i, c in enumerate(cats)}
     for cat, month, value in index[["vendor_category", "month", metric]].itertuples(index=False):

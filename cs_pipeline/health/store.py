@@ -88,6 +88,19 @@ DDL += [
     "ALTER TABLE marts.health_score_backtest ADD COLUMN IF NOT EXISTS top_decile_lift numeric(8, 3)",
     "ALTER TABLE marts.health_score_backtest ADD COLUMN IF NOT EXISTS brier numeric(6, 4)",
 ]
+DDL += [
+    # Issue 28: a celebrated milestone the data no longer supports is kept, retracted (not deleted).
+    # Only when missing: ALTER TABLE takes an exclusive lock even when the column exists, and would
+    # wait for every open reader of the table (a dashboard session) on each run.
+    """
+    DO $$ BEGIN
+      IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'marts'
+                     AND table_name = 'success_milestones' AND column_name = 'retracted_at') THEN
+        ALTER TABLE marts.success_milestones ADD COLUMN retracted_at timestamptz;
+      END IF;
+    END $$
+    """,
+]
 
 
 def read_activity_days(conn: psycopg.Connection, first: date, last: date, events: list[str] | None = None) -> pd.DataFrame:
@@ -205,7 +218,7 @@ def backtest_inputs(conn: psycopg.Connection, scorecard, until: date, every_days
     from datetime import timedelta
 
     from cs_pipeline.health.backtest import label_churn
-    from cs_pipeline.health.scoring import seasonal_index
+    from cs_pipeline.health.seasonal import daily_seasonal_sums, point_in_time_index
 
     first = conn.execute("SELECT min(as_of_date) FROM marts.supplier_engagement_daily").fetchone()[0]
     horizon = scorecard.churn.horizon_days
@@ -225,5 +238,7 @@ def backtest_inputs(conn: psycopg.Connection, scorecard, until: date, every_days
         activity = read_activity_days(conn, first, until, scorecard.churn.events)
     labels = label_churn(engagement, scorecard.churn, churn_dates, activity)
     metrics = scorecard.seasonal_metrics
-    seasonal = seasonal_index(history, metrics, scorecard.seasonality) if metrics and scorecard.seasonality.enabled else None
+    # Each as-of day with the seasonal index of the history before it (issue 28).
+    seasonal = point_in_time_index(daily_seasonal_sums(history, metrics), sorted(set(pd.to_datetime(engagement["as_of_date"]).dt.date)),
+                                   metrics, scorecard.seasonality) if metrics and scorecard.seasonality.enabled else None
     return engagement, labels, seasonal
