@@ -677,6 +677,88 @@ def dashboard(
     raise typer.Exit(subprocess.call(cmd, env=env))
 
 
+# --- model (issue 26): the churn model -------------------------------------------------------------
+model_app = typer.Typer(help="The churn model: train it on your own history, list the trained ones.",
+                        no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("train")
+def model_train(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Use only history up to this day, YYYY-MM-DD "
+                                                               "(default: the last engagement day).")] = None,
+    churn: Annotated[str | None, typer.Option(help="The label, KIND:DAYS (cancellation:30, inactivity:90); "
+                                                   "default: the scorecard's churn block.")] = None,
+    algorithm: Annotated[str, typer.Option(help="auto (higher validation ROC-AUC), logistic or gbm.")] = "auto",
+) -> None:
+    """Train, validate (rolling origin) and calibrate a churn model; store it and print how it compares with the
+    scorecard, recency and tenure on the same validation rows."""
+    import psycopg
+
+    from cs_pipeline.core.warehouse import resolve_endpoints
+    from cs_pipeline.health.churn_model import ChurnModelError
+    from cs_pipeline.health.churn_service import comparison_rows, parse_churn, train_churn_model
+
+    settings = _settings()
+    day = _parse_day(as_of) if as_of else None
+    if algorithm not in ("auto", "logistic", "gbm"):
+        console.print(f"[red]error:[/red] --algorithm {algorithm!r}: use auto, logistic or gbm")
+        raise typer.Exit(2)
+    try:
+        label = parse_churn(churn) if churn else None
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    with psycopg.connect(resolve_endpoints(settings).warehouse) as conn:
+        try:
+            trained = train_churn_model(conn, settings, as_of=day, churn=label, algorithm=algorithm)
+        except ChurnModelError as exc:
+            console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+            raise typer.Exit(1) from exc
+    model, m = trained.result.model, trained.result.metrics
+    for text in trained.result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {text}", soft_wrap=True)
+    table = Table(title=f"{model.version}: {model.churn_kind} within {model.horizon_days} days; "
+                        f"validation {m['validation_days']} ({m['validation_rows']} rows, {m['validation_churners']} "
+                        f"churners); trained on {m['training_rows']} rows, {m['churners']} churners, {m['weeks']} weeks")
+    for col in ("", "ROC-AUC", "95 % (accounts)", "top-decile lift", "Brier"):
+        table.add_column(col)
+    for row in comparison_rows(m, model.algorithm):
+        table.add_row(row["name"], f"{row['auc']:.3f}", row["auc_95"],
+                      "" if row["top_decile_lift"] is None else f"{row['top_decile_lift']:.2f}",
+                      "" if row["brier"] is None else f"{row['brier']:.4f}")
+    console.print(table)
+    console.print(f"wrote {trained.path}")
+
+
+@model_app.command("list")
+def model_list() -> None:
+    """The trained churn models, newest first (the newest scores unless CS_PIPELINE_CHURN_MODEL names one)."""
+    import pandas as pd
+    import psycopg
+
+    from cs_pipeline.core.warehouse import resolve_endpoints
+    from cs_pipeline.health.churn_service import list_models
+
+    with psycopg.connect(resolve_endpoints(_settings()).warehouse) as conn:
+        frame = list_models(conn)
+    if frame.empty:
+        console.print("no churn model yet: cs-pipeline model train")
+        return
+    table = Table(title="churn models (ops.churn_models)")
+    for col in ("version", "trained at", "as of", "label", "algorithm", "rows", "churners", "val ROC-AUC (95 %)",
+                "scorecard", "recency", "Brier", "lift"):
+        table.add_column(col)
+    for r in frame.itertuples():
+        ci = f" ({r.val_auc_ci_low:.3f}-{r.val_auc_ci_high:.3f})" if pd.notna(r.val_auc_ci_low) else ""
+        table.add_row(r.version, f"{r.trained_at:%Y-%m-%d %H:%M}", str(r.training_as_of),
+                      f"{r.churn_kind} {r.horizon_days}d", r.algorithm, str(r.training_rows), str(r.churners),
+                      f"{r.val_auc:.3f}{ci}", "" if pd.isna(r.scorecard_auc) else f"{r.scorecard_auc:.3f}",
+                      "" if pd.isna(r.recency_auc) else f"{r.recency_auc:.3f}", f"{r.brier:.4f}",
+                      f"{r.top_decile_lift:.2f}")
+    console.print(table)
+
+
 def main() -> None:
     """Console-script entry point ``cs-pipeline``."""
     import warnings

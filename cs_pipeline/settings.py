@@ -72,6 +72,9 @@ class Settings(BaseModel):
     bi_role: str = Field(default="cs_bi_reader", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     scorecard: str = "ws168"
     feature_catalogue: Path | None = None
+    churn_model: str | None = None
+    """``CS_PIPELINE_CHURN_MODEL``: the churn model version that scores (issue 26); ``None``: the newest one
+    in ops.churn_models. Only files under ``$CS_PIPELINE_HOME/models`` are ever loaded."""
 
     @field_validator("database_url", "dagster_storage_url")
     @classmethod
@@ -128,6 +131,8 @@ class Settings(BaseModel):
         if env.get(ENV_SCORECARD):
             values["scorecard"] = env[ENV_SCORECARD]
         values["feature_catalogue"] = resolve_feature_catalogue(env)
+        if env.get("CS_PIPELINE_CHURN_MODEL"):
+            values["churn_model"] = env["CS_PIPELINE_CHURN_MODEL"].strip()
         try:
             return cls.model_validate(values)
         except ValidationError as exc:

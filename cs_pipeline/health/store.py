@@ -18,7 +18,7 @@ HEALTH_COLUMNS = [
     "supplier_id", "as_of_date", "vendor_category", "tier", "lifecycle_stage", "health_score", "risk_level",
     "previous_risk_level", "score_delta_7d", "score_delta_30d", "trend", "engagement_score",
     "churn_risk_score", "drivers", "missing_components", "components", "segment", "scored",
-    "scorecard_version", "calculated_at",
+    "scorecard_version", "calculated_at", "churn_probability", "churn_model_version",
 ]
 
 DDL = [
@@ -87,6 +87,12 @@ DDL += [
     "ALTER TABLE marts.health_score_backtest ADD COLUMN IF NOT EXISTS pr_auc numeric(6, 4)",
     "ALTER TABLE marts.health_score_backtest ADD COLUMN IF NOT EXISTS top_decile_lift numeric(8, 3)",
     "ALTER TABLE marts.health_score_backtest ADD COLUMN IF NOT EXISTS brier numeric(6, 4)",
+    # Issue 26: the churn model beside the scorecards (its validation row, AUC interval) and its probability.
+    "ALTER TABLE marts.health_score_backtest ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'scorecard'",
+    "ALTER TABLE marts.health_score_backtest ADD COLUMN IF NOT EXISTS auc_ci_low numeric(6, 4)",
+    "ALTER TABLE marts.health_score_backtest ADD COLUMN IF NOT EXISTS auc_ci_high numeric(6, 4)",
+    "ALTER TABLE marts.customer_health ADD COLUMN IF NOT EXISTS churn_probability numeric(5, 4)",
+    "ALTER TABLE marts.customer_health ADD COLUMN IF NOT EXISTS churn_model_version text",
 ]
 
 
