@@ -7,8 +7,9 @@ reports, per scorecard version, ROC-AUC and PR-AUC of the health score as a rank
 score = more risk), the top-decile lift, the churn rate per risk level, the lift of the critical band,
 a calibration table (observed churn probability per 10-point score band) and the Brier score of that
 calibrated probability (scikit-learn metrics). No churner in the label: ``BacktestError``, not a
-silent "AUC None". ``backtest_scorecards`` runs every scorecard on its weekly as-of days. ``diagnose`` (its own module) names the component or override that makes a scorecard rank churners
-below chance or its healthy level churn more than its at-risk level.
+silent "AUC None". ``backtest_scorecards`` runs every scorecard on its weekly as-of days
+(``weekly_rows``). ``cs_pipeline.health.diagnose`` names the component or override that makes a
+scorecard rank churners below chance or its healthy level churn more than its at-risk level.
 """
 
 from __future__ import annotations
@@ -247,7 +248,6 @@ def backtest_scorecards(history: pd.DataFrame, cards: list[Scorecard], churn_dat
             ``activity_date``), called for an ``inactivity`` label only.
         last: the last day of history (UTC).
     """
-    from cs_pipeline.health.diagnose import misleading_warning
     from cs_pipeline.health.scoring import score_suppliers, seasonal_index
 
     out = ScorecardBacktests()

@@ -12,7 +12,11 @@ import dagster as dg
 from cs_pipeline.core.metadata import markdown_table
 from cs_pipeline.core.resources import WarehouseResource
 from cs_pipeline.health.churn_model import ChurnModelError
-from cs_pipeline.health.churn_service import comparison_rows, parse_churn, train_churn_model
+from cs_pipeline.health.churn_service import (
+    comparison_rows,
+    parse_churn,
+    train_churn_model,
+)
 from cs_pipeline.health.scorecard import load_scorecard
 
 WEEKLY = "0 5 * * 1"

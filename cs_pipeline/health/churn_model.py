@@ -27,7 +27,6 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
@@ -57,8 +56,12 @@ def make_estimator(algorithm: str):
         return Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
                          ("scale", StandardScaler()), ("model", LogisticRegression(C=0.1, max_iter=2000))])
     if algorithm == "gbm":
-        return HistGradientBoostingClassifier(learning_rate=0.05, max_iter=200, max_leaf_nodes=15, min_samples_leaf=40,
-                                              l2_regularization=1.0, early_stopping=False, random_state=0)
+        # Median imputation first (lossless: every engagement column has its missing indicator), so a column
+        # with no value in the fit weeks does not break the binning.
+        return Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                         ("model", HistGradientBoostingClassifier(learning_rate=0.05, max_iter=200, max_leaf_nodes=15,
+                                                                  min_samples_leaf=40, l2_regularization=1.0,
+                                                                  early_stopping=False, random_state=0))])
     raise ValueError(f"unknown algorithm {algorithm!r}: use auto, logistic or gbm")
 
 
@@ -246,23 +249,43 @@ def _explain(model: ChurnModel, features: pd.DataFrame, top: int) -> list[str]:
         parts = np.column_stack([(coef[idx] * (z[:, idx] - z_med[:, idx])).sum(axis=1) for idx in groups.values()])
         order = np.argsort(-parts, axis=1)[:, : min(top + 2, len(names))]
         candidates = sorted({names[j] for j in np.unique(order)})
+        # only each row's own largest contributions are tried (n x (top + 2) predictions, not n x groups)
+        tried = {name: (order == names.index(name)).any(axis=1) for name in candidates}
     else:
         candidates = names
-    deltas = np.zeros((n, len(candidates)))
+        tried = {name: np.ones(n, dtype=bool) for name in candidates}
+    deltas = np.full((n, len(candidates)), -np.inf)
     for k, name in enumerate(candidates):
-        changed = x.copy()
+        rows = tried[name]
+        changed = x[rows]
         changed[:, groups[name]] = medians[groups[name]]
-        deltas[:, k] = base - model.estimator.predict_proba(changed)[:, 1]
-    out = []
-    for i in range(n):
-        reasons = []
-        for k in np.argsort(-deltas[i])[:top]:
-            if deltas[i, k] < 0.005:
-                break
-            name = candidates[k]
-            idx = groups[name]
-            missing = any(model.inputs[j].endswith("__missing") and x[i, j] == 1 for j in idx)
-            value = x[i, idx[0]] if not model.inputs[idx[0]].endswith("__missing") else np.nan
-            reasons.append(f"{_words(model, name, value, missing)}: +{deltas[i, k] * 100:.0f} % churn risk")
-        out.append("; ".join(reasons))
-    return out
+        deltas[rows, k] = base[rows] - model.estimator.predict_proba(changed)[:, 1]
+    # Words only for the distinct (quantity, shown value, shown risk) of each rank, not one string per row.
+    rows = np.arange(n)
+    order = np.argsort(-deltas, axis=1)[:, :top]
+    out = np.full(n, "", dtype=object)
+    going = np.ones(n, dtype=bool)
+    for rank in range(order.shape[1]):
+        k = order[:, rank]
+        delta = deltas[rows, k]
+        going &= delta >= 0.005
+        if not going.any():
+            break
+        value = np.full(n, np.nan)
+        missing = np.zeros(n, dtype=bool)
+        for j, name in enumerate(candidates):
+            at = going & (k == j)
+            for i in groups[name]:
+                if model.inputs[i].endswith("__missing"):
+                    missing[at] |= x[at, i] == 1
+                else:
+                    value[at] = x[at, i]
+        key = pd.DataFrame({"k": k, "m": missing, "v": np.round(value, 3), "d": np.round(delta * 100)})[going]
+        codes = pd.factorize(pd.MultiIndex.from_frame(key))[0]
+        first = pd.Series(np.flatnonzero(going)).groupby(codes).first().to_numpy()
+        words = np.array([f"{_words(model, candidates[k[i]], value[i], missing[i])}: +{delta[i] * 100:.0f} % churn risk"
+                          for i in first], dtype=object)
+        text = words[codes]
+        current = out[going]
+        out[going] = np.where(current == "", text, current + "; " + text)
+    return out.tolist()

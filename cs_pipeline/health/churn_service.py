@@ -18,12 +18,20 @@ import psycopg
 
 from cs_pipeline.core.db import ddl_transaction, now_utc, read_frame, relation_exists
 from cs_pipeline.health.backtest import label_churn
-from cs_pipeline.health.churn_features import build_features, engagement_columns, weekly_days
+from cs_pipeline.health.churn_features import (
+    build_features,
+    engagement_columns,
+    weekly_days,
+)
 from cs_pipeline.health.churn_model import ChurnModel, ChurnModelError
 from cs_pipeline.health.churn_train import TrainResult, train
 from cs_pipeline.health.scorecard import Churn, Scorecard, load_scorecard
 from cs_pipeline.health.scoring import score_suppliers, seasonal_index_from_sums
-from cs_pipeline.health.store import ensure_health_tables, read_activity_days, read_seasonal_sums
+from cs_pipeline.health.store import (
+    ensure_health_tables,
+    read_activity_days,
+    read_seasonal_sums,
+)
 from cs_pipeline.settings import Settings
 
 MODEL_FILE = "model.joblib"
@@ -239,7 +247,8 @@ def store_model(conn: psycopg.Connection, settings: Settings, result: TrainResul
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, '{}', %s, %s, %s, %s, %s, %s, 'model')",
             (model.version, model.trained_at, first_day, last_day, model.horizon_days, m["validation_rows"],
              m["validation_churners"], m["auc"], m["validation_churners"] / max(1, m["validation_rows"]),
-             json.dumps({f"decile {c['decile']}": c["observed"] for c in m["calibration"]}), model.churn_kind,
+             json.dumps({f"decile {c['decile']}": {"predicted": c["predicted"], "observed": c["observed"]}
+                         for c in m["calibration"]}), model.churn_kind,
              m["top_decile_lift"], m["brier"], ci[0], ci[1]))
     return path
 

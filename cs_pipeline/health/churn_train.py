@@ -50,6 +50,9 @@ class TrainResult:
     model: ChurnModel
     metrics: dict
     warnings: list[str] = field(default_factory=list)
+    validation: pd.DataFrame | None = None
+    """The pooled validation rows: ``row`` (position in the training rows), ``supplier_id``, ``as_of_date``,
+    ``label`` (bool), ``probability`` (calibrated, of the chosen algorithm)."""
 
 
 def _check(labels: np.ndarray, days: list[date], horizon_days: int, as_of: date) -> list[str]:
@@ -152,7 +155,9 @@ def _train(features, labels, horizon_days, churn_kind, training_as_of, columns, 
             "top_decile_lift": round(top_decile_lift(yv[ok], r[ok]), 2) if ok.any() else None}
     model = deploy(x, y, row_days, varying, chosen, horizon_days, churn_kind, training_as_of, columns, catalogue,
                    trained_at or datetime.now().astimezone())
-    return TrainResult(model=model, metrics=metrics, warnings=warnings)
+    validation = pd.DataFrame({"row": np.flatnonzero(held), "supplier_id": accounts, "as_of_date": row_days[held],
+                               "label": yv, "probability": p})
+    return TrainResult(model=model, metrics=metrics, warnings=warnings, validation=validation)
 
 
 def deploy(x: np.ndarray, y: np.ndarray, row_days: np.ndarray, inputs: list[str], algorithm: str, horizon_days: int,

@@ -17,7 +17,11 @@ from cs_pipeline.core.db import now_utc, read_frame
 from cs_pipeline.core.metadata import markdown_table
 from cs_pipeline.core.partitions import DAILY_FRESHNESS, partition_days
 from cs_pipeline.core.resources import WarehouseResource
-from cs_pipeline.health.backtest import BacktestError, backtest_scorecards, calibrated_churn_risk
+from cs_pipeline.health.backtest import (
+    BacktestError,
+    backtest_scorecards,
+    calibrated_churn_risk,
+)
 from cs_pipeline.health.churn_defs import churn_model_assets
 from cs_pipeline.health.churn_service import active_model, score_churn
 from cs_pipeline.health.fit import fit_scorecard, scorecard_yaml

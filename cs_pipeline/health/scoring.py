@@ -13,6 +13,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from cs_pipeline.health.drivers import _drivers, _missing, add_history  # noqa: F401 (add_history: its home before)
 from cs_pipeline.health.scorecard import (
     Component,
     LinearRule,
@@ -21,7 +22,6 @@ from cs_pipeline.health.scorecard import (
     Seasonality,
     StepRule,
 )
-from cs_pipeline.health.drivers import _drivers, _missing, add_history  # noqa: F401 (add_history: its home before)
 
 # --- seasonality -----------------------------------------------------------------------------------
 

@@ -167,3 +167,16 @@ def test_model_files_are_loaded_only_from_the_models_folder(tmp_path):
         load_model(settings, "linked")
     assert not marker.exists()
     assert model_path(settings, "churn-1") == (settings.home / "models" / "churn-1" / "model.joblib").resolve()
+
+
+def test_a_column_without_values_in_the_fit_weeks_trains(data):
+    """A metric that only starts to be recorded later (no value in the early fit weeks) still trains with
+    both algorithms (gradient boosting's binning fails on a column with no value)."""
+    engagement, fd, labels, _ = data
+    late = engagement.copy()
+    late.loc[pd.to_datetime(late["as_of_date"]).dt.date < DAY + timedelta(days=7 * 10), "stickiness"] = None
+    features = build_features(late, fd, CATALOGUE)
+    for algorithm in ("logistic", "gbm"):
+        result = train(features, labels, horizon_days=30, churn_kind="cancellation", training_as_of=date(2025, 6, 1),
+                       columns=[], catalogue=CATALOGUE, algorithm=algorithm)
+        assert result.metrics["auc"] > 0.65
