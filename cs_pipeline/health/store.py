@@ -81,19 +81,22 @@ DDL = [
 ]
 
 
-DDL += [
+ADDED_COLUMNS = [
     # Issue 13: the churn label and the further backtest metrics.
-    "ALTER TABLE marts.health_score_backtest ADD COLUMN IF NOT EXISTS churn_kind text NOT NULL DEFAULT 'cancellation'",
-    "ALTER TABLE marts.health_score_backtest ADD COLUMN IF NOT EXISTS pr_auc numeric(6, 4)",
-    "ALTER TABLE marts.health_score_backtest ADD COLUMN IF NOT EXISTS top_decile_lift numeric(8, 3)",
-    "ALTER TABLE marts.health_score_backtest ADD COLUMN IF NOT EXISTS brier numeric(6, 4)",
+    ("health_score_backtest", "churn_kind", "text NOT NULL DEFAULT 'cancellation'"),
+    ("health_score_backtest", "pr_auc", "numeric(6, 4)"),
+    ("health_score_backtest", "top_decile_lift", "numeric(8, 3)"),
+    ("health_score_backtest", "brier", "numeric(6, 4)"),
     # Issue 26: the churn model beside the scorecards (its validation row, AUC interval) and its probability.
-    "ALTER TABLE marts.health_score_backtest ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'scorecard'",
-    "ALTER TABLE marts.health_score_backtest ADD COLUMN IF NOT EXISTS auc_ci_low numeric(6, 4)",
-    "ALTER TABLE marts.health_score_backtest ADD COLUMN IF NOT EXISTS auc_ci_high numeric(6, 4)",
-    "ALTER TABLE marts.customer_health ADD COLUMN IF NOT EXISTS churn_probability numeric(5, 4)",
-    "ALTER TABLE marts.customer_health ADD COLUMN IF NOT EXISTS churn_model_version text",
+    ("health_score_backtest", "kind", "text NOT NULL DEFAULT 'scorecard'"),
+    ("health_score_backtest", "auc_ci_low", "numeric(6, 4)"),
+    ("health_score_backtest", "auc_ci_high", "numeric(6, 4)"),
+    ("customer_health", "churn_probability", "numeric(5, 4)"),
+    ("customer_health", "churn_model_version", "text"),
 ]
+"""Columns added to the marts after their first release: (table in marts, column, type). Added only when
+missing: ``ALTER TABLE ... ADD COLUMN IF NOT EXISTS`` takes an ACCESS EXCLUSIVE lock even when the column
+exists, so every run would wait for any open transaction that read the table."""
 
 
 def read_activity_days(conn: psycopg.Connection, first: date, last: date, events: list[str] | None = None) -> pd.DataFrame:
@@ -112,6 +115,12 @@ def ensure_health_tables(conn: psycopg.Connection) -> None:
         conn.execute("CREATE SCHEMA IF NOT EXISTS marts")
         for statement in DDL:
             conn.execute(statement)
+        present = set(conn.execute("SELECT table_name, column_name FROM information_schema.columns "
+                                   "WHERE table_schema = 'marts'").fetchall())
+        for table, column, kind in ADDED_COLUMNS:
+            if (table, column) not in present:
+                conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                    sql.Identifier("marts", table), sql.Identifier(column), sql.SQL(kind)))
 
 
 
