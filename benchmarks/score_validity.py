@@ -41,8 +41,8 @@ Issue 26: per dataset, ``model`` holds the churn model's figures on the natural 
 as-of days, each block predicted by a model fitted on weeks whose horizon ended before it, calibrated on the
 weeks in between): its held-out ROC-AUC with the 95 % account-bootstrap interval, and on the same rows
 every shipped scorecard as shipped, plain recency and tenure alone, the model minus the best scorecard
-(the best chosen on these rows: in the scorecards' favour) and minus recency, paired on the same
-resamples. ``--no-model`` leaves it out.
+(the best chosen on these rows: in the scorecards' favour), minus recency and minus tenure, paired on the
+same resamples. ``--no-model`` leaves it out.
 """
 
 from __future__ import annotations
@@ -271,7 +271,7 @@ def evaluate_model(conn, history, last, churn: Churn, churn_dates, activity) -> 
             "training_rows": m["training_rows"], "training_churners": m["churners"], "weeks": m["weeks"],
             "brier": m["brier"], "top_decile_lift": m["top_decile_lift"], "warnings": result.warnings,
             "auc": auc, "best_scorecard": best, "model_minus_best_scorecard": minus(best),
-            "model_minus_recency": minus("recency")}
+            "model_minus_recency": minus("recency"), "model_minus_tenure": minus("tenure_only")}
 
 
 def evaluate(conn, natural: Churn, extra: dict[str, Scorecard] | None = None, model: bool = True) -> dict:

@@ -745,18 +745,17 @@ def model_list() -> None:
     if frame.empty:
         console.print("no churn model yet: cs-pipeline model train")
         return
-    table = Table(title="churn models (ops.churn_models)")
-    for col in ("version", "trained at", "as of", "label", "algorithm", "rows", "churners", "val ROC-AUC (95 %)",
-                "scorecard", "recency", "Brier", "lift"):
-        table.add_column(col)
-    for r in frame.itertuples():
-        ci = f" ({r.val_auc_ci_low:.3f}-{r.val_auc_ci_high:.3f})" if pd.notna(r.val_auc_ci_low) else ""
-        table.add_row(r.version, f"{r.trained_at:%Y-%m-%d %H:%M}", str(r.training_as_of),
-                      f"{r.churn_kind} {r.horizon_days}d", r.algorithm, str(r.training_rows), str(r.churners),
-                      f"{r.val_auc:.3f}{ci}", "" if pd.isna(r.scorecard_auc) else f"{r.scorecard_auc:.3f}",
-                      "" if pd.isna(r.recency_auc) else f"{r.recency_auc:.3f}", f"{r.brier:.4f}",
-                      f"{r.top_decile_lift:.2f}")
-    console.print(table)
+    # One block per model (a table of twelve columns is unreadable in 80 columns; the version, which
+    # CS_PIPELINE_CHURN_MODEL takes, is never cut).
+    for i, r in enumerate(frame.itertuples()):
+        ci = f" (95 % {r.val_auc_ci_low:.3f}-{r.val_auc_ci_high:.3f})" if pd.notna(r.val_auc_ci_low) else ""
+        card = "" if pd.isna(r.scorecard_auc) else f"; scorecard {r.scorecard_version} {r.scorecard_auc:.3f}"
+        recency = "" if pd.isna(r.recency_auc) else f"; recency {r.recency_auc:.3f}"
+        console.print(f"[bold]{r.version}[/bold]" + (" (newest)" if i == 0 else ""), soft_wrap=True)
+        console.print(f"  trained {r.trained_at:%Y-%m-%d %H:%M} on history to {r.training_as_of}: {r.churn_kind} within "
+                      f"{r.horizon_days} days, {r.algorithm}, {r.training_rows} rows, {r.churners} churners", soft_wrap=True)
+        console.print(f"  validation ROC-AUC {r.val_auc:.3f}{ci}{card}{recency}; Brier {r.brier:.4f}; "
+                      f"top-decile lift {r.top_decile_lift:.2f}", soft_wrap=True)
 
 
 def main() -> None:
