@@ -180,3 +180,21 @@ def test_a_column_without_values_in_the_fit_weeks_trains(data):
         result = train(features, labels, horizon_days=30, churn_kind="cancellation", training_as_of=date(2025, 6, 1),
                        columns=[], catalogue=CATALOGUE, algorithm=algorithm)
         assert result.metrics["auc"] > 0.65
+
+
+def test_score_quality_page_shapes_the_model_beside_the_scorecards():
+    """The backtest mart's model row (calibration per predicted decile) feeds the model's calibration curve
+    and stays out of the scorecards' per-band curve, which parses band names."""
+    from cs_pipeline.app.dashboard import data
+
+    backtest = pd.DataFrame({
+        "scorecard_version": ["ws168-v2", "churn-20250601-logistic-x"], "kind": ["scorecard", "model"],
+        "calibration": [{"0-10": 0.3, "90-100": 0.01},
+                        {"decile 1": {"predicted": 0.01, "observed": 0.02}, "decile 2": {"predicted": 0.2, "observed": 0.18}}],
+        "churn_rate_by_level": [{"critical": 0.2, "healthy": 0.01}, {}]})
+    bands = data.calibration_frame(backtest)
+    assert set(bands["scorecard_version"]) == {"ws168-v2"} and bands["band_low"].tolist() == [0, 90]
+    curve = data.model_calibration_frame(backtest)
+    assert curve.to_dict("records") == [
+        {"scorecard_version": "churn-20250601-logistic-x", "decile": 1, "predicted": 0.01, "observed": 0.02},
+        {"scorecard_version": "churn-20250601-logistic-x", "decile": 2, "predicted": 0.2, "observed": 0.18}]
