@@ -266,7 +266,19 @@ def _explain(model: ChurnModel, features: pd.DataFrame, top: int) -> list[str]:
         candidates = names
         tried = {name: np.ones(n, dtype=bool) for name in candidates}
     deltas = np.full((n, len(candidates)), -np.inf)
-    for k, name in enumerate(candidates):
+    if model.algorithm == "logistic":
+        # The pipeline is affine up to the logit: setting a quantity to the median moves the logit by exactly
+        # -parts, so the calibrated probability without it is the calibration map of logit - parts.
+        calibrated = model.estimator.calibrated_classifiers_
+        logit = calibrated[0].estimator.decision_function(x)
+
+        def probability(values):
+            return np.mean([c.calibrators[0].predict(values) for c in calibrated], axis=0)
+
+        for k, name in enumerate(candidates):
+            rows = tried[name]
+            deltas[rows, k] = base[rows] - probability(logit[rows] - parts[rows, names.index(name)])
+    for k, name in enumerate(candidates if model.algorithm != "logistic" else []):
         rows = tried[name]
         changed = x[rows]
         changed[:, groups[name]] = medians[groups[name]]

@@ -124,6 +124,19 @@ def test_drivers_in_words_for_both_algorithms(data, algorithm):
     assert first.startswith("uses of forms in the last 30 days") and "below similar accounts" in first
     assert first.endswith("% churn risk") and ": +" in first
     assert len(reasons[0].split("; ")) <= 3
+    # The size is the change of the calibrated probability with forms uses set to the training median (the
+    # logistic model computes it from its logit contributions: the same figure).
+    from cs_pipeline.health.churn_model import _groups
+
+    model = result.model
+    x = model.matrix(riskiest)
+    columns = _groups(model.inputs)["feat__forms__uses_30d"]
+    changed = x.copy()
+    changed[:, columns] = [model.medians[model.inputs[i]] for i in columns]
+    delta = model.estimator.predict_proba(x)[:, 1] - model.estimator.predict_proba(changed)[:, 1]
+    for reason, d in zip(reasons, delta):
+        forms = [r for r in reason.split("; ") if r.startswith("uses of forms")][0]
+        assert forms.endswith(f": +{d * 100:.0f} % churn risk"), (forms, d)
 
 
 def test_refusal_and_warning(data):
