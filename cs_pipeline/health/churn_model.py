@@ -261,7 +261,9 @@ def _explain(model: ChurnModel, features: pd.DataFrame, top: int) -> list[str]:
         order = np.argsort(-parts, axis=1)[:, : min(top + 2, len(names))]
         candidates = sorted({names[j] for j in np.unique(order)})
         # only each row's own largest contributions are tried (n x (top + 2) predictions, not n x groups)
-        tried = {name: (order == names.index(name)).any(axis=1) for name in candidates}
+        member = np.zeros((n, len(names)), dtype=bool)
+        member[np.arange(n)[:, None], order] = True
+        tried = {name: member[:, names.index(name)] for name in candidates}
     else:
         candidates = names
         tried = {name: np.ones(n, dtype=bool) for name in candidates}
@@ -303,8 +305,11 @@ def _explain(model: ChurnModel, features: pd.DataFrame, top: int) -> list[str]:
                     missing[at] |= x[at, i] == 1
                 else:
                     value[at] = x[at, i]
-        key = pd.DataFrame({"k": k, "m": missing, "v": np.round(value, 3), "d": np.round(delta * 100)})[going]
-        codes = pd.factorize(pd.MultiIndex.from_frame(key))[0]
+        combined = np.zeros(int(going.sum()), dtype=np.int64)
+        for part in (k[going], missing[going], np.round(value[going], 3), np.round(delta[going] * 100)):
+            part_codes, part_uniques = pd.factorize(part)
+            combined = combined * (len(part_uniques) + 1) + part_codes + 1
+        codes = pd.factorize(combined)[0]
         first = pd.Series(np.flatnonzero(going)).groupby(codes).first().to_numpy()
         words = np.array([f"{_words(model, candidates[k[i]], value[i], missing[i])}: +{delta[i] * 100:.0f} % churn risk"
                           for i in first], dtype=object)
