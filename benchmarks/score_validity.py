@@ -35,6 +35,14 @@ then::
     python benchmarks/score_validity.py --dataset ravenstack=/tmp/raven --dataset churnsim_crm=/tmp/churnsim
 
 The lifetime metrics come from ``marts.supplier_engagement_daily`` (issue 15's incremental mart).
+
+Issue 26: per dataset, ``model`` holds the churn model's figures on the natural label (the same training as
+``cs-pipeline model train --churn KIND:DAYS``: rolling-origin validation over the last quarter of the weekly
+as-of days, each block predicted by a model fitted on weeks whose horizon ended before it, calibrated on the
+weeks in between): its held-out ROC-AUC with the 95 % account-bootstrap interval, and on the same rows
+every shipped scorecard as shipped, plain recency and tenure alone, the model minus the best scorecard
+(the best chosen on these rows: in the scorecards' favour), minus recency and minus tenure, paired on the
+same resamples. ``--no-model`` leaves it out.
 """
 
 from __future__ import annotations
@@ -219,7 +227,54 @@ def evaluate_label(history, last, churn: Churn, cards: dict[str, Scorecard], shi
     return out
 
 
-def evaluate(conn, natural: Churn, extra: dict[str, Scorecard] | None = None) -> dict:
+def evaluate_model(conn, history, last, churn: Churn, churn_dates, activity) -> dict:
+    """The churn model on one label (see the module docstring), or why it was refused."""
+    from cs_pipeline.health.churn_features import engagement_columns
+    from cs_pipeline.health.churn_model import ChurnModelError
+    from cs_pipeline.health.churn_service import catalogue_features, features_for
+    from cs_pipeline.health.churn_train import train
+
+    weekly = weekly_rows(history, last, churn.horizon_days)
+    labels = label_churn(weekly, churn, churn_dates, activity)
+    catalogue = catalogue_features(conn)
+    columns = engagement_columns(weekly)
+    features = features_for(conn, weekly, columns, catalogue)
+    risks = {}
+    for name, card in shipped_scorecards().items():
+        metrics = card.seasonal_metrics
+        seasonal = seasonal_index(history, metrics, card.seasonality) if metrics else None
+        risks[name] = -score_suppliers(weekly, card, seasonal=seasonal)["health_score"].to_numpy(dtype=float)
+    risks["recency"] = weekly["days_since_last_activity"].astype(float).fillna(1e6).to_numpy()
+    risks["tenure_only"] = -weekly["tenure_days"].astype(float).fillna(0.0).to_numpy()
+    try:
+        result = train(features, labels, horizon_days=churn.horizon_days, churn_kind=churn.kind,
+                       training_as_of=last, columns=columns, catalogue=catalogue)
+    except ChurnModelError as exc:
+        return {"refused": str(exc)}
+    v = result.validation
+    rows, lab, model = v["row"].to_numpy(), v["label"].to_numpy(), v["probability"].to_numpy()
+    sampler = AccountBootstrap(v["supplier_id"].to_numpy(), lab)
+    auc = {"model": {"held_out": auc_of(lab, model), "ci95": sampler.auc(model)}}
+    for name, risk in risks.items():
+        auc[name] = {"held_out": auc_of(lab, risk[rows]), "ci95": sampler.auc(risk[rows])}
+    best = max(shipped_scorecards(), key=lambda n: auc[n]["held_out"])
+
+    def minus(other):
+        r = np.nan_to_num(risks[other][rows], nan=-50.0)
+        return {"held_out": round(auc["model"]["held_out"] - auc[other]["held_out"], 4),
+                "ci95": sampler.interval(lambda i: roc_auc_score(lab[i], model[i]) - roc_auc_score(lab[i], r[i]))}
+
+    m = result.metrics
+    return {"label": label_name(churn), "algorithm": m["algorithm"], "candidates": m["candidates"],
+            "validation_days": m["validation_days"], "validation_rows": m["validation_rows"],
+            "validation_churners": m["validation_churners"], "validation_accounts": len(sampler.rows),
+            "training_rows": m["training_rows"], "training_churners": m["churners"], "weeks": m["weeks"],
+            "brier": m["brier"], "top_decile_lift": m["top_decile_lift"], "warnings": result.warnings,
+            "auc": auc, "best_scorecard": best, "model_minus_best_scorecard": minus(best),
+            "model_minus_recency": minus("recency"), "model_minus_tenure": minus("tenure_only")}
+
+
+def evaluate(conn, natural: Churn, extra: dict[str, Scorecard] | None = None, model: bool = True) -> dict:
     """All figures on one warehouse: every label (the natural one and each scorecard's own), and the
     ``scorecards_rank_churners`` check of each scorecard on its own label (all weekly as-of days).
 
@@ -240,6 +295,8 @@ def evaluate(conn, natural: Churn, extra: dict[str, Scorecard] | None = None) ->
     labels = {label_name(natural): natural} | {label_name(c): c for c in own.values()}
     out = {"natural_label": label_name(natural), "history": f"{first}..{last}",
            "own_label": {name: label_name(c) for name, c in own.items()}, "labels": {}, "check": {}}
+    if model:
+        out["model"] = evaluate_model(conn, history, last, natural, churn_dates, activity)
     for key, churn_def in labels.items():
         # The natural label: every scorecard; another label: only the scorecards whose own label it is.
         on = cards if key == label_name(natural) else {n: c for n, c in cards.items() if label_name(own[n]) == key}
@@ -270,6 +327,16 @@ def evaluate(conn, natural: Churn, extra: dict[str, Scorecard] | None = None) ->
     return out
 
 
+def evaluate_only_model(conn, natural: Churn) -> dict:
+    """``evaluate_model`` alone on one warehouse."""
+    first, last = conn.execute("SELECT min(as_of_date), max(as_of_date) FROM marts.supplier_engagement_daily").fetchone()
+    history = read_engagement(conn, first, last)
+    churn = read_frame(conn, "SELECT supplier_id, cancelled_date FROM marts.dim_suppliers")
+    churn_dates = pd.Series(pd.to_datetime(churn["cancelled_date"]).to_numpy(), index=churn["supplier_id"].to_numpy())
+    activity = read_activity_days(conn, first, last)
+    return evaluate_model(conn, history, last, natural, churn_dates, activity)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", action="append", required=True, metavar="NAME=HOME",
@@ -279,6 +346,8 @@ def main() -> None:
     parser.add_argument("--horizon", type=int, default=30, help="its horizon in days (default 30)")
     parser.add_argument("--scorecard", action="append", default=[], metavar="NAME=PATH",
                         help="also evaluate a scorecard of one's own (YAML path), e.g. an older version")
+    parser.add_argument("--no-model", action="store_true", help="leave the churn model (issue 26) out")
+    parser.add_argument("--only-model", action="store_true", help="only the churn model's figures (faster)")
     parser.add_argument("--note", action="append", default=[], metavar="NAME=TEXT",
                         help="how a dataset was loaded (e.g. what was sampled), copied into its output")
     args = parser.parse_args()
@@ -289,7 +358,11 @@ def main() -> None:
         name, home = item.split("=", 1)
         settings = Settings.from_env({**os.environ, "CS_PIPELINE_HOME": home})
         with psycopg.connect(resolve_endpoints(settings).warehouse) as conn:
-            out[name] = evaluate(conn, Churn(kind=args.label, horizon_days=args.horizon), extra)
+            natural = Churn(kind=args.label, horizon_days=args.horizon)
+            if args.only_model:
+                out[name] = {"model": evaluate_only_model(conn, natural)}
+            else:
+                out[name] = evaluate(conn, natural, extra, model=not args.no_model)
         if name in notes:
             out[name]["loaded"] = notes[name]
     print(json.dumps(out))

@@ -8,7 +8,7 @@ started on demand and stopped when the command exits. The commands live in thin 
 
 from __future__ import annotations
 
-from cs_pipeline.cli import data, db, interventions, run, scorecard, ui  # noqa: F401  (register the commands)
+from cs_pipeline.cli import data, db, interventions, model, run, scorecard, ui  # noqa: F401  (register the commands)
 from cs_pipeline.cli.common import app
 
 #: The order ``cs-pipeline --help`` lists the commands in; others follow in the order they were added, then

@@ -39,6 +39,7 @@ ENV_PARTITION_START = "CS_PIPELINE_PARTITION_START"
 ENV_BI_ROLE = "CS_PIPELINE_BI_ROLE"
 ENV_SCORECARD = "CS_PIPELINE_SCORECARD"
 ENV_FEATURE_CATALOGUE = "CS_PIPELINE_FEATURE_CATALOGUE"
+ENV_CHURN_MODEL = "CS_PIPELINE_CHURN_MODEL"
 ENV_SMTP_HOST = "CS_PIPELINE_SMTP_HOST"
 ENV_SMTP_PORT = "CS_PIPELINE_SMTP_PORT"
 ENV_SMTP_USER = "CS_PIPELINE_SMTP_USER"
@@ -122,12 +123,15 @@ class ScoringSettings(BaseModel):
             ``dbt_project/seeds/feature_catalogue.csv``): ``CS_PIPELINE_FEATURE_CATALOGUE`` when set; else
             the one a mapping's ``catalogue:`` recorded in ``$CS_PIPELINE_HOME/catalogue/``; else ``None``,
             WedSync's shipped catalogue (``resolve_feature_catalogue``).
+        churn_model: ``CS_PIPELINE_CHURN_MODEL``: the churn model version that scores (issue 26); ``None``: the
+            newest in ops.churn_models. Only files under ``$CS_PIPELINE_HOME/models`` are ever loaded.
     """
 
     model_config = ConfigDict(frozen=True)
 
     scorecard: str = "ws168"
     feature_catalogue: Path | None = None
+    churn_model: str | None = None
 
 
 class Settings(BaseModel):
@@ -181,7 +185,7 @@ class Settings(BaseModel):
             TypeError: a key of ``update`` is no setting (pydantic would keep it silently, unused).
         """
         changes = dict(update or {})
-        scoring = {key: changes.pop(key) for key in ("scorecard", "feature_catalogue") if key in changes}
+        scoring = {key: changes.pop(key) for key in ("scorecard", "feature_catalogue", "churn_model") if key in changes}
         if scoring:
             changes["scoring"] = self.scoring.model_copy(update=scoring)
         unknown = sorted(set(changes) - set(type(self).model_fields))
@@ -193,6 +197,11 @@ class Settings(BaseModel):
     def scorecard(self) -> str:
         """``scoring.scorecard`` (``CS_PIPELINE_SCORECARD``)."""
         return self.scoring.scorecard
+
+    @property
+    def churn_model(self) -> str | None:
+        """``scoring.churn_model`` (``CS_PIPELINE_CHURN_MODEL``; None: the newest model)."""
+        return self.scoring.churn_model
 
     @property
     def feature_catalogue(self) -> Path | None:
@@ -259,7 +268,8 @@ class Settings(BaseModel):
         if env.get(ENV_BI_ROLE):
             values["bi_role"] = env[ENV_BI_ROLE]
         values["scoring"] = {"scorecard": env.get(ENV_SCORECARD) or "ws168",
-                             "feature_catalogue": resolve_feature_catalogue(env)}
+                             "feature_catalogue": resolve_feature_catalogue(env),
+                             "churn_model": (env.get(ENV_CHURN_MODEL) or "").strip() or None}
         values["smtp"] = {
             "host": env.get(ENV_SMTP_HOST) or None,
             "port": env.get(ENV_SMTP_PORT) or 587,

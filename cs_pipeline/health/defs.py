@@ -19,11 +19,11 @@ from cs_pipeline.core.partitions import DAILY_FRESHNESS, partition_days
 from cs_pipeline.core.resources import WarehouseResource
 from cs_pipeline.health.backtest import (
     BacktestError,
-    backtest,
+    backtest_scorecards,
     calibrated_churn_risk,
-    label_churn,
-    misleading_warning,
 )
+from cs_pipeline.health.churn_defs import churn_model_assets
+from cs_pipeline.health.churn_service import active_model, score_churn
 from cs_pipeline.health.fit_run import FitRunError, fit_from_warehouse
 from cs_pipeline.health.gates import health_gate
 from cs_pipeline.health.milestone_store import read_milestone_inputs, write_milestone_changes
@@ -35,7 +35,6 @@ from cs_pipeline.health.scoring import (
 )
 from cs_pipeline.health.seasonal import (
     LOOKBACK_DAYS,
-    daily_seasonal_sums,
     point_in_time_index,
     read_daily_seasonal_sums,
 )
@@ -64,11 +63,14 @@ class ScoringResource(dg.ConfigurableResource):
     path to a YAML file)."""
 
     scorecard: str = "ws168"
+    churn_model: str | None = None  # CS_PIPELINE_CHURN_MODEL (None: the newest model scores)
 
 
-def score_window(conn, scorecard, first: date, last: date) -> pd.DataFrame:
+def score_window(conn, scorecard, first: date, last: date, churn_model=None) -> pd.DataFrame:
     """Scores (with history columns) of every engagement row in [first, last]. Each day's seasonal
-    index is learned from the history before that day (``seasonal.point_in_time_index``, issue 28)."""
+    index is learned from the history before that day (``seasonal.point_in_time_index``, issue 28). With
+    ``churn_model`` also ``churn_probability``, ``churn_model_version`` and the model's reasons appended to
+    ``drivers`` (issue 26)."""
     engagement = read_engagement(conn, first, last)
     seasonal_metrics = scorecard.seasonal_metrics
     seasonal = None
@@ -82,7 +84,15 @@ def score_window(conn, scorecard, first: date, last: date) -> pd.DataFrame:
     if calibration:
         scores["churn_risk_score"] = calibrated_churn_risk(scores["health_score"].to_numpy(dtype=float), calibration)
     history = read_health_history(conn, first - timedelta(days=30), last)
-    return add_history(scores, history, scorecard)
+    scores = add_history(scores, history, scorecard)
+    churn = score_churn(conn, churn_model, engagement)
+    scores["churn_probability"] = churn["churn_probability"].to_numpy()
+    scores["churn_model_version"] = churn["churn_model_version"].to_numpy(dtype=object)
+    reasons = churn["churn_reasons"].to_numpy(dtype=object)
+    drivers = scores["drivers"].fillna("").to_numpy(dtype=object)
+    scores["drivers"] = np.where(reasons == "", drivers, np.where(drivers == "", "churn model: " + reasons,
+                                                                  drivers + "; churn model: " + reasons))
+    return scores
 
 
 BACKTEST_CHECKS = [
@@ -115,7 +125,6 @@ def health_score_backtest(context: dg.AssetExecutionContext, warehouse: Warehous
     cards = shipped_scorecards()
     configured = load_scorecard(scoring.scorecard)
     cards[configured.version] = configured
-    results, failures, warnings, skipped = {}, {}, {}, {}
     with warehouse.connect() as conn:
         ensure_health_tables(conn)
         bounds = conn.execute("SELECT min(as_of_date), max(as_of_date) FROM marts.supplier_engagement_daily").fetchone()
@@ -129,38 +138,11 @@ def health_score_backtest(context: dg.AssetExecutionContext, warehouse: Warehous
         history = read_engagement(conn, bounds[0], bounds[1])
         churn = read_frame(conn, "SELECT supplier_id, cancelled_date FROM marts.dim_suppliers")
         churn_dates = pd.Series(pd.to_datetime(churn["cancelled_date"]).to_numpy(), index=churn["supplier_id"].to_numpy())
-        for card in {c.version: c for c in cards.values()}.values():
-            absent = sorted({m for c in card.components for m in (c.metric, c.fallback_metric) if m} - set(history.columns))
-            if absent:
-                skipped[card.version] = f"the mart has no column(s) {absent}"
-                continue
-            horizon = card.churn.horizon_days
-            last_day = bounds[1] - timedelta(days=horizon)
-            days = pd.to_datetime(history["as_of_date"])
-            engagement = history.loc[(days.dt.date <= last_day) & (((days - pd.Timestamp(last_day)).dt.days % 7) == 0)]
-            engagement = engagement.reset_index(drop=True)
-            if engagement.empty:
-                failures[card.version] = f"history shorter than the {horizon}-day horizon"
-                continue
-            activity = read_activity_days(conn, bounds[0], bounds[1], card.churn.events) \
-                if card.churn.kind == "inactivity" else None
-            labels = label_churn(engagement, card.churn, churn_dates, activity)
-            seasonal_metrics = card.seasonal_metrics
-            # Each as-of day scored with the seasonal index of the history before it (issue 28).
-            seasonal = point_in_time_index(daily_seasonal_sums(history, seasonal_metrics),
-                                           sorted(set(pd.to_datetime(engagement["as_of_date"]).dt.date)),
-                                           seasonal_metrics, card.seasonality) if seasonal_metrics else None
-            scores = score_suppliers(engagement, card, seasonal=seasonal)
-            try:
-                result = backtest(scores, labels=labels, horizon_days=horizon, churn_kind=card.churn.kind)
-            except BacktestError as exc:
-                failures[card.version] = str(exc)
-                continue
-            results[card.version] = result
-            warning = misleading_warning(result, engagement, card, labels,
-                                         lambda e, c, s=seasonal: score_suppliers(e, c, seasonal=s)["health_score"])
-            if warning:
-                warnings[card.version] = warning
+        found = backtest_scorecards(history, list({c.version: c for c in cards.values()}.values()), churn_dates,
+                                    lambda events: read_activity_days(conn, bounds[0], bounds[1], events), bounds[1])
+        results, failures, warnings, skipped = found.results, found.failures, found.warnings, found.skipped
+        for version, result in results.items():
+            horizon = result.horizon_days
             conn.execute(
                 """
                 INSERT INTO marts.health_score_backtest (scorecard_version, evaluated_at, first_day, last_day,
@@ -168,7 +150,7 @@ def health_score_backtest(context: dg.AssetExecutionContext, warehouse: Warehous
                   churn_kind, pr_auc, top_decile_lift, brier)
                 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                 """,
-                (card.version, now_utc(), result.first_day, result.last_day, horizon, result.observations,
+                (version, now_utc(), result.first_day, result.last_day, horizon, result.observations,
                  result.churners, result.auc, result.churn_rate, result.critical_lift,
                  json.dumps(result.churn_rate_by_level), json.dumps(result.calibration), result.churn_kind,
                  result.pr_auc, result.top_decile_lift, result.brier),
@@ -294,7 +276,8 @@ def build_health_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         scorecard = load_scorecard(scoring.scorecard)
         with warehouse.connect() as conn:
             ensure_health_tables(conn)
-            scores = score_window(conn, scorecard, first, last)
+            scores = score_window(conn, scorecard, first, last, active_model(
+                conn, warehouse.settings().model_copy(update={"churn_model": scoring.churn_model})))
             names = [c.name for c in scorecard.components]
             scores["components"] = components_json(scores, names)
             scores["calculated_at"] = now_utc()
@@ -390,5 +373,8 @@ def build_defs(settings: Settings, partitions_def: dg.PartitionsDefinition) -> d
         "scorecard_fit_job", selection=dg.AssetSelection.assets(["scorecards", "fitted"]),
         description="Fit a scorecard's weights to its churn label (run config: ops.scorecards__fitted.config "
                     "from_scorecard, as_of), as `cs-pipeline scorecard fit` does.")
-    return dg.Definitions(assets=[*build_health_assets(partitions_def), scorecard_fit], jobs=[fit_job],
-                          resources={"scoring": ScoringResource(scorecard=settings.scorecard)})
+    churn_model, churn_job = churn_model_assets()
+    return dg.Definitions(assets=[*build_health_assets(partitions_def), scorecard_fit, churn_model],
+                          jobs=[fit_job, churn_job],
+                          resources={"scoring": ScoringResource(scorecard=settings.scorecard,
+                                                                 churn_model=settings.churn_model)})

@@ -18,7 +18,7 @@ HEALTH_COLUMNS = [
     "supplier_id", "as_of_date", "vendor_category", "tier", "lifecycle_stage", "health_score", "risk_level",
     "previous_risk_level", "score_delta_7d", "score_delta_30d", "trend", "engagement_score",
     "churn_risk_score", "drivers", "missing_components", "components", "segment", "scored",
-    "scorecard_version", "calculated_at",
+    "scorecard_version", "calculated_at", "churn_probability", "churn_model_version",
 ]
 
 DDL = [
@@ -81,26 +81,24 @@ DDL = [
 ]
 
 
-DDL += [
+ADDED_COLUMNS = [
     # Issue 13: the churn label and the further backtest metrics.
-    "ALTER TABLE marts.health_score_backtest ADD COLUMN IF NOT EXISTS churn_kind text NOT NULL DEFAULT 'cancellation'",
-    "ALTER TABLE marts.health_score_backtest ADD COLUMN IF NOT EXISTS pr_auc numeric(6, 4)",
-    "ALTER TABLE marts.health_score_backtest ADD COLUMN IF NOT EXISTS top_decile_lift numeric(8, 3)",
-    "ALTER TABLE marts.health_score_backtest ADD COLUMN IF NOT EXISTS brier numeric(6, 4)",
-]
-DDL += [
+    ("health_score_backtest", "churn_kind", "text NOT NULL DEFAULT 'cancellation'"),
+    ("health_score_backtest", "pr_auc", "numeric(6, 4)"),
+    ("health_score_backtest", "top_decile_lift", "numeric(8, 3)"),
+    ("health_score_backtest", "brier", "numeric(6, 4)"),
+    # Issue 26: the churn model beside the scorecards (its validation row, AUC interval) and its probability.
+    ("health_score_backtest", "kind", "text NOT NULL DEFAULT 'scorecard'"),
+    ("health_score_backtest", "auc_ci_low", "numeric(6, 4)"),
+    ("health_score_backtest", "auc_ci_high", "numeric(6, 4)"),
+    ("customer_health", "churn_probability", "numeric(5, 4)"),
+    ("customer_health", "churn_model_version", "text"),
     # Issue 28: a celebrated milestone the data no longer supports is kept, retracted (not deleted).
-    # Only when missing: ALTER TABLE takes an exclusive lock even when the column exists, and would
-    # wait for every open reader of the table (a dashboard session) on each run.
-    """
-    DO $$ BEGIN
-      IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'marts'
-                     AND table_name = 'success_milestones' AND column_name = 'retracted_at') THEN
-        ALTER TABLE marts.success_milestones ADD COLUMN retracted_at timestamptz;
-      END IF;
-    END $$
-    """,
+    ("success_milestones", "retracted_at", "timestamptz"),
 ]
+"""Columns added to the marts after their first release: (table in marts, column, type). Added only when
+missing: ``ALTER TABLE ... ADD COLUMN IF NOT EXISTS`` takes an ACCESS EXCLUSIVE lock even when the column
+exists, so every run would wait for any open transaction that read the table."""
 
 
 def read_activity_days(conn: psycopg.Connection, first: date, last: date, events: list[str] | None = None) -> pd.DataFrame:
@@ -119,8 +117,12 @@ def ensure_health_tables(conn: psycopg.Connection) -> None:
         conn.execute("CREATE SCHEMA IF NOT EXISTS marts")
         for statement in DDL:
             conn.execute(statement)
-
-
+        present = set(conn.execute("SELECT table_name, column_name FROM information_schema.columns "
+                                   "WHERE table_schema = 'marts'").fetchall())
+        for table, column, kind in ADDED_COLUMNS:
+            if (table, column) not in present:
+                conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                    sql.Identifier("marts", table), sql.Identifier(column), sql.SQL(kind)))
 
 
 def read_engagement(conn: psycopg.Connection, first: date, last: date, columns: list[str] | None = None) -> pd.DataFrame:

@@ -128,7 +128,8 @@ def test_backtest_shows_the_score_predicts_churn(pipeline, conn):
     result = job.execute_in_process(instance=instance)
     assert result.success
     rows = {r[0]: r[1:] for r in conn.execute(
-        "SELECT scorecard_version, auc, observations, churners, churn_rate_by_level FROM marts.health_score_backtest")}
+        "SELECT scorecard_version, auc, observations, churners, churn_rate_by_level FROM marts.health_score_backtest "
+        "WHERE kind = 'scorecard'")}
     assert set(rows) == {"ws168-v2", "ws133-v1", "purchase-v1"}  # every shipped scorecard
     auc, observations, churners, by_level = rows["ws168-v2"]
     assert observations > 1000 and churners > 10
@@ -200,3 +201,96 @@ def test_scorecard_fit_asset_writes_a_fitted_version_like_the_cli(pipeline):
     assert metadata["weights"].value == {c.name: c.weight for c in card.components}
     auc = metadata["held_out_auc"].value
     assert set(auc) == {"ws133-v1", card.version} and all(0.5 < v <= 1 for v in auc.values())
+
+
+# --- issue 26: the churn model, trained and scoring through Dagster on the same history ------------------
+
+
+def test_churn_model_refuses_in_one_line_as_a_user_sees_it(pipeline):
+    """Three weekly as-of days whose 30-day horizon ended: the CLI prints one line and exits 1, the asset fails
+    with the same line; no model is stored."""
+    from typer.testing import CliRunner
+
+    from cs_pipeline.cli import app
+
+    early = (START + pd.Timedelta(days=50)).isoformat()
+    out = CliRunner().invoke(app, ["model", "train", "--as-of", early, "--churn", "cancellation:30"])
+    assert out.exit_code == 1, out.output
+    line = "churn model refused: 3 weekly as-of day(s) whose 30-day horizon ended by 2025-02-20 (at least 4 needed)"
+    assert line in out.output and len(out.output.strip().splitlines()) == 1
+    defs, instance, _ = pipeline
+    result = defs.resolve_job_def("churn_model_job").execute_in_process(
+        instance=instance, raise_on_error=False,
+        run_config={"ops": {"models__churn_model": {"config": {"as_of": early, "churn": "cancellation:30"}}}})
+    assert not result.success
+    failure = [e for e in result.all_events if e.is_step_failure][0]
+    assert line in failure.step_failure_data.error.message
+    assert CliRunner().invoke(app, ["model", "list"]).output.startswith("no churn model yet")
+
+
+def test_churn_model_asset_trains_compares_and_scores(pipeline, conn, settings):
+    defs, instance, _ = pipeline
+    before = conn.execute("SELECT sum(health_score), count(*) FILTER (WHERE risk_level = 'critical') "
+                          "FROM marts.customer_health WHERE as_of_date = %s", (END,)).fetchone()
+    result = defs.resolve_job_def("churn_model_job").execute_in_process(instance=instance)
+    assert result.success
+    metadata = result.asset_materializations_for_node("models__churn_model")[0].metadata
+    version = metadata["version"].value
+    table = metadata["comparison"].value
+    assert f"churn model ({metadata['algorithm'].value})" in table and "scorecard ws168-v2" in table and "recency" in table
+    row = conn.execute("SELECT algorithm, val_auc, val_auc_ci_low, val_auc_ci_high, scorecard_auc, recency_auc, brier, "
+                       "top_decile_lift, churners, training_rows, churn_kind, horizon_days FROM ops.churn_models "
+                       "WHERE version = %s", (version,)).fetchone()
+    algorithm, auc, low, high, card_auc, recency_auc, brier, lift, churners, rows, kind, horizon = row
+    assert algorithm in ("logistic", "gbm") and (kind, horizon) == ("cancellation", 30)
+    assert low <= auc <= high and card_auc is not None and recency_auc is not None
+    assert auc > 0.7 and 0 < brier < 0.25 and lift > 1 and churners >= 30 and rows > churners
+    assert (settings.home / "models" / version / "model.joblib").is_file()
+    shown = conn.execute("SELECT auc, auc_ci_low, auc_ci_high FROM marts.health_score_backtest "
+                         "WHERE kind = 'model' AND scorecard_version = %s", (version,)).fetchone()
+    assert shown == (auc, low, high)
+    # customer_health scores with it: probability and version on every scored row, reasons in words in the
+    # drivers; the scorecard's health score and risk levels unchanged.
+    job = defs.resolve_implicit_global_asset_job_def()
+    assert job.execute_in_process(partition_key=END.isoformat(), instance=instance,
+                                  asset_selection=[dg.AssetKey(["marts", "customer_health"])]).success
+    after = conn.execute("SELECT sum(health_score), count(*) FILTER (WHERE risk_level = 'critical') "
+                         "FROM marts.customer_health WHERE as_of_date = %s", (END,)).fetchone()
+    assert after == before
+    scored = pd.DataFrame(conn.execute("SELECT churn_probability::float8, churn_model_version, drivers, risk_level "
+                                       "FROM marts.customer_health WHERE as_of_date = %s", (END,)).fetchall(),
+                          columns=["p", "version", "drivers", "risk_level"])
+    assert scored["p"].between(0, 1).all() and (scored["version"] == version).all()
+    reasons = scored.loc[scored["drivers"].str.contains("churn model: ", regex=False), "drivers"]
+    assert len(reasons) > 0 and reasons.str.contains(r"\+\d+ % churn risk").all()
+    # Critical accounts have a higher predicted churn probability than healthy ones on average.
+    by_level = scored.groupby("risk_level")["p"].mean()
+    assert by_level["critical"] > by_level["healthy"]
+    from typer.testing import CliRunner
+
+    from cs_pipeline.cli import app
+
+    assert version in CliRunner().invoke(app, ["model", "list"]).output
+
+
+def test_churn_probability_of_a_day_ignores_later_data(pipeline, conn, settings):
+    """Deleting the feature days and changing the engagement rows after D leaves D's features and
+    probability as they were (in a transaction, rolled back); a change on D itself does move them."""
+    from cs_pipeline.health.churn_service import active_model, features_for, score_churn
+    from cs_pipeline.health.store import read_engagement
+
+    model = active_model(conn, settings)
+    day = START + pd.Timedelta(days=80)
+    rows = read_engagement(conn, day, day)
+    before, features = score_churn(conn, model, rows), features_for(conn, rows, model.columns, model.catalogue)
+    conn.execute("DELETE FROM intermediate.int_supplier_feature_days WHERE activity_date > %s", (day,))
+    conn.execute("UPDATE marts.supplier_engagement_daily SET events_30d = events_30d * 10 + 5 WHERE as_of_date > %s",
+                 (day,))
+    conn.execute("DELETE FROM marts.dim_suppliers WHERE cancelled_date > %s", (day,))
+    pd.testing.assert_frame_equal(score_churn(conn, model, read_engagement(conn, day, day)), before)
+    pd.testing.assert_frame_equal(features_for(conn, read_engagement(conn, day, day), model.columns, model.catalogue),
+                                  features)
+    conn.execute("UPDATE intermediate.int_supplier_feature_days SET uses = uses * 50 + 50 WHERE activity_date = %s",
+                 (day,))
+    assert not features_for(conn, read_engagement(conn, day, day), model.columns, model.catalogue).equals(features)
+    conn.rollback()

@@ -182,14 +182,33 @@ def read_outcomes(conn: psycopg.Connection, status: MartsStatus) -> pd.DataFrame
     return frame
 
 
+BACKTEST_COLUMNS = ["scorecard_version", "kind", "evaluated_at", "first_day", "last_day", "observations", "churners",
+                    "auc", "auc_ci_low", "auc_ci_high", "top_decile_lift", "brier", "churn_rate", "critical_lift",
+                    "churn_rate_by_level", "calibration"]
+
+
 def read_backtest(conn: psycopg.Connection, status: MartsStatus) -> pd.DataFrame:
-    """The newest backtest per scorecard version: scorecard_version, evaluated_at, first_day, last_day,
-    observations, churners, auc, churn_rate, critical_lift, churn_rate_by_level (dict), calibration (dict)."""
+    """The newest backtest per scorecard version, and each churn model's validation row (issue 26) beside
+    them: ``BACKTEST_COLUMNS`` (``kind`` scorecard / model; the AUC interval, lift and Brier score where
+    known; churn_rate_by_level and calibration as dicts). A warehouse from before issue 26 reads too."""
     if "marts.health_score_backtest" not in status.present:
-        return pd.DataFrame(columns=["scorecard_version", "auc", "churn_rate_by_level", "calibration"])
-    return _frame(conn, "SELECT DISTINCT ON (scorecard_version) scorecard_version, evaluated_at, first_day, last_day, "
-                        "observations, churners, auc, churn_rate, critical_lift, churn_rate_by_level, calibration "
-                        "FROM marts.health_score_backtest ORDER BY scorecard_version, evaluated_at DESC")
+        return pd.DataFrame(columns=["scorecard_version", "kind", "auc", "churn_rate_by_level", "calibration"])
+    frame = _frame(conn, "SELECT DISTINCT ON (scorecard_version) * FROM marts.health_score_backtest "
+                         "ORDER BY scorecard_version, evaluated_at DESC")
+    if "kind" not in frame:
+        frame["kind"] = "scorecard"
+    return frame.reindex(columns=BACKTEST_COLUMNS).sort_values(["kind", "scorecard_version"], ascending=[False, True]) \
+        .reset_index(drop=True)
+
+
+def model_calibration_frame(backtest: pd.DataFrame) -> pd.DataFrame:
+    """A churn model's calibration curve per version: scorecard_version (the model's version), decile (1-10),
+    predicted and observed churn rate (0..1) on its validation rows."""
+    models = backtest.loc[backtest["kind"] == "model"]
+    rows = [(version, int(key.split()[-1]), float(v["predicted"]), float(v["observed"]))
+            for version, cal in zip(models["scorecard_version"], models["calibration"])
+            for key, v in _components(cal).items() if isinstance(v, dict)]
+    return pd.DataFrame(rows, columns=["scorecard_version", "decile", "predicted", "observed"])
 
 
 # ---------------------------------------------------------------------------------------------- pure shaping
@@ -287,8 +306,9 @@ def uplift_by_rule(outcomes: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
 def calibration_frame(backtest: pd.DataFrame) -> pd.DataFrame:
     """Observed churn rate per score band and scorecard version: scorecard_version, band ("0-10" ...),
     band_low (int), churn_rate (0..1)."""
+    cards = backtest.loc[backtest.get("kind", pd.Series("scorecard", index=backtest.index)) != "model"]
     rows = [(version, band, int(band.split("-")[0]), float(rate))
-            for version, cal in zip(backtest["scorecard_version"], backtest["calibration"])
+            for version, cal in zip(cards["scorecard_version"], cards["calibration"])
             for band, rate in _components(cal).items() if rate is not None]
     return pd.DataFrame(rows, columns=["scorecard_version", "band", "band_low", "churn_rate"]).sort_values(
         ["scorecard_version", "band_low"]).reset_index(drop=True)

@@ -227,6 +227,8 @@ def interventions(conn, status: data.MartsStatus, day: date) -> None:
 
 def score_quality(conn, status: data.MartsStatus, day: date) -> None:
     st.header("Score quality")
+    st.caption("Each scorecard's backtest and each churn model's held-out validation (kind model): ROC-AUC with "
+               "its 95 % account-bootstrap interval, top-decile lift, Brier score.")
     backtest = data.read_backtest(conn, status)
     if backtest.empty:
         st.info("no backtest yet: run the health_score_backtest_job (it needs more than 30 days of scored history)")
@@ -243,6 +245,12 @@ def score_quality(conn, status: data.MartsStatus, day: date) -> None:
         x=alt.X("band_low:Q", title="health score band (lower bound)"),
         y=alt.Y("churn_rate:Q", axis=alt.Axis(format="%")), color="scorecard_version:N"),
         width="stretch")
+    curve = data.model_calibration_frame(backtest)
+    if not curve.empty:  # issue 26: the churn model beside the scorecards
+        st.subheader("Churn model calibration: observed against predicted churn per decile (validation weeks)")
+        st.altair_chart(alt.Chart(curve).mark_line(point=True).encode(
+            x=alt.X("predicted:Q", axis=alt.Axis(format="%")), y=alt.Y("observed:Q", axis=alt.Axis(format="%")),
+            color="scorecard_version:N"), width="stretch")
 
 
 def main() -> None:

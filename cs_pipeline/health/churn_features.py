@@ -1,0 +1,149 @@
+"""Churn model features, point in time (issue 26): pure functions over frames (no database, no Dagster).
+
+For an as-of day D a supplier's feature row uses only data up to D: its row of
+``marts.supplier_engagement_daily`` for D (every numeric column: counts log1p-scaled, rates as they are;
+the lifetime metrics and tenure are columns of that mart), per catalogue feature the uses and active days
+in the 30 days up to D (the definition of ``uses_30d`` / ``active_days_30d`` in ``marts.fct_feature_adoption``,
+recomputed for D from the feature days, because that mart only holds the newest day), and one
+missing-value indicator per engagement column. The approach follows "Fighting Churn with Data" (Gold,
+2020): metrics per account and period, log-scaled, standardised by the model's pipeline.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+
+#: Columns of the engagement mart that are not features (keys, labels, dates, segment names).
+NOT_FEATURES = {"supplier_id", "as_of_date", "vendor_category", "tier", "status", "lifecycle_stage", "currency",
+                "country", "signup_date", "onboarded_date", "last_login_date", "first_active_date",
+                "last_active_date", "cancelled_date", "_loaded_at", "loaded_at"}
+#: Ratios, shares and changes: used as they are. Every other numeric column is a count, a sum or a
+#: number of days and is log1p-scaled (sign kept), as Gold's metrics are.
+RATE_COLUMNS = {"stickiness", "events_change_7d", "events_change_30d", "client_activity_rate",
+                "form_completion_rate", "journey_completion_rate", "adoption_breadth", "csat_30d",
+                "active_days_per_30d_lifetime", "recency_to_cadence"}
+FEATURE_WINDOW_DAYS = 30
+MISSING = "__missing"
+
+
+def engagement_columns(engagement: pd.DataFrame) -> list[str]:
+    """The numeric feature columns of engagement rows (in frame order): every column outside
+    ``NOT_FEATURES`` whose dtype is numeric or boolean, or whose non-null values (if any) are all numbers."""
+    out = []
+    for column in engagement.columns:
+        if column in NOT_FEATURES or column.endswith("_date"):
+            continue
+        series = engagement[column]
+        if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+            out.append(column)
+            continue
+        values = series.dropna()
+        if not len(values) or (pd.to_numeric(values, errors="coerce").notna().all()
+                               and not values.map(lambda v: isinstance(v, str)).any()):
+            out.append(column)
+    return out
+
+
+def feature_usage(rows: pd.DataFrame, feature_days: pd.DataFrame, features: list[str],
+                  window_days: int = FEATURE_WINDOW_DAYS) -> pd.DataFrame:
+    """Per row of ``rows`` (``supplier_id``, ``as_of_date``) and catalogue feature, the uses and the
+    active days in the ``window_days`` days up to and including the as-of day (days, UTC).
+
+    Args:
+        rows: ``supplier_id``, ``as_of_date`` (date).
+        feature_days: ``supplier_id``, ``feature``, ``activity_date`` (date), ``uses`` (int): rows of
+            ``intermediate.int_supplier_feature_days``. Days after an as-of day are ignored for it.
+        features: the catalogue's features, one pair of columns each (a feature never used gets zeros).
+
+    Returns:
+        DataFrame aligned with ``rows`` (same index order) with float columns
+        ``feat__<feature>__uses_30d`` and ``feat__<feature>__active_days_30d``.
+    """
+    columns = [f"feat__{f}__{kind}" for f in features for kind in ("uses_30d", "active_days_30d")]
+    out = pd.DataFrame(0.0, index=range(len(rows)), columns=columns)
+    if not len(rows) or not features or feature_days.empty:
+        return out
+    fd = feature_days.loc[feature_days["feature"].isin(features), ["supplier_id", "feature", "activity_date", "uses"]]
+    fd = fd.assign(activity_date=pd.to_datetime(fd["activity_date"]), supplier_id=fd["supplier_id"].astype(str))
+    days = pd.to_datetime(rows["as_of_date"]).to_numpy()
+    suppliers = rows["supplier_id"].astype(str).to_numpy()
+    for day in np.unique(days):
+        inside = fd.loc[(fd["activity_date"] <= day) & (fd["activity_date"] > day - np.timedelta64(window_days, "D"))]
+        if inside.empty:
+            continue
+        sums = inside.groupby(["supplier_id", "feature"])["uses"].agg(["sum", "count"]).unstack("feature")
+        positions = np.flatnonzero(days == day)
+        for feature in sums.columns.get_level_values(1).unique():
+            lookup_uses = sums[("sum", feature)].reindex(suppliers[positions]).fillna(0.0).to_numpy(dtype=float)
+            lookup_days = sums[("count", feature)].reindex(suppliers[positions]).fillna(0.0).to_numpy(dtype=float)
+            out.iloc[positions, out.columns.get_loc(f"feat__{feature}__uses_30d")] = lookup_uses
+            out.iloc[positions, out.columns.get_loc(f"feat__{feature}__active_days_30d")] = lookup_days
+    return out
+
+
+def build_features(engagement: pd.DataFrame, feature_days: pd.DataFrame, features: list[str],
+                   columns: list[str] | None = None) -> pd.DataFrame:
+    """The feature matrix of engagement rows, point in time.
+
+    Args:
+        engagement: rows of ``marts.supplier_engagement_daily`` (``supplier_id``, ``as_of_date`` and the
+            metrics), any suppliers and days.
+        feature_days: see ``feature_usage``.
+        features: the catalogue's features (another product: its own event types).
+        columns: the engagement columns to use (a trained model's list, so scoring builds the columns it
+            was trained on; an absent one is all-missing); ``None``: ``engagement_columns(engagement)``.
+
+    Returns:
+        DataFrame aligned with ``engagement`` (same order, fresh index): ``supplier_id``, ``as_of_date``,
+        per engagement column its value (float; log1p-scaled with sign unless in ``RATE_COLUMNS``; NaN
+        when null) and ``<column>__missing`` (0/1), then the per-feature 30-day columns (log1p-scaled).
+        Only the row itself and feature days up to its as-of day are read.
+    """
+    engagement = engagement.reset_index(drop=True)
+    columns = engagement_columns(engagement) if columns is None else columns
+    data: dict[str, np.ndarray] = {}
+    for column in columns:
+        if column in engagement:
+            values = pd.to_numeric(engagement[column].astype(object), errors="coerce").to_numpy(dtype=float)
+        else:
+            values = np.full(len(engagement), np.nan)
+        if column not in RATE_COLUMNS:
+            values = np.sign(values) * np.log1p(np.abs(values))
+        data[column] = values
+        data[column + MISSING] = np.isnan(values).astype(float)
+    usage = feature_usage(engagement, feature_days, features)
+    for column in usage.columns:
+        data[column] = np.log1p(usage[column].to_numpy(dtype=float))
+    out = pd.DataFrame(data)
+    out.insert(0, "as_of_date", pd.to_datetime(engagement["as_of_date"]).dt.date.to_numpy())
+    out.insert(0, "supplier_id", engagement["supplier_id"].astype(str).to_numpy())
+    return out
+
+
+def weekly_days(first: date, last_as_of: date, every_days: int = 7) -> list[date]:
+    """As-of days every ``every_days`` days counted back from ``last_as_of`` to ``first`` (ascending)."""
+    if last_as_of < first:
+        return []
+    count = (last_as_of - first).days // every_days
+    return [last_as_of - timedelta(days=every_days * k) for k in range(count, -1, -1)]
+
+
+def describe_feature(name: str) -> str:
+    """A feature column in words: ``events_30d`` -> "events in the last 30 days",
+    ``feat__forms__uses_30d`` -> "uses of forms in the last 30 days"."""
+    if name.startswith("feat__"):
+        _, feature, kind = name.split("__", 2)
+        what = "uses" if kind.startswith("uses") else "active days"
+        return f"{what} of {feature.replace('_', ' ')} in the last 30 days"
+    words = name
+    for suffix, text in (("_7d", " in the last 7 days"), ("_30d", " in the last 30 days"),
+                         ("_90d", " in the last 90 days"), ("_lifetime", " over the account's life")):
+        if words.endswith(suffix):
+            words = words[: -len(suffix)].replace("_", " ") + text
+            break
+    else:
+        words = words.replace("_", " ")
+    return words.replace("prev ", "previous ")

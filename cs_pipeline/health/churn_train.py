@@ -1,0 +1,196 @@
+"""Train the churn model (issue 26): refusal rules, rolling-origin selection, the deployed fit and the
+comparison with the scorecard and plain recency on the same validation rows. Pure (frames in).
+
+Refusals (``ChurnModelError``, one line): fewer than ``MIN_CHURNERS`` (30) churners or fewer than
+``MIN_WEEKS`` (4) weekly as-of days whose horizon ended by the training as-of day, or no time split
+(fit, calibration and validation weeks each with churners and stayers). A warning under ``WARN_WEEKS`` (8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+import numpy as np
+import pandas as pd
+from sklearn.inspection import permutation_importance
+from sklearn.metrics import brier_score_loss
+
+from cs_pipeline.health.churn_model import (
+    ALGORITHMS,
+    KEYS,
+    MIN_CHURNERS,
+    MIN_WEEKS,
+    WARN_WEEKS,
+    ChurnModel,
+    ChurnModelError,
+    _groups,
+    account_interval,
+    calibration_by_decile,
+    fit_calibrated,
+    one_thread,
+    rolling_folds,
+    top_decile_lift,
+    weighted_auc,
+)
+
+GBM_CANDIDATES = 15
+
+
+@dataclass
+class TrainResult:
+    """A trained model and its figures.
+
+    ``metrics``: ``algorithm``, ``training_rows``, ``churners``, ``weeks``, ``validation_rows``,
+    ``validation_churners``, ``validation_days`` ("first..last"), ``auc``/``auc_ci`` (chosen model,
+    pooled rolling-origin validation, 95 % account-bootstrap interval), ``brier``, ``top_decile_lift``,
+    ``calibration`` (per predicted decile), ``candidates`` ({algorithm: validation AUC}), and
+    ``baselines`` ({name: {auc, auc_ci, top_decile_lift}} on the same validation rows)."""
+
+    model: ChurnModel
+    metrics: dict
+    warnings: list[str] = field(default_factory=list)
+    validation: pd.DataFrame | None = None
+    """The pooled validation rows: ``row`` (position in the training rows), ``supplier_id``, ``as_of_date``,
+    ``label`` (bool), ``probability`` (calibrated, of the chosen algorithm)."""
+
+
+def _check(labels: np.ndarray, days: list[date], horizon_days: int, as_of: date) -> list[str]:
+    churners = int(labels.sum())
+    if len(days) < MIN_WEEKS:
+        raise ChurnModelError(
+            f"churn model refused: {len(days)} weekly as-of day(s) whose {horizon_days}-day horizon ended by {as_of} "
+            f"(at least {MIN_WEEKS} needed): load more history or choose a shorter horizon")
+    if churners < MIN_CHURNERS:
+        raise ChurnModelError(
+            f"churn model refused: {churners} churner(s) in {len(labels)} training rows up to {as_of} "
+            f"(at least {MIN_CHURNERS} needed): a model on so few churners would only memorise them")
+    if len(days) < WARN_WEEKS:
+        return [f"only {len(days)} weekly as-of days of history (fewer than {WARN_WEEKS}): the validation "
+                f"figures rest on few weeks and may not hold"]
+    return []
+
+
+def _both(y: np.ndarray) -> bool:
+    return bool(y.any() and not y.all())
+
+
+def validate(x: np.ndarray, y: np.ndarray, days: np.ndarray, folds, algorithm: str) -> np.ndarray:
+    """Pooled calibrated validation predictions of ``algorithm`` over the folds (NaN outside them)."""
+    out = np.full(len(y), np.nan)
+    for fold in folds:
+        fit, cal, val = (np.isin(days, np.array(part, dtype=object)) for part in (fold.fit, fold.calibrate, fold.validate))
+        model = fit_calibrated(algorithm, x[fit], y[fit], x[cal], y[cal])
+        out[val] = model.predict_proba(x[val])[:, 1]
+    return out
+
+
+def train(features: pd.DataFrame, labels: np.ndarray, *, horizon_days: int, churn_kind: str, training_as_of: date,
+          columns: list[str], catalogue: list[str], algorithm: str = "auto",
+          baselines: dict[str, np.ndarray] | None = None, trained_at: datetime | None = None) -> TrainResult:
+    """Train, validate and calibrate a churn model.
+
+    Args:
+        features: ``churn_features.build_features`` of the training rows (``supplier_id``, ``as_of_date``,
+            the inputs), one row per supplier and weekly as-of day whose horizon ended by ``training_as_of``.
+        labels: churn label per row (bool), e.g. ``backtest.label_churn``.
+        horizon_days, churn_kind: the label's definition (recorded in the model).
+        training_as_of: the last day whose data was used (UTC).
+        columns, catalogue: what ``build_features`` was given (stored, so scoring builds the same inputs).
+        algorithm: ``auto`` (the higher validation ROC-AUC), ``logistic`` or ``gbm``.
+        baselines: risk per row (higher = more likely to churn; NaN = unscored, left out) to compare on
+            the same validation rows, e.g. ``{"scorecard ws168": -health_score, "recency": days}``.
+        trained_at: the training time (UTC); now when None.
+
+    Returns:
+        TrainResult.
+
+    Raises:
+        ChurnModelError: the refusals in the module docstring (one line each).
+        ValueError: an unknown algorithm.
+    """
+    if algorithm not in ("auto", *ALGORITHMS):
+        raise ValueError(f"unknown algorithm {algorithm!r}: use auto, logistic or gbm")
+    with one_thread():
+        return _train(features, labels, horizon_days, churn_kind, training_as_of, columns, catalogue, algorithm,
+                      baselines, trained_at)
+
+
+def _train(features, labels, horizon_days, churn_kind, training_as_of, columns, catalogue, algorithm, baselines,
+           trained_at) -> TrainResult:
+    y = np.asarray(labels, dtype=bool)
+    row_days = pd.to_datetime(features["as_of_date"]).dt.date.to_numpy()
+    days = sorted(set(row_days))
+    warnings = _check(y, days, horizon_days, training_as_of)
+    x_frame = features.drop(columns=list(KEYS))
+    varying = [c for c in x_frame.columns if x_frame[c].nunique(dropna=False) > 1]
+    x = x_frame[varying].to_numpy(dtype=float)
+    folds = [f for f in rolling_folds(days, horizon_days)
+             if all(_both(y[np.isin(row_days, np.array(p, dtype=object))]) for p in (f.fit, f.calibrate))
+             and y[np.isin(row_days, np.array(f.validate, dtype=object))].any()]
+    if not folds:
+        raise ChurnModelError(
+            f"churn model refused: no time split of {len(days)} weekly as-of days with a {horizon_days}-day horizon "
+            f"has churners in its fit, calibration and validation weeks: load more history")
+    tried = list(ALGORITHMS) if algorithm == "auto" else [algorithm]
+    predictions = {a: validate(x, y, row_days, folds, a) for a in tried}
+    held = ~np.isnan(predictions[tried[0]])
+    scores = {a: round(weighted_auc(y[held], p[held]), 4) for a, p in predictions.items()}
+    chosen = max(tried, key=lambda a: (scores[a], a == "logistic"))
+    p, yv = predictions[chosen][held], y[held]
+    accounts = features["supplier_id"].to_numpy()[held]
+    metrics = {
+        "algorithm": chosen, "training_rows": len(y), "churners": int(y.sum()), "weeks": len(days),
+        "validation_rows": int(held.sum()), "validation_churners": int(yv.sum()),
+        "validation_days": f"{min(row_days[held])}..{max(row_days[held])}",
+        "auc": scores[chosen], "auc_ci": account_interval(accounts, yv, p),
+        "brier": round(float(brier_score_loss(yv, p)), 4), "top_decile_lift": round(top_decile_lift(yv, p), 2),
+        "calibration": calibration_by_decile(yv, p), "candidates": scores, "baselines": {},
+    }
+    for name, risk in (baselines or {}).items():
+        r = np.asarray(risk, dtype=float)[held]
+        ok = ~np.isnan(r)
+        metrics["baselines"][name] = {
+            "auc": round(weighted_auc(yv[ok], r[ok]), 4), "auc_ci": account_interval(accounts, yv, r),
+            "top_decile_lift": round(top_decile_lift(yv[ok], r[ok]), 2) if ok.any() else None}
+    model = deploy(x, y, row_days, varying, chosen, horizon_days, churn_kind, training_as_of, columns, catalogue,
+                   trained_at or datetime.now().astimezone())
+    validation = pd.DataFrame({"row": np.flatnonzero(held), "supplier_id": accounts, "as_of_date": row_days[held],
+                               "label": yv, "probability": p})
+    return TrainResult(model=model, metrics=metrics, warnings=warnings, validation=validation)
+
+
+def deploy(x: np.ndarray, y: np.ndarray, row_days: np.ndarray, inputs: list[str], algorithm: str, horizon_days: int,
+           churn_kind: str, training_as_of: date, columns: list[str], catalogue: list[str],
+           trained_at: datetime) -> ChurnModel:
+    """The model that scores: fitted on every training week but the last horizon's, calibrated on those
+    (at least the last week; more weeks back when they hold no churner)."""
+    days = sorted(set(row_days))
+    k = max(1, -(-horizon_days // 7))
+    while True:
+        cal = np.isin(row_days, np.array(days[-k:], dtype=object))
+        if (_both(y[cal]) and _both(y[~cal])) or k >= len(days) - 1:
+            break
+        k += 1
+    if not (_both(y[cal]) and _both(y[~cal])):
+        raise ChurnModelError("churn model refused: no split of the training weeks has churners both to fit and to "
+                              "calibrate on")
+    estimator = fit_calibrated(algorithm, x[~cal], y[~cal], x[cal], y[cal])
+    with np.errstate(all="ignore"):
+        medians = {name: float(v) for name, v in zip(inputs, np.nan_to_num(np.nanmedian(x[~cal], axis=0), nan=0.0))}
+    base = estimator.estimator.estimator
+    coefficients, candidates = {}, []
+    if algorithm == "logistic":
+        coefficients = dict(zip(inputs, base.named_steps["model"].coef_[0].astype(float)))
+    else:
+        rng = np.random.default_rng(0)
+        rows = np.flatnonzero(cal)
+        rows = rng.choice(rows, size=min(5000, len(rows)), replace=False)
+        importance = permutation_importance(base, x[rows], y[rows], scoring="roc_auc", n_repeats=3, random_state=0)
+        by_group = {g: float(importance.importances_mean[idx].sum()) for g, idx in _groups(inputs).items()}
+        candidates = sorted(by_group, key=lambda g: -by_group[g])[:GBM_CANDIDATES]
+    version = f"churn-{training_as_of:%Y%m%d}-{algorithm}-{trained_at:%Y%m%dT%H%M%S}"
+    return ChurnModel(version=version, algorithm=algorithm, churn_kind=churn_kind, horizon_days=horizon_days,
+                      training_as_of=training_as_of, trained_at=trained_at, columns=columns, catalogue=catalogue,
+                      inputs=inputs, medians=medians, estimator=estimator, coefficients=coefficients,
+                      candidates=candidates)

@@ -1,0 +1,213 @@
+"""Issue 26: the churn model's pure parts. Point-in-time features, the refusal and the warning, a planted
+signal recovered (and calibrated) where the scorecards see nothing, drivers in words for both algorithms,
+and model files loaded only from the models folder."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cs_pipeline.health.churn_features import build_features
+from cs_pipeline.health.churn_model import ChurnModelError, explain
+from cs_pipeline.health.churn_train import train
+from cs_pipeline.health.scorecard import load_scorecard
+from cs_pipeline.health.scoring import score_suppliers
+from tests.health.test_validity import account
+
+DAY = date(2025, 1, 5)
+CATALOGUE = ["forms", "journeys", "gallery"]
+
+
+def planted(accounts: int = 600, weeks: int = 16, seed: int = 26):
+    """Weekly rows of ``accounts`` accounts whose churn depends only on their uses of the ``forms`` feature
+    in the last 30 days (a catalogue feature no scorecard reads); every scorecard metric is noise.
+
+    Returns (engagement rows, feature days, labels, true churn probability per row)."""
+    rng = np.random.default_rng(seed)
+    rate = rng.lognormal(0.0, 1.2, accounts)  # forms uses per week, constant per account
+    rows, feature_days = [], []
+    for week in range(weeks):
+        day = DAY + timedelta(days=7 * week)
+        for i in range(accounts):
+            rows.append(account(f"s{i}", as_of_date=day, days_since_last_login=int(rng.integers(0, 40)),
+                                days_since_last_activity=int(rng.integers(0, 40)), active_days_30d=int(rng.integers(0, 25)),
+                                stickiness=float(rng.random() * 0.5), client_activity_rate=float(rng.random()),
+                                form_completion_rate=float(rng.random()), journey_completion_rate=float(rng.random()),
+                                active_days_90d=int(rng.integers(0, 60)), recency_to_cadence=float(rng.random() * 3),
+                                events_30d=int(rng.poisson(40))))
+            feature_days.append((f"s{i}", "forms", day, int(rng.poisson(rate[i]))))
+            feature_days.append((f"s{i}", "gallery", day, int(rng.poisson(2))))
+    engagement = pd.DataFrame(rows)
+    fd = pd.DataFrame(feature_days, columns=["supplier_id", "feature", "activity_date", "uses"])
+    uses = build_features(engagement, fd, CATALOGUE)["feat__forms__uses_30d"].to_numpy()  # log1p of uses
+    probability = 1 / (1 + np.exp(-(-0.6 - 1.6 * uses)))
+    labels = rng.random(len(probability)) < probability
+    return engagement, fd, labels, probability
+
+
+@pytest.fixture(scope="module")
+def data():
+    return planted()
+
+
+def fit(data, algorithm="auto", baselines=None, weeks=None):
+    engagement, fd, labels, _ = data
+    if weeks is not None:
+        keep = pd.to_datetime(engagement["as_of_date"]).dt.date < DAY + timedelta(days=7 * weeks)
+        engagement, labels = engagement.loc[keep].reset_index(drop=True), labels[keep.to_numpy()]
+    features = build_features(engagement, fd, CATALOGUE)
+    last = max(engagement["as_of_date"]) + timedelta(days=30)
+    return train(features, labels, horizon_days=30, churn_kind="cancellation", training_as_of=last,
+                 columns=[c for c in features.columns], catalogue=CATALOGUE, algorithm=algorithm, baselines=baselines,
+                 trained_at=datetime(2025, 6, 1, tzinfo=timezone.utc)), features
+
+
+def test_features_of_a_day_use_nothing_after_it(data):
+    engagement, fd, _, _ = data
+    day = DAY + timedelta(days=7 * 8)
+    rows = engagement.loc[engagement["as_of_date"] == day].reset_index(drop=True)
+    before = build_features(rows, fd, CATALOGUE)
+    # Change and delete everything after the day: later feature days, later engagement rows.
+    later = pd.to_datetime(fd["activity_date"]).dt.date > day
+    changed = fd.loc[~later | (np.arange(len(fd)) % 2 == 0)].copy()
+    changed.loc[pd.to_datetime(changed["activity_date"]).dt.date > day, "uses"] *= 100
+    after = build_features(rows, changed, CATALOGUE)
+    pd.testing.assert_frame_equal(before, after)
+    # ... while a change on the day itself does change them (the test can fail).
+    same_day = fd.copy()
+    same_day.loc[pd.to_datetime(same_day["activity_date"]).dt.date == day, "uses"] += 5
+    assert not build_features(rows, same_day, CATALOGUE).equals(before)
+    # Uses in the 30 days up to the day: the day and the four weeks before it.
+    i = rows.index[rows["supplier_id"] == "s0"][0]
+    window = fd.loc[(fd["supplier_id"] == "s0") & (fd["feature"] == "forms")
+                    & (pd.to_datetime(fd["activity_date"]).dt.date <= day)
+                    & (pd.to_datetime(fd["activity_date"]).dt.date > day - timedelta(days=30))]
+    assert before.loc[i, "feat__forms__uses_30d"] == pytest.approx(np.log1p(window["uses"].sum()))
+    assert before.loc[i, "feat__journeys__uses_30d"] == 0  # a catalogue feature never used: zeros
+    assert before.loc[i, "csat_30d__missing"] == 1 and before.loc[i, "tenure_days__missing"] == 0
+
+
+def test_planted_signal_is_recovered_and_calibrated(data):
+    engagement, _, labels, probability = data
+    ws168 = load_scorecard("ws168")
+    health = score_suppliers(engagement, ws168)["health_score"].to_numpy(dtype=float)
+    baselines = {"scorecard ws168": -health,
+                 "recency": engagement["days_since_last_activity"].astype(float).to_numpy()}
+    result, _ = fit(data, baselines=baselines)
+    m = result.metrics
+    # The best any model can do here is the true probability's AUC on the same rows.
+    assert m["auc"] > 0.70 and m["auc_ci"][0] > 0.65, m
+    assert m["auc"] - m["baselines"]["scorecard ws168"]["auc"] > 0.15
+    assert m["baselines"]["scorecard ws168"]["auc_ci"][0] < 0.5 < m["baselines"]["scorecard ws168"]["auc_ci"][1] + 0.05
+    assert m["top_decile_lift"] > 1.8
+    # Calibration: observed churn per predicted decile within three binomial standard errors of the
+    # predicted rate plus 0.03 for the calibration map itself (fitted on about 2,400 rows).
+    for decile in m["calibration"]:
+        p, n = decile["predicted"], decile["rows"]
+        assert abs(decile["observed"] - p) <= 3 * np.sqrt(p * (1 - p) / n) + 0.03, m["calibration"]
+    assert result.warnings == []
+
+
+@pytest.mark.parametrize("algorithm", ["logistic", "gbm"])
+def test_drivers_in_words_for_both_algorithms(data, algorithm):
+    result, features = fit(data, algorithm=algorithm)
+    assert result.model.algorithm == algorithm
+    probability = result.model.predict(features)
+    assert ((probability >= 0) & (probability <= 1)).all()
+    riskiest = features.iloc[np.argsort(-probability)[:20]]
+    reasons = explain(result.model, riskiest)
+    assert all("uses of forms in the last 30 days" in r for r in reasons), reasons
+    first = reasons[0].split("; ")[0]
+    assert first.startswith("uses of forms in the last 30 days") and "below similar accounts" in first
+    assert first.endswith("% churn risk") and ": +" in first
+    assert len(reasons[0].split("; ")) <= 3
+    # The size is the change of the calibrated probability with forms uses set to the training median (the
+    # logistic model computes it from its logit contributions: the same figure).
+    from cs_pipeline.health.churn_model import _groups
+
+    model = result.model
+    x = model.matrix(riskiest)
+    columns = _groups(model.inputs)["feat__forms__uses_30d"]
+    changed = x.copy()
+    changed[:, columns] = [model.medians[model.inputs[i]] for i in columns]
+    delta = model.estimator.predict_proba(x)[:, 1] - model.estimator.predict_proba(changed)[:, 1]
+    for reason, d in zip(reasons, delta):
+        forms = [r for r in reason.split("; ") if r.startswith("uses of forms")][0]
+        assert forms.endswith(f": +{d * 100:.0f} % churn risk"), (forms, d)
+
+
+def test_refusal_and_warning(data):
+    with pytest.raises(ChurnModelError, match=r"^churn model refused: 3 weekly as-of day\(s\) .*at least 4 needed"):
+        fit(data, weeks=3)
+    engagement, fd, labels, _ = data
+    few = labels.copy()
+    few[np.flatnonzero(few)[29:]] = False
+    features = build_features(engagement, fd, CATALOGUE)
+    with pytest.raises(ChurnModelError, match=r"^churn model refused: 29 churner\(s\) in 9600 training rows"):
+        train(features, few, horizon_days=30, churn_kind="cancellation", training_as_of=date(2025, 6, 1),
+              columns=[], catalogue=CATALOGUE)
+    result, _ = fit(data, weeks=7)
+    assert result.warnings and result.warnings[0].startswith("only 7 weekly as-of days of history (fewer than 8)")
+
+
+def test_model_files_are_loaded_only_from_the_models_folder(tmp_path):
+    from cs_pipeline.health.churn_service import load_model, model_path
+    from cs_pipeline.settings import Settings
+
+    settings = Settings.from_env({"CS_PIPELINE_HOME": str(tmp_path / "home")})
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    import joblib
+
+    outside = tmp_path / "outside" / "model.joblib"
+    outside.parent.mkdir()
+    joblib.dump(Evil(), outside)
+    for version in ("../../outside", "../outside", str(tmp_path / "outside"), ""):
+        with pytest.raises(ChurnModelError, match="outside"):
+            load_model(settings, version)
+    # A link inside the folder to a file outside is refused too (the resolved path counts).
+    link = settings.home / "models" / "linked"
+    link.mkdir(parents=True)
+    (link / "model.joblib").symlink_to(outside)
+    with pytest.raises(ChurnModelError, match="outside"):
+        load_model(settings, "linked")
+    assert not marker.exists()
+    assert model_path(settings, "churn-1") == (settings.home / "models" / "churn-1" / "model.joblib").resolve()
+
+
+def test_a_column_without_values_in_the_fit_weeks_trains(data):
+    """A metric that only starts to be recorded later (no value in the early fit weeks) still trains with
+    both algorithms (gradient boosting's binning fails on a column with no value)."""
+    engagement, fd, labels, _ = data
+    late = engagement.copy()
+    late.loc[pd.to_datetime(late["as_of_date"]).dt.date < DAY + timedelta(days=7 * 10), "stickiness"] = None
+    features = build_features(late, fd, CATALOGUE)
+    for algorithm in ("logistic", "gbm"):
+        result = train(features, labels, horizon_days=30, churn_kind="cancellation", training_as_of=date(2025, 6, 1),
+                       columns=[], catalogue=CATALOGUE, algorithm=algorithm)
+        assert result.metrics["auc"] > 0.65
+
+
+def test_score_quality_page_shapes_the_model_beside_the_scorecards():
+    """The backtest mart's model row (calibration per predicted decile) feeds the model's calibration curve
+    and stays out of the scorecards' per-band curve, which parses band names."""
+    from cs_pipeline.app.dashboard import data
+
+    backtest = pd.DataFrame({
+        "scorecard_version": ["ws168-v2", "churn-20250601-logistic-x"], "kind": ["scorecard", "model"],
+        "calibration": [{"0-10": 0.3, "90-100": 0.01},
+                        {"decile 1": {"predicted": 0.01, "observed": 0.02}, "decile 2": {"predicted": 0.2, "observed": 0.18}}],
+        "churn_rate_by_level": [{"critical": 0.2, "healthy": 0.01}, {}]})
+    bands = data.calibration_frame(backtest)
+    assert set(bands["scorecard_version"]) == {"ws168-v2"} and bands["band_low"].tolist() == [0, 90]
+    curve = data.model_calibration_frame(backtest)
+    assert curve.to_dict("records") == [
+        {"scorecard_version": "churn-20250601-logistic-x", "decile": 1, "predicted": 0.01, "observed": 0.02},
+        {"scorecard_version": "churn-20250601-logistic-x", "decile": 2, "predicted": 0.2, "observed": 0.18}]
