@@ -32,10 +32,10 @@ def main() -> None:
 
     import dagster as dg
 
-    from cs_pipeline.app.runner import run_job_over_range
+    from cs_pipeline.runtime.runner import run_job_over_range
     from cs_pipeline.definitions import build_definitions
     from cs_pipeline.feeds.generate import GeneratorConfig, generate
-    from cs_pipeline.settings import Settings
+    from cs_pipeline.core.settings import Settings
 
     start = date(2025, 1, 1)
     total_days = 182

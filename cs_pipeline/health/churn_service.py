@@ -32,7 +32,7 @@ from cs_pipeline.health.store import (
     read_activity_days,
     read_seasonal_sums,
 )
-from cs_pipeline.settings import Settings
+from cs_pipeline.core.settings import Settings
 
 MODEL_FILE = "model.joblib"
 DDL = """

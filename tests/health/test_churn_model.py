@@ -155,7 +155,7 @@ def test_refusal_and_warning(data):
 
 def test_model_files_are_loaded_only_from_the_models_folder(tmp_path):
     from cs_pipeline.health.churn_service import load_model, model_path
-    from cs_pipeline.settings import Settings
+    from cs_pipeline.core.settings import Settings
 
     settings = Settings.from_env({"CS_PIPELINE_HOME": str(tmp_path / "home")})
     marker = tmp_path / "ran"

@@ -212,7 +212,7 @@ def test_success_milestones_asset_follows_late_and_corrected_days(settings, ware
     supports is removed, or kept with retracted_at when it was celebrated."""
     import dagster as dg
 
-    from cs_pipeline.app.runner import run_job_over_range
+    from cs_pipeline.runtime.runner import run_job_over_range
     from cs_pipeline.definitions import build_definitions
     from tests.helpers import reset_warehouse
 
