@@ -16,13 +16,22 @@ from cs_pipeline.health.scorecard import Component, Scorecard
 _UNIT_SCALE = {"percent": 100.0, "days": 1.0, "count": 1.0, "ratio": 10.0, "score": 10.0}
 
 
+#: The metric code of a metric without a value (a never-logged-in supplier's login recency).
+NO_VALUE = 9999
+
+
 def _metric_code(values: np.ndarray, unit: str) -> np.ndarray:
-    """Integer bucket of a metric as it is printed (percent: whole %, days/count: whole, else 0.1)."""
-    v = np.nan_to_num(values, nan=0.0) * _UNIT_SCALE[unit]
-    return np.clip(np.rint(v), 0, 9999).astype(np.int64)
+    """Integer bucket of a metric as it is printed (percent: whole %, days/count: whole, else 0.1);
+    ``NO_VALUE`` for a null metric (it is worded apart, never as 0)."""
+    v = np.asarray(values, dtype=float)
+    code = np.clip(np.rint(np.nan_to_num(v, nan=0.0) * _UNIT_SCALE[unit]), 0, NO_VALUE - 1).astype(np.int64)
+    return np.where(np.isnan(v), NO_VALUE, code)
 
 
 def _phrase(component: Component, code: int, points: int, weight: int) -> str:
+    if code == NO_VALUE:
+        words = component.phrase_when_none or component.phrase.replace("{metric}", "no data")
+        return f"{words}: {points} of {weight} points"
     if component.unit == "percent":
         shown = f"{code}%"
     elif component.unit in ("days", "count"):

@@ -138,6 +138,10 @@ class Component(StrictModel):
     seasonal: bool = False
     #: How a driver reads, with {metric} (the raw metric, formatted per ``unit``).
     phrase: str
+    #: How a driver reads when the metric has no value but the component is scored (``zero_points`` or
+    #: ``worst_value``), e.g. "never logged in" (issue 29: not "no login for 0 days"). Unset:
+    #: ``phrase`` with "no data" for {metric}.
+    phrase_when_none: str | None = None
     unit: Literal["days", "percent", "count", "ratio", "score"] = "count"
     #: What a null metric gives: ``exclude`` (missing, other weights rescaled), ``zero_points``, or
     #: ``worst_value`` (the rule's worst: fewest step points, 0 linear points, bottom percentile).

@@ -44,6 +44,16 @@ def test_specification_example_worked_by_hand():
                               "67% of core features adopted: 17 of 25 points")
 
 
+def test_never_logged_in_reads_as_such():
+    """Issue 29: a supplier who never logged in read "no login for 0 days: 0 of 30 points"."""
+    frame = pd.DataFrame([supplier(days_since_last_login=None), supplier(supplier_id="s2", days_since_last_login=0,
+                                                                         adoption_breadth=0.0)])
+    never, recent = score_suppliers(frame, WS168).to_dict("records")
+    assert never["login_recency_points"] == 0
+    assert never["drivers"].startswith("never logged in: 0 of 30 points") and "0 days" not in never["drivers"]
+    assert "no login for" not in recent["drivers"]  # 0 days is a real value: full points, no driver
+
+
 @pytest.mark.parametrize("days, points, level", [(0, 30, "healthy"), (2, 30, "healthy"), (3, 20, "healthy"),
                                                  (6, 20, "healthy"), (7, 10, "at_risk"), (13, 10, "at_risk"),
                                                  (14, 0, "at_risk")])
