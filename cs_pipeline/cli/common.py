@@ -117,14 +117,17 @@ def run_range(settings: Settings, job: str, first: date, last: date, days_per_ru
                 console.print(f"details: {log}")
             raise typer.Exit(1) from exc
     print_stage_summary(ranges.stage_totals(summaries))
+    warned = sorted({name for s in summaries for name in s.warned_checks})
+    if warned:
+        console.print(f"[yellow]checks that warned:[/yellow] {', '.join(warned)}", soft_wrap=True, markup=False)
     failed = [s for s in summaries if not s.success]
     if failed:
         for summary in failed:
             span = f" for {summary.start}..{summary.end}" if summary.start else ""
             console.print(f"[red]run {summary.run_id} failed{span}[/red]", soft_wrap=True)
-            for line in summary.failed_checks:
+            for line in [*summary.failed_steps, *summary.failed_checks]:
                 console.print(f"  {line}", soft_wrap=True, markup=False)
-            if not summary.failed_checks and log:
+            if not summary.failed_checks and not summary.failed_steps and log:
                 console.print(f"  a step failed: see {log}")
         raise typer.Exit(1)
     console.print(f"{len(summaries)} run(s) succeeded" + (f" for {plan.total} day(s)" if plan.partitioned else ""))

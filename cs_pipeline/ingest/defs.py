@@ -139,7 +139,9 @@ def build_ingest_asset(source_name: str, partitions_def: dg.PartitionsDefinition
                 problems.append(str(exc))
         if problems:
             raise dg.Failure(
-                description=f"{len(problems)} landing file problem(s) for raw/{source_name}; nothing was loaded",
+                # The first problem in the description itself: the terminal prints it (issue 29).
+                description=f"{problems[0]}" + (f" (and {len(problems) - 1} more landing file problem(s))"
+                                                if len(problems) > 1 else "") + "; nothing was loaded",
                 metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems))},
             )
         reports: list[LoadReport] = []

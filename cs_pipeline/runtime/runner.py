@@ -25,6 +25,10 @@ class RunSummary:
     end: date | None
     failed_checks: list[str] = field(default_factory=list)
     stages: dict[str, Counter] = field(default_factory=dict)
+    #: One line per failed step: the step (its asset), the run's days and the one-line reason.
+    failed_steps: list[str] = field(default_factory=list)
+    #: Non-blocking (WARN) checks that failed, by name: the run went on, but they say what to look at.
+    warned_checks: list[str] = field(default_factory=list)
 
 
 def day_windows(start: date, end: date, days_per_run: int) -> list[tuple[date, date]]:
@@ -99,8 +103,36 @@ def _summary(result, graph, first: date | None, last: date | None) -> RunSummary
     for evaluation in result.get_asset_check_evaluations():
         group = graph.get(evaluation.asset_key).group_name if graph.has(evaluation.asset_key) else "other"
         stages.setdefault(group, Counter())["checks passed" if evaluation.passed else "checks failed"] += 1
+    span = "" if first is None else f" for {first}" if first == last else f" for {first}..{last}"
+    evaluations = result.get_asset_check_evaluations()
     return RunSummary(result.run_id, result.success, first, last,
-                      failed_checks=describe_failed_checks(result.get_asset_check_evaluations()), stages=stages)
+                      failed_checks=describe_failed_checks(evaluations), stages=stages,
+                      failed_steps=[f"{step}{span}: {reason}" for step, reason in failed_steps(result.all_events)],
+                      warned_checks=sorted({f"{e.asset_key.to_user_string()}:{e.check_name}" for e in evaluations
+                                            if not e.passed and e.severity == dg.AssetCheckSeverity.WARN}))
+
+
+def failed_steps(events) -> list[tuple[str, str]]:
+    """(step, one-line reason) of each failed step among a run's ``events`` (Dagster events): the step key
+    (``raw__activity_events`` is asset raw/activity_events) and the first line of what the step raised
+    (a ``dagster.Failure``'s description, else the error's message), secrets masked, at most 300 characters.
+    Issue 29: the terminal names the failing asset and why, not only "a step failed"."""
+    from cs_pipeline.core.warehouse import mask_secrets
+
+    out = []
+    for event in events:
+        if event.event_type != dg.DagsterEventType.STEP_FAILURE:
+            continue
+        data = event.step_failure_data
+        text = (data.user_failure_data.description if data.user_failure_data else "") or ""
+        error = data.error
+        while not text and error is not None:  # the innermost message names the cause
+            text = (error.message or "").strip()
+            if text.startswith(("dagster._core.errors.", "DagsterExecutionStepExecutionError")) and error.cause:
+                text, error = "", error.cause
+        line = mask_secrets(next((ln.strip() for ln in text.splitlines() if ln.strip()), "unknown error"))
+        out.append((event.step_key or "?", line[:300]))
+    return out
 
 
 def describe_failed_checks(evaluations) -> list[str]:

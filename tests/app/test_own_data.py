@@ -181,3 +181,21 @@ def test_own_product_with_its_own_catalogue_to_scores(tmp_path):
                 assert not components["feature_adoption"]["missing"] and not components["login_recency"]["missing"]
     finally:
         _cli(home, "db", "stop", timeout=300)
+
+
+def test_a_failed_day_names_the_asset_the_day_and_the_reason_on_the_console(tmp_path):
+    """Issue 29 item 2: a day without its activity file printed only "a step failed: see run.log"; the
+    console now names the failing asset (its step), the day and the one-line reason with the file to add."""
+    from cs_pipeline.feeds.generate import GeneratorConfig, generate
+
+    home = tmp_path / "home"
+    landing = home / "landing"
+    day = date(2025, 3, 2)
+    generate(GeneratorConfig(suppliers=5, days=2, start=day - timedelta(days=1), seed=7, out=landing))
+    for path in landing.glob(f"activity_events_{day.isoformat()}.*"):
+        path.unlink()
+    done = _cli(home, "run", "--start", day.isoformat(), "--end", day.isoformat(), timeout=900)
+    out = " ".join(done.stdout.split())
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"raw__activity_events for {day}: missing landing file for activity_events on {day}" in out, out[-3000:]
+    assert f"expected activity_events_{day}.csv" in out and "a step failed: see" not in out
