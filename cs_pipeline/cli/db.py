@@ -4,6 +4,7 @@ embedded PostgreSQL, and a psql shell."""
 from __future__ import annotations
 
 import subprocess
+from typing import Annotated
 
 import typer
 
@@ -14,14 +15,24 @@ app.add_typer(db_app, name="db")
 
 
 @db_app.command("url")
-def db_url() -> None:
-    """Print the warehouse connection string; on stderr, whether the server stays up after this command."""
-    from cs_pipeline.core.warehouse import resolve_endpoints
+def db_url(
+    bi: Annotated[bool, typer.Option("--bi", help="The read-only BI role's connection (for BI tools).")] = False,
+    show_password: Annotated[bool, typer.Option("--show-password", help="Print the password in clear.")] = False,
+) -> None:
+    """Print the warehouse connection string (password masked unless ``--show-password``); with ``--bi``,
+    the read-only BI role's (on the embedded server, its own generated secret). On stderr, whether the
+    server stays up after this command."""
+    from cs_pipeline.core.warehouse import describe, resolve_endpoints
     from cs_pipeline.runtime.dbserver import status
 
     settings = load_settings()
-    endpoints = resolve_endpoints(settings)
-    typer.echo(endpoints.warehouse)
+    conninfo = resolve_endpoints(settings).warehouse
+    if bi:
+        from cs_pipeline.app.dashboard.connection import dashboard_conninfo, prepare_dashboard_access
+
+        prepare_dashboard_access(settings)  # the role, its grants and (embedded) its login
+        conninfo = dashboard_conninfo(settings)
+    typer.echo(conninfo if show_password else describe(conninfo))
     if settings.embedded:
         current = status(settings)
         note = current.describe(settings) if current.holder_pid else (
@@ -72,11 +83,11 @@ def db_status() -> None:
 @db_app.command("shell")
 def db_shell() -> None:
     """Open psql on the warehouse (the embedded server stays up while psql runs)."""
-    from cs_pipeline.core.warehouse import resolve_endpoints
     from cs_pipeline.runtime.dbserver import psql_executable
+    from cs_pipeline.runtime.warehouse import psql_invocation
 
-    endpoints = resolve_endpoints(load_settings())
     psql = psql_executable()
     if psql is None:
         raise fail("psql not found", 2)
-    raise typer.Exit(subprocess.call([psql, endpoints.warehouse]))
+    cmd, env = psql_invocation(load_settings(), psql)
+    raise typer.Exit(subprocess.call(cmd, env=env))

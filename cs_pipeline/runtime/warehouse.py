@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
-from cs_pipeline.core.warehouse import resolve_endpoints
-from cs_pipeline.core.settings import Settings
+from cs_pipeline.core.settings import Settings, child_env
+from cs_pipeline.core.warehouse import parse_conninfo, resolve_endpoints
 
 
 @contextmanager
@@ -22,3 +23,17 @@ def connect(settings: Settings) -> Iterator[psycopg.Connection]:
     """
     with psycopg.connect(resolve_endpoints(settings).warehouse) as conn:
         yield conn
+
+
+def psql_invocation(settings: Settings, psql: str) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment that open ``psql`` on the warehouse of ``settings``: the conninfo
+    without its password on the command line (every local user can read a process's argv), the password in
+    psql's environment (``PGPASSWORD``, readable only by this user and root).
+
+    Raises:
+        cs_pipeline.core.warehouse.WarehouseError: the server could not be reached or prepared.
+    """
+    params = parse_conninfo(resolve_endpoints(settings).warehouse)
+    password = params.pop("password", None)
+    env = child_env(settings, PGPASSWORD=password) if password else child_env(settings)
+    return [psql, make_conninfo(**params)], env
