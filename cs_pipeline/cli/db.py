@@ -80,6 +80,30 @@ def db_status() -> None:
         raise typer.Exit(3)
 
 
+@db_app.command("grant-bi")
+def db_grant_bi(
+    owner: Annotated[str | None, typer.Option(help="The pipeline's role, whose future marts tables the BI role "
+                                                    "may read (default: the connection's user).")] = None,
+    print_only: Annotated[bool, typer.Option("--print", help="Print the SQL instead of running it.")] = False,
+) -> None:
+    """Create the read-only BI role and its grants on marts: the one admin step, run once by a role that may
+    create roles (set CS_PIPELINE_DATABASE_URL to that role's connection, or run the SQL of ``--print``)."""
+    from cs_pipeline.runtime.warehouse import bi_grant_sql, grant_bi_role
+
+    settings = load_settings()
+    if print_only:
+        _, statements = bi_grant_sql(settings, owner)
+        typer.echo("\n".join(f"{statement};" for statement in statements))
+        return
+    try:
+        owner = grant_bi_role(settings, owner)
+    except Exception as exc:  # psycopg.Error: the message names the missing privilege, never a password
+        from cs_pipeline.core.warehouse import mask_secrets
+
+        raise fail(f"could not create the BI role {settings.bi_role}: {mask_secrets(str(exc))}", 1) from None
+    console.print(f"BI role {settings.bi_role} may read schema marts (tables of {owner}, now and later)")
+
+
 @db_app.command("shell")
 def db_shell() -> None:
     """Open psql on the warehouse (the embedded server stays up while psql runs)."""

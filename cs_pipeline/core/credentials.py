@@ -104,7 +104,7 @@ def without_password(storage_url: str, passfile: Path) -> str:
     if not url.password:
         return storage_url
     write_passfile(passfile, url.username or "postgres", str(url.password))
-    clean = url.set(password=None).update_query_dict({"passfile": str(passfile)})
+    clean = url._replace(password=None).update_query_dict({"passfile": str(passfile)})  # set() keeps a None
     return clean.render_as_string(hide_password=False)
 
 
