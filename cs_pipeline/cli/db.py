@@ -30,7 +30,8 @@ def db_url(
     if bi:
         from cs_pipeline.app.dashboard.connection import dashboard_conninfo, prepare_dashboard_access
 
-        prepare_dashboard_access(settings)  # the role, its grants and (embedded) its login
+        if settings.embedded:  # the role, its grants and its generated login; elsewhere `db grant-bi`
+            prepare_dashboard_access(settings)
         conninfo = dashboard_conninfo(settings)
     typer.echo(conninfo if show_password else describe(conninfo))
     if settings.embedded:

@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from cs_pipeline.core.credentials import SECURITY_PARAMS, describe, mask_secrets  # noqa: F401  (re-exported)
+from cs_pipeline.core.credentials import SECURITY_PARAMS, describe, mask_secrets  # noqa: F401 (re-export)
 from cs_pipeline.core.settings import DAGSTER_DATABASE, WAREHOUSE_DATABASE, Settings
 
 log = logging.getLogger(__name__)
