@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import psycopg
@@ -52,7 +53,7 @@ def tls_server(tmp_path_factory):
             owner = pwd.getpwnam("postgres")
         except KeyError:
             pytest.skip("no postgres OS user")
-    base = tmp_path_factory.mktemp("pg15tls")
+    base = Path(tempfile.mkdtemp(prefix="cs_pg15tls_"))  # outside pytest's 0700 base: the postgres user reads it
     base.chmod(0o755)
     crt, key = _self_signed(base, "server")
     wrong, _ = _self_signed(base, "wrong")
@@ -84,6 +85,7 @@ def tls_server(tmp_path_factory):
         yield {"port": port, "ca": crt, "wrong": wrong, "base": base}
     finally:
         _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _url(server: dict, root: Path) -> str:
