@@ -51,8 +51,7 @@ ENV_DASHBOARD_DATABASE_URL = "CS_PIPELINE_DASHBOARD_DATABASE_URL"
 #: Set by ``cs-pipeline dashboard`` for the Streamlit process it starts (the resolved conninfo).
 ENV_DASHBOARD_CONNINFO = "CS_PIPELINE_DASHBOARD_CONNINFO"
 ENV_DAGSTER_URL = "CS_PIPELINE_DAGSTER_URL"
-#: Dagster's own variable: where its instance (dagster.yaml) lives.
-ENV_DAGSTER_HOME = "DAGSTER_HOME"
+ENV_DAGSTER_HOME = "DAGSTER_HOME"  # Dagster's own variable: where its instance (dagster.yaml) lives
 
 DEFAULT_HOME = ".cs_pipeline"
 DEFAULT_PARTITION_START = date(2024, 1, 1)
@@ -174,8 +173,9 @@ class Settings(BaseModel):
 
     @field_validator("database_url", "dagster_storage_url")
     @classmethod
-    def _blank_is_unset(cls, value: str | None) -> str | None:
-        return value.strip() or None if value is not None else None
+    def _blank_is_unset(cls, value: str | None) -> str | None:  # a password's reserved characters encoded
+        from cs_pipeline.core.credentials import normalise_url
+        return normalise_url(value.strip()) or None if value is not None else None
 
     def model_copy(self, *, update: Mapping[str, object] | None = None, deep: bool = False) -> Settings:
         """A copy with ``update`` applied (pydantic's ``model_copy``), where ``scorecard`` and

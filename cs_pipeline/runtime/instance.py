@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cs_pipeline.core.credentials import without_password
 from cs_pipeline.core.settings import ENV_DAGSTER_STORAGE_URL, Settings, export_for_children
 from cs_pipeline.core.warehouse import Endpoints, resolve_endpoints
 
@@ -13,6 +14,8 @@ DAGSTER_YAML = """\
 # storage URL cs-pipeline resolved (CS_PIPELINE_DAGSTER_STORAGE_URL, or database "dagster" on the
 # warehouse's server), written here so that Dagster's own CLI (dagster dev, dagster asset materialize)
 # finds it with DAGSTER_HOME set. On the embedded server, keep it up with `cs-pipeline db start`.
+# The password is not here: libpq reads it from the 0600 file the URL's passfile= names, so that it never
+# reaches the --instance-ref argument dagster dev passes to its webserver, daemon and code servers.
 storage:
   postgres:
     postgres_url: {url}
@@ -31,15 +34,22 @@ telemetry:
 """
 
 
+#: The libpq password file of the Dagster storage, relative to ``CS_PIPELINE_HOME`` (0600 in a 0700 folder).
+STORAGE_PASSFILE = Path("secrets") / "dagster_storage.pgpass"
+
+
 def prepare_dagster_home(settings: Settings) -> tuple[Path, Endpoints]:
     """Resolve the warehouse, point DAGSTER_HOME at ``$CS_PIPELINE_HOME/dagster_home`` unless the user
     set DAGSTER_HOME, write its dagster.yaml with the resolved storage URL (when the file is ours), and
     export the storage URL.
 
-    Returns (DAGSTER_HOME, endpoints). Exports the resolved paths and the storage URL for the Dagster
-    webserver, daemon and run workers this process starts (``export_for_children``).
+    Returns (DAGSTER_HOME, endpoints), the storage URL without its password (``STORAGE_PASSFILE`` holds
+    it, see ``without_password``). Exports the resolved paths and that URL for the Dagster webserver,
+    daemon and run workers this process starts (``export_for_children``).
     """
     endpoints = resolve_endpoints(settings)
+    storage = without_password(endpoints.dagster_storage, settings.home / STORAGE_PASSFILE)
+    endpoints = Endpoints(endpoints.warehouse, storage, endpoints.embedded_socket_dir)
     path = settings.dagster_instance_dir
     path.mkdir(parents=True, exist_ok=True)
     config = path / "dagster.yaml"
@@ -47,7 +57,7 @@ def prepare_dagster_home(settings: Settings) -> tuple[Path, Endpoints]:
         text = DAGSTER_YAML.format(url=json.dumps(endpoints.dagster_storage))  # a JSON string is valid YAML
         if not config.exists() or config.read_text() != text:
             config.write_text(text)
-        config.chmod(0o600)  # the URL may carry a password
+        config.chmod(0o600)
     # Child processes (webserver, daemon, run workers) may run in another directory: absolute paths.
     export_for_children(settings, **{ENV_DAGSTER_STORAGE_URL: endpoints.dagster_storage})
     return path, endpoints

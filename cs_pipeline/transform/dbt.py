@@ -39,8 +39,6 @@ PROFILE_ENV = {
 }
 #: The directory dbt loads the seed ``feature_catalogue`` from (``seed-paths`` in dbt_project.yml).
 SEED_DIR_ENV = "CS_PIPELINE_DBT_SEED_DIR"
-#: libpq's default sslmode, used when the conninfo sets none.
-DEFAULT_SSLMODE = "prefer"
 TARGET_DIR = DBT_PROJECT_DIR / "target"
 MANIFEST = TARGET_DIR / "manifest.json"
 
@@ -49,18 +47,24 @@ def dbt_env(conninfo: str) -> dict[str, str]:
     """Environment variables for ``dbt_project/profiles.yml`` from a libpq conninfo or URL.
 
     Socket directories (the embedded server) go in ``host`` as they are; dbt-postgres accepts them.
-    Missing parts fall back to libpq's defaults (port 5432, user postgres, sslmode prefer). TLS
-    parameters (``sslmode``, ``sslrootcert``, ``sslcert``, ``sslkey``) pass through unchanged, so dbt
-    verifies the server exactly as psycopg and dagster-postgres do; absent file parameters are "".
+    Missing parts fall back to libpq's defaults (port 5432, user postgres). TLS parameters (``sslmode``,
+    ``sslrootcert``, ``sslcert``, ``sslkey``) pass through unchanged, so dbt verifies the server exactly
+    as psycopg and dagster-postgres do; absent ones are "" and the profile leaves them out, so libpq's
+    own ``PGSSLMODE``... environment still applies (the profile never forces ``sslmode=prefer``). Every
+    security parameter of the conninfo, including those dbt-postgres has no profile field for
+    (``require_auth``, ``channel_binding``, ``target_session_attrs``), is also given as its libpq ``PG*``
+    variable (``cs_pipeline.core.credentials.libpq_env``), which dbt's psycopg2 honours.
 
     Raises:
         cs_pipeline.core.warehouse.WarehouseError: the conninfo is malformed (message with secrets masked).
     """
+    from cs_pipeline.core.credentials import libpq_env
     from cs_pipeline.core.warehouse import parse_conninfo
 
     params = parse_conninfo(conninfo)
     return {
-        PROFILE_ENV["sslmode"]: params.get("sslmode") or DEFAULT_SSLMODE,
+        **libpq_env(params),
+        PROFILE_ENV["sslmode"]: params.get("sslmode") or "",
         PROFILE_ENV["sslrootcert"]: params.get("sslrootcert") or "",
         PROFILE_ENV["sslcert"]: params.get("sslcert") or "",
         PROFILE_ENV["sslkey"]: params.get("sslkey") or "",

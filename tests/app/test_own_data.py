@@ -64,7 +64,7 @@ def test_purchase_log_to_scores_with_two_commands(tmp_path):
     assert started.returncode == 0, started.stdout + started.stderr
     try:
         assert _cli(home, "db", "status").returncode == 0
-        url = _cli(home, "db", "url")
+        url = _cli(home, "db", "url", "--show-password")
         assert url.returncode == 0 and "db start" in url.stderr  # says who keeps the server up
         conninfo = url.stdout.strip()
 
@@ -143,7 +143,7 @@ def test_own_product_with_its_own_catalogue_to_scores(tmp_path):
     started = _cli(home, "db", "start", timeout=300)
     assert started.returncode == 0, started.stdout + started.stderr
     try:
-        conninfo = _cli(home, "db", "url").stdout.strip()
+        conninfo = _cli(home, "db", "url", "--show-password").stdout.strip()
         done = _cli(home, "import", "--mapping", str(OWN_PRODUCT / "mapping.yaml"), "--from", str(OWN_PRODUCT), "--run")
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert "2025-03-01..2025-03-10" in done.stdout

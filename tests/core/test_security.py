@@ -195,7 +195,16 @@ def test_tls_parameters_reach_psycopg_dagster_postgres_and_dbt(no_tls_server, tm
 
 def test_embedded_storage_url_and_dbt_env_default_sslmode():
     env = dbt_env("host=/tmp/sock user=postgres password=x dbname=cs_pipeline")
-    assert env["CS_PIPELINE_DBT_SSLMODE"] == "prefer" and env["CS_PIPELINE_DBT_SSLROOTCERT"] == ""
+    assert env["CS_PIPELINE_DBT_SSLMODE"] == "" and env["CS_PIPELINE_DBT_SSLROOTCERT"] == ""  # libpq decides
+    assert "PGSSLMODE" not in env  # a PGSSLMODE the user exported still applies
+    guarded = dbt_env("host=db user=u dbname=d sslmode=verify-full require_auth=scram-sha-256 "
+                      "channel_binding=require target_session_attrs=read-write")
+    assert (guarded["PGSSLMODE"], guarded["PGREQUIREAUTH"], guarded["PGCHANNELBINDING"],
+            guarded["PGTARGETSESSIONATTRS"]) == ("verify-full", "scram-sha-256", "require", "read-write")
+    storage = _sqlalchemy_url(conninfo_to_dict("host=db user=u password=p dbname=d require_auth=scram-sha-256 "
+                                               "channel_binding=require target_session_attrs=read-write"))
+    assert all(part in storage for part in ("require_auth=scram-sha-256", "channel_binding=require",
+                                            "target_session_attrs=read-write"))
 
 
 # --- secrets in messages -------------------------------------------------------------------------

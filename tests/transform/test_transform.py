@@ -78,7 +78,7 @@ def test_pure_helpers():
     env = dbt_env("host=/tmp/pg user=postgres dbname=cs_pipeline")
     assert env == {"CS_PIPELINE_DBT_HOST": "/tmp/pg", "CS_PIPELINE_DBT_PORT": "5432",
                    "CS_PIPELINE_DBT_USER": "postgres", "CS_PIPELINE_DBT_PASSWORD": "",
-                   "CS_PIPELINE_DBT_DBNAME": "cs_pipeline", "CS_PIPELINE_DBT_SSLMODE": "prefer",
+                   "CS_PIPELINE_DBT_DBNAME": "cs_pipeline", "CS_PIPELINE_DBT_SSLMODE": "",
                    "CS_PIPELINE_DBT_SSLROOTCERT": "", "CS_PIPELINE_DBT_SSLCERT": "", "CS_PIPELINE_DBT_SSLKEY": ""}
     assert dbt_env("postgresql://bi:s3cret@db.example:6432/wh")["CS_PIPELINE_DBT_PORT"] == "6432"
     window = DayWindow(date(2025, 6, 1), date(2025, 6, 3))
