@@ -17,6 +17,16 @@ _ROLE_LOCK_KEY = 0x637372  # serialises concurrent role set-up ("csr")
 READABLE_SCHEMAS = ("marts",)
 PRIVATE_SCHEMAS = ("raw", "staging", "intermediate", "ops", "seeds", "public")
 _warned: set[str] = set()
+#: The tables, views and partitioned tables of a schema (parameter: the schema's name).
+_RELATIONS = ("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+              "WHERE n.nspname = %s AND c.relkind IN ('r', 'v', 'm', 'p', 'f')")
+#: Whether the current user's default privileges in a schema already give a role SELECT on new tables.
+_DEFAULT_SELECT = """
+SELECT EXISTS (SELECT 1 FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace,
+                     aclexplode(d.defaclacl) a
+               WHERE n.nspname = %s AND d.defaclrole = current_user::regrole AND d.defaclobjtype = 'r'
+                 AND a.grantee = %s::regrole AND a.privilege_type = 'SELECT')
+"""
 
 
 def grant_bi_statements(role: str, owner: str) -> list[sql.Composed]:
@@ -84,17 +94,29 @@ def ensure_bi_role(conn: psycopg.Connection, role: str) -> bool:
                                 "(`--print` shows the SQL); see SECURITY.md", role)
                 return False
             conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(ident))
+        # Only what is missing is granted and only what is held is revoked: a GRANT or REVOKE over ALL
+        # TABLES rewrites every table's catalogue row even when nothing changes, and fails with "tuple
+        # concurrently updated" while another run loads or analyzes those tables (Dagster's multiprocess
+        # executor runs the raw loads side by side, each calling this on its first connection).
         for schema in READABLE_SCHEMAS:
             s = sql.Identifier(schema)
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s))
-            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(s, ident))
-            conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(s, ident))
-            conn.execute(sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT SELECT ON TABLES TO {}").format(s, ident))
+            if not conn.execute("SELECT has_schema_privilege(%s, %s, 'USAGE')", (role, schema)).fetchone()[0]:
+                conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(s, ident))
+            for (table,) in conn.execute(_RELATIONS + " AND NOT has_table_privilege(%s, c.oid, 'SELECT')",
+                                         (schema, role)).fetchall():
+                conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(schema, table), ident))
+            if not conn.execute(_DEFAULT_SELECT, (schema, role)).fetchone()[0]:
+                conn.execute(sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT SELECT ON TABLES TO {}").format(s, ident))
         for schema in PRIVATE_SCHEMAS:
             present = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
             if present:
                 s = sql.Identifier(schema)
-                conn.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM {}").format(s, ident))
-                if schema != "public":
+                held = _RELATIONS + " AND EXISTS (SELECT 1 FROM aclexplode(c.relacl) a WHERE a.grantee = %s::regrole)"
+                for (table,) in conn.execute(held, (schema, role)).fetchall():
+                    conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(sql.Identifier(schema, table), ident))
+                if schema != "public" and conn.execute(
+                        "SELECT has_schema_privilege(%s, %s, 'USAGE') OR has_schema_privilege(%s, %s, 'CREATE')",
+                        (role, schema, role, schema)).fetchone()[0]:
                     conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM {}").format(s, ident))
     return True

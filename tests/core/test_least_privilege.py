@@ -73,3 +73,30 @@ def test_grant_bi_print_shows_the_sql_for_the_pipeline_role(tmp_path):
     assert 'ALTER DEFAULT PRIVILEGES FOR ROLE "cs_app" IN SCHEMA "marts" GRANT SELECT ON TABLES TO "cs_bi_reader";' \
         in done.stdout
     assert "pw" not in done.stdout.replace("PRIVILEGES", "")
+
+
+def test_bi_role_set_up_rewrites_no_table_it_does_not_change(warehouse, settings):
+    """A GRANT/REVOKE over ALL TABLES rewrote every raw table's catalogue row on each first connection, and
+    parallel raw loads then failed with "tuple concurrently updated": a repeated set-up now changes no
+    row (same xmin), while a privilege granted on raw by hand is still revoked."""
+    from psycopg import sql
+
+    from cs_pipeline.core.access import ensure_bi_role
+
+    role = settings.bi_role
+    with warehouse.connect(autocommit=True) as admin:
+        for name in ("raw.bi_xmin_probe", "marts.bi_xmin_probe"):
+            admin.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (x int)").format(sql.Identifier(*name.split("."))))
+        ensure_bi_role(admin, role)
+        rows = "SELECT oid::regclass::text, xmin::text FROM pg_class WHERE oid = ANY(%s::regclass[]) ORDER BY 1"
+        names = ["raw.bi_xmin_probe", "marts.bi_xmin_probe"]
+        before = admin.execute(rows, (names,)).fetchall()
+        ensure_bi_role(admin, role)
+        assert admin.execute(rows, (names,)).fetchall() == before
+        admin.execute(sql.SQL("GRANT SELECT ON raw.bi_xmin_probe TO {}").format(sql.Identifier(role)))
+        ensure_bi_role(admin, role)
+        held = "SELECT has_table_privilege(%s, %s, 'SELECT')"
+        assert not admin.execute(held, (role, "raw.bi_xmin_probe")).fetchone()[0]
+        assert admin.execute(held, (role, "marts.bi_xmin_probe")).fetchone()[0]
+        for name in names:
+            admin.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(*name.split("."))))

@@ -77,7 +77,8 @@ def prepare_dashboard_access(settings: Settings) -> None:
     endpoints = resolve_endpoints(settings)
     role = sql.Identifier(settings.bi_role)
     with psycopg.connect(endpoints.warehouse, autocommit=True) as conn:
-        ensure_bi_role(conn, settings.bi_role)
+        if not ensure_bi_role(conn, settings.bi_role):  # no BI role and no right to create it: warned once
+            return
         if settings.embedded:
             secret = embedded_password(settings.home, BI_SECRET_NAME)
             conn.execute("SET password_encryption = 'scram-sha-256'")
