@@ -39,6 +39,7 @@ def reset_warehouse(conn: psycopg.Connection) -> None:
                  "raw.rejected_rows, ops.load_audit")
     for schema in ("staging", "intermediate", "marts", "seeds"):
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    conn.execute("DROP TABLE IF EXISTS ops.churn_models")  # a model trained by an earlier test scores nothing here
     conn.commit()
 
 

@@ -37,6 +37,7 @@ EXPECTED_ASSETS = {
     "marts/dim_suppliers": "marts", "marts/fct_supplier_activity_daily": "marts", "marts/fct_feature_adoption": "marts",
     "marts/supplier_engagement_daily": "marts", "marts/fct_supplier_milestone_facts": "marts",
     "marts/customer_health": "health", "marts/success_milestones": "health", "marts/health_score_backtest": "health",
+    "models/churn_model": "health",
     "marts/intervention_outcomes": "interventions", "scorecards/fitted": "scorecard_fit",
 }
 
