@@ -13,7 +13,7 @@ from pydantic import PrivateAttr
 from cs_pipeline.core.access import ensure_bi_role
 from cs_pipeline.core.db import ensure_schemas
 from cs_pipeline.core.warehouse import Endpoints, resolve_endpoints
-from cs_pipeline.core.settings import ENV_DAGSTER_STORAGE_URL, ENV_DATABASE_URL, Settings
+from cs_pipeline.core.settings import ENV_DATABASE_URL, Settings
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -42,10 +42,14 @@ class WarehouseResource(dg.ConfigurableResource):
     _endpoints: Endpoints | None = PrivateAttr(default=None)
 
     def settings(self) -> Settings:
-        """The settings this resource stands for, from its own fields (no environment read)."""
+        """The settings this resource stands for, from its own fields (no environment read beyond a
+        ``dg.EnvVar`` field's own variable, which Dagster resolves in a run but not outside one)."""
+        def value(field):
+            return field.get_value() if isinstance(field, dg.EnvVar) else field
+
         return Settings.for_home(
-            self.home, database_url=self.database_url or None, dagster_storage_url=self.dagster_storage_url or None,
-            bi_role=self.bi_role,
+            self.home, database_url=value(self.database_url) or None,
+            dagster_storage_url=value(self.dagster_storage_url) or None, bi_role=self.bi_role,
             scoring={"feature_catalogue": Path(self.feature_catalogue) if self.feature_catalogue else None})
 
     @property
@@ -90,7 +94,6 @@ def warehouse_from_settings(settings: Settings) -> WarehouseResource:
     """The resource for ``settings``. Database URLs given in the environment stay ``dg.EnvVar``s, so the
     Dagster UI shows the variable's name, never the URL (it may carry a password)."""
     catalogue = str(settings.feature_catalogue) if settings.feature_catalogue else None
-    urls = {"database_url": dg.EnvVar(ENV_DATABASE_URL) if settings.database_url else None,
-            "dagster_storage_url": dg.EnvVar(ENV_DAGSTER_STORAGE_URL) if settings.dagster_storage_url else None}
-    return WarehouseResource(**{k: v for k, v in urls.items() if v is not None}, home=str(settings.home),
-                             bi_role=settings.bi_role, feature_catalogue=catalogue)
+    # The warehouse's own connections need no Dagster storage URL: it is not passed.
+    urls = {"database_url": dg.EnvVar(ENV_DATABASE_URL)} if settings.database_url else {}
+    return WarehouseResource(**urls, home=str(settings.home), bi_role=settings.bi_role, feature_catalogue=catalogue)

@@ -124,3 +124,18 @@ def test_a_stray_file_never_moves_the_partition_start(tmp_path):
     (landing / "suppliers_1970-01-02.csv").symlink_to(landing / "old export (copy)_1970-01-01.bak")
     s = Settings.from_env({"CS_PIPELINE_HOME": str(tmp_path / "home"), "CS_PIPELINE_LANDING_DIR": str(landing)})
     assert s.partition_start == date(2025, 3, 1)
+
+
+def test_the_warehouse_resource_resolves_its_url_outside_a_run(tmp_path, monkeypatch):
+    """A resource built from settings keeps CS_PIPELINE_DATABASE_URL as a dg.EnvVar (the UI shows the name,
+    never the URL); used outside a Dagster run (the CLI after a manual intervention) it must connect to the
+    URL, not parse the variable's name (it failed with "malformed database URL")."""
+    from cs_pipeline.core.resources import warehouse_from_settings
+
+    url = "postgresql://cs:s3cret@db.example:5433/cs_pipeline"
+    monkeypatch.setenv("CS_PIPELINE_DATABASE_URL", url)
+    monkeypatch.setenv("CS_PIPELINE_DAGSTER_STORAGE_URL", "postgresql://cs:s3cret@db.example:5433/dagster")
+    settings = Settings.from_env({"CS_PIPELINE_HOME": str(tmp_path), "CS_PIPELINE_DATABASE_URL": url,
+                                  "CS_PIPELINE_DAGSTER_STORAGE_URL": "postgresql://cs:s3cret@db.example:5433/dagster"})
+    resolved = warehouse_from_settings(settings).settings()
+    assert resolved.database_url == url and resolved.dagster_storage_url is None
