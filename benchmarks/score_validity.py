@@ -64,8 +64,8 @@ from cs_pipeline.health.backtest import (
     BacktestError,
     backtest,
     label_churn,
-    misleading_warning,
 )
+from cs_pipeline.health.diagnose import misleading_warning
 from cs_pipeline.health.fit import fit_scorecard
 from cs_pipeline.health.scorecard import (
     Churn,

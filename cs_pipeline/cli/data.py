@@ -9,7 +9,16 @@ from typing import Annotated
 
 import typer
 
-from cs_pipeline.cli.common import app, console, fail, load_settings, parse_day, print_counts, run_range, today
+from cs_pipeline.cli.common import (
+    app,
+    console,
+    fail,
+    load_settings,
+    parse_day,
+    print_counts,
+    run_range,
+    today,
+)
 from cs_pipeline.core.settings import CALENDAR_FILE, ENV_PARTITION_START
 
 
@@ -52,13 +61,13 @@ def import_data(
         event_names,
         record_catalogue,
     )
+    from cs_pipeline.core.settings import ENV_FEATURE_CATALOGUE
     from cs_pipeline.feeds.imports import (
         MappingError,
         check_event_names,
         load_mapping,
         run_import,
     )
-    from cs_pipeline.core.settings import ENV_FEATURE_CATALOGUE
 
     settings = load_settings()
     try:

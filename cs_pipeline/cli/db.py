@@ -28,7 +28,10 @@ def db_url(
     settings = load_settings()
     conninfo = resolve_endpoints(settings).warehouse
     if bi:
-        from cs_pipeline.app.dashboard.connection import dashboard_conninfo, prepare_dashboard_access
+        from cs_pipeline.app.dashboard.connection import (
+            dashboard_conninfo,
+            prepare_dashboard_access,
+        )
 
         if settings.embedded:  # the role, its grants and its generated login; elsewhere `db grant-bi`
             prepare_dashboard_access(settings)

@@ -28,7 +28,11 @@ def model_train(
     """Train, validate (rolling origin) and calibrate a churn model; store it and print how it compares with the
     scorecard, recency and tenure on the same validation rows."""
     from cs_pipeline.health.churn_model import ChurnModelError
-    from cs_pipeline.health.churn_service import comparison_rows, parse_churn, train_churn_model
+    from cs_pipeline.health.churn_service import (
+        comparison_rows,
+        parse_churn,
+        train_churn_model,
+    )
     from cs_pipeline.runtime.warehouse import connect
 
     settings = load_settings()

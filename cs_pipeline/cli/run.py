@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from cs_pipeline.cli.common import app, console, fail, load_settings, parse_day, quiet, run_range, today
+from cs_pipeline.cli.common import (
+    app,
+    console,
+    fail,
+    load_settings,
+    parse_day,
+    quiet,
+    run_range,
+    today,
+)
 
 
 @app.command()

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from cs_pipeline.cli.common import app, console, load_settings
-from cs_pipeline.core.settings import child_env
+from cs_pipeline.core.child_env import child_env
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -12,8 +12,8 @@ from pydantic import PrivateAttr
 
 from cs_pipeline.core.access import ensure_bi_role
 from cs_pipeline.core.db import ensure_schemas
-from cs_pipeline.core.warehouse import Endpoints, resolve_endpoints
 from cs_pipeline.core.settings import ENV_DATABASE_URL, Settings
+from cs_pipeline.core.warehouse import Endpoints, resolve_endpoints
 
 
 class WarehouseResource(dg.ConfigurableResource):

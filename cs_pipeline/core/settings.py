@@ -6,8 +6,7 @@ with one line naming the variable and the fix (``SettingsError``). Everything el
 ``Settings`` (or a resource built from it) and never reads ``os.environ``.
 
 The only other use of the process environment is building the environment of child processes (dbt, the
-Dagster webserver and daemon, Streamlit, the embedded server's holder): ``child_env`` and ``exported``
-below, also here. The full inventory of variables (name, field, default) is in docs/configuration.md.
+Dagster webserver and daemon, Streamlit, the embedded server's holder): ``cs_pipeline.core.child_env``. The full inventory of variables (name, field, default) is in docs/configuration.md.
 
 Every setting has a default that works on a fresh machine (the embedded PostgreSQL under
 ``./.cs_pipeline``).
@@ -15,13 +14,19 @@ Every setting has a default that works on a fresh machine (the embedded PostgreS
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 from cs_pipeline.core.calendar import (  # noqa: F401  (re-exported: the settings' calendar)
     CALENDAR_FILE,
@@ -289,8 +294,6 @@ class Settings(BaseModel):
             err = exc.errors()[0]
             name = _VARIABLE_OF.get(tuple(str(p) for p in err["loc"][:2]), _VARIABLE_OF.get((str(err["loc"][0]),), str(err["loc"][0])))
             raise SettingsError(f"{name}: {err['msg']}; {_FIX_OF.get(name, 'see docs/configuration.md')}") from exc
-        from cs_pipeline.core.settings_check import check_settings
-
         check_settings(settings)
         return settings
 
@@ -324,54 +327,37 @@ def resolve_feature_catalogue(environ: Mapping[str, str] | None = None, home: Pa
     return recorded if recorded.is_file() else None
 
 
-# --- child processes: the one place that builds their environment --------------------------------------
+def check_settings(settings: Settings) -> None:
+    """What a value alone cannot say: URLs parse, the scorecard and the catalogue exist (called by
+    ``Settings.from_env``; never echoes a URL, which may carry a password).
 
+    Raises:
+        SettingsError: one line naming the variable and the fix.
+    """
+    from psycopg.conninfo import conninfo_to_dict
 
-def child_env(settings: Settings | None = None, **extra: str) -> dict[str, str]:
-    """The environment of a child process (dbt, Dagster webserver/daemon/code servers, Streamlit, the
-    embedded server's holder): this process's environment, plus ``settings``' resolved paths as absolute
-    ``CS_PIPELINE_HOME`` / ``CS_PIPELINE_LANDING_DIR`` / ``DAGSTER_HOME`` (children may run in another
-    directory), plus ``extra``."""
-    env = dict(os.environ)
-    if settings is not None:
-        env[ENV_HOME] = str(settings.home)
-        env[ENV_LANDING_DIR] = str(settings.landing_dir)
-        env[ENV_DAGSTER_HOME] = str(settings.dagster_instance_dir)
-    env.update(extra)
-    return env
-
-
-def export_for_children(settings: Settings, **extra: str) -> None:
-    """Write ``child_env(settings, **extra)``'s additions into this process's environment, for children
-    that a library starts with the inherited environment (``dagster dev``, dagster-dbt). Idempotent."""
-    for key, value in child_env(settings, **extra).items():
-        if os.environ.get(key) != value:
-            os.environ[key] = value
-
-
-@contextlib.contextmanager
-def exported(values: Mapping[str, str]) -> Iterator[None]:
-    """Set ``values`` in this process's environment for the block and restore what was there after:
-    dagster-dbt's ``DbtCliResource.cli`` takes its subprocess environment from ``os.environ``."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def put_on_path(bin_dir: str) -> None:
-    """Put ``bin_dir`` first on this process's ``PATH`` (inherited by children) unless it is there."""
-    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-
-
-def set_library_defaults() -> None:
-    """Defaults for libraries that read the environment themselves: Great Expectations' analytics off
-    (no network calls) unless the user decided otherwise."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    for name, value in ((ENV_DATABASE_URL, settings.database_url),
+                        (ENV_DAGSTER_STORAGE_URL, settings.dagster_storage_url),
+                        (ENV_DASHBOARD_DATABASE_URL, settings.dashboard.database_url)):
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not text:
+            continue
+        try:
+            params = conninfo_to_dict(text.replace("postgresql+psycopg2://", "postgresql://", 1))
+        except Exception:  # psycopg's message may quote the URL, password included: never shown
+            params = None
+        if params is None or not (params.get("host") or params.get("dbname") or text.startswith("postgres")):
+            raise SettingsError(f"{name} is not a libpq URL or conninfo; set it like "
+                                "postgresql://USER:PASSWORD@HOST:5432/DBNAME (percent-encode @ : / % ? in the "
+                                "password), or unset it to use the embedded PostgreSQL")
+    if not settings.dashboard.dagster_url.startswith(("http://", "https://")):
+        raise SettingsError(f"{ENV_DAGSTER_URL} must be an http(s) URL, e.g. {DEFAULT_DAGSTER_URL}")
+    card = settings.scoring.scorecard
+    shipped = sorted(p.stem for p in SCORECARD_DIR.glob("*.yaml"))
+    if card not in shipped and not Path(card).expanduser().is_file():
+        raise SettingsError(f"{ENV_SCORECARD}={card} is neither a shipped scorecard ({', '.join(shipped)}) nor a "
+                            "YAML file; set one of those names or the path of your scorecard YAML")
+    catalogue = settings.scoring.feature_catalogue
+    if catalogue is not None and not catalogue.is_file():
+        raise SettingsError(f"{ENV_FEATURE_CATALOGUE}: {catalogue} is not a file; set the path of your feature "
+                            "catalogue CSV (columns of dbt_project/seeds/feature_catalogue.csv) or unset it")

@@ -17,6 +17,7 @@ import pandas as pd
 import psycopg
 
 from cs_pipeline.core.db import ddl_transaction, now_utc, read_frame, relation_exists
+from cs_pipeline.core.settings import Settings
 from cs_pipeline.health.backtest import label_churn
 from cs_pipeline.health.churn_features import (
     build_features,
@@ -32,7 +33,6 @@ from cs_pipeline.health.store import (
     read_activity_days,
     read_seasonal_sums,
 )
-from cs_pipeline.core.settings import Settings
 
 MODEL_FILE = "model.joblib"
 DDL = """

@@ -16,17 +16,19 @@ import pandas as pd
 from cs_pipeline.core.db import now_utc, read_frame
 from cs_pipeline.core.metadata import markdown_table
 from cs_pipeline.core.partitions import DAILY_FRESHNESS, partition_days
+from cs_pipeline.core.reruns import rebuilt_days, report_rebuilt_partitions
 from cs_pipeline.core.resources import WarehouseResource
-from cs_pipeline.health.backtest import (
-    BacktestError,
-    backtest_scorecards,
-    calibrated_churn_risk,
-)
+from cs_pipeline.core.settings import Settings
+from cs_pipeline.health.backtest import calibrated_churn_risk
+from cs_pipeline.health.backtest_run import backtest_scorecards
 from cs_pipeline.health.churn_defs import churn_model_assets
 from cs_pipeline.health.churn_service import active_model, score_churn
 from cs_pipeline.health.fit_run import FitRunError, fit_from_warehouse
 from cs_pipeline.health.gates import health_gate
-from cs_pipeline.health.milestone_store import read_milestone_inputs, write_milestone_changes
+from cs_pipeline.health.milestone_store import (
+    read_milestone_inputs,
+    write_milestone_changes,
+)
 from cs_pipeline.health.milestones import load_milestones, reconcile_milestones
 from cs_pipeline.health.scorecard import load_scorecard, shipped_scorecards
 from cs_pipeline.health.scoring import (
@@ -49,8 +51,6 @@ from cs_pipeline.health.store import (
 )
 from cs_pipeline.quality.checks import check_result
 from cs_pipeline.quality.gx import GateRunner
-from cs_pipeline.core.settings import Settings
-from cs_pipeline.core.reruns import rebuilt_days, report_rebuilt_partitions
 
 ENGAGEMENT = dg.AssetKey(["marts", "supplier_engagement_daily"])
 MILESTONE_FACTS = dg.AssetKey(["marts", "fct_supplier_milestone_facts"])

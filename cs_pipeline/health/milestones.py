@@ -10,9 +10,9 @@ recomputes every achievement on or after D, removes what the data no longer supp
 from __future__ import annotations
 
 import operator
-from pathlib import Path
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Literal
 
 import numpy as np

@@ -12,7 +12,13 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from cs_pipeline.core.db import copy_frame, ddl_transaction, read_frame, relation_exists, statistics_stale
+from cs_pipeline.core.db import (
+    copy_frame,
+    ddl_transaction,
+    read_frame,
+    relation_exists,
+    statistics_stale,
+)
 
 HEALTH_COLUMNS = [
     "supplier_id", "as_of_date", "vendor_category", "tier", "lifecycle_stage", "health_score", "risk_level",

@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 import psycopg
 
+from cs_pipeline.core.child_env import set_library_defaults
 from cs_pipeline.core.db import ddl_transaction
 from cs_pipeline.core.paths import EXPECTATIONS_DIR
-from cs_pipeline.core.settings import set_library_defaults
 
 set_library_defaults()  # GX analytics off: no network calls
 

@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cs_pipeline.core.settings import Settings, child_env
+from cs_pipeline.core.child_env import child_env
+from cs_pipeline.core.settings import Settings
 
 PID_FILE = "db.pid"
 READY_FILE = "db.ready"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cs_pipeline.core.child_env import export_for_children
 from cs_pipeline.core.credentials import without_password
-from cs_pipeline.core.settings import ENV_DAGSTER_STORAGE_URL, Settings, export_for_children
+from cs_pipeline.core.settings import ENV_DAGSTER_STORAGE_URL, Settings
 from cs_pipeline.core.warehouse import Endpoints, resolve_endpoints
 
 DAGSTER_YAML = """\

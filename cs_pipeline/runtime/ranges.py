@@ -12,8 +12,8 @@ from datetime import date
 import dagster as dg
 
 from cs_pipeline.core.partitions import check_days_in_partitions
-from cs_pipeline.runtime.runner import RunSummary, day_windows, run_job_over_range
 from cs_pipeline.core.settings import Settings
+from cs_pipeline.runtime.runner import RunSummary, day_windows, run_job_over_range
 
 
 class UnknownJobError(ValueError):

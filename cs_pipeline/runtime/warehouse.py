@@ -9,7 +9,8 @@ from contextlib import contextmanager
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from cs_pipeline.core.settings import Settings, child_env
+from cs_pipeline.core.child_env import child_env
+from cs_pipeline.core.settings import Settings
 from cs_pipeline.core.warehouse import parse_conninfo, resolve_endpoints
 
 

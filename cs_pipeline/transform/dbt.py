@@ -23,8 +23,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from cs_pipeline.core.child_env import child_env, put_on_path
 from cs_pipeline.core.paths import DBT_PROJECT_DIR
-from cs_pipeline.core.settings import child_env, put_on_path
 
 PROFILE_ENV = {
     "host": "CS_PIPELINE_DBT_HOST",

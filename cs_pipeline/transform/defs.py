@@ -17,13 +17,12 @@ dbt tests become Dagster asset checks. The translator groups models by layer and
 """
 
 from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
 from functools import cached_property
 from importlib.metadata import version as package_version
-from datetime import datetime, timezone
 from typing import Any
 
 import dagster as dg
-from packaging.version import Version
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
@@ -31,12 +30,14 @@ from dagster_dbt import (
     DbtProject,
     dbt_assets,
 )
+from packaging.version import Version
 
 from cs_pipeline.core.access import ensure_bi_role
+from cs_pipeline.core.child_env import exported
 from cs_pipeline.core.paths import DBT_PROJECT_DIR
+from cs_pipeline.core.reruns import report_rebuilt_partitions
 from cs_pipeline.core.resources import WarehouseResource
 from cs_pipeline.core.settings import Settings
-from cs_pipeline.core.settings import exported
 from cs_pipeline.core.window import DayWindow
 from cs_pipeline.transform.dbt import (
     FULL_REFRESH_TAG,
@@ -48,7 +49,6 @@ from cs_pipeline.transform.dbt import (
     prepare_parse_state,
     put_dbt_on_path,
 )
-from cs_pipeline.core.reruns import report_rebuilt_partitions
 
 DAILY_TAG = "daily"
 

@@ -171,12 +171,10 @@ from datetime import timedelta  # noqa: E402
 from cs_pipeline.health.backtest import (  # noqa: E402
     BacktestError,
     backtest,
-    diagnose,
-    misleading_warning,
     inactivity_labels,
     label_churn,
-    problems,
 )
+from cs_pipeline.health.diagnose import diagnose, misleading_warning, problems  # noqa: E402
 from cs_pipeline.health.scorecard import Churn  # noqa: E402
 
 
