@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import csv
+import socket
+import struct
+import threading
 from pathlib import Path
+from typing import Self
 
 import psycopg
 from psycopg import sql
@@ -48,3 +52,58 @@ def _write(path: Path, columns: list[str], rows: list[list]) -> None:
         writer = csv.writer(fh)
         writer.writerow(columns)
         writer.writerows(rows)
+
+
+class FakePostgresServer:
+    """A TCP listener on 127.0.0.1 that speaks PostgreSQL's wire protocol just far enough to see what a
+    client sends before it is authenticated. Per connection it records whether the client opened with an
+    SSLRequest (``ssl_requests``) and answers ``N`` (no TLS); after a startup message (``startups``) it
+    asks for a cleartext password (AuthenticationCleartextPassword) and records any password it receives
+    (``passwords``, bytes), then closes. Use it as a context manager or call ``close()``."""
+
+    SSL_REQUEST = 80877103
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port: int = self.sock.getsockname()[1]
+        self.ssl_requests: list[bool] = []
+        self.startups = 0
+        self.passwords: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._talk, args=(client,), daemon=True).start()
+
+    def _talk(self, client: socket.socket) -> None:
+        with client:
+            client.settimeout(10)
+            try:
+                length, code = struct.unpack("!ii", client.recv(8))
+                self.ssl_requests.append(code == self.SSL_REQUEST)
+                if code == self.SSL_REQUEST:
+                    client.sendall(b"N")
+                    length, code = struct.unpack("!ii", client.recv(8))
+                client.recv(length - 8)
+                self.startups += 1
+                client.sendall(b"R" + struct.pack("!ii", 8, 3))
+                reply = client.recv(4096)
+                if reply[:1] == b"p":
+                    self.passwords.append(reply[5:].rstrip(b"\0"))
+            except (OSError, struct.error):
+                return

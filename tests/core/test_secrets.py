@@ -12,10 +12,8 @@ import shutil
 import signal
 import socket
 import stat
-import struct
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from cs_pipeline.core.warehouse import (
     resolve_endpoints,
 )
 from cs_pipeline.transform.dbt import dbt_env
+from tests.helpers import FakePostgresServer
 
 BIN = Path(sys.executable).parent
 RESERVED_PASSWORD = "p@ss:w/rd%?x#1"
@@ -214,50 +213,10 @@ def test_dev_processes_carry_no_password_in_their_argv(tmp_path):
 # --- security parameters: a fake server that asks for a cleartext password --------------------------
 
 
-class CleartextServer:
-    """Speaks PostgreSQL's protocol just far enough: answers an SSLRequest with ``N`` (no TLS), then asks
-    for a cleartext password (AuthenticationCleartextPassword) and records every password it receives."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.port = self.sock.getsockname()[1]
-        self.startups = 0
-        self.passwords: list[bytes] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._talk, args=(client,), daemon=True).start()
-
-    def _talk(self, client: socket.socket) -> None:
-        with client:
-            client.settimeout(10)
-            try:
-                length, code = struct.unpack("!ii", client.recv(8))
-                if code == 80877103:  # SSLRequest
-                    client.sendall(b"N")
-                    length, code = struct.unpack("!ii", client.recv(8))
-                client.recv(length - 8)
-                self.startups += 1
-                client.sendall(b"R" + struct.pack("!ii", 8, 3))
-                reply = client.recv(4096)
-                if reply[:1] == b"p":
-                    self.passwords.append(reply[5:].rstrip(b"\0"))
-            except (OSError, struct.error):
-                return
-
-
 @pytest.fixture()
 def cleartext_server():
-    server = CleartextServer()
-    yield server
-    server.sock.close()
+    with FakePostgresServer() as server:
+        yield server
 
 
 def _dbt_debug(env_extra: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:

