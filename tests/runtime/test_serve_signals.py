@@ -65,6 +65,7 @@ def test_sigterm_to_dashboard_ends_streamlit_and_stops_the_server_it_started(tmp
     port = _free_port()
     wrapper = subprocess.Popen([sys.executable, "-m", "cs_pipeline.cli", "dashboard", "--port", str(port)], env=env,
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    children: list[int] = []
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -99,5 +100,6 @@ def test_sigterm_to_dashboard_ends_streamlit_and_stops_the_server_it_started(tmp
     finally:
         if wrapper.poll() is None:
             wrapper.kill()
-        for pid in _children(wrapper.pid):
-            os.kill(pid, signal.SIGKILL)
+        for pid in children:  # a failed test leaves no Streamlit behind
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
