@@ -33,7 +33,7 @@ def intervene(
         outcome = launch_manual(settings, supplier, channel, template or "", message or "", force,
                                 requested_by=f"cli:{user}")
     if outcome.intervention_id is None:
-        raise fail(f"{outcome.failure or 'see the Dagster run log'} (run {outcome.run_id})", 1)
+        raise fail(f"{outcome.failure or 'see the Dagster run log'} (run {outcome.run_id})", 1, soft_wrap=True)
     if outcome.delivery in ("already_sent", "reconciled"):  # sent by an earlier launch: this one sent nothing
         console.print(f"intervention {outcome.intervention_id}: {outcome.note} (run {outcome.run_id})")
         return
