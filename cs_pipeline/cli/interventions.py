@@ -35,12 +35,12 @@ def intervene(
     if outcome.intervention_id is None:
         raise fail(f"{outcome.failure or 'see the Dagster run log'} (run {outcome.run_id})", 1, soft_wrap=True)
     if outcome.delivery in ("already_sent", "reconciled"):  # sent by an earlier launch: this one sent nothing
-        console.print(f"intervention {outcome.intervention_id}: {outcome.note} (run {outcome.run_id})")
+        console.print(f"intervention {outcome.intervention_id}: {outcome.note} (run {outcome.run_id})", soft_wrap=True)
         return
     status, reason, error = outcome.status, outcome.reason, outcome.error
     console.print(f"intervention {outcome.intervention_id}: {status}{f' ({reason})' if reason else ''}"
                   f"{' [forced]' if outcome.forced else ''}{f' - {error}' if error and status != 'sent' else ''} "
-                  f"(run {outcome.run_id})")
+                  f"(run {outcome.run_id})", soft_wrap=True)
     if status != "sent":
         if reason in FORCEABLE and not force:
             console.print("use --force to override the cooldown (it is recorded)")
