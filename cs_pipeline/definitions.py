@@ -8,6 +8,7 @@ nothing, not even the embedded PostgreSQL, which starts on a resource's first us
 
 from __future__ import annotations
 
+import warnings
 from datetime import timedelta
 
 import dagster as dg
@@ -19,6 +20,13 @@ from cs_pipeline.ingest import defs as ingest
 from cs_pipeline.interventions import defs as interventions
 from cs_pipeline.core.settings import Settings
 from cs_pipeline.transform import defs as transform
+
+# Dagster's notices about its own beta and superseded parameters (``backfill_policy``, which has no non-beta
+# form, and ``owners``, which Dagster passes itself when it binds a sensor to its job) are for the project's
+# developers, not for the people running `dagster dev`, `dg` or the command line: every process that loads
+# these definitions (code servers included) ignores them (issue 29).
+for _category in (dg.BetaWarning, dg.PreviewWarning, dg.SupersessionWarning):
+    warnings.filterwarnings("ignore", category=_category)
 
 DAILY_GROUPS = ("ingest", "seeds", "staging", "intermediate", "marts", "health")
 

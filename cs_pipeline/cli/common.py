@@ -86,12 +86,22 @@ def quiet(log: Path):
             console.file = None  # back to following sys.stdout
 
 
-def run_range(settings: Settings, job: str, first: date, last: date, days_per_run: int,
-              log: Path | None = None, defs=None, full_refresh: bool = False) -> None:
-    """``runtime.ranges.run_range`` with a progress bar, the per-stage table and one line per failed run;
-    exit 2 for an unknown job or a day outside the partitions, 1 when a run failed."""
-    from rich.progress import Progress
+def progress_display() -> "Progress":
+    """The progress display of a run over days, within 80 columns: the stage (asset group) and day of the
+    newest materialisation, a bar, days done of the total (fractions as the run's assets finish a day) and
+    the elapsed time."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Column
 
+    return Progress(TextColumn("{task.fields[stage]}", table_column=Column(width=26, no_wrap=True, overflow="ellipsis")),
+                    BarColumn(bar_width=22), TextColumn("{task.fields[done]}"), TimeElapsedColumn(), console=console)
+
+
+def run_range(settings: Settings, job: str, first: date, last: date, days_per_run: int,
+              log: Path | None = None, defs=None, full_refresh: bool = False, announce_log: bool = True) -> None:
+    """``runtime.ranges.run_range`` with a progress display (per day and stage, from each run's
+    materialisations), the per-stage table and one line per failed run; exit 2 for an unknown job or a day
+    outside the partitions, 1 when a run failed. ``announce_log`` False: the caller printed the log's path."""
     from cs_pipeline.core.partitions import PartitionRangeError
     from cs_pipeline.runtime import ranges
     from cs_pipeline.runtime.instance import get_instance
@@ -103,19 +113,38 @@ def run_range(settings: Settings, job: str, first: date, last: date, days_per_ru
     except PartitionRangeError as exc:
         raise fail(str(exc), 2, soft_wrap=True) from exc
     instance = get_instance(settings)
-    if log:
-        console.print(f"dbt and Dagster logs: {log}")
-    with Progress(console=console) as progress:
-        task = progress.add_task(plan.label, total=plan.total)
+    if log and announce_log:
+        console.print(f"dbt and Dagster logs: {log}", soft_wrap=True)
+    console.print(plan.label + (f" ({plan.total} day{'s' if plan.total > 1 else ''})" if plan.partitioned else ""))
+    unit = "days" if plan.partitioned else "runs"
+    done = [0.0, 0.0]  # units of finished runs; share of the running one
+
+    with progress_display() as progress:
+        task = progress.add_task("", total=plan.total, stage="starting", done=f"0/{plan.total} {unit}")
+
+        def show() -> None:
+            completed = min(plan.total, done[0] + done[1])
+            progress.update(task, completed=completed, done=f"{completed:.1f}/{plan.total} {unit}")
+
+        def materialized(m) -> None:
+            done[1] += m.days
+            progress.update(task, stage=f"{m.stage} {m.day or ''}".strip())
+            show()
+
+        def window(units: int) -> None:
+            done[0], done[1] = done[0] + units, 0.0
+            show()
+
         try:
             with quiet(log) if log else contextlib.nullcontext():
                 summaries = ranges.run_range(plan, instance, days_per_run, full_refresh=full_refresh,
-                                             on_window=lambda units: progress.advance(task, units))
+                                             on_window=window, on_materialized=materialized)
         except Exception as exc:  # not a failed step (those are in the summaries): report it
             console.print(f"[red]run failed:[/red] {str(exc).splitlines()[0] if str(exc) else exc!r}")
             if log:
                 console.print(f"details: {log}")
             raise typer.Exit(1) from exc
+        progress.update(task, stage="done" if all(s.success for s in summaries) else "failed")
     print_stage_summary(ranges.stage_totals(summaries))
     warned = sorted({name for s in summaries for name in s.warned_checks})
     if warned:

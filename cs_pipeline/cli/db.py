@@ -39,8 +39,10 @@ def db_url(
     typer.echo(conninfo if show_password else describe(conninfo))
     if settings.embedded:
         current = status(settings)
-        note = current.describe(settings) if current.holder_pid else (
-            "note: the embedded server stops when this command exits; run `cs-pipeline db start` to keep it up")
+        if current.holder_pid or current.users:  # `db start`, or `dev`/`dashboard`/a run, keeps it up
+            note = current.describe(settings)
+        else:
+            note = "note: the embedded server stops when this command exits; run `cs-pipeline db start` to keep it up"
         typer.echo(note, err=True)
 
 

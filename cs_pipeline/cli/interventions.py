@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cs_pipeline.cli.common import app, console, fail, load_settings
+from cs_pipeline.cli.common import app, console, fail, load_settings, quiet
 
 
 @app.command()
@@ -29,17 +29,18 @@ def intervene(
         raise fail(f"--channel must be one of {', '.join(CHANNELS)}", 2)
     settings = load_settings()
     user = settings.operator
-    outcome = launch_manual(settings, supplier, channel, template or "", message or "", force,
-                            requested_by=f"cli:{user}")
+    with quiet(settings.home / "logs" / "intervene.log"):  # Dagster's run log: the file and the UI, not here
+        outcome = launch_manual(settings, supplier, channel, template or "", message or "", force,
+                                requested_by=f"cli:{user}")
     if outcome.intervention_id is None:
-        raise fail(f"{outcome.failure or 'see the Dagster run log'} (run {outcome.run_id})", 1)
+        raise fail(f"{outcome.failure or 'see the Dagster run log'} (run {outcome.run_id})", 1, soft_wrap=True)
     if outcome.delivery in ("already_sent", "reconciled"):  # sent by an earlier launch: this one sent nothing
-        console.print(f"intervention {outcome.intervention_id}: {outcome.note} (run {outcome.run_id})")
+        console.print(f"intervention {outcome.intervention_id}: {outcome.note} (run {outcome.run_id})", soft_wrap=True)
         return
     status, reason, error = outcome.status, outcome.reason, outcome.error
     console.print(f"intervention {outcome.intervention_id}: {status}{f' ({reason})' if reason else ''}"
                   f"{' [forced]' if outcome.forced else ''}{f' - {error}' if error and status != 'sent' else ''} "
-                  f"(run {outcome.run_id})")
+                  f"(run {outcome.run_id})", soft_wrap=True)
     if status != "sent":
         if reason in FORCEABLE and not force:
             console.print("use --force to override the cooldown (it is recorded)")

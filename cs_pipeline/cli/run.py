@@ -114,22 +114,44 @@ def demo(
     first = today() - timedelta(days=days)
     last = today() - timedelta(days=1)
     log = settings.home / "logs" / "demo.log"
-    console.rule("1. synthetic WedSync landing files")
+    for heading in DEMO_STEPS[:1]:
+        console.rule(heading)
     run_generate(GeneratorConfig(suppliers=suppliers, days=days, start=first, seed=seed,
                                  out=settings.landing_dir), progress=True)
-    console.rule("2. daily_customer_success through Dagster: history as a backfill, then the newest day")
-    console.print(f"(dbt and Dagster logs: {log})")
+    console.rule(DEMO_STEPS[1])
+    console.print(f"dbt and Dagster logs: {log}", soft_wrap=True)
     if last > first:
-        run_range(settings, "daily_customer_success", first, last - timedelta(days=1), days_per_run, log)
-    run_range(settings, "daily_customer_success", last, last, 1, log)
-    console.rule("3. risk_escalation_sensor and intervention_job")
+        run_range(settings, "daily_customer_success", first, last - timedelta(days=1), days_per_run, log,
+                  announce_log=False)
+    run_range(settings, "daily_customer_success", last, last, 1, log, announce_log=False)
+    console.rule(DEMO_STEPS[2])
     instance = get_instance(settings)
     with quiet(log):
         ticks = escalate(settings, instance)
     console.print(f"sensor: {len(ticks.run_keys)} run request(s): {', '.join(ticks.run_keys) or ticks.skip_message}")
     console.print(f"second tick: {ticks.second_requests} run request(s) ({ticks.second_skip_message or 'nothing new'})")
-    console.rule("4. backtest and intervention outcomes")
+    console.rule(DEMO_STEPS[3])
     with quiet(log):
         backtest_and_outcomes(settings, instance)
-    console.rule("5. summary")
+    console.rule(DEMO_STEPS[4])
     print_summary(settings, console, as_of=last)
+    console.print(f"BI tools (read-only role): {bi_url(settings)}", soft_wrap=True)
+
+
+#: The demo's step headings (each fits an 80-column terminal with the rule's decoration).
+DEMO_STEPS = ("1. synthetic WedSync landing files",
+              "2. daily_customer_success: history as a backfill, then the newest day",
+              "3. risk_escalation_sensor and intervention_job",
+              "4. backtest and intervention outcomes",
+              "5. summary")
+
+
+def bi_url(settings) -> str:
+    """The BI role's connection, password masked (as ``cs-pipeline db url --bi``): what the demo's reader
+    connects a BI tool with, rather than the pipeline's own (superuser) connection."""
+    from cs_pipeline.app.dashboard.connection import dashboard_conninfo, prepare_dashboard_access
+    from cs_pipeline.core.warehouse import describe
+
+    if settings.embedded:
+        prepare_dashboard_access(settings)
+    return describe(dashboard_conninfo(settings))

@@ -32,6 +32,17 @@ def dbt(ctx: typer.Context) -> None:
     raise typer.Exit(subprocess.call(cmd, env=env))
 
 
+def _serve(settings, cmd: list[str], env: dict[str, str], cwd: str | None = None) -> int:
+    """Run the tool until it exits or this command is signalled (``kill <pid>``, Ctrl-C: passed on to the tool
+    and what it started), then release the embedded server (it stops unless another process still uses it)."""
+    from cs_pipeline.runtime import dbserver
+    from cs_pipeline.runtime.children import run_foreground
+
+    code = run_foreground(cmd, env=env, cwd=cwd)
+    dbserver.forget_dead_users(settings)  # a tool's process killed outright must not keep the server up
+    return code
+
+
 @app.command()
 def dev(
     port: Annotated[int, typer.Option(help="Port of the Dagster UI.")] = 3000,
@@ -45,7 +56,10 @@ def dev(
     cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
            "-h", "127.0.0.1", "-p", str(port)]
     console.print(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={settings.dagster_instance_dir})")
-    raise typer.Exit(subprocess.call(cmd, cwd=str(PROJECT_ROOT)))
+    # `dagster dev` is superseded by `dg dev` (which wants a `dg` project layout and its own interpreter); the
+    # notice is for Dagster's developers, not for the person starting the UI.
+    env = child_env(settings, PYTHONWARNINGS="ignore:Function `dev_command` is superseded")
+    raise typer.Exit(_serve(settings, cmd, env, cwd=str(PROJECT_ROOT)))
 
 
 @app.command()
@@ -68,4 +82,4 @@ def dashboard(
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT), "--server.address", "127.0.0.1",
            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     console.print(f"dashboard on http://127.0.0.1:{port} (reading marts as {describe(conninfo)})")
-    raise typer.Exit(subprocess.call(cmd, env=env))
+    raise typer.Exit(_serve(settings, cmd, env))

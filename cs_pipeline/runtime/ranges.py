@@ -13,7 +13,7 @@ import dagster as dg
 
 from cs_pipeline.core.partitions import check_days_in_partitions
 from cs_pipeline.core.settings import Settings
-from cs_pipeline.runtime.runner import RunSummary, day_windows, run_job_over_range
+from cs_pipeline.runtime.runner import Materialized, RunSummary, day_windows, run_job_over_range
 
 
 class UnknownJobError(ValueError):
@@ -74,12 +74,14 @@ def plan_range(settings: Settings, job: str, first: date, last: date,
 
 
 def run_range(plan: RangePlan, instance: dg.DagsterInstance, days_per_run: int, full_refresh: bool = False,
-              on_window: Callable[[int], None] | None = None) -> list[RunSummary]:
+              on_window: Callable[[int], None] | None = None,
+              on_materialized: Callable[[Materialized], None] | None = None) -> list[RunSummary]:
     """Run ``plan`` on ``instance``, one Dagster run per window of at most ``days_per_run`` days, stopping
     at the first failed run. With ``full_refresh`` the first window runs with
     ``transform.dbt.FULL_REFRESH_TAG`` (dbt --full-refresh rebuilds every built day), the rest
     incrementally. ``on_window(units)`` is called after each run with its units of progress (days, or 1
-    for an unpartitioned job).
+    for an unpartitioned job); ``on_materialized`` during each run, per asset and day materialised
+    (``runner.Materialized``: its stage and its share of a day's progress).
 
     Returns the runs' summaries (``success`` False and ``failed_checks`` for a failed run).
 
@@ -96,11 +98,12 @@ def run_range(plan: RangePlan, instance: dg.DagsterInstance, days_per_run: int, 
     summaries: list[RunSummary] = []
     if full_refresh:  # only the first run rebuilds from raw; it covers every built day
         summaries += run_job_over_range(plan.defs, plan.job, *windows[0], instance, days_per_run, on_window=advance,
-                                        tags={FULL_REFRESH_TAG: "true"}, raise_on_error=False)
+                                        tags={FULL_REFRESH_TAG: "true"}, raise_on_error=False,
+                                        on_materialized=on_materialized)
         windows = windows[1:]
     if windows and all(s.success for s in summaries):
         summaries += run_job_over_range(plan.defs, plan.job, windows[0][0], plan.last, instance, days_per_run,
-                                        on_window=advance, raise_on_error=False)
+                                        on_window=advance, raise_on_error=False, on_materialized=on_materialized)
     return summaries
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import dagster as dg
+from dagster._core.utils import make_new_run_id
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -29,6 +30,18 @@ class RunSummary:
     failed_steps: list[str] = field(default_factory=list)
     #: Non-blocking (WARN) checks that failed, by name: the run went on, but they say what to look at.
     warned_checks: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Materialized:
+    """One asset materialised for one day during a run: its stage (asset group), key (``marts/customer_health``),
+    partition day (``YYYY-MM-DD``, None when unpartitioned) and the share of the run's progress it stands for, in
+    days (1 / number of assets in the run: the run's days are done when every asset has every day)."""
+
+    stage: str
+    asset: str
+    day: str | None
+    days: float
 
 
 def day_windows(start: date, end: date, days_per_run: int) -> list[tuple[date, date]]:
@@ -55,12 +68,14 @@ def run_job_over_range(
     tags: dict[str, str] | None = None,
     raise_on_error: bool = True,
     asset_selection: list[dg.AssetKey] | None = None,
+    on_materialized: Callable[[Materialized], None] | None = None,
 ) -> list[RunSummary]:
     """Execute ``job_name`` in-process for [start, end], one run per window of ``days_per_run`` days
     (each run covers its window as one partition range, as a single-run backfill would). ``tags`` are
     added to every run (e.g. ``cs_pipeline.transform.dbt.FULL_REFRESH_TAG``). A job without
     partitions (``health_score_backtest_job``) runs once and ignores the range. ``asset_selection``
-    narrows the job to those assets (and their checks).
+    narrows the job to those assets (and their checks). ``on_materialized`` is called during each run, for
+    every asset and day it materialises (from the run's event stream), with that day's share of progress.
 
     Raises:
         dagster.DagsterExecutionStepExecutionError (or a subclass): a step failed and ``raise_on_error``;
@@ -73,19 +88,40 @@ def run_job_over_range(
     options = {"run_config": quiet, "instance": instance, "raise_on_error": raise_on_error}
     if asset_selection is not None:
         options["asset_selection"] = asset_selection
+    assets = len(asset_selection) if asset_selection is not None else len(job.asset_layer.selected_asset_keys)
+
+    def listen() -> dict:
+        """A run id whose events go to ``on_materialized`` (``instance.add_event_listener``), as options."""
+        if on_materialized is None:
+            return {}
+        run_id = make_new_run_id()
+        share = 1.0 / max(1, assets)  # days of progress per materialisation: the run has each asset and day
+
+        def heard(entry) -> None:
+            event = entry.dagster_event
+            if event is None or event.event_type != dg.DagsterEventType.ASSET_MATERIALIZATION:
+                return
+            key = event.asset_key
+            group = graph.get(key).group_name if key is not None and graph.has(key) else "other"
+            on_materialized(Materialized(group, key.to_user_string() if key else "?", event.partition, share))
+
+        instance.add_event_listener(run_id, heard)
+        return {"run_id": run_id}
+
     if job.partitions_def is None:
-        result = job.execute_in_process(**options, tags=dict(tags or {}))
+        result = job.execute_in_process(**options, **listen(), tags=dict(tags or {}))
         summary = _summary(result, graph, None, None)
         if on_window is not None:
             on_window(start, end)
         return [summary]
     summaries = []
     for first, last in day_windows(start, end, days_per_run):
+        run = listen()
         if first == last:
-            result = job.execute_in_process(**options, partition_key=first.isoformat(), tags=dict(tags or {}))
+            result = job.execute_in_process(**options, **run, partition_key=first.isoformat(), tags=dict(tags or {}))
         else:
             result = job.execute_in_process(
-                **options, tags={**(tags or {}), RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()})
+                **options, **run, tags={**(tags or {}), RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()})
         summaries.append(_summary(result, graph, first, last))
         if on_window is not None:
             on_window(first, last)

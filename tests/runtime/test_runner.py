@@ -54,3 +54,34 @@ def test_a_job_without_partitions_runs_once_whatever_the_range():
         summaries = run_job_over_range(DEFS, "unpartitioned", date(2025, 1, 1), date(2025, 3, 1), instance)
     assert [(s.success, s.start) for s in summaries] == [(True, None)]
     assert summaries[0].stages == {"default": {"materialized": 1}}
+
+
+
+@dg.asset(key=["raw", "loaded"], partitions_def=DAILY, group_name="ingest")
+def loaded():
+    return dg.MaterializeResult()
+
+
+@dg.asset(key=["marts", "built"], deps=[loaded], partitions_def=DAILY, group_name="marts")
+def built():
+    return dg.MaterializeResult()
+
+
+PROGRESS_DEFS = dg.Definitions(assets=[loaded, built], jobs=[dg.define_asset_job("days", selection=[loaded, built])])
+
+
+def test_progress_is_reported_per_asset_and_day_while_the_run_goes():
+    """Issue 29 item 7: the progress display hears each asset's day as it is materialised, before the run (the
+    window of days) ends, with its stage, not only 0 % until the window is done."""
+    heard, windows = [], []
+    with dg.instance_for_test() as instance:
+        summaries = run_job_over_range(
+            PROGRESS_DEFS, "days", date(2025, 1, 2), date(2025, 1, 4), instance, days_per_run=3,
+            on_window=lambda first, last: windows.append((len(heard), first, last)), on_materialized=heard.append)
+    assert [s.success for s in summaries] == [True]
+    assert windows == [(6, date(2025, 1, 2), date(2025, 1, 4))]  # all heard before the window's end
+    assert sorted((m.stage, m.asset, m.day) for m in heard) == sorted(
+        [("ingest", "raw/loaded", f"2025-01-0{d}") for d in (2, 3, 4)]
+        + [("marts", "marts/built", f"2025-01-0{d}") for d in (2, 3, 4)])
+    assert [m.stage for m in heard][:3] == ["ingest"] * 3  # in the order the run materialised them
+    assert sum(m.days for m in heard) == 3  # two assets: half a day each
