@@ -64,8 +64,10 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
                 _count(con, sql, report)
                 landing = ", ".join(quote(c) for c in sources()[target].column_names)
                 queries.append((sql.query(f"SELECT {landing}, _day, _rn FROM {sql.final}"), sql.params))
-                if part.login_per_active_day:
-                    queries.append((sql.query(logins_sql(sql.final)), sql.params))
+                if part.login_per_active_day:  # grouped once, then counted and written from the table
+                    logins = quote(f"logins_{target}_{i}")
+                    _run(con, f"CREATE TEMP TABLE {logins} AS {sql.query(logins_sql(sql.final))}", sql.params)
+                    queries.append((f"SELECT * FROM {logins}", Params()))
             written[target] = [_DayRuns(con, query, params, work / f"{target}_{n}", report, target)
                                for n, (query, params) in enumerate(queries)]
         seen = [day for runs in written.values() for run in runs for day in run.counts]
