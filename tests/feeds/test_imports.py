@@ -206,3 +206,19 @@ sources:
     first = pd.read_csv(tmp_path / "out" / "activity_events_2024-03-01.csv", dtype=str)
     assert first["properties"].tolist() == ['{"body": "line one\\nline two"}']
     assert pd.read_csv(tmp_path / "out" / "activity_events_2024-03-02.csv", dtype=str)["event_id"].tolist() == ["t2"]
+
+
+@pytest.mark.parametrize(("typo", "fix", "hint"), [
+    ("latest_by: start_date", "lates_by: start_date", "sources.suppliers.0.joins.0.lates_by: did you mean 'latest_by'?"),
+    ("present_from:", "present_form:", "sources.suppliers.0.present_form: did you mean 'present_from'?"),
+    ("value_map: {Basic", "valuemap: {Basic", "columns.tier.valuemap: did you mean 'value_map'?"),
+    ("  billing_events:\n", "  billing_event:\n", "sources.billing_event: did you mean 'billing_events'?"),
+    ("business_name:", "busines_name:", "'busines_name' (did you mean 'business_name'?)"),
+])
+def test_a_mapping_key_typo_names_the_closest_key(tmp_path, typo, fix, hint):
+    text = (PROJECT_ROOT / "mappings" / "ravenstack.yaml").read_text()
+    assert typo in text
+    path = _write_mapping(tmp_path, text.replace(typo, fix, 1))
+    with pytest.raises(MappingError) as caught:
+        load_mapping(path)
+    assert "m.yaml" in str(caught.value) and hint in str(caught.value)
