@@ -222,3 +222,45 @@ def test_a_mapping_key_typo_names_the_closest_key(tmp_path, typo, fix, hint):
     with pytest.raises(MappingError) as caught:
         load_mapping(path)
     assert "m.yaml" in str(caught.value) and hint in str(caught.value)
+
+
+def test_churn_on_last_subscription_end(tmp_path):
+    """``churn_on: last_subscription_end``: cancelled once every started subscription has ended, from the
+    last end; a new subscription makes the supplier active again; a running one keeps it active."""
+    (tmp_path / "accounts.csv").write_text("account_id,name,signup\nA,Ann,2024-01-01\nB,Bob,2024-01-01\nC,Cy,2024-01-01\n")
+    (tmp_path / "subs.csv").write_text(
+        "sub_id,account_id,start_date,end_date\n"
+        "s1,A,2024-01-01,2024-03-05\n" "s2,A,2024-02-01,2024-03-10\n"    # A: ends when s2 ends, not at s1's end
+        "s3,B,2024-01-01,2024-03-03\n" "s4,B,2024-03-07,\n"              # B: a gap, then a running subscription
+        "s5,C,2024-01-01,\n")
+    path = _write_mapping(tmp_path, """
+name: t
+start: 2024-03-01
+end: 2024-03-12
+tables: {accounts: {file: accounts.csv}, subs: {file: subs.csv}}
+sources:
+  suppliers:
+    - from: accounts
+      present_from: signup
+      status: {churn_table: subs, key: account_id, churn_date: end_date, churn_on: last_subscription_end,
+               start_date: start_date}
+      columns:
+        supplier_id: {column: account_id}
+        business_name: {column: name}
+        signed_up_at: {column: signup, format: "%Y-%m-%d"}
+""")
+    run_import(load_mapping(path), tmp_path, tmp_path / "out")
+
+    def status(day: str) -> dict[str, tuple[str, str]]:
+        frame = pd.read_csv(tmp_path / "out" / f"suppliers_{day}.csv", dtype=str, keep_default_na=False)
+        return {r.supplier_id: (r.status, r.cancelled_at) for r in frame.itertuples()}
+
+    assert status("2024-03-05")["A"] == ("active", "")  # s2 still runs
+    assert status("2024-03-10")["A"] == ("cancelled", "2024-03-10T00:00:00Z")
+    assert status("2024-03-03")["B"] == ("cancelled", "2024-03-03T00:00:00Z")
+    assert status("2024-03-06")["B"] == ("cancelled", "2024-03-03T00:00:00Z")
+    assert status("2024-03-07")["B"] == ("active", "")  # s4 started
+    assert {day: status(day)["C"][0] for day in ("2024-03-01", "2024-03-12")} == {"2024-03-01": "active", "2024-03-12": "active"}
+    bad = path.read_text().replace("start_date: start_date}", "start_date: start_date, reactivation_column: x}")
+    with pytest.raises(MappingError, match="reactivation_column goes with churn_on: churn_event"):
+        load_mapping(_write_mapping(tmp_path, bad))

@@ -98,14 +98,28 @@ class ColumnMap(_Strict):
 
 
 class StatusRule(_Strict):
-    """Supplier status per snapshot day: cancelled from the latest churn date on or before the day
-    (until a later reactivation), trialing where ``trial_column`` is true, otherwise active."""
+    """Supplier status per snapshot day. ``churn_on: churn_event`` (default): cancelled from the latest
+    churn date on or before the day (until a later reactivation). ``churn_on: last_subscription_end``: the
+    churn table lists subscriptions, ``churn_date`` is their end date (empty: still running) and the optional
+    ``start_date`` their start; cancelled on a day when every subscription started by then has ended on or
+    before it, from the last end (a new subscription makes the supplier active again). Then trialing where
+    ``trial_column`` is true, otherwise active."""
 
     churn_table: str
     key: str
     churn_date: str
+    churn_on: Literal["churn_event", "last_subscription_end"] = "churn_event"
+    start_date: str | None = None  # last_subscription_end: a subscription counts from this day
     reactivation_column: str | None = None
     trial_column: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> StatusRule:
+        if self.churn_on == "last_subscription_end" and self.reactivation_column:
+            raise ValueError("reactivation_column goes with churn_on: churn_event (a new subscription reactivates)")
+        if self.churn_on == "churn_event" and self.start_date:
+            raise ValueError("start_date goes with churn_on: last_subscription_end")
+        return self
 
 
 class Part(_Strict):

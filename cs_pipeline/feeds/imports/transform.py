@@ -270,17 +270,32 @@ def logins_sql(final: str) -> str:
 
 def status_sql(final: str, rule: StatusRule, landing: list[str], first: date, last: date, p: Params) -> str:
     """The rows of the CTE ``final`` for every day ``first``..``last`` they are present (``_present_from``
-    missing or on or before the day), with ``status`` and ``cancelled_at`` of that day: ``cancelled`` from
-    the latest churn row on or before the day (the last in file order on one day) unless it is a
-    reactivation, ``trialing`` where ``_trial``, else ``active``; ``cancelled_at`` is the churn day at
-    00:00 UTC. Columns: ``landing`` and ``_day`` (the snapshot day)."""
-    reactivated = f"coalesce(lower({quote(rule.reactivation_column)}) = 'true', FALSE)" if rule.reactivation_column else "FALSE"
-    churn = (f"SELECT {quote(rule.key)} AS _k, {parse_days(rule.churn_date)} AS _d, {reactivated} AS _re "
-             f"FROM {table_name(rule.churn_table)} WHERE {parse_days(rule.churn_date)} IS NOT NULL "
-             f"QUALIFY row_number() OVER (PARTITION BY {quote(rule.key)}, _d ORDER BY _rn DESC) = 1")
+    missing or on or before the day), with ``status`` and ``cancelled_at`` of that day. ``churn_on:
+    churn_event``: ``cancelled`` from the latest churn row on or before the day (the last in file order on
+    one day) unless it is a reactivation. ``churn_on: last_subscription_end``: ``cancelled`` when every
+    subscription started by the day (``start_date``) has ended on or before it (``churn_date``; empty: still
+    running), from the last end. Otherwise ``trialing`` where ``_trial``, else ``active``; ``cancelled_at``
+    is the day cancelled from, at 00:00 UTC. Columns: ``landing``, ``_day`` (the snapshot day), ``_rn``."""
     days = (f"SELECT CAST(range AS DATE) AS _snap FROM range({p(first, 'DATE')}, "
             f"CAST({p(last, 'DATE')} + 1 AS DATE), INTERVAL 1 DAY)")
-    cancelled = "c._d IS NOT NULL AND NOT c._re"
+    snap = (f"(SELECT f.*, d._snap FROM {final} f JOIN ({days}) d "
+            f"ON f._present_from IS NULL OR f._present_from <= d._snap) s")
+    if rule.churn_on == "last_subscription_end":
+        started = f"{parse_days(rule.start_date)}" if rule.start_date else "CAST(NULL AS DATE)"
+        subs = (f"SELECT {quote(rule.key)} AS _k, {started} AS _s, {parse_days(rule.churn_date)} AS _e "
+                f"FROM {table_name(rule.churn_table)}")
+        ended = (f"SELECT k._key, k._snap, max(u._e) AS _d FROM (SELECT DISTINCT _key, _snap FROM {snap}) k "
+                 f"JOIN ({subs}) u ON u._k = k._key AND (u._s IS NULL OR u._s <= k._snap) GROUP BY ALL "
+                 f"HAVING NOT bool_or(u._e IS NULL OR u._e > k._snap)")
+        join = f"LEFT JOIN ({ended}) c ON s._key = c._key AND s._snap = c._snap"
+        cancelled = "c._d IS NOT NULL"
+    else:
+        reactivated = f"coalesce(lower({quote(rule.reactivation_column)}) = 'true', FALSE)" if rule.reactivation_column else "FALSE"
+        churn = (f"SELECT {quote(rule.key)} AS _k, {parse_days(rule.churn_date)} AS _d, {reactivated} AS _re "
+                 f"FROM {table_name(rule.churn_table)} WHERE {parse_days(rule.churn_date)} IS NOT NULL "
+                 f"QUALIFY row_number() OVER (PARTITION BY {quote(rule.key)}, _d ORDER BY _rn DESC) = 1")
+        join = f"ASOF LEFT JOIN ({churn}) c ON s._key = c._k AND s._snap >= c._d"
+        cancelled = "c._d IS NOT NULL AND NOT c._re"
     select = []
     for col in landing:
         if col == "status":
@@ -289,6 +304,4 @@ def status_sql(final: str, rule: StatusRule, landing: list[str], first: date, la
             select.append(f"CASE WHEN {cancelled} THEN strftime(c._d, '%Y-%m-%d') || 'T00:00:00Z' END AS cancelled_at")
         else:
             select.append(f"s.{quote(col)}")
-    return (f"SELECT {', '.join(select)}, s._snap AS _day, s._rn FROM (SELECT f.*, d._snap FROM {final} f JOIN ({days}) d "
-            f"ON f._present_from IS NULL OR f._present_from <= d._snap) s "
-            f"ASOF LEFT JOIN ({churn}) c ON s._key = c._k AND s._snap >= c._d")
+    return f"SELECT {', '.join(select)}, s._snap AS _day, s._rn FROM {snap} {join}"
