@@ -106,4 +106,5 @@ def read_table(spec: TableSpec, source_dir: Path, chunk_rows: int = CHUNK_ROWS) 
         reader = con.sql(f"SELECT {', '.join(quote(c) for c in columns)} FROM t ORDER BY _rn") \
             .to_arrow_reader(chunk_rows)
         for batch in reader:
-            yield batch.to_pandas().astype(str).where(batch.to_pandas().notna())
+            frame = batch.to_pandas()
+            yield frame.astype(str).where(frame.notna())
