@@ -1,7 +1,7 @@
 """Writing an import's landing files: ``run_import`` loads the mapping's tables into DuckDB (``read``),
-runs each part's SQL (``transform``) and has DuckDB write every landing source in one partitioned COPY per
-source (one CSV per day), then names the files as the landing contract wants. Snapshot sources are written
-whole for every day; days a source has no rows get header-only files.
+runs each part's SQL (``transform``) and has DuckDB write each query's rows as one CSV sorted by day,
+which is then split into the day files the landing contract names. Snapshot sources without a status rule
+are rendered once and written as a prefix per day; days a source has no rows get header-only files.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from bisect import bisect_right
 from collections import Counter
 from datetime import date, timedelta
 from itertools import islice
-from typing import BinaryIO
 from pathlib import Path
+from typing import BinaryIO
 
 import duckdb
 import numpy as np
