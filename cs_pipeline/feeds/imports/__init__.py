@@ -11,8 +11,8 @@ table. ``login_per_active_day`` adds one login per supplier and active day (for 
 has usage but no sessions). What did not map is counted in the returned report.
 
 The package follows the import's seams: ``spec`` (the mapping model and its validation), ``read``
-(reading the exports), ``transform`` (mapping chunks to landing rows) and ``write`` (landing files,
-``run_import``). The public names are importable from here.
+(reading the exports into DuckDB), ``transform`` (each part as SQL) and ``write`` (DuckDB writes the
+landing files; ``run_import``). The public names are importable from here.
 """
 
 from cs_pipeline.feeds.imports.read import CHUNK_ROWS, read_table

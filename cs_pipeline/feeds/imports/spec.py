@@ -9,9 +9,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from difflib import get_close_matches
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cs_pipeline.core.config import load_yaml_model
 from cs_pipeline.ingest.sources import sources
@@ -96,14 +98,28 @@ class ColumnMap(_Strict):
 
 
 class StatusRule(_Strict):
-    """Supplier status per snapshot day: cancelled from the latest churn date on or before the day
-    (until a later reactivation), trialing where ``trial_column`` is true, otherwise active."""
+    """Supplier status per snapshot day. ``churn_on: churn_event`` (default): cancelled from the latest
+    churn date on or before the day (until a later reactivation). ``churn_on: last_subscription_end``: the
+    churn table lists subscriptions, ``churn_date`` is their end date (empty: still running) and the optional
+    ``start_date`` their start; cancelled on a day when every subscription started by then has ended on or
+    before it, from the last end (a new subscription makes the supplier active again). Then trialing where
+    ``trial_column`` is true, otherwise active."""
 
     churn_table: str
     key: str
     churn_date: str
+    churn_on: Literal["churn_event", "last_subscription_end"] = "churn_event"
+    start_date: str | None = None  # last_subscription_end: a subscription counts from this day
     reactivation_column: str | None = None
     trial_column: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> StatusRule:
+        if self.churn_on == "last_subscription_end" and self.reactivation_column:
+            raise ValueError("reactivation_column goes with churn_on: churn_event (a new subscription reactivates)")
+        if self.churn_on == "churn_event" and self.start_date:
+            raise ValueError("start_date goes with churn_on: last_subscription_end")
+        return self
 
 
 class Part(_Strict):
@@ -148,7 +164,9 @@ class ImportMapping(_Strict):
                         raise ValueError(f"sources.{name}.{i}: unknown table {table!r}")
                 unknown = set(part.columns) - known
                 if unknown:
-                    raise ValueError(f"sources.{name}.{i}: unknown landing column(s) {sorted(unknown)}")
+                    hints = {u: get_close_matches(u, sorted(known), n=1, cutoff=0.6) for u in sorted(unknown)}
+                    said = ", ".join(f"{u!r} (did you mean {h[0]!r}?)" if h else repr(u) for u, h in hints.items())
+                    raise ValueError(f"sources.{name}.{i}: unknown landing column(s) {said}")
         return self
 
 
@@ -156,9 +174,51 @@ def load_mapping(path: Path) -> ImportMapping:
     """Load and validate an import mapping.
 
     Raises:
-        MappingError: missing file, invalid YAML or fields (the message names file and field).
+        MappingError: missing file, invalid YAML or fields (the message names file and field, and for an
+            unknown key the closest known key: "did you mean 'latest_by'?").
     """
-    return load_yaml_model(path, ImportMapping, MappingError, "mapping")
+    try:
+        return load_yaml_model(path, ImportMapping, MappingError, "mapping")
+    except MappingError as exc:
+        if not isinstance(exc.__cause__, ValidationError):
+            raise
+        hints = [hint for error in exc.__cause__.errors() if (hint := _did_you_mean(error))]
+        if not hints:
+            raise
+        raise MappingError(f"{exc}; {'; '.join(hints)}") from exc.__cause__
+
+
+def _did_you_mean(error: dict[str, Any]) -> str | None:
+    """For an unknown key (``extra_forbidden``) or landing source name, the closest known key (difflib)."""
+    loc = list(error["loc"])
+    if error["type"] == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        known = [f.alias or name for name, f in model.model_fields.items()] if model else []
+    elif error["type"] == "literal_error" and loc[:1] == ["sources"] and loc[-1:] == ["[key]"]:
+        known = list(sources())
+        loc = loc[:-1]
+    else:
+        return None
+    close = get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    return f"{'.'.join(str(p) for p in loc)}: did you mean {close[0]!r}?" if close else None
+
+
+def _model_at(loc: list[Any]) -> type[BaseModel] | None:
+    """The mapping model that holds the keys at ``loc`` (list indexes and dict keys skipped)."""
+    kind: Any = ImportMapping
+    for step in loc:
+        while get_origin(kind) in (list, dict, Union, UnionType):
+            args = [a for a in get_args(kind) if a is not type(None)]
+            kind = args[-1] if get_origin(kind) is not Union and get_origin(kind) is not UnionType else args[0]
+            if isinstance(step, int) or not (isinstance(kind, type) and issubclass(kind, BaseModel)):
+                break
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            fields = {f.alias or name: f for name, f in kind.model_fields.items()}
+            if step in fields:
+                kind = fields[step].annotation
+    while get_origin(kind) in (list, dict, Union, UnionType):
+        kind = [a for a in get_args(kind) if a is not type(None)][-1]
+    return kind if isinstance(kind, type) and issubclass(kind, BaseModel) else None
 
 
 def check_event_names(mapping: ImportMapping, catalogue: tuple[str, ...], catalogue_path: Path) -> None:

@@ -1,303 +1,307 @@
-"""Turning chunks of an external table into landing rows: joins (first match, ``earliest_by``,
-``latest_by``), row filters, column maps (constants, value maps, timestamp formats, JSON of columns),
-stable row ids, ``group_by`` aggregates, day parsing and the snapshot status rule. Pure functions over
-pandas DataFrames; nothing is written here.
+"""Turning a mapping part into SQL over the tables ``read`` loaded into DuckDB: joins (first match,
+``earliest_by``, ``latest_by``), row filters, column maps (constants, value maps, timestamp formats, JSON of
+columns), stable row ids, ``group_by`` aggregates, day parsing, logins and the snapshot status rule. Values
+from the mapping travel as named parameters (``Params``), identifiers through ``quote``. Nothing is written
+here; ``write`` runs the queries.
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter
+from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
-import numpy as np
-import pandas as pd
-
-from cs_pipeline.feeds.imports.spec import ColumnMap, ImportReport, Join, MappingError, Part, StatusRule
+from cs_pipeline.feeds.imports.read import quote
+from cs_pipeline.feeds.imports.spec import ColumnMap, MappingError, Part, StatusRule
 from cs_pipeline.ingest.sources import sources
 
-
-class SeenSet:
-    """The 64-bit hashes seen so far: one sorted numpy array, 8 bytes per distinct hash (not a Python set),
-    grown by a linear merge (``np.insert`` at ``searchsorted`` positions), so adding a chunk costs one copy of
-    the array, not a concatenation, an argsort and a gather."""
-
-    def __init__(self) -> None:
-        self.keys = np.empty(0, dtype=np.uint64)
-
-    def contains(self, hashes: np.ndarray) -> np.ndarray:
-        """A bool array: which of ``hashes`` were added before."""
-        if not len(self.keys):
-            return np.zeros(len(hashes), dtype=bool)
-        pos = np.searchsorted(self.keys, hashes).clip(max=len(self.keys) - 1)
-        return self.keys[pos] == hashes
-
-    def add(self, hashes: np.ndarray) -> None:
-        """Add ``hashes`` (any order, repeats allowed)."""
-        new = np.unique(hashes)
-        new = new[~self.contains(new)]
-        if len(new):
-            self.keys = np.insert(self.keys, np.searchsorted(self.keys, new), new)
+#: A value_map result meaning "no mapping and no default": the record is reported and dropped.
+UNMAPPED = "\x01unmapped"
+#: Where ``parse_days`` does not see ``YYYYMMDD`` or ISO 8601, these formats are tried in turn.
+OTHER_DAY_FORMATS = ["%m/%d/%Y", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%Y/%m/%d", "%d.%m.%Y", "%d %b %Y", "%b %d %Y"]
 
 
-class SeenCounts:
-    """How often each 64-bit hash was seen so far: a ``SeenSet`` of the hashes seen at least once, and a
-    dict of the extra occurrences of the few seen more than once (repeated rows are rare), so millions of
-    rows cost 8 bytes each."""
+@dataclass
+class Params:
+    """Named query parameters (``$p0``, ``$p1``..) collected while a query is built."""
 
-    def __init__(self) -> None:
-        self.seen = SeenSet()
-        self.repeats: dict[int, int] = {}  # hash -> occurrences beyond the first
+    values: dict[str, Any] = field(default_factory=dict)
 
-    def lookup(self, hashes: np.ndarray) -> np.ndarray:
-        """Occurrences so far of each of ``hashes`` (0 for a new one)."""
-        counts = self.seen.contains(hashes).astype(np.int64)
-        if self.repeats:
-            found = np.flatnonzero(counts)
-            counts[found] += np.fromiter((self.repeats.get(int(h), 0) for h in hashes[found]), np.int64, len(found))
-        return counts
+    def __call__(self, value: Any, cast: str = "VARCHAR") -> str:
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return f"CAST(${name} AS {cast})"
 
-    def add(self, hashes: np.ndarray) -> None:
-        unique, counts = np.unique(hashes, return_counts=True)
-        total = self.lookup(unique) + counts
-        for h, n in zip(unique[total > 1].tolist(), total[total > 1].tolist()):
-            self.repeats[h] = n - 1
-        self.seen.add(unique)
+    def of(self, query: str) -> dict[str, Any]:
+        """The parameters ``query`` uses (DuckDB refuses others)."""
+        return {name: value for name, value in self.values.items() if f"${name} " in query}
 
 
-def row_hashes(frame: pd.DataFrame) -> np.ndarray:
-    """A stable 64-bit hash per row (pandas' ``hash_pandas_object`` with its fixed key)."""
-    return pd.util.hash_pandas_object(frame.astype(object).where(frame.notna(), None), index=False).to_numpy()
+def table_name(table: str) -> str:
+    """The DuckDB table holding the mapping's table ``table``."""
+    return quote(f"t_{table}")
 
 
-class RowIds:
-    """Stable row ids for one table: ``<16 hex digits of the row's hash>-<occurrence number>``, the
-    hash over every source column, the occurrence counting identical rows in file order from 1, so
-    re-importing the same file gives the same ids."""
-
-    def __init__(self) -> None:
-        self.seen = SeenCounts()
-
-    def assign(self, frame: pd.DataFrame) -> pd.Series:
-        if frame.empty:
-            return pd.Series([], index=frame.index, dtype=object)
-        hashes = row_hashes(frame)
-        occurrence = pd.Series(hashes).groupby(hashes, sort=False).cumcount().to_numpy() + self.seen.lookup(hashes) + 1
-        self.seen.add(hashes)
-        ids = [f"{int(h):016x}-{int(n)}" for h, n in zip(hashes, occurrence)]
-        return pd.Series(ids, index=frame.index, dtype=object)
+def row_id_sql() -> str:
+    """SQL of the stable row id of a table loaded with row ids (``_h``, ``_occ``): the row's 64-bit hash
+    (16 hex digits), ``-``, and the occurrence of identical rows in file order from 1, so repeated lines get
+    distinct ids and a re-import gives the same ids (``duckdb`` is pinned: its ``hash`` is not promised
+    stable across releases; tests/feeds checks a known id)."""
+    return "lower(lpad(to_hex(_h), 16, '0')) || '-' || CAST(_occ AS VARCHAR)"
 
 
-def _column(frame: pd.DataFrame, spec: ColumnMap, target: str, report: ImportReport, where: str,
-            row_ids: pd.Series | None = None) -> pd.Series:
-    if spec.row_id:
-        return row_ids if row_ids is not None else pd.Series(None, index=frame.index, dtype=object)
-    if spec.json_of is not None:
-        missing = [c for c in spec.json_of if c not in frame]
-        if missing:
-            raise MappingError(f"{where}.{target}: json_of column(s) {missing} not in the data")
-        return pd.Series([json.dumps({c: r[c] for c in spec.json_of if r[c] is not None and r[c] == r[c] and r[c] != ""})
-                          for r in frame[spec.json_of].astype(object).to_dict("records")], index=frame.index, dtype=object)
-    if spec.column is None:
-        return pd.Series(spec.constant, index=frame.index, dtype=object)
-    if spec.column not in frame:
-        raise MappingError(f"{where}.{target}: column {spec.column!r} not in the data")
-    values = frame[spec.column].astype(object).where(frame[spec.column].notna(), None)
-    if spec.value_map is not None:
-        mapped = values.map(lambda v: spec.value_map.get(v, "\0unmapped") if v is not None else None)
-        unmapped = mapped == "\0unmapped"
-        if unmapped.any():
-            if spec.default is not None:
-                mapped[unmapped] = spec.default
-            else:
-                report.unmapped.setdefault(f"{where}.{target}", Counter()).update(values[unmapped].tolist())
-        values = mapped
-    if spec.format is not None:
-        parsed = pd.to_datetime(values, format=spec.format, errors="coerce", utc=True)
-        bad = parsed.isna() & values.notna()
-        if bad.any():
-            report.unmapped.setdefault(f"{where}.{target}:format", Counter()).update(values[bad].astype(str).tolist())
-        offset = pd.to_timedelta(spec.time)
-        values = (parsed + offset).dt.strftime("%Y-%m-%dT%H:%M:%SZ").astype(object).where(parsed.notna(), None)
-    return values
+def parse_days(column: str) -> str:
+    """SQL for the UTC day (DATE, NULL where unparseable) of a text column: ``YYYYMMDD``, ISO 8601 dates and
+    timestamps (offsets converted to UTC), else ``OTHER_DAY_FORMATS``."""
+    c = quote(column)
+    formats = "[" + ", ".join("'" + f + "'" for f in OTHER_DAY_FORMATS) + "]"
+    return (f"(CASE WHEN regexp_full_match({c}, '[0-9]{{8}}') THEN CAST(try_strptime({c}, '%Y%m%d') AS DATE) "
+            f"ELSE coalesce(CAST(try_cast({c} AS TIMESTAMPTZ) AS DATE), CAST(try_strptime({c}, {formats}) AS DATE)) END)")
 
 
-def _join(frame: pd.DataFrame, tables: dict[str, pd.DataFrame], join: Join, report: ImportReport, where: str) -> pd.DataFrame:
-    other = tables[join.table]
-    if join.latest_by:
-        other = other.sort_values(join.latest_by, kind="stable").drop_duplicates(join.key, keep="last")
-    elif join.earliest_by:
-        other = other.sort_values(join.earliest_by, kind="stable").drop_duplicates(join.key, keep="first")
-    else:
-        other = other.drop_duplicates(join.key, keep="first")
-    merged = frame.merge(other[[join.key, *join.columns]], on=join.key, how="left", suffixes=("", f"_{join.table}"))
-    merged.index = frame.index
-    misses = merged[join.columns[0]].isna() & frame[join.key].notna()
-    if misses.any():
-        report.dropped[f"{where}: no match in {join.table} on {join.key}"] += int(misses.sum())
-    return merged
+@dataclass
+class PartSql:
+    """The SQL of one part: ``ctes`` (name, query) ending in ``final`` (landing columns and helpers
+    ``_day``, ``_present_from``, ``_key``, ``_trial``, ``_g0``.., ``_rn``); ``checks`` are (report key,
+    CTE, SQL condition); ``value_checks`` (report key, SQL of a value over ``kept``, SQL condition on ``value``
+    meaning it did not map), checked once per distinct value."""
+
+    ctes: list[tuple[str, str]]
+    final: str
+    checks: list[tuple[str, str, str]]
+    value_checks: list[tuple[str, str, str]]
+    params: Params
+
+    def query(self, select: str) -> str:
+        return "WITH " + ", ".join(f"{name} AS ({sql})" for name, sql in self.ctes) + " " + select
 
 
-def parse_days(values: pd.Series) -> pd.Series:
-    """Days (``datetime64[ns]`` at midnight, NaT where unparseable) of a column of dates: compact
-    ``YYYYMMDD``, ISO 8601 (fast paths), else any format pandas recognises."""
-    text = values.astype(object).where(values.notna(), None)
-    if not len(text):
-        return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
-    compact = text.str.fullmatch(r"\d{8}").fillna(False).astype(bool)
-    parsed = pd.to_datetime(text.where(compact), format="%Y%m%d", errors="coerce")
-    rest = ~compact & text.notna()
-    if rest.any():
-        iso = pd.to_datetime(text.where(rest), format="ISO8601", errors="coerce", utc=True).dt.tz_localize(None)
-        parsed = parsed.where(~rest, iso)
-        retry = rest & parsed.isna()
-        if retry.any():
-            mixed = pd.to_datetime(text.where(retry), format="mixed", errors="coerce", utc=True).dt.tz_localize(None)
-            parsed = parsed.where(~retry, mixed)
-    return parsed.astype("datetime64[ns]").dt.normalize()
-
-
-def part_frame(part: Part, frame: pd.DataFrame, tables: dict[str, pd.DataFrame], target: str,
-                report: ImportReport, where: str, row_ids: pd.Series | None = None,
-                days: tuple[date | None, date | None] | None = None) -> pd.DataFrame:
-    """The landing rows of one chunk of ``part``'s table: landing columns plus helper columns
-    ``_day``, ``_present_from``, ``_key``, ``_trial`` and ``_g0``.. (the group_by values).
-
-    With ``days`` (first, last, either None for open) event rows outside them are dropped before
-    mapping. What did not map or join is counted in ``report``.
+def part_sql(part: Part, target: str, where: str, columns: dict[str, list[str]],
+             days: tuple[date | None, date | None] | None, row_ids: bool) -> PartSql:
+    """Build the SQL of ``part`` for landing source ``target``. ``columns`` holds each loaded table's own
+    columns; with ``days`` (first, last, either None for open) rows whose ``day_from`` is outside them or
+    unparseable are dropped (and counted); ``row_ids``: the part's table carries ``_h`` and ``_occ`` for ``row_id``.
 
     Raises:
-        MappingError: a mapped, ``json_of`` or ``group_by`` column is absent from the data.
+        MappingError: a mapped, joined, filtered, ``json_of`` or ``group_by`` column is absent from the data.
     """
-    for join in part.joins:
-        frame = _join(frame, tables, join, report, where)
-    if part.where:
-        for column, allowed in part.where.items():
-            keep = frame[column].isin(allowed)
-            frame = frame.loc[keep]
-            if row_ids is not None:
-                row_ids = row_ids.loc[keep[keep].index]
-    if days is not None and part.day_from:  # event sources: drop the rows outside the days before mapping them
-        day = parse_days(frame[part.day_from])
-        keep = _in_range(day, *days)
-        outside = int((~keep & day.notna()).sum())
-        if outside:
-            report.dropped[f"{target}: outside {days[0] or '-'}..{days[1] or '-'}"] += outside
-        undated = int(day.isna().sum())
-        if undated:
-            report.dropped[f"{where}: no day in {part.day_from}"] += undated
-        frame = frame.loc[keep]
-        if row_ids is not None:
-            row_ids = row_ids.loc[frame.index]
-    out = pd.DataFrame({col: _column(frame, spec, col, report, where, row_ids) for col, spec in part.columns.items()},
-                       index=frame.index)
-    for col in sources()[target].column_names:
-        if col not in out:
-            out[col] = None
-    mapped_unmapped = pd.Series(False, index=out.index)
-    for col, spec in part.columns.items():
-        if spec.value_map is not None and spec.default is None:
-            mapped_unmapped |= out[col] == "\0unmapped"
-    if mapped_unmapped.any():
-        report.dropped[f"{where}: unmapped values"] += int(mapped_unmapped.sum())
-        out = out.loc[~mapped_unmapped]
-        frame = frame.loc[out.index]
-    none = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns]")
-    out["_day"] = parse_days(frame[part.day_from]) if part.day_from else none
-    out["_present_from"] = parse_days(frame[part.present_from]) if part.present_from else none
+    p = Params()
+    ctes: list[tuple[str, str]] = []
+    checks: list[tuple[str, str, str]] = []
+    value_checks: list[tuple[str, str, str]] = []
+    have = list(columns[part.from_])
+    select = [f"b.{quote(c)}" for c in have] + ["b._rn"] + (["b._h", "b._occ"] if row_ids else [])
+    joins = []
+    for i, join in enumerate(part.joins):
+        other = columns[join.table]
+        for column in [join.key, *join.columns]:
+            if column not in other:
+                raise MappingError(f"{where}: join column {column!r} not in table {join.table}")
+        if join.key not in have:
+            raise MappingError(f"{where}: join key {join.key!r} not in the data")
+        if join.latest_by or join.earliest_by:
+            by = quote(join.latest_by or join.earliest_by)
+            if (join.latest_by or join.earliest_by) not in other:
+                raise MappingError(f"{where}: column {join.latest_by or join.earliest_by!r} not in table {join.table}")
+            order = f"{by} IS NULL DESC, {by} DESC, _rn DESC" if join.latest_by else f"{by} ASC NULLS LAST, _rn ASC"
+        else:
+            order = "_rn"
+        names = {c: c if c not in have else f"{c}_{join.table}" for c in join.columns}
+        picked = ", ".join(f"{quote(c)} AS {quote(n)}" for c, n in names.items())
+        joins.append(f"LEFT JOIN (SELECT {quote(join.key)} AS _k, {picked} FROM {table_name(join.table)} "
+                     f"QUALIFY row_number() OVER (PARTITION BY {quote(join.key)} ORDER BY {order}) = 1) j{i} "
+                     f"ON b.{quote(join.key)} = j{i}._k")
+        first = names[join.columns[0]]
+        checks.append((f"{where}: no match in {join.table} on {join.key}", "joined",
+                       f"{quote(first)} IS NULL AND {quote(join.key)} IS NOT NULL"))
+        select += [f"j{i}.{quote(n)}" for n in names.values()]
+        have += [n for n in names.values()]
+    ctes.append(("joined", f"SELECT {', '.join(select)} FROM {table_name(part.from_)} b {' '.join(joins)}"))
+    conditions = []
+    for column, allowed in (part.where or {}).items():
+        _need(column, have, where)
+        conditions.append(f"{quote(column)} IN ({', '.join(p(v) for v in allowed) or 'NULL'})")
+    for column in [part.day_from, part.present_from]:
+        if column:
+            _need(column, have, where)
+    day = parse_days(part.day_from) if part.day_from else "CAST(NULL AS DATE)"
+    ctes.append(("dayed", f"SELECT *, {day} AS _day FROM joined" + (f" WHERE {' AND '.join(conditions)}" if conditions else "")))
+    keep = "TRUE"
+    if days is not None and part.day_from:
+        first_day, last_day = days
+        keep = "_day IS NOT NULL"
+        inside = keep + (f" AND _day >= {p(first_day, 'DATE')}" if first_day else "") + \
+            (f" AND _day <= {p(last_day, 'DATE')}" if last_day else "")
+        checks.append((f"{target}: outside {first_day or '-'}..{last_day or '-'}", "dayed", f"_day IS NOT NULL AND NOT ({inside})"))
+        checks.append((f"{where}: no day in {part.day_from}", "dayed", "_day IS NULL"))
+        keep = inside
+    ctes.append(("kept", f"SELECT * FROM dayed WHERE {keep}"))
+    landing = list(sources()[target].column_names)
+    exprs, unmapped_flags = [], []
+    for col in landing:
+        spec = part.columns.get(col)
+        exprs.append(f"{_column(spec, have, p, where, col, value_checks) if spec else 'CAST(NULL AS VARCHAR)'} AS {quote(col)}")
+        if spec is not None and spec.value_map is not None and spec.default is None:
+            unmapped_flags.append(f"{quote(col)} = {p(UNMAPPED)}")
+    helpers = ["_day", f"{parse_days(part.present_from) if part.present_from else 'CAST(NULL AS DATE)'} AS _present_from", "_rn"]
     if part.status is not None:
-        out["_key"] = frame[part.status.key].to_numpy()
-        out["_trial"] = (frame[part.status.trial_column].astype(str).str.lower() == "true").to_numpy() \
-            if part.status.trial_column else False
+        _need(part.status.key, have, where)
+        helpers.append(f"{quote(part.status.key)} AS _key")
+        trial = part.status.trial_column
+        if trial:
+            _need(trial, have, where)
+        helpers.append(f"coalesce(lower({quote(trial)}) = 'true', FALSE) AS _trial" if trial else "FALSE AS _trial")
     for i, column in enumerate(part.group_by or []):
-        if column not in frame:
+        if column not in have:
             raise MappingError(f"{where}: group_by column {column!r} not in the data")
-        out[f"_g{i}"] = frame[column].to_numpy()
-    return out[[*sources()[target].column_names, *[c for c in out.columns if c.startswith("_")]]]
+        helpers.append(f"{quote(column)} AS _g{i}")
+    ctes.append(("mapped", f"SELECT {', '.join(exprs + helpers)} FROM kept"))
+    unmapped = " OR ".join(unmapped_flags) or "FALSE"
+    checks.append((f"{where}: unmapped values", "mapped", f"coalesce({unmapped}, FALSE)"))
+    ctes.append(("rows", f"SELECT * FROM mapped WHERE NOT coalesce({unmapped}, FALSE)"))
+    final = "rows"
+    if part.group_by:
+        ctes += _aggregate_ctes(part, landing, p)
+        final = "grouped"
+    return PartSql(ctes, final, checks, value_checks, p)
 
 
-#: How partial aggregates of consecutive chunks combine.
-_COMBINE = {"min": "min", "max": "max", "first": "first", "last": "last", "count": "sum", "sum": "sum"}
+def _need(column: str, have: list[str], where: str) -> None:
+    if column not in have:
+        raise MappingError(f"{where}: column {column!r} not in the data")
 
 
-def aggregate(frame: pd.DataFrame, part: Part, combine: bool = False) -> pd.DataFrame:
-    """One row per ``group_by`` group (keys in ``_g0``..): each landing column by its ``aggregate``
-    (default ``first``, the first non-missing value in file order); numbers compare as numbers for
-    min/max when every value of the column is numeric; helper columns: earliest ``_day`` and
-    ``_present_from``, first ``_key``, last ``_trial``. ``combine`` merges partial aggregates."""
+def _column(spec: ColumnMap, have: list[str], p: Params, where: str, target: str,
+            value_checks: list[tuple[str, str, str]]) -> str:
+    if spec.row_id:
+        return row_id_sql()
+    if spec.json_of is not None:
+        missing = [c for c in spec.json_of if c not in have]
+        if missing:
+            raise MappingError(f"{where}.{target}: json_of column(s) {missing} not in the data")
+        items = ", ".join(f"CASE WHEN {quote(c)} <> '' THEN {p(json.dumps(c) + ': ')} || to_json({quote(c)}) END"
+                          for c in spec.json_of)
+        return f"'{{' || concat_ws(', ', {items}) || '}}'"
+    if spec.column is None:
+        return p(str(spec.constant)) if spec.constant is not None else "CAST(NULL AS VARCHAR)"
+    if spec.column not in have:
+        raise MappingError(f"{where}.{target}: column {spec.column!r} not in the data")
+    value = quote(spec.column)
+    if spec.value_map is not None:
+        otherwise = p(spec.default if spec.default is not None else UNMAPPED)
+        cases = " ".join(f"WHEN {p(k)} THEN {p(v) if v is not None else 'CAST(NULL AS VARCHAR)'}"
+                         for k, v in spec.value_map.items())
+        if spec.default is None:
+            value_checks.append((f"{where}.{target}", f"{value}", f"(CASE value {cases} ELSE {otherwise} END) = {otherwise}"))
+        value = f"(CASE WHEN {value} IS NULL THEN NULL {cases.replace('WHEN ', f'WHEN {value} = ')} ELSE {otherwise} END)"
+    if spec.format is not None:
+        parsed = f"try_strptime({value}, {p(spec.format)})"
+        value_checks.append((f"{where}.{target}:format", value, f"try_strptime(value, {p(spec.format)}) IS NULL"))
+        value = f"strftime(CAST({parsed} AS TIMESTAMP) + {p(spec.time, 'INTERVAL')}, '%Y-%m-%dT%H:%M:%SZ')"
+    return value
+
+
+def _aggregate_ctes(part: Part, landing: list[str], p: Params) -> list[tuple[str, str]]:
+    """CTEs ending in ``grouped``: one row per ``group_by`` group of ``rows``, each landing column by its
+    ``aggregate`` (default ``first``, the first non-missing value in file order; ``count`` counts the group's
+    rows); min/max compare numbers as numbers when every value of the column is numeric; numeric results are
+    written as integers when every value of the column is whole. Helpers: earliest ``_day``/``_present_from``,
+    first ``_key``, last ``_trial``. A constant stays a constant; ``first`` of a ``group_by`` column is its key."""
     keys = [f"_g{i}" for i in range(len(part.group_by or []))]
-    if frame.empty:
-        return frame
-    how: dict[str, str] = {}
-    data = frame.copy()
-    for column in frame.columns:
-        if column in keys:
-            continue
-        spec = part.columns.get(column)
+    inner, outer, numeric = list(keys), list(keys), []
+    for col in landing:
+        spec = part.columns.get(col)
         agg = spec.aggregate if spec and spec.aggregate else "first"
-        if column in ("_day", "_present_from"):
-            agg = "min"
-        elif column == "_trial":
-            agg = "last"
-        if combine:
-            agg = _COMBINE[agg]
+        c = quote(col)
+        plain = spec is not None and spec.column is not None and spec.value_map is None and spec.format is None
+        if spec is None or (spec.constant is not None and agg in ("first", "last", "min", "max")):
+            outer.append(f"{p(str(spec.constant)) if spec else 'CAST(NULL AS VARCHAR)'} AS {c}")
+            continue
+        if agg == "first" and plain and spec.column in (part.group_by or []):
+            outer.append(f"_g{(part.group_by or []).index(spec.column)} AS {c}")
+            continue
+        if agg == "first":
+            inner.append(f"arg_min({c}, _rn) FILTER (WHERE {c} IS NOT NULL) AS {c}")
+        elif agg == "last":
+            inner.append(f"arg_max({c}, _rn) FILTER (WHERE {c} IS NOT NULL) AS {c}")
         elif agg == "count":
-            data[column] = 1
-            agg = "sum"
-        if agg == "sum":
-            data[column] = pd.to_numeric(data[column], errors="coerce")
-        elif agg in ("min", "max") and column not in ("_day", "_present_from"):
-            numbers = pd.to_numeric(data[column], errors="coerce")
-            if numbers.notna().sum() == data[column].notna().sum():
-                data[column] = numbers
-        if data[column].dtype == object and column not in ("_key", "_trial"):
-            data[column] = data[column].astype(str).where(data[column].notna())  # Arrow strings: vectorised min/max
-        how[column] = agg
-    grouped = data.groupby(keys, sort=False, dropna=False).agg(how).reset_index()
-    for column, agg in how.items():  # back to text for the landing file (ints without ".0")
-        if agg in ("sum", "min", "max") and pd.api.types.is_numeric_dtype(grouped[column]) and column != "_trial":
-            values = grouped[column]
-            whole = values.dropna().eq(values.dropna().round()).all()
-            grouped[column] = values.map(lambda v: None if pd.isna(v) else (str(int(v)) if whole else repr(float(v))))
-    return grouped
+            inner.append(f"CAST(count(*) AS DOUBLE) AS {c}")
+        elif agg == "sum":
+            inner.append(f"coalesce(sum(try_cast({c} AS DOUBLE)), 0) AS {c}")
+        else:
+            n = quote(f"{col}#n")
+            inner += [f"{agg}(try_cast({c} AS DOUBLE)) AS {n}", f"{agg}({c}) AS {c}"]
+            numeric.append(f"count({c}) = count(try_cast({c} AS DOUBLE)) AS {n}")
+        if agg in ("count", "sum"):
+            outer.append(f"{_number_text(c)} AS {c}")
+        elif agg in ("min", "max"):
+            outer.append(f"CASE WHEN num.{n} THEN {_number_text('g.' + n)} ELSE g.{c} END AS {c}")
+        else:
+            outer.append(c)
+    inner += ["min(_day) AS _day", "min(_present_from) AS _present_from", "min(_rn) AS _rn"]
+    outer += ["_day", "_present_from", "_rn"]
+    if part.status is not None:
+        inner += ["arg_min(_key, _rn) FILTER (WHERE _key IS NOT NULL) AS _key", "arg_max(_trial, _rn) AS _trial"]
+        outer += ["_key", "_trial"]
+    numbers = f"SELECT {', '.join(numeric) or 'TRUE AS _none'} FROM rows"
+    return [("numeric", numbers), ("grouped", f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM rows "
+                                              f"GROUP BY {', '.join(keys)}) g CROSS JOIN numeric num")]
 
 
-def snapshot_status(snapshot: pd.DataFrame, churn: pd.DataFrame, rule: StatusRule, day: date) -> tuple[pd.Series, pd.Series]:
-    """(status, cancelled_at) per row of ``snapshot`` (with ``_key`` and ``_trial``) on ``day``: ``cancelled``
-    from the latest ``churn`` row on or before the day unless it is a reactivation, ``trialing`` where
-    ``_trial``, else ``active``; ``cancelled_at`` is that churn day at 00:00 UTC (ISO text) or None."""
-    events = churn.loc[pd.to_datetime(churn[rule.churn_date], errors="coerce").dt.date <= day]
-    if rule.reactivation_column:
-        events = events.assign(_re=events[rule.reactivation_column].astype(str).str.lower() == "true")
+def _number_text(value: str) -> str:
+    """A DOUBLE as text: an integer when every value of the column is whole, else the shortest repr."""
+    whole = f"coalesce(bool_and({value} = round({value})) OVER (), TRUE)"
+    return (f"CASE WHEN {value} IS NULL THEN NULL WHEN {whole} THEN CAST(CAST({value} AS HUGEINT) AS VARCHAR) "
+            f"ELSE CAST({value} AS VARCHAR) END")
+
+
+def logins_sql(final: str) -> str:
+    """One login per supplier and day of the CTE ``final``: at 08:00 UTC, by the day's first user of that
+    supplier in file order, or the supplier's own id when the row has no user."""
+    columns = [c for c in sources()["activity_events"].column_names]
+    chosen = {"event_id": "'login-' || supplier_id || '-' || strftime(_day, '%Y-%m-%d')",
+              "supplier_id": "supplier_id", "user_id": "arg_min(coalesce(user_id, supplier_id), _rn)",
+              "event_name": "'login'", "occurred_at": "strftime(_day, '%Y-%m-%d') || 'T08:00:00Z'"}
+    select = [f"{chosen.get(c, 'CAST(NULL AS VARCHAR)')} AS {quote(c)}" for c in columns]
+    return (f"SELECT {', '.join(select)}, _day, min(_rn) AS _rn FROM {final} WHERE supplier_id IS NOT NULL AND _day IS NOT NULL "
+            f"GROUP BY supplier_id, _day")
+
+
+def status_sql(final: str, rule: StatusRule, landing: list[str], first: date, last: date, p: Params) -> str:
+    """The rows of the CTE ``final`` for every day ``first``..``last`` they are present (``_present_from``
+    missing or on or before the day), with ``status`` and ``cancelled_at`` of that day. ``churn_on:
+    churn_event``: ``cancelled`` from the latest churn row on or before the day (the last in file order on
+    one day) unless it is a reactivation. ``churn_on: last_subscription_end``: ``cancelled`` when every
+    subscription started by the day (``start_date``) has ended on or before it (``churn_date``; empty: still
+    running), from the last end. Otherwise ``trialing`` where ``_trial``, else ``active``; ``cancelled_at``
+    is the day cancelled from, at 00:00 UTC. Columns: ``landing``, ``_day`` (the snapshot day), ``_rn``."""
+    days = (f"SELECT CAST(range AS DATE) AS _snap FROM range({p(first, 'DATE')}, "
+            f"CAST({p(last, 'DATE')} + 1 AS DATE), INTERVAL 1 DAY)")
+    snap = (f"(SELECT f.*, d._snap FROM {final} f JOIN ({days}) d "
+            f"ON f._present_from IS NULL OR f._present_from <= d._snap) s")
+    if rule.churn_on == "last_subscription_end":
+        started = f"{parse_days(rule.start_date)}" if rule.start_date else "CAST(NULL AS DATE)"
+        subs = (f"SELECT {quote(rule.key)} AS _k, {started} AS _s, {parse_days(rule.churn_date)} AS _e "
+                f"FROM {table_name(rule.churn_table)}")
+        ended = (f"SELECT k._key, k._snap, max(u._e) AS _d FROM (SELECT DISTINCT _key, _snap FROM {snap}) k "
+                 f"JOIN ({subs}) u ON u._k = k._key AND (u._s IS NULL OR u._s <= k._snap) GROUP BY ALL "
+                 f"HAVING NOT bool_or(u._e IS NULL OR u._e > k._snap)")
+        join = f"LEFT JOIN ({ended}) c ON s._key = c._key AND s._snap = c._snap"
+        cancelled = "c._d IS NOT NULL"
     else:
-        events = events.assign(_re=False)
-    events = events.assign(_d=pd.to_datetime(events[rule.churn_date]).dt.date).sort_values("_d")
-    last = events.drop_duplicates(rule.key, keep="last").set_index(rule.key)
-    cancelled_on = last["_d"].where(~last["_re"])
-    when = snapshot["_key"].map(cancelled_on)
-    status = pd.Series("active", index=snapshot.index, dtype=object)
-    status[snapshot["_trial"].astype(bool)] = "trialing"
-    status[when.notna()] = "cancelled"
-    cancelled_at = when.map(lambda d: f"{d.isoformat()}T00:00:00Z" if isinstance(d, date) else None)
-    return status, cancelled_at
-
-
-def login_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """One login per supplier and day of ``rows`` (with ``_day``): at 08:00 UTC, by the day's first
-    user of that supplier, or the supplier's own id when the rows have no user."""
-    firsts = rows.assign(user_id=rows["user_id"].where(rows["user_id"].notna(), rows["supplier_id"])) \
-        .drop_duplicates(["supplier_id", "_day"])[["supplier_id", "user_id", "_day"]].copy()
-    days = firsts["_day"].dt.strftime("%Y-%m-%d")
-    firsts["event_id"] = "login-" + firsts["supplier_id"].astype(str) + "-" + days
-    firsts["event_name"] = "login"
-    firsts["occurred_at"] = days + "T08:00:00Z"
-    return firsts
-
-
-def _in_range(days: pd.Series, start: date | None, end: date | None) -> pd.Series:
-    keep = days.notna()
-    if start is not None:
-        keep &= days >= pd.Timestamp(start)
-    if end is not None:
-        keep &= days <= pd.Timestamp(end)
-    return keep
+        reactivated = f"coalesce(lower({quote(rule.reactivation_column)}) = 'true', FALSE)" if rule.reactivation_column else "FALSE"
+        churn = (f"SELECT {quote(rule.key)} AS _k, {parse_days(rule.churn_date)} AS _d, {reactivated} AS _re "
+                 f"FROM {table_name(rule.churn_table)} WHERE {parse_days(rule.churn_date)} IS NOT NULL "
+                 f"QUALIFY row_number() OVER (PARTITION BY {quote(rule.key)}, _d ORDER BY _rn DESC) = 1")
+        join = f"ASOF LEFT JOIN ({churn}) c ON s._key = c._k AND s._snap >= c._d"
+        cancelled = "c._d IS NOT NULL AND NOT c._re"
+    select = []
+    for col in landing:
+        if col == "status":
+            select.append(f"CASE WHEN {cancelled} THEN 'cancelled' WHEN s._trial THEN 'trialing' ELSE 'active' END AS status")
+        elif col == "cancelled_at":
+            select.append(f"CASE WHEN {cancelled} THEN strftime(c._d, '%Y-%m-%d') || 'T00:00:00Z' END AS cancelled_at")
+        else:
+            select.append(f"s.{quote(col)}")
+    return f"SELECT {', '.join(select)}, s._snap AS _day, s._rn FROM {snap} {join}"

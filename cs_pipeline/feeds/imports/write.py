@@ -1,199 +1,217 @@
-"""Writing an import's landing files: event sources split by day and appended chunk by chunk, snapshot
-sources written whole for every day, header-only files for the days a source has no rows. ``run_import``
-drives reading (``read``), mapping (``transform``) and writing for a whole mapping.
+"""Writing an import's landing files: ``run_import`` loads the mapping's tables into DuckDB (``read``),
+runs each part's SQL (``transform``) and has DuckDB write each query's rows as one CSV sorted by day,
+which is then split into the day files the landing contract names. Snapshot sources without a status rule
+are rendered once and written as a prefix per day; days a source has no rows get header-only files.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from bisect import bisect_right
+from collections import Counter
 from datetime import date, timedelta
+from itertools import islice
 from pathlib import Path
+from typing import BinaryIO
 
-import pandas as pd
+import duckdb
+import numpy as np
 
-from cs_pipeline.feeds.imports.read import CHUNK_ROWS, read_whole, table_chunks
-from cs_pipeline.feeds.imports.spec import ImportMapping, ImportReport, MappingError
-from cs_pipeline.feeds.imports.transform import (
-    RowIds,
-    SeenSet,
-    aggregate,
-    login_rows,
-    part_frame,
-    row_hashes,
-    snapshot_status,
-)
 from cs_pipeline.core.landing_contract import landing_file_name
+from cs_pipeline.feeds.imports.read import CHUNK_ROWS, connect, load_table, quote
+from cs_pipeline.feeds.imports.spec import ImportMapping, ImportReport, MappingError, Part
+from cs_pipeline.feeds.imports.transform import PartSql, Params, logins_sql, part_sql, status_sql
 from cs_pipeline.ingest.sources import SOURCE_NAMES, sources
-
-
-class _DayFiles:
-    """Landing files appended to chunk by chunk: the first write of a file in this import replaces it."""
-
-    def __init__(self, out_dir: Path, report: ImportReport) -> None:
-        self.out_dir, self.report = out_dir, report
-        self.started: set[tuple[str, date]] = set()
-
-    def append(self, target: str, day: date, rows: pd.DataFrame) -> None:
-        columns = list(sources()[target].column_names)
-        first = (target, day) not in self.started
-        if first:
-            self.started.add((target, day))
-            self.report.files += 1
-        rows.to_csv(self.out_dir / landing_file_name(target, day), index=False, columns=columns,
-                    mode="w" if first else "a", header=first)
-        self.report.rows[target] += len(rows)
-
-    def write_lines(self, target: str, day: date, pieces: list) -> None:
-        """Write a whole day file from pre-rendered CSV lines (lists of lines, one list per part)."""
-        columns = list(sources()[target].column_names)
-        self.started.add((target, day))
-        self.report.files += 1
-        with open(self.out_dir / landing_file_name(target, day), "w", encoding="utf-8", newline="") as fh:
-            fh.write(pd.DataFrame(columns=columns).to_csv(index=False, lineterminator="\n"))
-            for lines in pieces:
-                if lines:
-                    fh.write("\n".join(lines) + "\n")
-                self.report.rows[target] += len(lines)
-
-
-class _SnapshotLines:
-    """A snapshot part without a status rule, rendered as CSV once: sorted by ``_present_from`` (rows
-    without one first), so a day's rows are a prefix of the lines (a snapshot over 540 days is written
-    without rendering 540 frames)."""
-
-    def __init__(self, frame: pd.DataFrame, columns: list[str]) -> None:
-        frame = frame.sort_values("_present_from", na_position="first", kind="stable")
-        self.frame, self.columns = frame, columns
-        self.present = frame["_present_from"].to_numpy()
-        text = frame[columns].to_csv(index=False, header=False, lineterminator="\n")
-        lines = text.split("\n")[:-1] if text else []
-        self.lines = lines if len(lines) == len(frame) else None  # a value with a line break: no fast path
-
-    def count_until(self, day: date) -> int:
-        present = self.frame["_present_from"]
-        return int((present.isna() | (present <= pd.Timestamp(day))).sum())
-
-    def until(self, day: date) -> list[str]:
-        return (self.lines or [])[:self.count_until(day)]
-
-    def frame_until(self, day: date) -> pd.DataFrame:
-        return self.frame.iloc[:self.count_until(day)][self.columns]
 
 
 def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_rows: int = CHUNK_ROWS) -> ImportReport:
     """Write the landing files of ``mapping`` for every day in [start, end] into ``out_dir``.
 
-    Event sources stream their table in chunks of ``chunk_rows`` rows: each chunk is mapped, rows whose
-    day is outside [start, end] are dropped, and the rest are appended to the day's landing file, so
-    peak memory follows the chunk size (joined and status tables are read whole). Parts with
-    ``group_by`` keep one partial aggregate per group. Without ``start``/``end`` in the mapping, the
-    days are those of the event data. Snapshot sources are written whole for every day.
+    The tables the mapping uses are read once into DuckDB (text columns and file order), which joins,
+    filters, maps, groups and writes them out of core: beyond its 512 MB buffer pool it spills to a
+    temporary directory, so peak memory does not follow the file size. Event rows whose day is outside
+    [start, end] are dropped (and counted); without ``start``/``end`` in the mapping, the days are those of
+    the event data. Snapshot sources are written whole for every day. ``chunk_rows`` is kept for callers;
+    the engine chooses its own batches.
 
     Raises:
         MappingError: a table file is missing or unreadable, or a mapped column is absent.
     """
+    del chunk_rows
     report = ImportReport()
     out_dir.mkdir(parents=True, exist_ok=True)
-    streamed = {p.from_ for name, parts in mapping.sources.items() if name not in mapping.snapshot_sources
-                for p in parts}
-    whole = {j.table for parts in mapping.sources.values() for p in parts for j in p.joins}
-    whole |= {p.status.churn_table for parts in mapping.sources.values() for p in parts if p.status}
-    snapshot_from = {p.from_ for name, parts in mapping.sources.items() if name in mapping.snapshot_sources
-                     for p in parts}
     for name, spec in mapping.tables.items():
         if not (source_dir / spec.file).is_file():
             raise MappingError(f"{mapping.name}: table {name}: {source_dir / spec.file} not found")
-    tables = {name: read_whole(mapping.tables[name], source_dir) for name in sorted(whole | (snapshot_from - streamed))}
-    files = _DayFiles(out_dir, report)
-    seen_days: list[date] = []
-    # 1. Event sources, streamed.
-    for target in SOURCE_NAMES:
-        if target in mapping.snapshot_sources:
-            continue
-        for i, part in enumerate(mapping.sources.get(target, [])):
-            where = f"sources.{target}.{i}"
-            ids = RowIds() if any(c.row_id for c in part.columns.values()) else None
-            partials, logged_in = [], SeenSet()  # (supplier, day) pairs with a login written
-            for chunk in table_chunks(part.from_, mapping, source_dir, tables):
-                rows = part_frame(part, chunk, tables, target, report, where, ids.assign(chunk) if ids else None,
-                                   days=(mapping.start, mapping.end))
-                if part.group_by:
-                    partials.append(aggregate(rows, part))
-                    if sum(len(p) for p in partials) > chunk_rows:
-                        partials = [aggregate(pd.concat(partials, ignore_index=True), part, combine=True)]
-                    continue
-                _write_days(files, target, rows, seen_days)
-                if part.login_per_active_day and len(rows):
-                    _write_logins(files, rows, logged_in, seen_days)
-            if part.group_by and partials:
-                rows = aggregate(pd.concat(partials, ignore_index=True), part, combine=True)
-                _write_days(files, target, rows, seen_days)
-                if part.login_per_active_day and len(rows):
-                    _write_logins(files, rows, logged_in, seen_days)
-    first = mapping.start or (min(seen_days) if seen_days else None)
-    last = mapping.end or (max(seen_days) if seen_days else None)
-    if first is None or last is None:
-        raise MappingError(f"{mapping.name}: no event day in the data; give start and end in the mapping")
-    report.first_day, report.last_day = first, last
-    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
-    # 2. Snapshot sources, whole for every day.
-    for target in mapping.snapshot_sources:
-        parts = mapping.sources.get(target, [])
-        frames = []
-        for i, part in enumerate(parts):
-            where = f"sources.{target}.{i}"
-            ids = RowIds() if any(c.row_id for c in part.columns.values()) else None
-            pieces = []
-            for chunk in table_chunks(part.from_, mapping, source_dir, tables):
-                rows = part_frame(part, chunk, tables, target, report, where, ids.assign(chunk) if ids else None)
-                pieces.append(aggregate(rows, part) if part.group_by else rows)
-            frame = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame()
-            if part.group_by and len(frame):
-                frame = aggregate(frame, part, combine=True)
-            frames.append((frame, part))
-        columns = list(sources()[target].column_names)
-        static = [_SnapshotLines(frame, columns) for frame, part in frames if part.status is None and not frame.empty]
-        dynamic = [(frame, part) for frame, part in frames if part.status is not None and not frame.empty]
-        for day in days:
-            pieces = []
-            for frame, part in dynamic:
-                rows = frame.loc[frame["_present_from"].isna() | (frame["_present_from"] <= pd.Timestamp(day))].copy()
-                if len(rows):
-                    status, cancelled_at = snapshot_status(rows, tables[part.status.churn_table], part.status, day)
-                    rows["status"], rows["cancelled_at"] = status, cancelled_at
-                pieces.append(rows[columns])
-            if static and not dynamic and all(lines.lines is not None for lines in static):
-                files.write_lines(target, day, [lines.until(day) for lines in static])
+    used = {p.from_ for parts in mapping.sources.values() for p in parts}
+    used |= {j.table for parts in mapping.sources.values() for p in parts for j in p.joins}
+    used |= {p.status.churn_table for parts in mapping.sources.values() for p in parts if p.status}
+    with tempfile.TemporaryDirectory(prefix="cs-import-", dir=out_dir) as tmp, connect(Path(tmp) / "spill") as con:
+        work = Path(tmp)
+        with_ids = {p.from_ for parts in mapping.sources.values() for p in parts
+                    if any(c.row_id for c in p.columns.values())}
+        columns = {name: load_table(con, f"t_{name}", mapping.tables[name], source_dir, row_ids=name in with_ids)
+                   for name in sorted(used)}
+        # 1. Event sources: every part (and its logins) in one COPY sorted by day.
+        written: dict[str, list[_DayRuns]] = {}
+        for target in SOURCE_NAMES:
+            if target in mapping.snapshot_sources or not mapping.sources.get(target):
                 continue
-            for lines in static:
-                pieces.append(lines.frame_until(day))
-            files.append(target, day, pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame(columns=columns))
-    # 3. Header-only files for the days a source has no rows.
-    for target in SOURCE_NAMES:
-        if not mapping.sources.get(target):
-            report.notes.append(f"{target}: no mapping; header-only files written")
-        for day in days:
-            if (target, day) not in files.started:
-                files.append(target, day, pd.DataFrame(columns=list(sources()[target].column_names)))
+            queries = []
+            for i, part in enumerate(mapping.sources[target]):
+                sql = _part(part, target, f"sources.{target}.{i}", columns, (mapping.start, mapping.end))
+                _count(con, sql, report)
+                landing = ", ".join(quote(c) for c in sources()[target].column_names)
+                queries.append((sql.query(f"SELECT {landing}, _day, _rn FROM {sql.final}"), sql.params))
+                if part.login_per_active_day:  # grouped once, then counted and written from the table
+                    logins = quote(f"logins_{target}_{i}")
+                    _run(con, f"CREATE TEMP TABLE {logins} AS {sql.query(logins_sql(sql.final))}", sql.params)
+                    queries.append((f"SELECT * FROM {logins}", Params()))
+            written[target] = [_DayRuns(con, query, params, work / f"{target}_{n}", report, target)
+                               for n, (query, params) in enumerate(queries)]
+        seen = [day for runs in written.values() for run in runs for day in run.counts]
+        first = mapping.start or (min(seen) if seen else None)
+        last = mapping.end or (max(seen) if seen else None)
+        if first is None or last is None:
+            raise MappingError(f"{mapping.name}: no event day in the data; give start and end in the mapping")
+        report.first_day, report.last_day = first, last
+        days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+        # 2. Snapshot sources, whole for every day: rows with a status rule per day from DuckDB, the others
+        # rendered once, sorted by the day they appear, and written as a prefix per day.
+        static: dict[str, list[tuple[list[date], bytes, list[int]]]] = {}
+        for target in mapping.snapshot_sources:
+            queries, static[target] = [], []
+            landing = list(sources()[target].column_names)
+            for i, part in enumerate(mapping.sources.get(target, [])):
+                sql = _part(part, target, f"sources.{target}.{i}", columns, None)
+                _count(con, sql, report)
+                if part.status is not None:
+                    queries.append((sql.query(status_sql(sql.final, part.status, landing, first, last, sql.params)),
+                                    sql.params))
+                else:
+                    static[target].append(_rendered(con, sql, landing, work / f"{target}_{i}.csv"))
+            written[target] = [_DayRuns(con, query, params, work / f"{target}_{n}", report, target)
+                               for n, (query, params) in enumerate(queries)]
+        # 3. Name the files per day: a day's pieces, the snapshot prefixes, or only the header.
+        for target in SOURCE_NAMES:
+            if not mapping.sources.get(target):
+                report.notes.append(f"{target}: no mapping; header-only files written")
+            header = ",".join(_csv_field(c) for c in sources()[target].column_names) + "\n"
+            pieces = static.get(target, [])
+            for day in days:
+                counts = [bisect_right(present, day) for present, _, _ in pieces]
+                prefixes = [memoryview(text)[:ends[n - 1] if n else 0] for n, (_, text, ends) in zip(counts, pieces)]
+                _write_day(out_dir / landing_file_name(target, day), header, written.get(target, []), day, prefixes)
+                report.files += 1
+                report.rows[target] += sum(counts)
+        for runs in written.values():
+            for run in runs:
+                run.close()
+    report.rows.update({t: 0 for t in SOURCE_NAMES if t not in report.rows})
     if mapping.start is None or mapping.end is None:
         report.notes.append(f"days from the data: {first}..{last}")
     return report
 
 
-def _write_logins(files: _DayFiles, rows: pd.DataFrame, logged_in: SeenSet, seen_days: list[date]) -> None:
-    """Append the logins of ``rows`` (``login_rows``) for the (supplier, day) pairs without one yet."""
-    logins = login_rows(rows)
-    pairs = row_hashes(logins[["supplier_id", "_day"]])
-    new = ~logged_in.contains(pairs)
-    logged_in.add(pairs[new])
-    columns = [*sources()["activity_events"].column_names, "_day"]
-    _write_days(files, "activity_events", logins.loc[new].reindex(columns=columns), seen_days)
+def _part(part: Part, target: str, where: str, columns: dict[str, list[str]],
+          days: tuple[date | None, date | None] | None) -> PartSql:
+    return part_sql(part, target, where, columns, days, row_ids=any(c.row_id for c in part.columns.values()))
 
 
-def _write_days(files: _DayFiles, target: str, rows: pd.DataFrame, seen_days: list[date]) -> None:
-    if rows.empty:
-        return
-    columns = list(sources()[target].column_names)
-    for stamp, group in rows.groupby("_day", sort=True):
-        day = pd.Timestamp(stamp).date()
-        files.append(target, day, group[columns])
-        seen_days.append(day)
+def _count(con: duckdb.DuckDBPyConnection, sql: PartSql, report: ImportReport) -> None:
+    """Add what ``sql`` drops or cannot map to ``report``: one counting query per CTE checked, one per
+    value-mapped or formatted column."""
+    by_cte: dict[str, list[tuple[str, str]]] = {}
+    for key, cte, condition in sql.checks:
+        by_cte.setdefault(cte, []).append((key, condition))
+    for cte, checks in by_cte.items():
+        counts = _run(con, sql.query("SELECT " + ", ".join(f"count(*) FILTER (WHERE {c})" for _, c in checks)
+                                       + f" FROM {cte}"), sql.params).fetchone()
+        for (key, _), n in zip(checks, counts):
+            if n:
+                report.dropped[key] += int(n)
+    for key, value, bad in sql.value_checks:
+        rows = _run(con, sql.query(f"SELECT value, n FROM (SELECT {value} AS value, count(*) AS n FROM kept "
+                                     f"WHERE {value} IS NOT NULL GROUP BY ALL) WHERE {bad}"), sql.params).fetchall()
+        if rows:
+            report.unmapped.setdefault(key, Counter()).update({str(v): int(n) for v, n in rows})
+
+
+class _DayRuns:
+    """One query's rows (landing columns, then ``_day`` and ``_rn``) as a CSV file sorted by day and file
+    order, read back day by day: ``counts`` holds the rows per day. A value with a line break (a quoted
+    multi-line field) cannot be split by lines: then DuckDB writes one file per day instead."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, query: str, params: Params, path: Path,
+                 report: ImportReport, target: str) -> None:
+        self.counts = {day: int(n) for day, n in _run(con, 
+            f"SELECT _day, count(*) FROM ({query}) WHERE _day IS NOT NULL GROUP BY _day", params).fetchall()}
+        total = sum(self.counts.values())
+        report.rows[target] += total
+        landing = ", ".join(quote(c) for c in sources()[target].column_names)
+        self.path, self.parts, self.handle = path, None, None
+        _run(con, f"COPY (SELECT {landing} FROM ({query}) WHERE _day IS NOT NULL ORDER BY _day, _rn) "
+                    f"TO '{_path_literal(path)}' (FORMAT csv, HEADER false)", params)
+        with open(path, "rb") as fh:
+            lines = sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 24), b""))
+        if lines != total:
+            _run(con, f"COPY (SELECT {landing}, _day FROM ({query}) WHERE _day IS NOT NULL) TO "
+                        f"'{_path_literal(path.with_suffix('.d'))}' (FORMAT csv, HEADER false, PARTITION_BY (_day))",
+                        params)
+            self.parts = {date.fromisoformat(folder.name.split("=", 1)[1]): sorted(folder.glob("*.csv"))
+                          for folder in path.with_suffix(".d").glob("_day=*")}
+        else:
+            self.handle = open(path, "rb")  # noqa: SIM115 (read day by day, closed by close())
+
+    def copy_day(self, day: date, out: BinaryIO) -> None:
+        """Append the rows of ``day`` to ``out`` (days are asked for in ascending order)."""
+        if self.parts is not None:
+            for piece in self.parts.get(day, []):
+                with open(piece, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+        elif self.counts.get(day):
+            out.writelines(islice(self.handle, self.counts[day]))
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+def _rendered(con: duckdb.DuckDBPyConnection, sql: PartSql, landing: list[str], path: Path) -> tuple[list[date], bytes, list[int]]:
+    """A snapshot part without a status rule as CSV text sorted by ``_present_from`` (rows without one
+    first, then file order): (each row's day, ``date.min`` for none; the text; each row's end offset), so
+    a day's rows are a prefix of the text."""
+    select = ", ".join(quote(c) for c in landing)
+    _run(con, "CREATE OR REPLACE TEMP TABLE snapshot AS "
+                + sql.query(f"SELECT {select}, _present_from, _rn FROM {sql.final}"), sql.params)
+    order = "ORDER BY _present_from NULLS FIRST, _rn"
+    con.execute(f"COPY (SELECT {select} FROM snapshot {order}) TO '{_path_literal(path)}' (FORMAT csv, HEADER false)")
+    present = [row[0] or date.min for row in con.execute(f"SELECT _present_from FROM snapshot {order}").fetchall()]
+    con.execute("DROP TABLE snapshot")
+    text = path.read_bytes()
+    ends = (np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 10) + 1).tolist()
+    if len(ends) != len(present):
+        raise MappingError(f"{path.name}: a snapshot value contains a line break")
+    return present, text, ends
+
+
+def _write_day(path: Path, header: str, runs: list[_DayRuns], day: date, prefixes: list[memoryview]) -> None:
+    with open(path, "wb") as out:
+        out.write(header.encode("utf-8"))
+        for run in runs:
+            run.copy_day(day, out)
+        for prefix in prefixes:
+            out.write(prefix)
+
+
+def _csv_field(name: str) -> str:
+    return f'"{name}"' if any(ch in name for ch in ',"\n') else name
+
+
+def _run(con: duckdb.DuckDBPyConnection, query: str, params: Params) -> duckdb.DuckDBPyConnection:
+    return con.execute(query, params.of(query))
+
+
+def _path_literal(path: Path) -> str:
+    return str(path).replace("'", "''")
