@@ -99,7 +99,8 @@ def train(features: pd.DataFrame, labels: np.ndarray, *, horizon_days: int, chur
         horizon_days, churn_kind: the label's definition (recorded in the model).
         training_as_of: the last day whose data was used (UTC).
         columns, catalogue: what ``build_features`` was given (stored, so scoring builds the same inputs).
-        algorithm: ``auto`` (the higher validation ROC-AUC), ``logistic`` or ``gbm``.
+        algorithm: ``auto`` (logistic, or gbm when its validation ROC-AUC is higher by more than one standard
+            error: ``simplest_within_noise``), ``logistic`` or ``gbm``.
         baselines: risk per row (higher = more likely to churn; NaN = unscored, left out) to compare on
             the same validation rows, e.g. ``{"scorecard ws168": -health_score, "recency": days}``.
         trained_at: the training time (UTC); now when None.
