@@ -28,8 +28,10 @@ from cs_pipeline.health.churn_model import (
     account_interval,
     calibration_by_decile,
     fit_calibrated,
+    logistic_coefficients,
     one_thread,
     rolling_folds,
+    simplest_within_noise,
     top_decile_lift,
     weighted_auc,
 )
@@ -97,7 +99,8 @@ def train(features: pd.DataFrame, labels: np.ndarray, *, horizon_days: int, chur
         horizon_days, churn_kind: the label's definition (recorded in the model).
         training_as_of: the last day whose data was used (UTC).
         columns, catalogue: what ``build_features`` was given (stored, so scoring builds the same inputs).
-        algorithm: ``auto`` (the higher validation ROC-AUC), ``logistic`` or ``gbm``.
+        algorithm: ``auto`` (logistic, or gbm when its validation ROC-AUC is higher by more than one standard
+            error: ``simplest_within_noise``), ``logistic`` or ``gbm``.
         baselines: risk per row (higher = more likely to churn; NaN = unscored, left out) to compare on
             the same validation rows, e.g. ``{"scorecard ws168": -health_score, "recency": days}``.
         trained_at: the training time (UTC); now when None.
@@ -136,7 +139,8 @@ def _train(features, labels, horizon_days, churn_kind, training_as_of, columns, 
     predictions = {a: validate(x, y, row_days, folds, a) for a in tried}
     held = ~np.isnan(predictions[tried[0]])
     scores = {a: round(weighted_auc(y[held], p[held]), 4) for a, p in predictions.items()}
-    chosen = max(tried, key=lambda a: (scores[a], a == "logistic"))
+    # The book's model unless gradient boosting is better by more than the noise (one standard error).
+    chosen = tried[simplest_within_noise([scores[a] for a in tried], y[held])]
     p, yv = predictions[chosen][held], y[held]
     accounts = features["supplier_id"].to_numpy()[held]
     metrics = {
@@ -181,7 +185,7 @@ def deploy(x: np.ndarray, y: np.ndarray, row_days: np.ndarray, inputs: list[str]
     base = estimator.estimator.estimator
     coefficients, candidates = {}, []
     if algorithm == "logistic":
-        coefficients = dict(zip(inputs, base.named_steps["model"].coef_[0].astype(float)))
+        coefficients = dict(zip(inputs, logistic_coefficients(base).astype(float)))
     else:
         rng = np.random.default_rng(0)
         rows = np.flatnonzero(cal)
