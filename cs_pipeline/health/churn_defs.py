@@ -31,7 +31,8 @@ class ChurnModelConfig(dg.Config):
     churn: str = ""
     """``KIND:DAYS`` (e.g. ``inactivity:90``); empty: the configured scorecard's churn block."""
     algorithm: str = "auto"
-    """``auto`` (higher validation ROC-AUC), ``logistic`` or ``gbm``."""
+    """``auto`` (logistic; gbm only when its validation ROC-AUC is higher by more than one standard error),
+    ``logistic`` or ``gbm``."""
 
 
 def churn_model_assets() -> tuple:
