@@ -141,6 +141,11 @@ def test_a_url_opens_a_supplier_and_follows_the_choices(bi_conninfo, scored, con
     milestones = [d.value for d in at.dataframe if "achieved" in d.value.columns]
     stored = conn.execute("SELECT count(*) FROM marts.success_milestones WHERE supplier_id = %s", (other,)).fetchone()[0]
     assert (milestones[0] if milestones else pd.DataFrame()).shape[0] == stored
+    # every grid shows a missing value as an em dash (Streamlit's placeholder), not as grey "None"
+    assert at.dataframe and {d.proto.placeholder for d in at.dataframe} == {"\u2014"}
+    at.sidebar.radio(key="page").set_value("Portfolio").run()
+    assert _grid(at).shape[0] and {d.proto.placeholder for d in at.dataframe} == {"\u2014"}
+    assert set(_grid(at)["last_activity"]) - {"never"} <= {str(d) for d in pd.date_range(START, scored).date}
 
 
 def test_a_url_naming_an_unknown_supplier_says_so(bi_conninfo, scored):

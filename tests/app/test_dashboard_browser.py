@@ -174,7 +174,17 @@ CLICK_SIDEBAR_OPTION = """((label) => {
 })(%s)"""
 
 
-def test_a_supplier_deep_link_opens_its_page_and_the_url_follows_the_sidebar(dashboard_url, browser, warehouse):
+def _screenshot(browser: DevTools, path) -> None:
+    """The whole page (Streamlit scrolls inside its own container: a tall window shows all of it)."""
+    browser.call("Emulation.setDeviceMetricsOverride", width=1400, height=5000, deviceScaleFactor=1, mobile=False)
+    time.sleep(3)  # let the grids (canvases) finish painting
+    path.write_bytes(base64.b64decode(browser.call("Page.captureScreenshot", format="png",
+                                                   captureBeyondViewport=True)["data"]))
+    print(f"screenshot: {path}")
+
+
+def test_a_supplier_deep_link_opens_its_page_and_the_url_follows_the_sidebar(dashboard_url, browser, warehouse,
+                                                                             tmp_path):
     """Issue 29 item 8: ?page=supplier&supplier=<id> (bookmarked, or pasted into a ticket) opens that
     supplier's page in a real browser; choosing another page in the sidebar rewrites the URL."""
     with warehouse.connect() as conn:
@@ -191,12 +201,15 @@ def test_a_supplier_deep_link_opens_its_page_and_the_url_follows_the_sidebar(das
     assert state["errors"] == 0, state["text"][-2000:]
     assert "Score history" in state["text"] and f"Portfolio on {day}" not in state["text"]
     assert state["search"] == f"?page=supplier&supplier={supplier_id}"
+    _screenshot(browser, tmp_path / "supplier.png")
+    browser.call("Emulation.clearDeviceMetricsOverride")
     assert browser.evaluate(CLICK_SIDEBAR_OPTION % json.dumps("Portfolio"))
     state = _settled(browser, lambda s: s.get("search") == "?page=portfolio"
                      and "Biggest 7-day declines" in s.get("text", ""))
     assert f"Portfolio on {day}" in state["text"] and state["errors"] == 0
     # the declines table is DOM text: a missing value shows as an em dash, never as "None"
     assert "None" not in state["text"]
+    _screenshot(browser, tmp_path / "portfolio.png")
     assert browser.evaluate(CLICK_SIDEBAR_OPTION % json.dumps("Supplier"))
     state = _settled(browser, lambda s: s.get("search", "").startswith("?page=supplier&supplier=")
                      and "Score history" in s.get("text", ""))

@@ -105,16 +105,20 @@ def cell_text(value, fmt: str | None = None, missing: str = EM_DASH) -> str:
 
 def styled(frame: pd.DataFrame, formats: Mapping[str, str] | None = None, never: Iterable[str] = ()) -> Styler:
     """``frame`` as a pandas Styler whose display text is ``cell_text`` of every cell: ``formats`` per
-    column (``str.format`` patterns), ``NEVER`` for missing values of the columns in ``never``, the em dash
-    for the other missing values. ``st.dataframe`` and ``st.table`` show a Styler's display text, so no
-    grey "None" reaches the page; the cells keep their values (a numeric column still sorts as numbers).
+    column (``str.format`` patterns), the em dash for missing values. The columns in ``never`` (days that
+    may never have happened, such as the last login) become text: the day, or ``NEVER``.
+
+    ``st.table`` shows a Styler's display text as it is. ``st.dataframe`` shows it for the cells that have a
+    value and its ``placeholder`` for missing ones, so give it ``placeholder=EM_DASH`` (otherwise a grey
+    "None"); its numeric columns keep their values and still sort as numbers.
     """
     formats = dict(formats or {})
-    never = set(never)
+    never = [c for c in never if c in frame.columns]
+    if never:
+        frame = frame.assign(**{c: [cell_text(v, missing=NEVER) for v in frame[c]] for c in never})
     style = frame.style
     for column in frame.columns:
-        fmt, missing = formats.get(column), NEVER if column in never else EM_DASH
-        style = style.format(lambda v, fmt=fmt, missing=missing: cell_text(v, fmt, missing), subset=[column])
+        style = style.format(lambda v, fmt=formats.get(column): cell_text(v, fmt), subset=[column])
     return style
 
 

@@ -65,7 +65,7 @@ def _table_or(frame: pd.DataFrame, empty: str, static: bool = False, never=()) -
         st.table(display.styled(frame, SCORE_FORMATS, never))
     else:
         st.dataframe(display.styled(frame, SCORE_FORMATS, never), hide_index=True, width="stretch",
-                     column_config=DRIVERS_COLUMN)
+                     column_config=DRIVERS_COLUMN, placeholder=display.EM_DASH)
 
 
 def _pick_day(status: data.MartsStatus) -> date:
@@ -106,7 +106,7 @@ def portfolio(conn, status: data.MartsStatus, day: date) -> None:
     grid = data.filter_grid(health, levels, tiers, categories, stages, search)
     st.caption(f"{len(grid):,} of {len(health):,} suppliers")
     st.dataframe(_risk_style(grid), hide_index=True, width="stretch", key="grid", column_config=DRIVERS_COLUMN,
-                 row_height=WRAPPING_ROW_HEIGHT)
+                 row_height=WRAPPING_ROW_HEIGHT, placeholder=display.EM_DASH)
     e1, e2 = st.columns(2)
     e1.download_button("Export CSV of this grid", data.grid_csv(grid), file_name=f"suppliers_{day}.csv",
                        mime="text/csv", key="export_csv")
