@@ -3,6 +3,7 @@ filters change the grid, an empty warehouse shows the message; its connection ca
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pandas as pd
@@ -145,6 +146,9 @@ def test_a_url_opens_a_supplier_and_follows_the_choices(bi_conninfo, scored, con
     assert at.dataframe and {d.proto.placeholder for d in at.dataframe} == {"\u2014"}
     at.sidebar.radio(key="page").set_value("Portfolio").run()
     assert _grid(at).shape[0] and {d.proto.placeholder for d in at.dataframe} == {"\u2014"}
+    grid = next(d.proto for d in at.dataframe if "last_activity" in d.value.columns)
+    assert list(grid.column_order)[:4] == ["supplier_id", "health_score", "risk_level", "drivers"]  # not cut off
+    assert json.loads(grid.columns)["drivers"]["width"] == 480 and grid.row_height > 64  # wide, wrapped (> 4 rem)
     assert set(_grid(at)["last_activity"]) - {"never"} <= {str(d) for d in pd.date_range(START, scored).date}
 
 

@@ -44,8 +44,12 @@ def _connect():
 
 SCORE_FORMATS = {"health_score": "{:.1f}", "score_delta_7d": "{:+.1f}", "mrr": "{:,.2f}"}
 #: The drivers sentence is long: a wide column, and rows tall enough for Streamlit to wrap it (> 4 rem).
-DRIVERS_COLUMN = {"drivers": st.column_config.TextColumn("drivers", width="large")}
+DRIVERS_COLUMN = {"drivers": st.column_config.TextColumn("drivers", width=480)}
 WRAPPING_ROW_HEIGHT = 70
+#: The grid's columns on screen: why a supplier scores so (drivers) beside its score, inside the page's width;
+#: the CSV export keeps ``data.GRID_COLUMNS``.
+GRID_ORDER = ["supplier_id", "health_score", "risk_level", "drivers", "trend", "score_delta_7d", "last_activity",
+              "tier", "vendor_category", "lifecycle_stage", "mrr"]
 
 
 def _risk_style(frame: pd.DataFrame):
@@ -106,7 +110,7 @@ def portfolio(conn, status: data.MartsStatus, day: date) -> None:
     grid = data.filter_grid(health, levels, tiers, categories, stages, search)
     st.caption(f"{len(grid):,} of {len(health):,} suppliers")
     st.dataframe(_risk_style(grid), hide_index=True, width="stretch", key="grid", column_config=DRIVERS_COLUMN,
-                 row_height=WRAPPING_ROW_HEIGHT, placeholder=display.EM_DASH)
+                 row_height=WRAPPING_ROW_HEIGHT, placeholder=display.EM_DASH, column_order=GRID_ORDER)
     e1, e2 = st.columns(2)
     e1.download_button("Export CSV of this grid", data.grid_csv(grid), file_name=f"suppliers_{day}.csv",
                        mime="text/csv", key="export_csv")
