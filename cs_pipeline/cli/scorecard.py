@@ -46,4 +46,6 @@ def scorecard_fit(
     for version, auc, sc in ((card.version, result.old_auc, card), (result.scorecard.version, result.new_auc, result.scorecard)):
         table.add_row(version, f"{auc:.4f}", ", ".join(f"{c.name} {c.weight:g}" for c in sc.components))
     console.print(table)
+    if fitted.warning:  # issue 29: a short history (fewer than 8 weekly as-of days) is said, not hidden
+        console.print(f"[yellow]warning:[/yellow] {fitted.warning}", soft_wrap=True)
     console.print(f"wrote {out}")

@@ -65,7 +65,8 @@ def load_catalogue(path: Path) -> tuple[CatalogueRow, ...]:
 
     Raises:
         CatalogueError: the file is missing or unreadable, a column is missing, a row is invalid
-            (e.g. ``is_core`` not true/false), an event name appears twice, or there are no rows.
+            (e.g. ``is_core`` not true/false), an event name appears twice, there are no rows, or a
+            feature mixes core and non-core events (dbt's uniqueness tests would fail on the first run).
     """
     try:
         stamp = path.stat().st_mtime_ns
@@ -104,7 +105,29 @@ def _load(path: Path, stamp: int) -> tuple[CatalogueRow, ...]:
         rows.append(row)
     if not rows:
         raise CatalogueError(f"feature catalogue {path}: no rows; {_FIX}")
+    _check_features(path, rows, [seen[row.event_name] for row in rows])
     return tuple(rows)
+
+
+def _check_features(path: Path, rows: list[CatalogueRow], lines: list[int]) -> None:
+    """A feature is core or not as a whole: dbt keeps one row per supplier, day and feature, so a feature
+    whose events disagree on ``is_core`` passes here but fails dbt's uniqueness tests on the first run
+    (issue 29: 13,098 duplicate rows, with no pointer to the catalogue).
+
+    Raises:
+        CatalogueError: one line naming the file, the feature, one core and one non-core event (with
+            their lines) and the fix.
+    """
+    first: dict[str, tuple[CatalogueRow, int]] = {}
+    for row, line in zip(rows, lines):
+        earlier, at = first.setdefault(row.feature, (row, line))
+        if earlier.is_core != row.is_core:
+            core, core_at, other, other_at = (earlier, at, row, line) if earlier.is_core else (row, line, earlier, at)
+            raise CatalogueError(
+                f"feature catalogue {path}: feature {row.feature!r} mixes core and non-core events "
+                f"({core.event_name!r} is_core true on line {core_at}, {other.event_name!r} false on line "
+                f"{other_at}); give every event of a feature the same is_core, or move the events that "
+                f"differ to a feature of their own")
 
 
 def event_names(path: Path | None = None) -> tuple[str, ...]:

@@ -226,6 +226,8 @@ def scorecard_fit(context: dg.AssetExecutionContext, config: ScorecardFitConfig,
         raise dg.Failure(str(exc)) from exc
     result = fitted.result
     out = fitted.write(warehouse.settings().home / "scorecards" / "fitted" / f"{result.scorecard.version}.yaml")
+    if fitted.warning:
+        context.log.warning(f"{card.version}: {fitted.warning}")
     context.log.info(f"{card.version}: held-out ROC-AUC {result.old_auc:.4f} -> {result.scorecard.version} "
                      f"{result.new_auc:.4f}; wrote {out}")
     return dg.MaterializeResult(metadata={
@@ -238,6 +240,8 @@ def scorecard_fit(context: dg.AssetExecutionContext, config: ScorecardFitConfig,
         "fit_days": dg.MetadataValue.text(f"{result.fit_days[0]}..{result.fit_days[1]}"),
         "held_out_days": dg.MetadataValue.text(f"{result.test_days[0]}..{result.test_days[1]}"),
         "churn_label": dg.MetadataValue.text(f"{card.churn.kind} within {card.churn.horizon_days} days"),
+        "as_of_days": dg.MetadataValue.int(result.as_of_days),
+        **({"warning": dg.MetadataValue.text(fitted.warning)} if fitted.warning else {}),
     })
 
 

@@ -37,6 +37,22 @@ class FitResult:
     fit_auc: float | None = None
     """ROC-AUC of the new version on the fit days (in-sample): to choose between fits without looking at
     the held-out days."""
+    as_of_days: int = 0
+    """Distinct as-of days of the fit and held-out rows together (weekly in ``fit_run``)."""
+    fit_as_of_days: int = 0
+    """Of those, the as-of days the weights were fitted on (the rest are held out)."""
+
+    @property
+    def short_history(self) -> bool:
+        """True below ``MIN_AS_OF_DAYS`` as-of days: the weights and the held-out ROC-AUC are too noisy to
+        trust (issue 29: a 3-day fit said nothing)."""
+        return self.as_of_days < MIN_AS_OF_DAYS
+
+
+#: The fewest as-of days (weekly: about two months plus the churn horizon) before a fit is worth reading.
+#: With a third held out, 8 days leave 5 to fit and 3 to test; fewer, and one week's churners decide the
+#: held-out ROC-AUC.
+MIN_AS_OF_DAYS = 8
 
 
 def _fractions(scores: pd.DataFrame, scorecard: Scorecard) -> np.ndarray:
@@ -145,7 +161,8 @@ def fit_scorecard(engagement: pd.DataFrame, labels: np.ndarray, scorecard: Score
     keep = ~np.isnan(fitted)
     fit_auc = float(roc_auc_score(labels[fit_rows][keep], -fitted[keep]))
     return FitResult(new, auc(old_health), auc(new_health), (distinct[0], distinct[distinct < cut][-1]),
-                     (cut, distinct[-1]), int(fit_mask.sum()), int(test_mask.sum()), fit_auc)
+                     (cut, distinct[-1]), int(fit_mask.sum()), int(test_mask.sum()), fit_auc,
+                     as_of_days=len(distinct), fit_as_of_days=int((distinct < cut).sum()))
 
 
 def scorecard_yaml(scorecard: Scorecard) -> str:

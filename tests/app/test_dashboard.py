@@ -3,6 +3,7 @@ filters change the grid, an empty warehouse shows the message; its connection ca
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pandas as pd
@@ -117,6 +118,48 @@ def test_supplier_page_shows_history_drivers_and_no_fake_actions(bi_conninfo, sc
     # no Dagster webserver with manual_intervention: no buttons, only the note
     assert [b.label for b in at.button] == []
     assert any("manual_intervention" in c.value for c in at.caption)
+
+
+def test_a_url_opens_a_supplier_and_follows_the_choices(bi_conninfo, scored, conn):
+    """Issue 29 item 8: ?page=supplier&supplier=... opens that supplier; choosing another supplier or page
+    in the sidebar rewrites the URL; missing values and milestones show as the display rules say."""
+    first, other = [r[0] for r in conn.execute(
+        "SELECT supplier_id FROM marts.customer_health WHERE as_of_date = %s ORDER BY supplier_id DESC LIMIT 2",
+        (scored,)).fetchall()]
+    at = AppTest.from_file(str(APP_SCRIPT), default_timeout=60)
+    at.query_params.update({"page": "supplier", "supplier": first})
+    at.run()
+    _no_errors(at)
+    assert at.sidebar.radio(key="page").value == "Supplier" and at.selectbox(key="supplier").value == first
+    assert any(h.value.startswith(f"{first}: ") for h in at.subheader)
+    assert at.query_params == {"page": "supplier", "supplier": first}
+    at.selectbox(key="supplier").set_value(other).run()
+    assert at.query_params == {"page": "supplier", "supplier": other}
+    at.sidebar.radio(key="page").set_value("Score quality").run()
+    assert at.query_params == {"page": "score_quality"}
+    at.sidebar.radio(key="page").set_value("Supplier").run()  # the choice is kept across pages
+    assert at.selectbox(key="supplier").value == other and at.query_params["supplier"] == other
+    milestones = [d.value for d in at.dataframe if "achieved" in d.value.columns]
+    stored = conn.execute("SELECT count(*) FROM marts.success_milestones WHERE supplier_id = %s", (other,)).fetchone()[0]
+    assert (milestones[0] if milestones else pd.DataFrame()).shape[0] == stored
+    # every grid shows a missing value as an em dash (Streamlit's placeholder), not as grey "None"
+    assert at.dataframe and {d.proto.placeholder for d in at.dataframe} == {"\u2014"}
+    at.sidebar.radio(key="page").set_value("Portfolio").run()
+    assert _grid(at).shape[0] and {d.proto.placeholder for d in at.dataframe} == {"\u2014"}
+    grid = next(d.proto for d in at.dataframe if "last_activity" in d.value.columns)
+    assert list(grid.column_order)[:4] == ["supplier_id", "health_score", "risk_level", "drivers"]  # not cut off
+    assert json.loads(grid.columns)["drivers"]["width"] == 480 and grid.row_height > 64  # wide, wrapped (> 4 rem)
+    assert set(_grid(at)["last_activity"]) - {"never"} <= {str(d) for d in pd.date_range(START, scored).date}
+
+
+def test_a_url_naming_an_unknown_supplier_says_so(bi_conninfo, scored):
+    at = AppTest.from_file(str(APP_SCRIPT), default_timeout=60)
+    at.query_params.update({"page": "supplier", "supplier": "sup_999999"})
+    at.run()
+    assert not at.exception
+    assert [w.value for w in at.warning if "sup_999999" in w.value]
+    shown = at.selectbox(key="supplier").value
+    assert shown != "sup_999999" and at.query_params == {"page": "supplier", "supplier": shown}
 
 
 def test_interventions_and_score_quality_pages(bi_conninfo, scored, conn):

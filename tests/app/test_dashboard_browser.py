@@ -147,3 +147,70 @@ def test_the_dashboard_renders_in_chromium(dashboard_url, browser, settings, war
     path.write_bytes(shot)
     assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 20_000
     print(f"screenshot: {path}")
+
+
+def _settled(browser: DevTools, done, seconds: float = 120) -> dict:
+    """Poll the page (``RENDERED`` plus the URL's query string) until ``done(state)`` holds while no script
+    run is in progress, twice in a row one second apart (Streamlit renders in several passes)."""
+    deadline = time.monotonic() + seconds
+    state, hits = {}, 0
+    while time.monotonic() < deadline:
+        state = browser.evaluate(RENDERED) or {}
+        state["search"] = browser.evaluate("window.location.search")
+        hits = hits + 1 if done(state) and not state.get("running") else 0
+        if hits >= 2:
+            return state
+        time.sleep(1)
+    raise AssertionError(f"the page did not settle; URL query {state.get('search')!r}; "
+                         f"text: {state.get('text', '')[-1500:]}")
+
+
+CLICK_SIDEBAR_OPTION = """((label) => {
+  const options = [...document.querySelectorAll('[data-testid="stSidebar"] [data-testid="stRadio"] label')];
+  const option = options.find(o => o.innerText.trim() === label);
+  if (!option) { return false; }
+  option.click();
+  return true;
+})(%s)"""
+
+
+def _screenshot(browser: DevTools, path) -> None:
+    """The whole page (Streamlit scrolls inside its own container: a tall window shows all of it)."""
+    browser.call("Emulation.setDeviceMetricsOverride", width=1400, height=5000, deviceScaleFactor=1, mobile=False)
+    time.sleep(3)  # let the grids (canvases) finish painting
+    path.write_bytes(base64.b64decode(browser.call("Page.captureScreenshot", format="png",
+                                                   captureBeyondViewport=True)["data"]))
+    print(f"screenshot: {path}")
+
+
+def test_a_supplier_deep_link_opens_its_page_and_the_url_follows_the_sidebar(dashboard_url, browser, warehouse,
+                                                                             tmp_path):
+    """Issue 29 item 8: ?page=supplier&supplier=<id> (bookmarked, or pasted into a ticket) opens that
+    supplier's page in a real browser; choosing another page in the sidebar rewrites the URL."""
+    with warehouse.connect() as conn:
+        day = conn.execute("SELECT max(as_of_date) FROM marts.customer_health").fetchone()[0]
+        # not the selectbox's default (the lowest score comes first): the page shows the URL's choice
+        supplier_id, score = conn.execute(
+            "SELECT supplier_id, health_score FROM marts.customer_health WHERE as_of_date = %s "
+            "AND health_score IS NOT NULL ORDER BY health_score DESC, supplier_id LIMIT 1", (day,)).fetchone()
+    browser.call("Page.enable")
+    browser.call("Page.navigate", url=f"{dashboard_url}?page=supplier&supplier={supplier_id}")
+    heading = f"{supplier_id}: {float(score):.1f} ("
+    state = _settled(browser, lambda s: heading in s.get("text", "") and s.get("charts", 0) >= 2
+                     and "Milestones reached" in s.get("text", ""))
+    assert state["errors"] == 0, state["text"][-2000:]
+    assert "Score history" in state["text"] and f"Portfolio on {day}" not in state["text"]
+    assert state["search"] == f"?page=supplier&supplier={supplier_id}"
+    _screenshot(browser, tmp_path / "supplier.png")
+    browser.call("Emulation.clearDeviceMetricsOverride")
+    assert browser.evaluate(CLICK_SIDEBAR_OPTION % json.dumps("Portfolio"))
+    state = _settled(browser, lambda s: s.get("search") == "?page=portfolio"
+                     and "Biggest 7-day declines" in s.get("text", ""))
+    assert f"Portfolio on {day}" in state["text"] and state["errors"] == 0
+    # the declines table is DOM text: a missing value shows as an em dash, never as "None"
+    assert "None" not in state["text"]
+    _screenshot(browser, tmp_path / "portfolio.png")
+    assert browser.evaluate(CLICK_SIDEBAR_OPTION % json.dumps("Supplier"))
+    state = _settled(browser, lambda s: s.get("search", "").startswith("?page=supplier&supplier=")
+                     and "Score history" in s.get("text", ""))
+    assert state["search"] == f"?page=supplier&supplier={supplier_id}"  # the chosen supplier is kept

@@ -113,11 +113,24 @@ def read_supplier_history(conn: psycopg.Connection, supplier_id: str) -> pd.Data
 
 
 def read_milestones(conn: psycopg.Connection, status: MartsStatus, supplier_id: str) -> pd.DataFrame:
-    """Milestones a supplier reached: milestone_type, category, achieved_at, celebrated."""
+    """Milestones a supplier reached: milestone_type, category, achieved_at (date), celebrated (bool),
+    retracted_at (timestamp; None while the data supports it, and on a warehouse from before issue 28)."""
+    columns = ["milestone_type", "category", "achieved_at", "celebrated", "retracted_at"]
     if "marts.success_milestones" not in status.present:
-        return pd.DataFrame(columns=["milestone_type", "category", "achieved_at", "celebrated"])
-    return _frame(conn, "SELECT milestone_type, category, achieved_at, celebrated FROM marts.success_milestones "
-                        "WHERE supplier_id = %s ORDER BY achieved_at, milestone_type", (supplier_id,))
+        return pd.DataFrame(columns=columns)
+    return _frame(conn, "SELECT milestone_type, category, achieved_at, celebrated, "
+                        "(to_jsonb(m) ->> 'retracted_at')::timestamptz AS retracted_at "
+                        "FROM marts.success_milestones m WHERE supplier_id = %s ORDER BY achieved_at, milestone_type",
+                  (supplier_id,))
+
+
+def read_signup_date(conn: psycopg.Connection, status: MartsStatus, supplier_id: str) -> date | None:
+    """The supplier's signup day (marts.dim_suppliers), None when unknown."""
+    if "marts.dim_suppliers" not in status.present:
+        return None
+    row = conn.execute("SELECT signup_date FROM marts.dim_suppliers WHERE supplier_id = %s LIMIT 1",
+                       (supplier_id,)).fetchone()
+    return row[0] if row else None
 
 
 def read_supplier_interventions(conn: psycopg.Connection, status: MartsStatus, supplier_id: str) -> pd.DataFrame:

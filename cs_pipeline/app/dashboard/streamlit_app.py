@@ -2,7 +2,9 @@
 
 Pages: Portfolio, Supplier, Interventions and outcomes, Score quality. Reads only the marts through the
 read-only BI role (``connection.dashboard_conninfo``). Run it with ``streamlit run`` on this file; the
-queries and shaping live in ``data``, the UI here.
+queries and shaping live in ``data``, the display rules (URL, missing values, milestone dates) in
+``display``, the UI here. The URL names the view (``?page=supplier&supplier=sup_000002``): it opens that
+view, and follows the page and supplier chosen in the sidebar, so a view can be bookmarked.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import pandas as pd
 import psycopg
 import streamlit as st
 
-from cs_pipeline.app.dashboard import actions, data
+from cs_pipeline.app.dashboard import actions, data, display
 from cs_pipeline.app.dashboard.connection import dashboard_conninfo
 from cs_pipeline.core.settings import Settings
 
-PAGES = ("Portfolio", "Supplier", "Interventions and outcomes", "Score quality")
+PAGES = display.PAGES
 RISK_SCALE = alt.Scale(domain=[*data.RISK_LEVELS, "unscored"], range=[data.RISK_COLOURS[k] for k in
                                                                       (*data.RISK_LEVELS, "unscored")])
 
@@ -40,22 +42,34 @@ def _connect():
         conn.close()
 
 
+SCORE_FORMATS = {"health_score": "{:.1f}", "score_delta_7d": "{:+.1f}", "mrr": "{:,.2f}"}
+#: The drivers sentence is long: a wide column, and rows tall enough for Streamlit to wrap it (> 4 rem).
+DRIVERS_COLUMN = {"drivers": st.column_config.TextColumn("drivers", width=480)}
+WRAPPING_ROW_HEIGHT = 70
+#: The grid's columns on screen: why a supplier scores so (drivers) beside its score, inside the page's width;
+#: the CSV export keeps ``data.GRID_COLUMNS``.
+GRID_ORDER = ["supplier_id", "health_score", "risk_level", "drivers", "trend", "score_delta_7d", "last_activity",
+              "tier", "vendor_category", "lifecycle_stage", "mrr"]
+
+
 def _risk_style(frame: pd.DataFrame):
-    """The grid with each row's risk-level cell coloured green / yellow / red."""
+    """The grid with each row's risk-level cell coloured green / yellow / red, missing values as an em
+    dash and a last activity that never happened as "never"."""
     def colour(value):
         return f"background-color: {data.RISK_BACKGROUNDS.get(value, '')}"
-    return frame.style.map(colour, subset=["risk_level"]).format(
-        {"health_score": "{:.1f}", "score_delta_7d": "{:+.1f}", "mrr": "{:,.2f}"}, na_rep="")
+    return display.styled(frame, SCORE_FORMATS, never=["last_activity"]).map(colour, subset=["risk_level"])
 
 
-def _table_or(frame, rows: int, empty: str, static: bool = False) -> None:
-    """``frame`` as a table (static HTML with ``static``, else the interactive grid), or ``empty`` in words."""
-    if not rows:
+def _table_or(frame: pd.DataFrame, empty: str, static: bool = False, never=()) -> None:
+    """``frame`` as a table (static HTML with ``static``, else the interactive grid; missing values as an
+    em dash, or "never" in the ``never`` columns), or ``empty`` in words."""
+    if frame.empty:
         st.write(empty)
     elif static:
-        st.table(frame)
+        st.table(display.styled(frame, SCORE_FORMATS, never))
     else:
-        st.dataframe(frame, hide_index=True)
+        st.dataframe(display.styled(frame, SCORE_FORMATS, never), hide_index=True, width="stretch",
+                     column_config=DRIVERS_COLUMN, placeholder=display.EM_DASH)
 
 
 def _pick_day(status: data.MartsStatus) -> date:
@@ -84,8 +98,7 @@ def portfolio(conn, status: data.MartsStatus, day: date) -> None:
 
     st.subheader("Biggest 7-day declines")
     declines = data.biggest_declines(health)
-    _table_or(declines.style.format({"health_score": "{:.1f}", "score_delta_7d": "{:+.1f}"}), len(declines),
-              "no supplier's score fell over the last 7 days", static=True)
+    _table_or(declines, "no supplier's score fell over the last 7 days", static=True)
 
     st.subheader("Suppliers")
     c1, c2, c3, c4 = st.columns(4)
@@ -96,7 +109,8 @@ def portfolio(conn, status: data.MartsStatus, day: date) -> None:
     search = st.text_input("Search by supplier id", key="f_search")
     grid = data.filter_grid(health, levels, tiers, categories, stages, search)
     st.caption(f"{len(grid):,} of {len(health):,} suppliers")
-    st.dataframe(_risk_style(grid), hide_index=True, width="stretch", key="grid")
+    st.dataframe(_risk_style(grid), hide_index=True, width="stretch", key="grid", column_config=DRIVERS_COLUMN,
+                 row_height=WRAPPING_ROW_HEIGHT, placeholder=display.EM_DASH, column_order=GRID_ORDER)
     e1, e2 = st.columns(2)
     e1.download_button("Export CSV of this grid", data.grid_csv(grid), file_name=f"suppliers_{day}.csv",
                        mime="text/csv", key="export_csv")
@@ -124,12 +138,12 @@ def supplier(conn, status: data.MartsStatus, day: date) -> None:
     if not options:
         st.info(f"no health scores for {day}: the pipeline did not score that day")
         return
+    options = _with_linked_supplier(conn, options, day)
     chosen = st.selectbox("Supplier", options, key="supplier")
     history = data.read_supplier_history(conn, chosen)
     today = history.loc[history["as_of_date"] == day]
     row = today.iloc[0] if len(today) else history.iloc[-1]
-    st.subheader(f"{chosen}: {row['health_score'] if pd.notna(row['health_score']) else '-'} "
-                 f"({row['risk_level']}, {row['trend'] or 'no trend yet'})")
+    st.subheader(display.score_heading(chosen, row["health_score"], row["risk_level"], row["trend"]))
 
     bands = pd.DataFrame({"low": [0, 40, 70], "high": [40, 70, 100], "risk_level": ["critical", "at_risk", "healthy"]})
     band_layer = alt.Chart(bands).mark_rect(opacity=0.15).encode(
@@ -151,16 +165,35 @@ def supplier(conn, status: data.MartsStatus, day: date) -> None:
 
     st.subheader(f"Why this score on {row['as_of_date']}")
     st.write(row["drivers"] or "no component lost points")
-    st.dataframe(data.drivers_table(row["components"]), hide_index=True, width="stretch")
+    _table_or(data.drivers_table(row["components"]), "no components")
 
     st.subheader("Milestones reached")
-    milestones = data.read_milestones(conn, status, chosen)
-    _table_or(milestones, len(milestones), "none yet")
+    start = display.history_start(history["as_of_date"].min() if len(history) else None,
+                                  data.read_signup_date(conn, status, chosen), status.first_day)
+    milestones = display.milestone_table(data.read_milestones(conn, status, chosen), start)
+    _table_or(milestones, "none yet")
+    if start is not None and milestones["achieved"].str.startswith("on or before").any():
+        st.caption(f"on or before: the criterion already held on {start}, the first day of this supplier's "
+                   "history here, so it was reached that day or earlier. retracted: the data no longer "
+                   "supports a milestone that was already celebrated.")
 
     st.subheader("Intervention history")
-    history_i = data.read_supplier_interventions(conn, status, chosen)
-    _table_or(history_i, len(history_i), "no interventions for this supplier")
+    _table_or(data.read_supplier_interventions(conn, status, chosen), "no interventions for this supplier")
     _quick_actions(chosen)
+
+
+def _with_linked_supplier(conn, options: list[str], day: date) -> list[str]:
+    """The day's suppliers, plus the one the URL or an earlier choice names when it has a history but no
+    score that day (a bookmarked supplier who left); an unknown one is dropped with a warning."""
+    wanted = st.session_state.get("supplier")
+    if wanted is None or wanted in options:
+        return options
+    if data.read_supplier_history(conn, wanted).empty:
+        st.warning(f"no supplier {wanted} in the health scores: showing {options[0]}")
+        del st.session_state["supplier"]
+        return options
+    st.caption(f"{wanted} has no score on {day}: its newest score is shown")
+    return [wanted, *options]
 
 
 def _quick_actions(supplier_id: str) -> None:
@@ -206,16 +239,16 @@ def interventions(conn, status: data.MartsStatus, day: date) -> None:
             x=alt.X("sum(interventions):Q", title="interventions"), y=alt.Y("rule:N"),
             color=alt.Color("status:N"), row=alt.Row("channel:N"),
             tooltip=["rule", "channel", "status", "reason", "interventions"]), width="stretch")
-        st.dataframe(counts, hide_index=True, width="stretch")
+        _table_or(counts, "none recorded")
     st.subheader(f"Call tasks due by {day}")
     due = data.read_call_tasks_due(conn, status, day)
-    _table_or(due, len(due), "no open call tasks")
+    _table_or(due, "no open call tasks")
     st.subheader("Did it work? Uplift per rule and channel, by intention to treat")
     uplift = data.uplift_by_rule(data.read_outcomes(conn, status))
     if uplift.empty:
         st.write("no outcomes yet: a case's outcome is known outcome_days (playbook, default 30) after it")
     else:
-        st.dataframe(uplift, hide_index=True, width="stretch")
+        _table_or(uplift, "no outcomes yet")
         st.caption("Cases (supplier x rule x trigger day) in the arm they were randomised to, whatever became of "
                    "the message. difference: mean health score change treated minus control (points) with its 95 % "
                    "Welch interval (ci_low, ci_high); cuped_*: adjusted for the score at trigger; contamination: "
@@ -233,8 +266,7 @@ def score_quality(conn, status: data.MartsStatus, day: date) -> None:
     if backtest.empty:
         st.info("no backtest yet: run the health_score_backtest_job (it needs more than 30 days of scored history)")
         return
-    st.dataframe(backtest.drop(columns=["churn_rate_by_level", "calibration"]), hide_index=True,
-                 width="stretch")
+    _table_or(backtest.drop(columns=["churn_rate_by_level", "calibration"]), "no backtest yet")
     by_level = data.churn_by_level_frame(backtest)
     st.subheader("Churn rate per risk level")
     st.altair_chart(alt.Chart(by_level).mark_bar().encode(
@@ -253,9 +285,33 @@ def score_quality(conn, status: data.MartsStatus, day: date) -> None:
             color="scorecard_version:N"), width="stretch")
 
 
+def _view_from_url() -> None:
+    """On a session's first run, the page and supplier the URL names (``display.view_from_params``) become
+    the sidebar's choices; the supplier choice is kept while another page shows (Streamlit forgets the
+    state of a widget that was not drawn)."""
+    if "view_read" not in st.session_state:
+        st.session_state["view_read"] = True
+        if not st.query_params:  # a plain URL: the sidebar's defaults
+            return
+        view = display.view_from_params(st.query_params.to_dict())
+        st.session_state["page"] = view.page
+        if view.supplier:
+            st.session_state["supplier"] = view.supplier
+    elif "supplier" in st.session_state:
+        st.session_state["supplier"] = st.session_state["supplier"]
+
+
+def _view_to_url(page: str) -> None:
+    """The URL follows the view shown (``display.params_for``): bookmark it or paste it into a ticket."""
+    params = display.params_for(display.View(page, st.session_state.get("supplier")))
+    if st.query_params.to_dict() != params:
+        st.query_params.from_dict(params)
+
+
 def main() -> None:
-    """Render the page chosen in the sidebar."""
+    """Render the page chosen in the sidebar (or named by the URL)."""
     st.set_page_config(page_title="Customer success", layout="wide")
+    _view_from_url()
     page = st.sidebar.radio("Page", PAGES, key="page")
     with _connect() as conn:
         status = data.marts_status(conn)
@@ -271,6 +327,7 @@ def main() -> None:
         day = _pick_day(status)
         {"Portfolio": portfolio, "Supplier": supplier, "Interventions and outcomes": interventions,
          "Score quality": score_quality}[page](conn, status, day)
+        _view_to_url(page)
 
 
 main()
