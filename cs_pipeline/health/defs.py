@@ -51,7 +51,7 @@ class ScoringResource(dg.ConfigurableResource):
     path to a YAML file)."""
 
     scorecard: str = "ws168"
-    churn_model: str | None = None  # CS_PIPELINE_CHURN_MODEL (None: each day the model trained as of it, issue 28)
+    churn_model: str | None = None  # CS_PIPELINE_CHURN_MODEL (None: each day the newest model trained before it, issue 28)
 
 
 BACKTEST_CHECKS = [

@@ -1,5 +1,5 @@
 """What a day's score may use besides the day's own data (issue 28: point in time): for as-of day D,
-the newest backtest calibration that was *known* by D and the churn model trained as of D or before.
+the newest backtest calibration that was *known* by D and the churn model trained as of a day before D.
 A day's churn-risk score and churn probability are then the same whichever day they are computed on (a
 daily run, a re-run of an old day, a full refresh), as its seasonal index already is (``seasonal``).
 Pure: frames in, choices out; the readers are ``store.read_calibrations`` and ``store.read_churn_models``.
@@ -12,9 +12,11 @@ data known by D):
   newest such row (latest known day, then latest ``evaluated_at``: a re-evaluation of the same days
   supersedes) calibrates D; none known: ``churn_risk_score`` stays ``100 - health_score`` (the
   scorecard's own rule, ``scoring.score_suppliers``), as it is without any backtest.
-- Churn model: the model with the latest ``training_as_of <= D`` (its labels ended by that day; then
-  the latest ``trained_at``); none: no probability (NaN) for D. A pinned version
-  (``CS_PIPELINE_CHURN_MODEL``) scores every day: the user's explicit choice.
+- Churn model: a model trained as of day T used data up to T, so it is known from T + 1 on: the model with
+  the latest ``training_as_of < D`` (then the latest ``trained_at``) scores D; none: no probability (NaN).
+  As for a backtest, the daily run of T itself came before any training on T's data, so a full refresh
+  gives the rows the daily runs gave. A pinned version (``CS_PIPELINE_CHURN_MODEL``) scores every day:
+  the user's explicit choice.
 """
 
 from __future__ import annotations
@@ -71,8 +73,8 @@ def churn_risk_as_of(health: np.ndarray, days, default: np.ndarray, calibrations
 
 def models_by_day(models: pd.DataFrame, days: list[date], pinned: str | None = None) -> dict[date, str | None]:
     """The churn model version that scores each day (module docstring): ``pinned`` for every day when
-    given, else the latest ``training_as_of <= day`` (then the latest ``trained_at``), None when no model
-    was trained as of the day or before.
+    given, else the latest ``training_as_of`` before the day (then the latest ``trained_at``), None when no
+    model was trained as of an earlier day.
 
     ``models``: ``read_churn_models`` rows: ``version`` (str), ``training_as_of`` (date), ``trained_at``
     (timestamp)."""
@@ -82,6 +84,6 @@ def models_by_day(models: pd.DataFrame, days: list[date], pinned: str | None = N
         return {day: None for day in days}
     as_of = _as_days(models["training_as_of"])
     order = np.lexsort((_instants(models["trained_at"]), as_of))
-    chosen = _newest_known(as_of[order], _as_days(days), strict=False)
+    chosen = _newest_known(as_of[order], _as_days(days), strict=True)
     versions = models["version"].to_numpy(dtype=object)[order]
     return {day: (versions[c] if c >= 0 else None) for day, c in zip(days, chosen)}

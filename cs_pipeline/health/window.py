@@ -1,6 +1,6 @@
 """Scores of a window of days as ``customer_health`` writes them: the scorecard's points with each day's
 point-in-time seasonal index, the churn-risk score with the backtest calibration known by the day, the
-history columns, and the churn model trained as of the day (issue 28, ``known_by``). Reads the warehouse,
+history columns, and the churn model trained as of an earlier day (issue 28, ``known_by``). Reads the warehouse,
 calls the pure functions; writes nothing.
 """
 
@@ -31,7 +31,7 @@ def score_window(conn: psycopg.Connection, scorecard: Scorecard, first: date, la
       (``known_by.churn_risk_as_of``);
     - with ``settings`` (its ``home`` holds the model files, ``churn_model`` pins a version):
       ``churn_probability`` (float 0-1, NaN without a model), ``churn_model_version`` (None without one) from
-      the model trained as of the day or before (``known_by.models_by_day``), and that model's reasons
+      the newest model trained as of a day before it (``known_by.models_by_day``), and that model's reasons
       appended to ``drivers`` as ``churn model: ...`` (issue 26).
 
     Raises:

@@ -232,7 +232,10 @@ def test_churn_model_asset_trains_compares_and_scores(pipeline, conn, settings):
     defs, instance, _ = pipeline
     before = conn.execute("SELECT sum(health_score), count(*) FILTER (WHERE risk_level = 'critical') "
                           "FROM marts.customer_health WHERE as_of_date = %s", (END,)).fetchone()
-    result = defs.resolve_job_def("churn_model_job").execute_in_process(instance=instance)
+    # Trained on history up to the day before END: a model is known from the day after its as-of day (issue 28).
+    result = defs.resolve_job_def("churn_model_job").execute_in_process(
+        instance=instance, run_config={"ops": {"models__churn_model": {"config": {
+            "as_of": (END - pd.Timedelta(days=1)).isoformat()}}}})
     assert result.success
     metadata = result.asset_materializations_for_node("models__churn_model")[0].metadata
     version = metadata["version"].value
@@ -349,9 +352,9 @@ def test_churn_risk_of_a_past_day_uses_only_a_backtest_known_by_it(pipeline, con
 
 
 def test_a_past_days_churn_probability_keeps_the_model_trained_as_of_it(pipeline, conn):
-    """Day D is scored by the model with the latest training as-of day <= D: training a later model and
-    re-running D leaves D's probabilities, version and reasons as they were; a day after the later
-    model's as-of day takes the later model."""
+    """Day D is scored by the model with the latest training as-of day before D: training a later model
+    and re-running D leaves D's probabilities, version and reasons as they were; the day after the later
+    model's as-of day takes the later model, its as-of day itself not."""
     from datetime import timedelta
 
     defs, instance, _ = pipeline
@@ -370,5 +373,6 @@ def test_a_past_days_churn_probability_keeps_the_model_trained_as_of_it(pipeline
     assert before["drivers"].str.contains("churn model: ", regex=False).any()
     second = train(late)
     pd.testing.assert_frame_equal(_rescore(defs, instance, conn, day), before)
-    assert (_rescore(defs, instance, conn, late)["version"] == second).all()
-    assert _rescore(defs, instance, conn, early - timedelta(days=1))["version"].isna().all()  # none trained by then
+    assert (_rescore(defs, instance, conn, late + timedelta(days=1))["version"] == second).all()
+    assert (_rescore(defs, instance, conn, late)["version"] == first).all()
+    assert _rescore(defs, instance, conn, early)["version"].isna().all()  # none trained before it

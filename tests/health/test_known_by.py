@@ -57,6 +57,7 @@ def test_a_day_takes_the_model_trained_as_of_it_or_the_pinned_one():
         "trained_at": pd.to_datetime(["2025-03-01T03:00Z", "2025-03-11T03:00Z", "2025-04-01T03:00Z"]),
     })
     days = [D - timedelta(days=1), D, D + timedelta(days=9), D + timedelta(days=10), D + timedelta(days=30)]
-    assert models_by_day(models, days) == dict(zip(days, [None, "a-retrained", "a-retrained", "b", "b"]))
+    # Trained as of D: known from the day after D (the daily run of D came before the training).
+    assert models_by_day(models, days) == dict(zip(days, [None, None, "a-retrained", "a-retrained", "b"]))
     assert models_by_day(models, days, pinned="a") == dict.fromkeys(days, "a")
     assert models_by_day(models.iloc[:0], days) == dict.fromkeys(days)
