@@ -7,7 +7,7 @@ write, report.
 """
 
 import json
-from datetime import date, timedelta
+from datetime import date
 
 import dagster as dg
 import numpy as np
@@ -19,10 +19,8 @@ from cs_pipeline.core.partitions import DAILY_FRESHNESS, partition_days
 from cs_pipeline.core.reruns import rebuilt_days, report_rebuilt_partitions
 from cs_pipeline.core.resources import WarehouseResource
 from cs_pipeline.core.settings import Settings
-from cs_pipeline.health.backtest import calibrated_churn_risk
 from cs_pipeline.health.backtest_run import backtest_scorecards
 from cs_pipeline.health.churn_defs import churn_model_assets
-from cs_pipeline.health.churn_service import active_model, score_churn
 from cs_pipeline.health.fit_run import FitRunError, fit_from_warehouse
 from cs_pipeline.health.gates import health_gate
 from cs_pipeline.health.milestone_store import (
@@ -31,24 +29,14 @@ from cs_pipeline.health.milestone_store import (
 )
 from cs_pipeline.health.milestones import load_milestones, reconcile_milestones
 from cs_pipeline.health.scorecard import load_scorecard, shipped_scorecards
-from cs_pipeline.health.scoring import (
-    add_history,
-    score_suppliers,
-)
-from cs_pipeline.health.seasonal import (
-    LOOKBACK_DAYS,
-    point_in_time_index,
-    read_daily_seasonal_sums,
-)
 from cs_pipeline.health.store import (
     components_json,
     ensure_health_tables,
-    latest_calibration,
     read_activity_days,
     read_engagement,
-    read_health_history,
     write_health,
 )
+from cs_pipeline.health.window import score_window
 from cs_pipeline.quality.checks import check_result
 from cs_pipeline.quality.gx import GateRunner
 
@@ -63,36 +51,7 @@ class ScoringResource(dg.ConfigurableResource):
     path to a YAML file)."""
 
     scorecard: str = "ws168"
-    churn_model: str | None = None  # CS_PIPELINE_CHURN_MODEL (None: the newest model scores)
-
-
-def score_window(conn, scorecard, first: date, last: date, churn_model=None) -> pd.DataFrame:
-    """Scores (with history columns) of every engagement row in [first, last]. Each day's seasonal
-    index is learned from the history before that day (``seasonal.point_in_time_index``, issue 28). With
-    ``churn_model`` also ``churn_probability``, ``churn_model_version`` and the model's reasons appended to
-    ``drivers`` (issue 26)."""
-    engagement = read_engagement(conn, first, last)
-    seasonal_metrics = scorecard.seasonal_metrics
-    seasonal = None
-    if seasonal_metrics and scorecard.seasonality.enabled:
-        sums = read_daily_seasonal_sums(conn, first - timedelta(days=LOOKBACK_DAYS), last - timedelta(days=1),
-                                        seasonal_metrics)
-        days = sorted(set(pd.to_datetime(engagement["as_of_date"]).dt.date))
-        seasonal = point_in_time_index(sums, days, seasonal_metrics, scorecard.seasonality)
-    scores = score_suppliers(engagement, scorecard, seasonal=seasonal)
-    calibration = latest_calibration(conn, scorecard.version)
-    if calibration:
-        scores["churn_risk_score"] = calibrated_churn_risk(scores["health_score"].to_numpy(dtype=float), calibration)
-    history = read_health_history(conn, first - timedelta(days=30), last)
-    scores = add_history(scores, history, scorecard)
-    churn = score_churn(conn, churn_model, engagement)
-    scores["churn_probability"] = churn["churn_probability"].to_numpy()
-    scores["churn_model_version"] = churn["churn_model_version"].to_numpy(dtype=object)
-    reasons = churn["churn_reasons"].to_numpy(dtype=object)
-    drivers = scores["drivers"].fillna("").to_numpy(dtype=object)
-    scores["drivers"] = np.where(reasons == "", drivers, np.where(drivers == "", "churn model: " + reasons,
-                                                                  drivers + "; churn model: " + reasons))
-    return scores
+    churn_model: str | None = None  # CS_PIPELINE_CHURN_MODEL (None: each day the newest model trained before it, issue 28)
 
 
 BACKTEST_CHECKS = [
@@ -280,8 +239,8 @@ def build_health_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         scorecard = load_scorecard(scoring.scorecard)
         with warehouse.connect() as conn:
             ensure_health_tables(conn)
-            scores = score_window(conn, scorecard, first, last, active_model(
-                conn, warehouse.settings().model_copy(update={"churn_model": scoring.churn_model})))
+            scores = score_window(conn, scorecard, first, last,
+                                  warehouse.settings().model_copy(update={"churn_model": scoring.churn_model}))
             names = [c.name for c in scorecard.components]
             scores["components"] = components_json(scores, names)
             scores["calculated_at"] = now_utc()

@@ -141,35 +141,47 @@ def evaluate_milestones(facts: pd.DataFrame, milestones: MilestoneSet, achieved:
         dated before its prerequisite).
     """
     columns = ["supplier_id", "milestone_type", "category", "achieved_at"]
-    known: dict[str, pd.Series] = {}
+    if not len(facts):
+        return pd.DataFrame(columns=columns)
+    # Per supplier of ``facts`` (codes in sorted supplier order), days as integers; NONE: not achieved.
+    # Stored achievements of suppliers absent from ``facts`` can neither improve nor gate a candidate.
+    codes, suppliers = pd.factorize(facts["supplier_id"], sort=True)
+    n = len(suppliers)
+    day = _day_numbers(facts["as_of_date"])
+    stored_codes = suppliers.get_indexer(achieved["supplier_id"]) if len(achieved) else np.zeros(0, dtype=int)
+    stored_days = _day_numbers(achieved["achieved_at"]) if len(achieved) else np.zeros(0, dtype=np.int64)
+    stored_types = achieved["milestone_type"].to_numpy(dtype=object) if len(achieved) else np.zeros(0, dtype=object)
+    known: dict[str, np.ndarray] = {}
     for m in milestones.milestones:
-        stored = achieved.loc[achieved["milestone_type"] == m.type] if len(achieved) else achieved
-        known[m.type] = (pd.Series(pd.to_datetime(stored["achieved_at"]).to_numpy(), index=stored["supplier_id"].to_numpy())
-                         if len(stored) else pd.Series(dtype="datetime64[ns]"))
+        first = np.full(n, NONE)
+        rows = (stored_types == m.type) & (stored_codes >= 0)
+        np.minimum.at(first, stored_codes[rows], stored_days[rows])
+        known[m.type] = first
     results = []
-    days = pd.to_datetime(facts["as_of_date"]) if len(facts) else pd.Series(dtype="datetime64[ns]")
     for m in milestones.ordered():
-        holds = _holds(facts, m.criterion) if len(facts) else np.zeros(0, dtype=bool)
-        candidates = pd.DataFrame({"supplier_id": facts["supplier_id"].to_numpy()[holds], "day": days.to_numpy()[holds]})
-        for p in m.prerequisites:
-            since = known[p]
-            if since.empty:
-                candidates = candidates.iloc[0:0]
-                break
-            prereq_day = since.groupby(level=0).min().reindex(candidates["supplier_id"]).to_numpy()
-            candidates = candidates.loc[~pd.isna(prereq_day) & (candidates["day"].to_numpy() >= prereq_day)]
-        first = candidates.groupby("supplier_id")["day"].min()
-        previous = known[m.type].groupby(level=0).min() if not known[m.type].empty else pd.Series(dtype="datetime64[ns]")
-        merged = pd.concat([previous, first]).groupby(level=0).min()
-        known[m.type] = merged
-        prior = previous.reindex(first.index)
-        better = first[pd.isna(prior.to_numpy()) | (first.to_numpy() < prior.to_numpy())]
-        if len(better):
-            results.append(pd.DataFrame({"supplier_id": better.index.to_numpy(), "milestone_type": m.type,
-                                         "category": m.category, "achieved_at": better.dt.date.to_numpy()}))
+        candidate = _holds(facts, m.criterion)
+        for p in m.prerequisites:  # achieved on the day or before (NONE: never, so never <= a day)
+            candidate &= known[p][codes] <= day
+        first = np.full(n, NONE)
+        np.minimum.at(first, codes[candidate], day[candidate])
+        better = first < known[m.type]
+        known[m.type] = np.minimum(known[m.type], first)
+        if better.any():
+            results.append(pd.DataFrame({"supplier_id": suppliers[better].to_numpy(dtype=object), "milestone_type": m.type,
+                                         "category": m.category,
+                                         "achieved_at": first[better].astype("datetime64[D]").astype(object)}))
     if not results:
         return pd.DataFrame(columns=columns)
     return pd.concat(results, ignore_index=True)[columns]
+
+
+NONE = np.iinfo(np.int64).max
+"""``evaluate_milestones``' day number of "not achieved" (after every real day)."""
+
+
+def _day_numbers(values: pd.Series) -> np.ndarray:
+    """Dates as days since 1970-01-01 (int64)."""
+    return pd.to_datetime(values).to_numpy().astype("datetime64[D]").astype(np.int64)
 
 
 KEYS = ["supplier_id", "milestone_type"]

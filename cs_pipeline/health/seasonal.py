@@ -121,11 +121,14 @@ def index_from_sums_by_day(sums: pd.DataFrame, metrics: list[str], settings: Sea
     ``vendor_category``, ``month`` and ``seasonal_sums``'s stat columns; returns ``as_of_date``,
     ``vendor_category``, ``month`` and one float column per metric."""
     out = sums[["as_of_date", "vendor_category", "month"]].copy()
+    # Integer codes for the groupings: grouping Python date and str objects cost most of the time.
+    day_codes, cat_codes = pd.factorize(sums["as_of_date"])[0], pd.factorize(sums["vendor_category"])[0]
+    months = sums["month"].to_numpy(dtype=np.int64)
     for metric in metrics:
         total = sums[f"{metric}__sum"].astype(float).fillna(0.0)
         count = sums[f"{metric}__count"].astype(float).fillna(0.0)
-        frame = pd.DataFrame({"day": sums["as_of_date"], "cat": sums["vendor_category"], "month": sums["month"],
-                              "total": total, "count": count})
+        frame = pd.DataFrame({"day": day_codes, "cat": cat_codes, "month": months,
+                              "total": total.to_numpy(), "count": count.to_numpy()})
         frame["mean"] = frame["total"] / frame["count"].where(frame["count"] > 0)
         index = frame["mean"] / frame.groupby(["day", "cat"])["mean"].transform("mean")
         by_month = frame.groupby(["day", "month"], as_index=False)[["total", "count"]].sum()

@@ -159,13 +159,24 @@ def read_health_history(conn: psycopg.Connection, first: date, last: date) -> pd
                             "FROM marts.customer_health WHERE as_of_date BETWEEN %s AND %s", (first, last))
 
 
-def latest_calibration(conn: psycopg.Connection, scorecard_version: str) -> dict[str, float]:
-    """The newest backtest calibration of a scorecard version ({} when none)."""
+def read_calibrations(conn: psycopg.Connection, scorecard_version: str) -> pd.DataFrame:
+    """Every backtest of a scorecard version (kind ``scorecard``): ``last_day`` (date), ``horizon_days``
+    (int), ``evaluated_at`` (timestamptz), ``calibration`` (dict, {} when uncalibrated); empty when none.
+    ``known_by.churn_risk_as_of`` chooses the one each day may use."""
+    columns = ["last_day", "horizon_days", "evaluated_at", "calibration"]
     if not relation_exists(conn, "marts.health_score_backtest"):
-        return {}
-    row = conn.execute("SELECT calibration FROM marts.health_score_backtest WHERE scorecard_version = %s "
-                       "ORDER BY evaluated_at DESC LIMIT 1", (scorecard_version,)).fetchone()
-    return dict(row[0]) if row else {}
+        return pd.DataFrame(columns=columns)
+    return read_frame(conn, "SELECT last_day, horizon_days, evaluated_at, calibration FROM marts.health_score_backtest "
+                            "WHERE scorecard_version = %s AND kind = 'scorecard' AND last_day IS NOT NULL "
+                            "ORDER BY evaluated_at", (scorecard_version,))
+
+
+def read_churn_models(conn: psycopg.Connection) -> pd.DataFrame:
+    """``version``, ``training_as_of`` (date), ``trained_at`` of every row of ops.churn_models (empty when
+    none); ``known_by.models_by_day`` chooses the one that scores each day."""
+    if not relation_exists(conn, "ops.churn_models"):
+        return pd.DataFrame(columns=["version", "training_as_of", "trained_at"])
+    return read_frame(conn, "SELECT version, training_as_of, trained_at FROM ops.churn_models ORDER BY trained_at")
 
 
 def _json_numbers(values: np.ndarray) -> np.ndarray:

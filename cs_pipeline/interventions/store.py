@@ -36,7 +36,7 @@ def uncelebrated(conn: psycopg.Connection, day: date, max_age_days: int = 7) -> 
     if not relation_exists(conn, "marts.success_milestones"):
         return pd.DataFrame(columns=["supplier_id", "milestone_type"])
     return read_frame(conn, "SELECT supplier_id, milestone_type FROM marts.success_milestones "
-                            "WHERE NOT celebrated AND achieved_at <= %s AND achieved_at > %s ORDER BY 1, 2",
+                            "WHERE NOT celebrated AND retracted_at IS NULL AND achieved_at <= %s AND achieved_at > %s ORDER BY 1, 2",
                       (day, day - timedelta(days=max_age_days)))
 
 

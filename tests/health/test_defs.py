@@ -232,7 +232,10 @@ def test_churn_model_asset_trains_compares_and_scores(pipeline, conn, settings):
     defs, instance, _ = pipeline
     before = conn.execute("SELECT sum(health_score), count(*) FILTER (WHERE risk_level = 'critical') "
                           "FROM marts.customer_health WHERE as_of_date = %s", (END,)).fetchone()
-    result = defs.resolve_job_def("churn_model_job").execute_in_process(instance=instance)
+    # Trained on history up to the day before END: a model is known from the day after its as-of day (issue 28).
+    result = defs.resolve_job_def("churn_model_job").execute_in_process(
+        instance=instance, run_config={"ops": {"models__churn_model": {"config": {
+            "as_of": (END - pd.Timedelta(days=1)).isoformat()}}}})
     assert result.success
     metadata = result.asset_materializations_for_node("models__churn_model")[0].metadata
     version = metadata["version"].value
@@ -294,3 +297,82 @@ def test_churn_probability_of_a_day_ignores_later_data(pipeline, conn, settings)
                  (day,))
     assert not features_for(conn, read_engagement(conn, day, day), model.columns, model.catalogue).equals(features)
     conn.rollback()
+
+
+# --- issue 28: a past day's churn-risk score and churn probability use only what was known by that day ------
+
+
+def _rescore(defs, instance, conn, day: date) -> pd.DataFrame:
+    """customer_health re-run for ``day``; its rows (supplier order)."""
+    job = defs.resolve_implicit_global_asset_job_def()
+    assert job.execute_in_process(partition_key=day.isoformat(), instance=instance,
+                                  asset_selection=[dg.AssetKey(["marts", "customer_health"])]).success
+    rows = pd.DataFrame(conn.execute(
+        "SELECT supplier_id, health_score::float8, churn_risk_score::float8, churn_probability::float8, "
+        "churn_model_version, drivers FROM marts.customer_health WHERE as_of_date = %s ORDER BY 1", (day,)).fetchall(),
+        columns=["supplier_id", "health", "risk", "p", "version", "drivers"])
+    conn.commit()
+    return rows
+
+
+def test_churn_risk_of_a_past_day_uses_only_a_backtest_known_by_it(pipeline, conn):
+    """A backtest over as-of days up to L with a 30-day horizon is known from L + 31 on: a day before
+    that keeps the fallback 100 - health, however many newer backtests exist; a day after it uses its
+    calibration (the newest known)."""
+    from datetime import timedelta
+
+    from cs_pipeline.health.backtest import calibrated_churn_risk
+
+    defs, instance, _ = pipeline
+    day = END - timedelta(days=5)
+    before = _rescore(defs, instance, conn, day)
+    assert before["risk"].to_numpy() == pytest.approx(100 - before["health"].to_numpy(), nan_ok=True)
+    assert defs.resolve_job_def("health_score_backtest_job").execute_in_process(instance=instance).success
+    last_day, calibration = conn.execute(
+        "SELECT last_day, calibration FROM marts.health_score_backtest WHERE kind = 'scorecard' AND "
+        "scorecard_version = 'ws168-v2' ORDER BY evaluated_at DESC LIMIT 1").fetchone()
+    assert calibration and last_day + timedelta(days=30) >= day  # the newest backtest is not known by the day
+    pd.testing.assert_frame_equal(_rescore(defs, instance, conn, day), before)
+    # The same backtest as run 30 days earlier (over as-of days up to day - 31) is known by the day.
+    conn.execute("INSERT INTO marts.health_score_backtest (scorecard_version, evaluated_at, first_day, last_day, "
+                 "horizon_days, observations, churners, churn_rate_by_level, calibration) "
+                 "SELECT scorecard_version, evaluated_at - interval '1 second', first_day, %s, horizon_days, observations, "
+                 "churners, churn_rate_by_level, calibration FROM marts.health_score_backtest WHERE kind = 'scorecard' "
+                 "AND scorecard_version = 'ws168-v2' ORDER BY evaluated_at DESC LIMIT 1", (day - timedelta(days=31),))
+    conn.commit()
+    try:
+        known = _rescore(defs, instance, conn, day)
+        expected = calibrated_churn_risk(known["health"].to_numpy(), calibration)
+        assert known["risk"].to_numpy() == pytest.approx(expected, nan_ok=True)
+        assert (known["risk"] != before["risk"]).any()
+    finally:
+        conn.execute("DELETE FROM marts.health_score_backtest WHERE last_day = %s", (day - timedelta(days=31),))
+        conn.commit()
+    pd.testing.assert_frame_equal(_rescore(defs, instance, conn, day), before)
+
+
+def test_a_past_days_churn_probability_keeps_the_model_trained_as_of_it(pipeline, conn):
+    """Day D is scored by the model with the latest training as-of day before D: training a later model
+    and re-running D leaves D's probabilities, version and reasons as they were; the day after the later
+    model's as-of day takes the later model, its as-of day itself not."""
+    from datetime import timedelta
+
+    defs, instance, _ = pipeline
+    early, day, late = (START + timedelta(days=n) for n in (105, 115, 125))
+
+    def train(as_of: date) -> str:
+        result = defs.resolve_job_def("churn_model_job").execute_in_process(
+            instance=instance, run_config={"ops": {"models__churn_model": {"config": {
+                "as_of": as_of.isoformat(), "churn": "cancellation:30"}}}})
+        assert result.success
+        return result.asset_materializations_for_node("models__churn_model")[0].metadata["version"].value
+
+    first = train(early)
+    before = _rescore(defs, instance, conn, day)
+    assert (before["version"] == first).all() and before["p"].between(0, 1).all()
+    assert before["drivers"].str.contains("churn model: ", regex=False).any()
+    second = train(late)
+    pd.testing.assert_frame_equal(_rescore(defs, instance, conn, day), before)
+    assert (_rescore(defs, instance, conn, late + timedelta(days=1))["version"] == second).all()
+    assert (_rescore(defs, instance, conn, late)["version"] == first).all()
+    assert _rescore(defs, instance, conn, early)["version"].isna().all()  # none trained before it
