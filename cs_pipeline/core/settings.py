@@ -127,8 +127,9 @@ class ScoringSettings(BaseModel):
             ``dbt_project/seeds/feature_catalogue.csv``): ``CS_PIPELINE_FEATURE_CATALOGUE`` when set; else
             the one a mapping's ``catalogue:`` recorded in ``$CS_PIPELINE_HOME/catalogue/``; else ``None``,
             WedSync's shipped catalogue (``resolve_feature_catalogue``).
-        churn_model: ``CS_PIPELINE_CHURN_MODEL``: the churn model version that scores (issue 26); ``None``: the
-            newest in ops.churn_models. Only files under ``$CS_PIPELINE_HOME/models`` are ever loaded.
+        churn_model: ``CS_PIPELINE_CHURN_MODEL``: the churn model version that scores every day (issue 26);
+            ``None``: each day D the newest model in ops.churn_models trained as of a day before D (issue 28).
+            Only files under ``$CS_PIPELINE_HOME/models`` are ever loaded.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -205,7 +206,8 @@ class Settings(BaseModel):
 
     @property
     def churn_model(self) -> str | None:
-        """``scoring.churn_model`` (``CS_PIPELINE_CHURN_MODEL``; None: the newest model)."""
+        """``scoring.churn_model`` (``CS_PIPELINE_CHURN_MODEL``; None: each day the newest model trained as of an
+        earlier day)."""
         return self.scoring.churn_model
 
     @property
