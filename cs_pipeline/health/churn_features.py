@@ -71,32 +71,42 @@ def feature_usage(rows: pd.DataFrame, feature_days: pd.DataFrame, features: list
     out = pd.DataFrame(0.0, index=range(len(rows)), columns=columns)
     if not len(rows) or not features or feature_days.empty:
         return out
-    fd = feature_days.loc[feature_days["feature"].isin(features), ["supplier_id", "feature", "activity_date", "uses"]]
-    if fd.empty:
-        return out
     days = pd.to_datetime(rows["as_of_date"]).to_numpy(dtype="datetime64[ns]")
     since = days - np.timedelta64(window_days, "D")
-    when = pd.to_datetime(fd["activity_date"]).to_numpy(dtype="datetime64[ns]")
-    # Ranks of every time involved, so (group, time) fits one int64 key whatever the times are.
-    times, rank = np.unique(np.concatenate([when, days, since]), return_inverse=True)
-    rank_when, rank_day, rank_since = np.split(rank, [len(when), len(when) + len(days)])
-    suppliers, supplier_code = np.unique(np.concatenate([fd["supplier_id"].astype(str).to_numpy(dtype=object),
-                                                         rows["supplier_id"].astype(str).to_numpy(dtype=object)]),
-                                         return_inverse=True)
-    fd_supplier, row_supplier = supplier_code[: len(fd)], supplier_code[len(fd):]
-    feature_code = pd.Index(features).get_indexer(fd["feature"])
-    stride = len(times) + 1
-    keys = (fd_supplier.astype(np.int64) * len(features) + feature_code) * stride + rank_when
+    # Integer codes by hashing (factorize; no string sorts): a supplier code no row has is not scored.
+    supplier_code = pd.factorize(pd.concat([rows["supplier_id"].astype(str),
+                                            feature_days["supplier_id"].astype(str)], ignore_index=True))[0]
+    row_supplier = supplier_code[: len(rows)].astype(np.int64)
+    fd_supplier = np.where(np.isin(supplier_code[len(rows):], row_supplier), supplier_code[len(rows):], -1)
+    when = pd.to_datetime(feature_days["activity_date"]).to_numpy(dtype="datetime64[ns]")
+    feature_codes, feature_names = pd.factorize(feature_days["feature"])
+    feature_code = np.append(pd.Index(features).get_indexer(feature_names), -1)[feature_codes]
+    # Only feature days of a scored supplier, a catalogue feature and inside some row's window.
+    keep = (feature_code >= 0) & (fd_supplier >= 0) & (when > since.min()) & (when <= days.max())
+    if not keep.any():
+        return out
+    when, feature_code, fd_supplier = when[keep], feature_code[keep], fd_supplier[keep].astype(np.int64)
+    # (supplier, feature, time) in one int64 key: times in whole days when they are, else their ranks.
+    times = np.concatenate([when, days, since]).view(np.int64)
+    day_ns = np.timedelta64(1, "D").astype("timedelta64[ns]").astype(np.int64)
+    if (times % day_ns).any():
+        times = np.unique(times, return_inverse=True)[1].astype(np.int64)
+    else:
+        times = times // day_ns
+    times = times - times.min()
+    t_when, t_day, t_since = np.split(times, [len(when), len(when) + len(days)])
+    stride = int(times.max()) + 1
+    keys = (fd_supplier * len(features) + feature_code) * stride + t_when
     order = np.argsort(keys, kind="stable")
     keys = keys[order]
-    uses = pd.to_numeric(fd["uses"], errors="coerce").to_numpy(dtype=float)[order]
+    uses = pd.to_numeric(feature_days["uses"], errors="coerce").to_numpy(dtype=float)[keep][order]
     counted = ~np.isnan(uses)
     running_uses = np.concatenate([[0.0], np.cumsum(np.where(counted, uses, 0.0))])
     running_days = np.concatenate([[0.0], np.cumsum(counted.astype(float))])
     for j, feature in enumerate(features):
-        group = (row_supplier.astype(np.int64) * len(features) + j) * stride
-        upper = np.searchsorted(keys, group + rank_day, side="right")
-        lower = np.searchsorted(keys, group + rank_since, side="right")
+        group = (row_supplier * len(features) + j) * stride
+        upper = np.searchsorted(keys, group + t_day, side="right")
+        lower = np.searchsorted(keys, group + t_since, side="right")
         out[f"feat__{feature}__uses_30d"] = running_uses[upper] - running_uses[lower]
         out[f"feat__{feature}__active_days_30d"] = running_days[upper] - running_days[lower]
     return out

@@ -258,6 +258,30 @@ def churn_reasons(model: ChurnModel, features: pd.DataFrame, top: int = 3) -> li
     return out.tolist()
 
 
+def _tree_sides(model: ChurnModel, x: np.ndarray, medians: np.ndarray) -> np.ndarray:
+    """Rows x inputs, True where the (imputed) value and the (imputed) training median fall on different
+    sides of some split threshold of the gradient boosting's trees: False means setting that input to its
+    median changes no tree's path. All True when the estimator is not the usual imputer + trees pipeline."""
+    pipeline = getattr(getattr(model.estimator, "estimator", None), "estimator", None)
+    steps = getattr(pipeline, "named_steps", {})
+    trees = getattr(steps.get("model"), "_predictors", None)
+    if "impute" not in steps or trees is None:
+        return np.ones(x.shape, dtype=bool)
+    imputer = steps["impute"]
+    xi = imputer.transform(x)
+    mi = imputer.transform(medians.reshape(1, -1).astype(float))[0]
+    nodes = np.concatenate([tree.nodes for iteration in trees for tree in iteration])
+    nodes = nodes[nodes["is_leaf"] == 0]
+    if nodes["is_categorical"].any():
+        return np.ones(x.shape, dtype=bool)
+    side = np.zeros(x.shape, dtype=bool)
+    for i in np.unique(nodes["feature_idx"]):
+        thresholds = np.unique(nodes["num_threshold"][nodes["feature_idx"] == i])
+        # a row goes left when value <= threshold: the count of thresholds under the value names its interval
+        side[:, i] = np.searchsorted(thresholds, xi[:, i], side="left") != np.searchsorted(thresholds, mi[i], side="left")
+    return side
+
+
 def _reason_deltas(model: ChurnModel, features: pd.DataFrame, top: int):
     """(input matrix, deltas rows x candidates (-inf: not tried), candidates, input positions per group):
     the change of the calibrated probability when a quantity is set to its training median
@@ -272,15 +296,25 @@ def _reason_deltas(model: ChurnModel, features: pd.DataFrame, top: int):
     if model.algorithm != "logistic":
         base = model.estimator.predict_proba(x)[:, 1]
         deltas = np.full((n, len(names)), -np.inf)
+        side = _tree_sides(model, x, medians)
+        batches, where = [], []
         for k, name in enumerate(names):
             idx = groups[name]
-            # Only rows whose reason could show: the quantity differs from the median (else no change) and
-            # the probability is 0.5 point or more (a reason adds at most the whole probability).
-            tried = (base >= 0.005) & (x[:, idx] != medians[idx]).any(axis=1)
-            if tried.any():
+            # Only rows whose reason could show: the probability is 0.5 point or more (a reason adds at most
+            # the whole probability), and the quantity is on another side of some split of the trees than
+            # its median (else every tree takes the same path and the probability does not change).
+            tried = np.flatnonzero((base >= 0.005) & side[:, idx].any(axis=1))
+            if len(tried):
                 changed = x[tried]
                 changed[:, idx] = medians[idx]
-                deltas[tried, k] = base[tried] - model.estimator.predict_proba(changed)[:, 1]
+                batches.append(changed)
+                where.append((tried, k))
+        if batches:  # one prediction for every candidate's changed rows
+            probability = model.estimator.predict_proba(np.concatenate(batches))[:, 1]
+            start = 0
+            for tried, k in where:
+                deltas[tried, k] = base[tried] - probability[start:start + len(tried)]
+                start += len(tried)
         return x, deltas, names, groups
     base = model.estimator.predict_proba(x)[:, 1]
     pipeline = model.estimator.estimator.estimator if hasattr(model.estimator, "estimator") else None
