@@ -297,24 +297,16 @@ def _reason_deltas(model: ChurnModel, features: pd.DataFrame, top: int):
         base = model.estimator.predict_proba(x)[:, 1]
         deltas = np.full((n, len(names)), -np.inf)
         side = _tree_sides(model, x, medians)
-        batches, where = [], []
         for k, name in enumerate(names):
             idx = groups[name]
             # Only rows whose reason could show: the probability is 0.5 point or more (a reason adds at most
             # the whole probability), and the quantity is on another side of some split of the trees than
             # its median (else every tree takes the same path and the probability does not change).
-            tried = np.flatnonzero((base >= 0.005) & side[:, idx].any(axis=1))
-            if len(tried):
+            tried = (base >= 0.005) & side[:, idx].any(axis=1)
+            if tried.any():
                 changed = x[tried]
                 changed[:, idx] = medians[idx]
-                batches.append(changed)
-                where.append((tried, k))
-        if batches:  # one prediction for every candidate's changed rows
-            probability = model.estimator.predict_proba(np.concatenate(batches))[:, 1]
-            start = 0
-            for tried, k in where:
-                deltas[tried, k] = base[tried] - probability[start:start + len(tried)]
-                start += len(tried)
+                deltas[tried, k] = base[tried] - model.estimator.predict_proba(changed)[:, 1]
         return x, deltas, names, groups
     base = model.estimator.predict_proba(x)[:, 1]
     pipeline = model.estimator.estimator.estimator if hasattr(model.estimator, "estimator") else None
