@@ -37,8 +37,18 @@ Prints one JSON object last. Measured 2026-12-05 on the shared 2-core machine at
   scoring 32,185 rows 0.47 s / 4.84 s wall, 0.12 s / 1.21 s CPU (0.34 s of CPU per 10,000 rows added).
 * Full size (10,000 x 365) not run (20+ minutes at that load); extrapolated linearly: about 250 s of CPU
   and 2.2 GB for training. The scoring target (<= 10 %) is not met: see the docs.
+* Scoring only (after the one-pass feature windows): ``--suppliers 10000 --train-suppliers 600
+  --score-days 1`` (one daily run, 7,782 rows, about a minute in all): logistic adds 0.285 s of CPU per
+  10,000 rows (features 0.149, predict 0.016, reasons 0.092; ``model_cpu_s_per_10000_rows_parts``), +14 %
+  of the 2.1 s customer_health step (was 0.34 s, +16 %); gbm adds 1.234 s (features 0.133,
+  predict 0.091, reasons 0.984), +59 %.
+
+``--train-suppliers N`` trains on the first N suppliers only and still scores every live supplier: the
+scoring figures at ``--suppliers`` without the full training time (the ``train_*`` figures are then those
+of N suppliers).
 
     python benchmarks/churn_model.py [--suppliers 10000] [--days 365] [--score-days 10] [--algorithm auto]
+                                     [--train-suppliers N]
 """
 
 from __future__ import annotations
