@@ -60,27 +60,55 @@ def feature_usage(rows: pd.DataFrame, feature_days: pd.DataFrame, features: list
 
     Returns:
         DataFrame aligned with ``rows`` (same index order) with float columns
-        ``feat__<feature>__uses_30d`` and ``feat__<feature>__active_days_30d``.
+        ``feat__<feature>__uses_30d`` (sum of the non-null ``uses``) and ``feat__<feature>__active_days_30d``
+        (number of feature-day rows with a ``uses``).
+
+    One pass over all rows and features: feature days sorted by (supplier, feature, day) with running
+    sums; a window (D - window_days, D] is the difference of the running sums at the last entry up to D and
+    the last entry up to D - window_days (binary search on a (supplier, feature, day-rank) key).
     """
     columns = [f"feat__{f}__{kind}" for f in features for kind in ("uses_30d", "active_days_30d")]
     out = pd.DataFrame(0.0, index=range(len(rows)), columns=columns)
     if not len(rows) or not features or feature_days.empty:
         return out
-    fd = feature_days.loc[feature_days["feature"].isin(features), ["supplier_id", "feature", "activity_date", "uses"]]
-    fd = fd.assign(activity_date=pd.to_datetime(fd["activity_date"]), supplier_id=fd["supplier_id"].astype(str))
-    days = pd.to_datetime(rows["as_of_date"]).to_numpy()
-    suppliers = rows["supplier_id"].astype(str).to_numpy()
-    for day in np.unique(days):
-        inside = fd.loc[(fd["activity_date"] <= day) & (fd["activity_date"] > day - np.timedelta64(window_days, "D"))]
-        if inside.empty:
-            continue
-        sums = inside.groupby(["supplier_id", "feature"])["uses"].agg(["sum", "count"]).unstack("feature")
-        positions = np.flatnonzero(days == day)
-        for feature in sums.columns.get_level_values(1).unique():
-            lookup_uses = sums[("sum", feature)].reindex(suppliers[positions]).fillna(0.0).to_numpy(dtype=float)
-            lookup_days = sums[("count", feature)].reindex(suppliers[positions]).fillna(0.0).to_numpy(dtype=float)
-            out.iloc[positions, out.columns.get_loc(f"feat__{feature}__uses_30d")] = lookup_uses
-            out.iloc[positions, out.columns.get_loc(f"feat__{feature}__active_days_30d")] = lookup_days
+    days = pd.to_datetime(rows["as_of_date"]).to_numpy(dtype="datetime64[ns]")
+    since = days - np.timedelta64(window_days, "D")
+    # Integer codes by hashing (factorize; no string sorts): a supplier code no row has is not scored.
+    supplier_code = pd.factorize(pd.concat([rows["supplier_id"].astype(str),
+                                            feature_days["supplier_id"].astype(str)], ignore_index=True))[0]
+    row_supplier = supplier_code[: len(rows)].astype(np.int64)
+    fd_supplier = np.where(np.isin(supplier_code[len(rows):], row_supplier), supplier_code[len(rows):], -1)
+    when = pd.to_datetime(feature_days["activity_date"]).to_numpy(dtype="datetime64[ns]")
+    feature_codes, feature_names = pd.factorize(feature_days["feature"])
+    feature_code = np.append(pd.Index(features).get_indexer(feature_names), -1)[feature_codes]
+    # Only feature days of a scored supplier, a catalogue feature and inside some row's window.
+    keep = (feature_code >= 0) & (fd_supplier >= 0) & (when > since.min()) & (when <= days.max())
+    if not keep.any():
+        return out
+    when, feature_code, fd_supplier = when[keep], feature_code[keep], fd_supplier[keep].astype(np.int64)
+    # (supplier, feature, time) in one int64 key: times in whole days when they are, else their ranks.
+    times = np.concatenate([when, days, since]).view(np.int64)
+    day_ns = np.timedelta64(1, "D").astype("timedelta64[ns]").astype(np.int64)
+    if (times % day_ns).any():
+        times = np.unique(times, return_inverse=True)[1].astype(np.int64)
+    else:
+        times = times // day_ns
+    times = times - times.min()
+    t_when, t_day, t_since = np.split(times, [len(when), len(when) + len(days)])
+    stride = int(times.max()) + 1
+    keys = (fd_supplier * len(features) + feature_code) * stride + t_when
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    uses = pd.to_numeric(feature_days["uses"], errors="coerce").to_numpy(dtype=float)[keep][order]
+    counted = ~np.isnan(uses)
+    running_uses = np.concatenate([[0.0], np.cumsum(np.where(counted, uses, 0.0))])
+    running_days = np.concatenate([[0.0], np.cumsum(counted.astype(float))])
+    for j, feature in enumerate(features):
+        group = (row_supplier * len(features) + j) * stride
+        upper = np.searchsorted(keys, group + t_day, side="right")
+        lower = np.searchsorted(keys, group + t_since, side="right")
+        out[f"feat__{feature}__uses_30d"] = running_uses[upper] - running_uses[lower]
+        out[f"feat__{feature}__active_days_30d"] = running_days[upper] - running_days[lower]
     return out
 
 
@@ -106,7 +134,9 @@ def build_features(engagement: pd.DataFrame, feature_days: pd.DataFrame, feature
     columns = engagement_columns(engagement) if columns is None else columns
     data: dict[str, np.ndarray] = {}
     for column in columns:
-        if column in engagement:
+        if column in engagement and engagement[column].dtype.kind in "iuf":  # plain numpy numbers: as they are
+            values = engagement[column].to_numpy(dtype=float)
+        elif column in engagement:
             values = pd.to_numeric(engagement[column].astype(object), errors="coerce").to_numpy(dtype=float)
         else:
             values = np.full(len(engagement), np.nan)

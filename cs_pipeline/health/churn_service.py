@@ -26,6 +26,7 @@ from cs_pipeline.health.churn_features import (
 )
 from cs_pipeline.health.churn_model import ChurnModel, ChurnModelError
 from cs_pipeline.health.churn_train import TrainResult, train
+from cs_pipeline.health.drivers import churn_reasons
 from cs_pipeline.health.scorecard import Churn, Scorecard, load_scorecard
 from cs_pipeline.health.scoring import score_suppliers, seasonal_index_from_sums
 from cs_pipeline.health.store import (
@@ -263,16 +264,15 @@ def list_models(conn: psycopg.Connection) -> pd.DataFrame:
 
 def score_churn(conn: psycopg.Connection, model: ChurnModel | None, engagement: pd.DataFrame) -> pd.DataFrame:
     """``churn_probability`` (float 0-1, NaN without a model), ``churn_model_version`` (None without one) and
-    ``churn_reasons`` (the model's top three reasons in words, "" without one), aligned with ``engagement``."""
-    from cs_pipeline.health.churn_model import explain
-
+    ``churn_reasons`` (the model's top three reasons in words, "" without one; ``drivers.churn_reasons``, the
+    words of ``churn_model.explain`` built over the whole frame), aligned with ``engagement``."""
     n = len(engagement)
     if model is None or n == 0:
         return pd.DataFrame({"churn_probability": np.full(n, np.nan), "churn_model_version": [None] * n,
                              "churn_reasons": [""] * n})
     features = features_for(conn, engagement.reset_index(drop=True), model.columns, model.catalogue)
     return pd.DataFrame({"churn_probability": np.round(model.predict(features), 4),
-                         "churn_model_version": [model.version] * n, "churn_reasons": explain(model, features)})
+                         "churn_model_version": [model.version] * n, "churn_reasons": churn_reasons(model, features)})
 
 
 def comparison_rows(metrics: dict, algorithm_name: str) -> list[dict]:

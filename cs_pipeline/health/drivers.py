@@ -1,14 +1,20 @@
 """Drivers and trend of health scores: pure, vectorised functions (split from ``scoring``, which calls
 them). ``_drivers`` words the components that lost the most points, ``_missing`` names the missing ones,
-``add_history`` adds the 7/30-day deltas, the trend and the previous risk level from stored scores.
+``add_history`` adds the 7/30-day deltas, the trend and the previous risk level from stored scores;
+``churn_reasons`` words the churn model's top reasons per row (issue 26), over the whole frame.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from cs_pipeline.health.scorecard import Component, Scorecard
+
+if TYPE_CHECKING:
+    from cs_pipeline.health.churn_model import ChurnModel
 
 # --- drivers ---------------------------------------------------------------------------------------
 
@@ -150,3 +156,176 @@ def add_history(scores: pd.DataFrame, history: pd.DataFrame, scorecard: Scorecar
     out["trend"] = trend
     out["previous_risk_level"] = result["prev"]["risk_level"].to_numpy(dtype=object)
     return out
+
+
+# --- the churn model's reasons in words (issue 26) -------------------------------------------------
+
+
+def reason_words(names: list[str], described: list[str], medians: np.ndarray, rates: np.ndarray, which: np.ndarray,
+                 value: np.ndarray, missing: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """One churn-model reason per row in words, vectorised over the rows (object array):
+    "events in the last 30 days 80 % below similar accounts: +12 % churn risk".
+
+    Args:
+        names: the explained quantities (engagement columns, ``feat__<feature>__<kind>``).
+        described: ``churn_features.describe_feature`` of each name.
+        medians: the training median of each name (the model's scale; NaN when unknown).
+        rates: per name, True when it is used as it is (``RATE_COLUMNS``), False when log1p-scaled.
+        which: per row, the index in ``names`` of its reason.
+        value: per row, the quantity's value on the model's scale (NaN when missing).
+        missing: per row, whether the quantity's missing indicator is set.
+        delta: per row, the churn probability (0-1) the quantity adds against the median.
+
+    The words are those of ``churn_model.explain``: "<quantity> unknown" when missing; back on the metric's
+    own scale (``expm1``), "<value> against 0|none for similar accounts" when the median is 0 or unknown,
+    "as for similar accounts" within 5 %, else "N % below|above similar accounts"; then ": +P % churn risk".
+    """
+    n = len(which)
+    if n == 0:
+        return np.zeros(0, dtype=object)
+    med = np.asarray(medians, dtype=float)[which]
+    val = np.asarray(value, dtype=float)
+    scaled = ~np.asarray(rates, dtype=bool)[which]
+    with np.errstate(all="ignore"):
+        val = np.where(scaled, np.sign(val) * np.expm1(np.abs(val)), val)
+        med = np.where(scaled, np.sign(med) * np.expm1(np.abs(med)), med)
+        change = (val - med) / np.abs(med)
+    unknown = np.asarray(missing, dtype=bool) | np.isnan(val)
+    no_median = ~unknown & (np.isnan(med) | (med == 0))
+    similar = ~unknown & ~no_median & (np.abs(change) < 0.05)
+    differs = ~unknown & ~no_median & ~similar
+    text = np.asarray(described, dtype=object)[which]
+    words = np.empty(n, dtype=object)
+    words[unknown] = text[unknown] + " unknown"
+    if no_median.any():
+        shown = pd.Series(val[no_median]).map("{:.3g}".format).to_numpy(dtype=object)
+        against = np.where(med[no_median] == 0, " against 0 for similar accounts", " against none for similar accounts")
+        words[no_median] = text[no_median] + " " + shown + against
+    words[similar] = text[similar] + " as for similar accounts"
+    if differs.any():
+        percent = np.char.mod("%.0f", np.abs(change[differs]) * 100).astype(object)
+        side = np.where(change[differs] < 0, " % below similar accounts", " % above similar accounts").astype(object)
+        words[differs] = text[differs] + " " + percent + side
+    return words + ": +" + np.char.mod("%.0f", np.asarray(delta, dtype=float) * 100).astype(object) + " % churn risk"
+
+
+def churn_reasons(model: ChurnModel, features: pd.DataFrame, top: int = 3) -> list[str]:
+    """The model's top ``top`` reasons per row of ``features`` (``churn_features.build_features`` output),
+    in words joined by "; ", "" when nothing adds 0.5 point or more: the same words as
+    ``churn_model.explain`` (same reasons, sizes and tie-breaking), with the words built over the whole
+    frame (``reason_words``) instead of one string per row, and for ``gbm`` no prediction for a row whose
+    quantity already is at the median or whose probability is under 0.5 point (its reason could not
+    show). Percentage points of probability."""
+    from cs_pipeline.health.churn_features import RATE_COLUMNS, describe_feature
+    from cs_pipeline.health.churn_model import one_thread
+
+    if len(features) == 0:
+        return []
+    with one_thread():
+        x, deltas, candidates, groups = _reason_deltas(model, features, top)
+    n = len(x)
+    value_at = np.array([next((i for i in groups[c] if not model.inputs[i].endswith("__missing")), -1)
+                         for c in candidates] or [-1])
+    missing_at = np.array([next((i for i in groups[c] if model.inputs[i].endswith("__missing")), -1)
+                           for c in candidates] or [-1])
+    described = [describe_feature(c) for c in candidates]
+    medians = np.array([model.medians.get(c, np.nan) for c in candidates], dtype=float)
+    rates = np.array([c in RATE_COLUMNS for c in candidates], dtype=bool)
+    rows = np.arange(n)
+    order = np.argsort(-deltas, axis=1)[:, :top]
+    out = np.full(n, "", dtype=object)
+    going = np.ones(n, dtype=bool)
+    for rank in range(order.shape[1]):
+        k = order[:, rank]
+        delta = deltas[rows, k]
+        going &= delta >= 0.005
+        if not going.any():
+            break
+        at, kg = rows[going], k[going]
+        value = np.where(value_at[kg] >= 0, x[at, np.maximum(value_at[kg], 0)], np.nan)
+        missing = (missing_at[kg] >= 0) & (x[at, np.maximum(missing_at[kg], 0)] == 1)
+        combined = np.zeros(len(at), dtype=np.int64)
+        for part in (kg, missing, np.round(value, 3), np.round(delta[going] * 100)):
+            part_codes, part_uniques = pd.factorize(part)
+            combined = combined * (len(part_uniques) + 1) + part_codes + 1
+        codes = pd.factorize(combined)[0]
+        first = pd.Series(np.arange(len(at))).groupby(codes).first().to_numpy()  # words of each code's first row
+        words = reason_words(candidates, described, medians, rates, kg[first], value[first], missing[first],
+                             delta[going][first])
+        text = words[codes]
+        current = out[going]
+        out[going] = np.where(current == "", text, current + "; " + text)
+    return out.tolist()
+
+
+def _tree_sides(model: ChurnModel, x: np.ndarray, medians: np.ndarray) -> np.ndarray:
+    """Rows x inputs, True where the (imputed) value and the (imputed) training median fall on different
+    sides of some split threshold of the gradient boosting's trees: False means setting that input to its
+    median changes no tree's path. All True when the estimator is not the usual imputer + trees pipeline."""
+    pipeline = getattr(getattr(model.estimator, "estimator", None), "estimator", None)
+    steps = getattr(pipeline, "named_steps", {})
+    trees = getattr(steps.get("model"), "_predictors", None)
+    if "impute" not in steps or trees is None:
+        return np.ones(x.shape, dtype=bool)
+    imputer = steps["impute"]
+    xi = imputer.transform(x)
+    mi = imputer.transform(medians.reshape(1, -1).astype(float))[0]
+    nodes = np.concatenate([tree.nodes for iteration in trees for tree in iteration])
+    nodes = nodes[nodes["is_leaf"] == 0]
+    if nodes["is_categorical"].any():
+        return np.ones(x.shape, dtype=bool)
+    side = np.zeros(x.shape, dtype=bool)
+    for i in np.unique(nodes["feature_idx"]):
+        thresholds = np.unique(nodes["num_threshold"][nodes["feature_idx"] == i])
+        # a row goes left when value <= threshold: the count of thresholds under the value names its interval
+        side[:, i] = np.searchsorted(thresholds, xi[:, i], side="left") != np.searchsorted(thresholds, mi[i], side="left")
+    return side
+
+
+def _reason_deltas(model: ChurnModel, features: pd.DataFrame, top: int):
+    """(input matrix, deltas rows x candidates (-inf: not tried), candidates, input positions per group):
+    the change of the calibrated probability when a quantity is set to its training median
+    (``churn_model.explain``'s definition)."""
+    from cs_pipeline.health.churn_model import _groups
+
+    n = len(features)
+    x = model.matrix(features)
+    groups = _groups(model.inputs)
+    medians = np.array([model.medians.get(name, 0.0) for name in model.inputs])
+    names = list(groups) if model.algorithm == "logistic" else [g for g in model.candidates if g in groups]
+    if model.algorithm != "logistic":
+        base = model.estimator.predict_proba(x)[:, 1]
+        deltas = np.full((n, len(names)), -np.inf)
+        side = _tree_sides(model, x, medians)
+        for k, name in enumerate(names):
+            idx = groups[name]
+            # Only rows whose reason could show: the probability is 0.5 point or more (a reason adds at most
+            # the whole probability), and the quantity is on another side of some split of the trees than
+            # its median (else every tree takes the same path and the probability does not change).
+            tried = (base >= 0.005) & side[:, idx].any(axis=1)
+            if tried.any():
+                changed = x[tried]
+                changed[:, idx] = medians[idx]
+                deltas[tried, k] = base[tried] - model.estimator.predict_proba(changed)[:, 1]
+        return x, deltas, names, groups
+    base = model.estimator.predict_proba(x)[:, 1]
+    pipeline = model.estimator.estimator.estimator if hasattr(model.estimator, "estimator") else None
+    coef = np.array([model.coefficients.get(name, 0.0) for name in model.inputs])
+    scaler = pipeline.named_steps["scale"]
+    z = scaler.transform(pipeline.named_steps["impute"].transform(x))
+    z_med = scaler.transform(medians.reshape(1, -1))
+    parts = np.column_stack([(coef[idx] * (z[:, idx] - z_med[:, idx])).sum(axis=1) for idx in groups.values()])
+    order = np.argsort(-parts, axis=1)[:, : min(top + 2, len(names))]
+    candidates = sorted({names[j] for j in np.unique(order)})
+    member = np.zeros((n, len(names)), dtype=bool)
+    member[np.arange(n)[:, None], order] = True
+    calibrated = model.estimator.calibrated_classifiers_
+    logit = calibrated[0].estimator.decision_function(x)
+    deltas = np.full((n, len(candidates)), -np.inf)
+    for k, name in enumerate(candidates):
+        j = names.index(name)
+        rows = member[:, j]
+        # Affine up to the logit: without the quantity the logit moves by exactly -parts (see explain).
+        deltas[rows, k] = base[rows] - np.mean([c.calibrators[0].predict(logit[rows] - parts[rows, j])
+                                                for c in calibrated], axis=0)
+    return x, deltas, candidates, groups

@@ -67,6 +67,9 @@ def deliver_interventions(context: dg.OpExecutionContext, config: InterventionCo
         report = run_interventions(conn, playbook, email, config.rule or None, day, config.supplier_ids or None,
                                    run_id=context.run_id)
         counts = service.undelivered_past_window(conn, playbook)
+        disabled = service.disabled_rules(conn, playbook, day)
+    for rule_name, reason in disabled.items():  # e.g. churn_risk_rising without a churn model (issue 26)
+        context.log.info(f"rule {rule_name} not evaluated on {day}: {reason}")
     # Every run reports the delivery check on ops/interventions (also runnable on its own from the UI).
     context.log_event(dg.AssetCheckEvaluation(
         asset_key=INTERVENTIONS, check_name="delivered_within_retry_window", passed=not any(counts.values()),
@@ -82,7 +85,7 @@ def deliver_interventions(context: dg.OpExecutionContext, config: InterventionCo
         metadata={"sent": report.sent, "failed": report.failed, "planned": report.planned,
                   "suppressed": report.suppressed, "already_done": report.skipped_already_done,
                   "reconciled": report.reconciled, "retried": report.retried, "expired": report.expired,
-                  "email_mode": email.mode},
+                  "email_mode": email.mode, "rules_not_evaluated": dg.MetadataValue.json(disabled)},
     )
 
 
@@ -179,6 +182,8 @@ def risk_escalation_sensor(context: dg.SensorEvaluationContext, warehouse: Wareh
                 gated.append(day)
                 continue
             due = due_suppliers(conn, playbook, day)
+            notes += [f"{day}: rule {name} not evaluated: {why}"
+                      for name, why in service.disabled_rules(conn, playbook, day).items()]
             retries = service.retryable(conn) if day == latest else 0
             if not due and not retries:
                 notes.append(f"{day}: no supplier due")

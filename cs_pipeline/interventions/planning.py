@@ -19,7 +19,11 @@ from cs_pipeline.interventions.playbook import MANUAL_RULE, TEMPLATE_DIR, Condit
 #: Columns of the per-supplier, per-day facts the conditions read (customer_health + engagement).
 FACT_COLUMNS = ["supplier_id", "as_of_date", "risk_level", "previous_risk_level", "score_delta_7d",
                 "score_delta_30d", "lifecycle_stage", "days_since_onboarded", "days_since_last_login",
-                "days_since_signup", "status"]
+                "days_since_signup", "status", "churn_probability", "churn_model_version",
+                "churn_probability_7d_ago"]
+#: Tolerance of the churn_probability comparisons (probabilities are stored with 4 decimals: 0.35 - 0.25
+#: must count as a rise of 0.1, not 0.0999999...).
+CHURN_EPSILON = 1e-9
 FEATURE_LABELS = {
     "client_management": "client management", "forms": "forms and questionnaires", "journeys": "automated journeys",
     "messaging": "client messaging", "timeline": "shared wedding timelines", "payments": "payment links",
@@ -53,6 +57,13 @@ def condition_mask(facts: pd.DataFrame, condition: Condition) -> np.ndarray:
         since = num("days_since_last_login")
         since = np.where(np.isnan(since), num("days_since_signup"), since)
         mask &= np.nan_to_num(since, nan=-1) >= condition.days_since_last_login_at_least
+    if condition.churn_probability is not None:
+        # NaN compares False: a null probability (no model) or no comparable value 7 days earlier never matches.
+        probability = num("churn_probability") if "churn_probability" in facts else np.full(n, np.nan)
+        mask &= probability >= condition.churn_probability.at_least - CHURN_EPSILON
+        if condition.churn_probability.rise_7d is not None:
+            before = num("churn_probability_7d_ago") if "churn_probability_7d_ago" in facts else np.full(n, np.nan)
+            mask &= probability - before >= condition.churn_probability.rise_7d - CHURN_EPSILON
     return mask
 
 

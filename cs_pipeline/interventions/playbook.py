@@ -3,7 +3,8 @@
 The default playbook (``cs_pipeline/config/playbook.yaml``) is DOMAIN.md's: new supplier inactive 7
 days after setup -> re-engagement email with tips + check-in call task; healthy -> at_risk ->
 re-engagement email + in-app nudge toward the least adopted core feature; escalation to critical ->
-check-in call task + alert email to the CS team; milestone achieved -> celebration.
+check-in call task + alert email to the CS team; milestone achieved -> celebration; and, only while a
+churn model scores (issue 26), churn probability at least 0.3 and up 0.1 in 7 days -> check-in call task.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ MANUAL_RULE = "manual"
 MANUAL_PRIORITY = 1000
 CALL_TYPES = ("onboarding_call", "check_in", "technical_support", "upgrade_discussion")
 LEVELS = ("healthy", "at_risk", "critical")
+#: What a rule may require (``Rule.requires``): ``churn_model``, a churn model scoring the day (issue 26).
+REQUIREMENTS = ("churn_model",)
 
 
 class PlaybookError(ValueError):
@@ -41,6 +44,16 @@ class ScoreDrop(StrictModel):
     days: Literal[7, 30] = 7
 
 
+class ChurnProbability(StrictModel):
+    """The churn model's ``churn_probability`` (0-1, ``marts.customer_health``) is at least ``at_least``
+    and, with ``rise_7d``, exceeds its value 7 days earlier by at least ``rise_7d`` (probability, not
+    percent). Both days must be scored by the same ``churn_model_version`` (a new model is not a rise); a
+    null probability (no model, no score) never matches."""
+
+    at_least: float = Field(ge=0, le=1)
+    rise_7d: float | None = Field(default=None, gt=0, le=1)
+
+
 class Condition(StrictModel):
     """All given parts must hold for the supplier on the day (and not all of them the day before)."""
 
@@ -50,6 +63,7 @@ class Condition(StrictModel):
     days_since_onboarded_at_least: int | None = Field(default=None, ge=0)
     days_since_last_login_at_least: int | None = Field(default=None, ge=0)
     risk_level: list[Literal[LEVELS]] | None = None  # type: ignore[valid-type]
+    churn_probability: ChurnProbability | None = None
     milestone_achieved: bool = False
     #: With milestone_achieved: only milestones achieved within this many days are celebrated (a first
     #: run over old history does not congratulate anybody for last year's achievements).
@@ -89,6 +103,16 @@ class Rule(StrictModel):
     priority: int = Field(ge=0)
     condition: Condition
     actions: list[Action] = Field(min_length=1)
+    #: ``churn_model``: the rule is evaluated only on days a churn model scored (``ops.churn_models`` has a
+    #: model and the day's ``marts.customer_health`` rows carry ``churn_probability``); otherwise it is left
+    #: out of the day's plan and the reason is logged. Required by a ``churn_probability`` condition.
+    requires: Literal[REQUIREMENTS] | None = None  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _model_required(self) -> Rule:
+        if self.condition.churn_probability is not None and self.requires != "churn_model":
+            raise ValueError("a churn_probability condition needs `requires: churn_model` on its rule")
+        return self
 
 
 class Playbook(StrictModel):

@@ -46,6 +46,7 @@ from cs_pipeline.interventions.sending import (  # noqa: F401 (re-exported)
     undelivered_past_window,
 )
 from cs_pipeline.interventions.store import (  # noqa: F401 (re-exported)
+    disabled_rules,
     due_suppliers,
     history,
     latest_health_day,

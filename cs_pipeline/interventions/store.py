@@ -10,17 +10,27 @@ import pandas as pd
 import psycopg
 
 from cs_pipeline.core.db import read_frame, relation_exists
+from cs_pipeline.interventions.churn_rule import add_churn_7d_ago, rules_disabled
 from cs_pipeline.interventions.planning import COUNTED_STATUSES, FACT_COLUMNS, newly_matching, previous_scored
 from cs_pipeline.interventions.playbook import Playbook
 
 FACTS_SQL = """
 SELECT h.supplier_id, h.as_of_date, h.risk_level, h.previous_risk_level, h.score_delta_7d::float8 AS score_delta_7d,
        h.score_delta_30d::float8 AS score_delta_30d, e.lifecycle_stage, e.days_since_onboarded,
-       e.days_since_last_login, e.days_since_signup, e.status
+       e.days_since_last_login, e.days_since_signup, e.status, {churn}
 FROM marts.customer_health h
 JOIN marts.supplier_engagement_daily e USING (supplier_id, as_of_date)
 WHERE h.as_of_date BETWEEN %s AND %s
 """
+#: The churn columns of FACTS_SQL, and their stand-in when customer_health predates them (issue 26).
+CHURN_COLUMNS = "h.churn_probability::float8 AS churn_probability, h.churn_model_version"
+NO_CHURN_COLUMNS = "NULL::float8 AS churn_probability, NULL::text AS churn_model_version"
+
+
+def has_churn_columns(conn: psycopg.Connection) -> bool:
+    """Whether marts.customer_health has ``churn_probability`` (a table written before issue 26 has not)."""
+    return conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_schema = 'marts' "
+                        "AND table_name = 'customer_health' AND column_name = 'churn_probability'").fetchone()[0] > 0
 
 
 def latest_health_day(conn: psycopg.Connection) -> date | None:
@@ -40,21 +50,65 @@ def uncelebrated(conn: psycopg.Connection, day: date, max_age_days: int = 7) -> 
                       (day, day - timedelta(days=max_age_days)))
 
 
+#: The churn model's probabilities of the days 7 days before the facts' days (``add_churn_7d_ago``).
+CHURN_HISTORY_SQL = """
+SELECT supplier_id, as_of_date, churn_probability::float8 AS churn_probability, churn_model_version
+FROM marts.customer_health WHERE as_of_date BETWEEN %s AND %s AND churn_probability IS NOT NULL
+"""
+
+
+def churn_model_scoring(conn: psycopg.Connection, day: date) -> tuple[str | None, str]:
+    """(the churn model version that scored ``day`` in marts.customer_health, or None; why not when None).
+
+    A model is active for the day when ops.churn_models holds a model and the day's rows carry a
+    ``churn_probability`` (issue 26: the rules with ``requires: churn_model`` run only then)."""
+    if not relation_exists(conn, "ops.churn_models") \
+            or conn.execute("SELECT count(*) FROM ops.churn_models").fetchone()[0] == 0:
+        return None, "no churn model trained (cs-pipeline model train)"
+    if not has_churn_columns(conn):
+        return None, "marts.customer_health has no churn_probability column yet (re-materialise it)"
+    row = conn.execute("SELECT churn_model_version FROM marts.customer_health WHERE as_of_date = %s "
+                       "AND churn_probability IS NOT NULL GROUP BY 1 ORDER BY count(*) DESC LIMIT 1", (day,)).fetchone() \
+        if relation_exists(conn, "marts.customer_health") else None
+    if row is None:
+        return None, f"no churn_probability in marts.customer_health on {day} (re-materialise the day to score it)"
+    return row[0], ""
+
+
+def disabled_rules(conn: psycopg.Connection, playbook: Playbook, day: date) -> dict[str, str]:
+    """Rule name -> why it does not run on ``day`` (``planning.rules_disabled``; empty: every rule runs)."""
+    if not any(r.requires for r in playbook.rules):
+        return {}
+    return rules_disabled(playbook, *churn_model_scoring(conn, day))
+
+
 def read_facts(conn: psycopg.Connection, day: date, max_gap_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(``FACT_COLUMNS`` rows of ``day``, each supplier's last scored row within ``max_gap_days`` before it)."""
-    frame = read_frame(conn, FACTS_SQL, (day - timedelta(days=max_gap_days), day))
+    """(``FACT_COLUMNS`` rows of ``day``, each supplier's last scored row within ``max_gap_days`` before it),
+    with ``churn_probability_7d_ago`` (``add_churn_7d_ago``)."""
+    churn = has_churn_columns(conn)
+    frame = read_frame(conn, FACTS_SQL.format(churn=CHURN_COLUMNS if churn else NO_CHURN_COLUMNS),
+                       (day - timedelta(days=max_gap_days), day))
     if frame.empty:
         empty = pd.DataFrame(columns=FACT_COLUMNS)
         return empty, empty
+    if frame["churn_probability"].notna().any():
+        earlier = read_frame(conn, CHURN_HISTORY_SQL, (day - timedelta(days=max_gap_days + 7), day - timedelta(days=7)))
+        frame = add_churn_7d_ago(frame, earlier)
+    else:
+        frame["churn_probability_7d_ago"] = float("nan")
     days = pd.to_datetime(frame["as_of_date"]).dt.date
     return frame.loc[days == day].reset_index(drop=True), previous_scored(frame, day, max_gap_days)
 
 
 def due_suppliers(conn: psycopg.Connection, playbook: Playbook, day: date) -> dict[str, list[str]]:
-    """Rule name -> supplier ids due for it on ``day`` (rules in priority order; see ``newly_matching``)."""
+    """Rule name -> supplier ids due for it on ``day`` (rules in priority order; see ``newly_matching``).
+    Rules that cannot run on the day (``disabled_rules``: no churn model) are left out."""
     today, previous = read_facts(conn, day, playbook.transition_max_gap_days)
+    disabled = disabled_rules(conn, playbook, day)
     due = {}
     for rule in sorted(playbook.rules, key=lambda r: -r.priority):
+        if rule.name in disabled:
+            continue
         milestones = uncelebrated(conn, day, rule.condition.milestone_max_age_days) \
             if rule.condition.milestone_achieved else None
         ids = newly_matching(rule, today, previous, milestones)
