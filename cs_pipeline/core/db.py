@@ -96,6 +96,14 @@ def relation_exists(conn: psycopg.Connection, qualified: str) -> bool:
     return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (qualified,)).fetchone()[0]
 
 
+def columns_of(conn: psycopg.Connection, schema: str, table: str) -> set[str]:
+    """The column names of ``schema.table`` (empty when it does not exist): for readers of a table another
+    stage owns, which may predate a column that stage adds when it next runs (e.g. ``ADDED_COLUMNS``)."""
+    rows = conn.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
+                        "AND table_name = %s", (schema, table)).fetchall()
+    return {name for (name,) in rows}
+
+
 #: ``ops.statistics_stale(regclass)``: whether a table's planner statistics are stale, the one rule both
 #: ``statistics_stale`` (Python writes such as customer_health's) and the dbt macro ``cs_analyze`` (the
 #: incremental models' post-hook) call. PostgreSQL's autovacuum re-analyzes a table once the rows inserted,

@@ -127,7 +127,8 @@ class ScoringSettings(BaseModel):
             ``dbt_project/seeds/feature_catalogue.csv``): ``CS_PIPELINE_FEATURE_CATALOGUE`` when set; else
             the one a mapping's ``catalogue:`` recorded in ``$CS_PIPELINE_HOME/catalogue/``; else ``None``,
             WedSync's shipped catalogue (``resolve_feature_catalogue``).
-        churn_model: ``CS_PIPELINE_CHURN_MODEL``: the churn model version that scores every day (issue 26);
+        churn_model: ``CS_PIPELINE_CHURN_MODEL``: the one churn model version that may score (issue 26), on
+            the days after its training as-of day;
             ``None``: each day D the newest model in ops.churn_models trained as of a day before D (issue 28).
             Only files under ``$CS_PIPELINE_HOME/models`` are ever loaded.
     """

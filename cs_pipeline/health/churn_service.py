@@ -262,17 +262,36 @@ def list_models(conn: psycopg.Connection) -> pd.DataFrame:
                             "recency_auc, brier, top_decile_lift FROM ops.churn_models ORDER BY trained_at DESC")
 
 
-def score_churn(conn: psycopg.Connection, model: ChurnModel | None, engagement: pd.DataFrame) -> pd.DataFrame:
-    """``churn_probability`` (float 0-1, NaN without a model), ``churn_model_version`` (None without one) and
+def score_churn(conn: psycopg.Connection, model: ChurnModel | None, engagement: pd.DataFrame,
+                week_ago: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``churn_probability`` (float 0-1, NaN without a model), ``churn_model_version`` (None without one),
     ``churn_reasons`` (the model's top three reasons in words, "" without one; ``drivers.churn_reasons``, the
-    words of ``churn_model.explain`` built over the whole frame), aligned with ``engagement``."""
+    words of ``churn_model.explain`` built over the whole frame) and ``churn_probability_7d_ago`` (float 0-1:
+    the same model's probability for the supplier's engagement row 7 days before the row's ``as_of_date``,
+    from ``week_ago``; NaN when that row is absent or there is no model), aligned with ``engagement``.
+
+    ``week_ago``: engagement rows (same columns) of the days 7 days earlier; rows without a match are
+    ignored. Scoring them with the *same* model is what makes the playbook's ``rise_7d`` a change in the
+    supplier, never a change of model (issue 26 item 6): with a weekly retrain, the model that scored the
+    day 7 days earlier is always another one. They use only data up to their own day (point in time)."""
     n = len(engagement)
     if model is None or n == 0:
         return pd.DataFrame({"churn_probability": np.full(n, np.nan), "churn_model_version": [None] * n,
-                             "churn_reasons": [""] * n})
-    features = features_for(conn, engagement.reset_index(drop=True), model.columns, model.catalogue)
-    return pd.DataFrame({"churn_probability": np.round(model.predict(features), 4),
-                         "churn_model_version": [model.version] * n, "churn_reasons": churn_reasons(model, features)})
+                             "churn_reasons": [""] * n, "churn_probability_7d_ago": np.full(n, np.nan)})
+    engagement = engagement.reset_index(drop=True)
+    earlier = week_ago.reset_index(drop=True) if week_ago is not None else engagement.iloc[:0]
+    features = features_for(conn, pd.concat([engagement, earlier], ignore_index=True), model.columns,
+                            model.catalogue)
+    probability = np.round(model.predict(features), 4)
+    now = features.iloc[:n].reset_index(drop=True)
+    before = pd.Series(probability[n:], index=pd.MultiIndex.from_arrays([
+        earlier["supplier_id"].astype(str).to_numpy(), pd.to_datetime(earlier["as_of_date"]).to_numpy()]))
+    before = before[~before.index.duplicated(keep="last")]
+    wanted = pd.MultiIndex.from_arrays([engagement["supplier_id"].astype(str).to_numpy(),
+                                        (pd.to_datetime(engagement["as_of_date"]) - pd.Timedelta(days=7)).to_numpy()])
+    return pd.DataFrame({"churn_probability": probability[:n], "churn_model_version": [model.version] * n,
+                         "churn_reasons": churn_reasons(model, now),
+                         "churn_probability_7d_ago": before.reindex(wanted).to_numpy(dtype=float)})
 
 
 def comparison_rows(metrics: dict, algorithm_name: str) -> list[dict]:

@@ -1,7 +1,9 @@
 """What a day's score may use besides the day's own data (issue 28: point in time): for as-of day D,
 the newest backtest calibration that was *known* by D and the churn model trained as of a day before D.
-A day's churn-risk score and churn probability are then the same whichever day they are computed on (a
-daily run, a re-run of an old day, a full refresh), as its seasonal index already is (``seasonal``).
+A day's churn-risk score and churn probability then use no data from after the day, whichever day they are
+computed on (a daily run, a re-run of an old day, a full refresh), as its seasonal index already does
+(``seasonal``). They can still change when a backtest or a model becomes known *later*, for the days after
+it became known: a re-run picks it up where the daily run could not have.
 Pure: frames in, choices out; the readers are ``store.read_calibrations`` and ``store.read_churn_models``.
 
 Rules (the point-in-time rule of feature stores such as Feast or Tecton: a value for day D uses only
@@ -15,8 +17,9 @@ data known by D):
 - Churn model: a model trained as of day T used data up to T, so it is known from T + 1 on: the model with
   the latest ``training_as_of < D`` (then the latest ``trained_at``) scores D; none: no probability (NaN).
   As for a backtest, the daily run of T itself came before any training on T's data, so a full refresh
-  gives the rows the daily runs gave. A pinned version (``CS_PIPELINE_CHURN_MODEL``) scores every day:
-  the user's explicit choice.
+  gives the rows the daily runs gave. A pinned version (``CS_PIPELINE_CHURN_MODEL``) is the only
+  candidate, under the same rule: it scores the days after its training as-of day, and no earlier day (a
+  model fitted on a day's own outcome would flatter that day).
 """
 
 from __future__ import annotations
@@ -72,14 +75,17 @@ def churn_risk_as_of(health: np.ndarray, days, default: np.ndarray, calibrations
 
 
 def models_by_day(models: pd.DataFrame, days: list[date], pinned: str | None = None) -> dict[date, str | None]:
-    """The churn model version that scores each day (module docstring): ``pinned`` for every day when
-    given, else the latest ``training_as_of`` before the day (then the latest ``trained_at``), None when no
-    model was trained as of an earlier day.
+    """The churn model version that scores each day (module docstring): the latest ``training_as_of``
+    before the day (then the latest ``trained_at``), None when no model was trained as of an earlier day;
+    with ``pinned``, only that version is a candidate (every day when it is not in ``models``).
 
     ``models``: ``read_churn_models`` rows: ``version`` (str), ``training_as_of`` (date), ``trained_at``
     (timestamp)."""
     if pinned is not None:
-        return {day: pinned for day in days}
+        mine = models.loc[models["version"] == pinned] if not models.empty else models
+        if mine.empty:  # not in ops.churn_models: load_model names the problem
+            return {day: pinned for day in days}
+        models = mine
     if models.empty or not days:
         return {day: None for day in days}
     as_of = _as_days(models["training_as_of"])

@@ -24,7 +24,7 @@ HEALTH_COLUMNS = [
     "supplier_id", "as_of_date", "vendor_category", "tier", "lifecycle_stage", "health_score", "risk_level",
     "previous_risk_level", "score_delta_7d", "score_delta_30d", "trend", "engagement_score",
     "churn_risk_score", "drivers", "missing_components", "components", "segment", "scored",
-    "scorecard_version", "calculated_at", "churn_probability", "churn_model_version",
+    "scorecard_version", "calculated_at", "churn_probability", "churn_model_version", "churn_probability_7d_ago",
 ]
 
 DDL = [
@@ -99,6 +99,8 @@ ADDED_COLUMNS = [
     ("health_score_backtest", "auc_ci_high", "numeric(6, 4)"),
     ("customer_health", "churn_probability", "numeric(5, 4)"),
     ("customer_health", "churn_model_version", "text"),
+    # Issue 26 item 6: the same model's probability 7 days earlier (the playbook's rise_7d).
+    ("customer_health", "churn_probability_7d_ago", "numeric(5, 4)"),
     # Issue 28: a celebrated milestone the data no longer supports is kept, retracted (not deleted).
     ("success_milestones", "retracted_at", "timestamptz"),
 ]

@@ -32,12 +32,14 @@ def score_window(conn: psycopg.Connection, scorecard: Scorecard, first: date, la
     - with ``settings`` (its ``home`` holds the model files, ``churn_model`` pins a version):
       ``churn_probability`` (float 0-1, NaN without a model), ``churn_model_version`` (None without one) from
       the newest model trained as of a day before it (``known_by.models_by_day``), and that model's reasons
-      appended to ``drivers`` as ``churn model: ...`` (issue 26).
+      appended to ``drivers`` as ``churn model: ...`` (issue 26), and ``churn_probability_7d_ago`` (float 0-1,
+      NaN): that same model's probability for the supplier's row 7 days earlier (the playbook's ``rise_7d``).
 
     Raises:
         ChurnModelError: a chosen model's file is missing or outside the models folder (``load_model``).
     """
-    engagement = read_engagement(conn, first, last)
+    with_week_ago = read_engagement(conn, first - timedelta(days=WEEK), last)
+    engagement = with_week_ago.loc[pd.to_datetime(with_week_ago["as_of_date"]).dt.date >= first].reset_index(drop=True)
     row_days = pd.to_datetime(engagement["as_of_date"]).dt.date
     days = sorted(set(row_days))
     seasonal_metrics = scorecard.seasonal_metrics
@@ -54,18 +56,39 @@ def score_window(conn: psycopg.Connection, scorecard: Scorecard, first: date, la
     scores = add_history(scores, history, scorecard)
     n = len(scores)
     probability, version = np.full(n, np.nan), np.full(n, None, dtype=object)
+    probability_7d_ago = np.full(n, np.nan)
     reasons = np.full(n, "", dtype=object)
     chosen = models_by_day(read_churn_models(conn), days, settings.churn_model) if settings is not None else {}
     by_row = row_days.map(chosen).to_numpy(dtype=object) if chosen else np.full(n, None, dtype=object)
     for model_version in sorted({v for v in chosen.values() if v is not None}):
         rows = by_row == model_version
-        churn = score_churn(conn, load_model(settings, model_version), engagement.loc[rows].reset_index(drop=True))
+        scored = engagement.loc[rows].reset_index(drop=True)
+        churn = score_churn(conn, load_model(settings, model_version), scored,
+                            week_ago=rows_week_ago(with_week_ago, scored))
+        probability_7d_ago[rows] = churn["churn_probability_7d_ago"].to_numpy(dtype=float)
         probability[rows] = churn["churn_probability"].to_numpy(dtype=float)
         version[rows] = churn["churn_model_version"].to_numpy(dtype=object)
         reasons[rows] = churn["churn_reasons"].to_numpy(dtype=object)
     scores["churn_probability"] = probability
     scores["churn_model_version"] = version
+    scores["churn_probability_7d_ago"] = probability_7d_ago
     drivers = scores["drivers"].fillna("").to_numpy(dtype=object)
     scores["drivers"] = np.where(reasons == "", drivers, np.where(drivers == "", "churn model: " + reasons,
                                                                   drivers + "; churn model: " + reasons))
     return scores
+
+
+WEEK = 7
+"""Days back of ``churn_probability_7d_ago`` (the playbook's ``rise_7d``)."""
+
+
+def rows_week_ago(engagement: pd.DataFrame, scored: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``engagement`` (``supplier_id``, ``as_of_date``, ...) that are ``WEEK`` days before a row of
+    ``scored`` for the same supplier: what ``score_churn`` scores again for ``churn_probability_7d_ago``."""
+    if engagement.empty or scored.empty:
+        return engagement.iloc[:0]
+    wanted = pd.MultiIndex.from_arrays([scored["supplier_id"].astype(str).to_numpy(),
+                                        (pd.to_datetime(scored["as_of_date"]) - pd.Timedelta(days=WEEK)).to_numpy()])
+    have = pd.MultiIndex.from_arrays([engagement["supplier_id"].astype(str).to_numpy(),
+                                      pd.to_datetime(engagement["as_of_date"]).to_numpy()])
+    return engagement.loc[have.isin(wanted)].reset_index(drop=True)

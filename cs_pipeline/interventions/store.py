@@ -8,29 +8,32 @@ from datetime import date, timedelta
 
 import pandas as pd
 import psycopg
+from psycopg import sql
 
-from cs_pipeline.core.db import read_frame, relation_exists
-from cs_pipeline.interventions.churn_rule import add_churn_7d_ago, rules_disabled
+from cs_pipeline.core.db import columns_of, read_frame, relation_exists
+from cs_pipeline.interventions.churn_rule import rules_disabled
 from cs_pipeline.interventions.planning import COUNTED_STATUSES, FACT_COLUMNS, newly_matching, previous_scored
 from cs_pipeline.interventions.playbook import Playbook
 
-FACTS_SQL = """
+FACTS_SQL = sql.SQL("""
 SELECT h.supplier_id, h.as_of_date, h.risk_level, h.previous_risk_level, h.score_delta_7d::float8 AS score_delta_7d,
        h.score_delta_30d::float8 AS score_delta_30d, e.lifecycle_stage, e.days_since_onboarded,
        e.days_since_last_login, e.days_since_signup, e.status, {churn}
 FROM marts.customer_health h
 JOIN marts.supplier_engagement_daily e USING (supplier_id, as_of_date)
 WHERE h.as_of_date BETWEEN %s AND %s
-"""
+""")
 #: The churn columns of FACTS_SQL, and their stand-in when customer_health predates them (issue 26).
-CHURN_COLUMNS = "h.churn_probability::float8 AS churn_probability, h.churn_model_version"
-NO_CHURN_COLUMNS = "NULL::float8 AS churn_probability, NULL::text AS churn_model_version"
+CHURN_COLUMNS = sql.SQL("h.churn_probability::float8 AS churn_probability, h.churn_model_version, "
+                        "h.churn_probability_7d_ago::float8 AS churn_probability_7d_ago")
+NO_CHURN_COLUMNS = sql.SQL("NULL::float8 AS churn_probability, NULL::text AS churn_model_version, "
+                           "NULL::float8 AS churn_probability_7d_ago")
 
 
 def has_churn_columns(conn: psycopg.Connection) -> bool:
-    """Whether marts.customer_health has ``churn_probability`` (a table written before issue 26 has not)."""
-    return conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_schema = 'marts' "
-                        "AND table_name = 'customer_health' AND column_name = 'churn_probability'").fetchone()[0] > 0
+    """Whether marts.customer_health has the churn model's columns (``churn_probability`` and the newest,
+    ``churn_probability_7d_ago``); a table written before them has not until it is re-materialised."""
+    return {"churn_probability", "churn_probability_7d_ago"} <= columns_of(conn, "marts", "customer_health")
 
 
 def latest_health_day(conn: psycopg.Connection) -> date | None:
@@ -42,19 +45,16 @@ def latest_health_day(conn: psycopg.Connection) -> date | None:
 
 def uncelebrated(conn: psycopg.Connection, day: date, max_age_days: int = 7) -> pd.DataFrame:
     """Uncelebrated milestones achieved in the ``max_age_days`` days up to ``day``:
-    supplier_id, milestone_type."""
-    if not relation_exists(conn, "marts.success_milestones"):
+    supplier_id, milestone_type. A retracted one (``retracted_at`` set, issue 28) is never offered; a table
+    from before that column (the health stage adds it when it next runs) has none."""
+    columns = columns_of(conn, "marts", "success_milestones")
+    if not columns:
         return pd.DataFrame(columns=["supplier_id", "milestone_type"])
-    return read_frame(conn, "SELECT supplier_id, milestone_type FROM marts.success_milestones "
-                            "WHERE NOT celebrated AND retracted_at IS NULL AND achieved_at <= %s AND achieved_at > %s ORDER BY 1, 2",
+    retracted = sql.SQL("AND retracted_at IS NULL") if "retracted_at" in columns else sql.SQL("")
+    return read_frame(conn, sql.SQL("SELECT supplier_id, milestone_type FROM marts.success_milestones "
+                                    "WHERE NOT celebrated {} AND achieved_at <= %s AND achieved_at > %s "
+                                    "ORDER BY 1, 2").format(retracted),
                       (day, day - timedelta(days=max_age_days)))
-
-
-#: The churn model's probabilities of the days 7 days before the facts' days (``add_churn_7d_ago``).
-CHURN_HISTORY_SQL = """
-SELECT supplier_id, as_of_date, churn_probability::float8 AS churn_probability, churn_model_version
-FROM marts.customer_health WHERE as_of_date BETWEEN %s AND %s AND churn_probability IS NOT NULL
-"""
 
 
 def churn_model_scoring(conn: psycopg.Connection, day: date) -> tuple[str | None, str]:
@@ -66,7 +66,7 @@ def churn_model_scoring(conn: psycopg.Connection, day: date) -> tuple[str | None
             or conn.execute("SELECT count(*) FROM ops.churn_models").fetchone()[0] == 0:
         return None, "no churn model trained (cs-pipeline model train)"
     if not has_churn_columns(conn):
-        return None, "marts.customer_health has no churn_probability column yet (re-materialise it)"
+        return None, "marts.customer_health has no churn_probability_7d_ago column yet (re-materialise it)"
     row = conn.execute("SELECT churn_model_version FROM marts.customer_health WHERE as_of_date = %s "
                        "AND churn_probability IS NOT NULL GROUP BY 1 ORDER BY count(*) DESC LIMIT 1", (day,)).fetchone() \
         if relation_exists(conn, "marts.customer_health") else None
@@ -84,18 +84,14 @@ def disabled_rules(conn: psycopg.Connection, playbook: Playbook, day: date) -> d
 
 def read_facts(conn: psycopg.Connection, day: date, max_gap_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(``FACT_COLUMNS`` rows of ``day``, each supplier's last scored row within ``max_gap_days`` before it),
-    with ``churn_probability_7d_ago`` (``add_churn_7d_ago``)."""
+    with the churn model's ``churn_probability`` and ``churn_probability_7d_ago`` (both scored by the same
+    model when the day was scored: health's ``score_churn``)."""
     churn = has_churn_columns(conn)
     frame = read_frame(conn, FACTS_SQL.format(churn=CHURN_COLUMNS if churn else NO_CHURN_COLUMNS),
                        (day - timedelta(days=max_gap_days), day))
     if frame.empty:
         empty = pd.DataFrame(columns=FACT_COLUMNS)
         return empty, empty
-    if frame["churn_probability"].notna().any():
-        earlier = read_frame(conn, CHURN_HISTORY_SQL, (day - timedelta(days=max_gap_days + 7), day - timedelta(days=7)))
-        frame = add_churn_7d_ago(frame, earlier)
-    else:
-        frame["churn_probability_7d_ago"] = float("nan")
     days = pd.to_datetime(frame["as_of_date"]).dt.date
     return frame.loc[days == day].reset_index(drop=True), previous_scored(frame, day, max_gap_days)
 

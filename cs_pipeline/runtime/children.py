@@ -42,16 +42,23 @@ def run_foreground(cmd: Sequence[str], env: Mapping[str, str] | None = None, cwd
     Returns the tool's exit code, or 128 + the signal's number when a signal ended the wait (the shell's
     convention). Never raises for the tool's failure.
     """
-    child = subprocess.Popen(list(cmd), env=dict(env) if env is not None else None, cwd=cwd, process_group=0)
-    pgid = child.pid
     received: list[int] = []
+    group: list[int] = []  # the child's process group, once it exists
 
     def forward(signum, _frame) -> None:
         received.append(signum)
-        _signal_group(pgid, signum)
+        if group:
+            _signal_group(group[0], signum)
 
+    # The handlers come first: a signal that arrives while the child starts is held, then passed on, instead
+    # of ending this process by default and leaving the child orphaned in its own group.
     previous = {signum: signal.signal(signum, forward) for signum in FORWARDED}
     try:
+        child = subprocess.Popen(list(cmd), env=dict(env) if env is not None else None, cwd=cwd, process_group=0)
+        pgid = child.pid
+        group.append(pgid)
+        for signum in received:  # arrived before the group existed
+            _signal_group(pgid, signum)
         first_signal_at = None
         while True:
             try:

@@ -18,6 +18,7 @@ from cs_pipeline.app.dashboard.display import (
     history_start,
     milestone_table,
     params_for,
+    quoted_id,
     score_heading,
     styled,
     view_from_params,
@@ -126,3 +127,12 @@ def test_milestone_table_marks_on_or_before_and_retracted():
     # a warehouse from before issue 28 has no retracted_at column: every milestone is current
     assert milestone_table(milestones.drop(columns="retracted_at"), None)["status"].eq("current").all()
     assert milestone_table(milestones.iloc[:0], date(2025, 3, 1)).columns.tolist() == MILESTONE_COLUMNS
+
+
+def test_a_supplier_id_from_the_url_is_shown_as_text_never_as_markup():
+    # ?supplier=[Session expired, log in](https://evil.example) must not become a link in the warning.
+    shown = quoted_id("[Session expired, log in](https://evil.example)")
+    assert shown == "`[Session expired, log in](https://evil.example)`"
+    assert quoted_id("a`b`](x)\nline") == "`ab](x) line`"  # no way out of the code span
+    assert quoted_id("x" * 100) == "`" + "x" * 64 + "…`"
+    assert quoted_id("sup_000002") == "`sup_000002`"

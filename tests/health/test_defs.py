@@ -351,7 +351,7 @@ def test_churn_risk_of_a_past_day_uses_only_a_backtest_known_by_it(pipeline, con
     pd.testing.assert_frame_equal(_rescore(defs, instance, conn, day), before)
 
 
-def test_a_past_days_churn_probability_keeps_the_model_trained_as_of_it(pipeline, conn):
+def test_a_past_days_churn_probability_keeps_the_model_trained_as_of_it(pipeline, conn, settings):
     """Day D is scored by the model with the latest training as-of day before D: training a later model
     and re-running D leaves D's probabilities, version and reasons as they were; the day after the later
     model's as-of day takes the later model, its as-of day itself not."""
@@ -376,3 +376,19 @@ def test_a_past_days_churn_probability_keeps_the_model_trained_as_of_it(pipeline
     assert (_rescore(defs, instance, conn, late + timedelta(days=1))["version"] == second).all()
     assert (_rescore(defs, instance, conn, late)["version"] == first).all()
     assert _rescore(defs, instance, conn, early)["version"].isna().all()  # none trained before it
+    # The playbook's rise_7d: the day after the retrain stores, beside today's probability, the *same* (new)
+    # model's probability for each supplier's row 7 days earlier, a day the older model scored.
+    from cs_pipeline.health.churn_service import load_model, score_churn
+    from cs_pipeline.health.store import read_engagement
+
+    after = late + timedelta(days=1)
+    _rescore(defs, instance, conn, after)
+    stored = pd.DataFrame(conn.execute(
+        "SELECT supplier_id, churn_probability_7d_ago::float8 FROM marts.customer_health WHERE as_of_date = %s "
+        "AND churn_model_version = %s", (after, second)).fetchall(), columns=["supplier_id", "p_7d_ago"])
+    week_ago = read_engagement(conn, after - timedelta(days=7), after - timedelta(days=7))
+    expected = score_churn(conn, load_model(settings, second), week_ago)["churn_probability"]
+    expected = pd.Series(expected.to_numpy(), index=week_ago["supplier_id"].astype(str))
+    assert len(stored) > 0 and stored["p_7d_ago"].notna().sum() >= 0.9 * len(stored)
+    assert stored["p_7d_ago"].to_numpy() == pytest.approx(
+        expected.reindex(stored["supplier_id"]).to_numpy(), abs=1e-4, nan_ok=True)

@@ -59,5 +59,8 @@ def test_a_day_takes_the_model_trained_as_of_it_or_the_pinned_one():
     days = [D - timedelta(days=1), D, D + timedelta(days=9), D + timedelta(days=10), D + timedelta(days=30)]
     # Trained as of D: known from the day after D (the daily run of D came before the training).
     assert models_by_day(models, days) == dict(zip(days, [None, None, "a-retrained", "a-retrained", "b"]))
-    assert models_by_day(models, days, pinned="a") == dict.fromkeys(days, "a")
+    # Pinned: the only candidate, under the same rule (never a day on or before its training as-of day).
+    assert models_by_day(models, days, pinned="a") == dict(zip(days, [None, None, "a", "a", "a"]))
+    assert models_by_day(models, days, pinned="b") == dict(zip(days, [None, None, None, None, "b"]))
+    assert models_by_day(models, days, pinned="unknown") == dict.fromkeys(days, "unknown")  # load_model refuses
     assert models_by_day(models.iloc[:0], days) == dict.fromkeys(days)

@@ -1,5 +1,5 @@
 """The playbook acting on the churn model (issue 26 item 6): the ``churn_probability`` condition (at least,
-risen in 7 days under the same model version, null never matches) and the shipped ``churn_risk_rising``
+risen in 7 days as the same model sees it, null never matches) and the shipped ``churn_risk_rising``
 rule, evaluated only when a churn model scored the day. Pure logic first, then through Dagster
 (the daily pipeline, then ``intervention_job``) on the real PostgreSQL warehouse."""
 
@@ -15,7 +15,7 @@ import yaml
 
 from cs_pipeline.definitions import build_definitions
 from cs_pipeline.health.churn_service import ensure_churn_tables
-from cs_pipeline.interventions.churn_rule import add_churn_7d_ago, rules_disabled
+from cs_pipeline.interventions.churn_rule import rules_disabled
 from cs_pipeline.interventions.defs import intervention_job
 from cs_pipeline.interventions.delivery import EmailResource, ensure_intervention_tables
 from cs_pipeline.interventions.planning import condition_mask, newly_matching
@@ -72,19 +72,6 @@ def test_rule_fires_on_the_transition_only():
     assert newly_matching(RULE, today, previous) == ["new"]  # "old" already matched the day before
 
 
-def test_probability_7d_ago_only_under_the_same_model_version():
-    today = pd.DataFrame({"supplier_id": ["same", "changed", "unscored", "no_model"],
-                          "as_of_date": [DAY] * 4, "churn_probability": [0.5, 0.5, 0.5, np.nan],
-                          "churn_model_version": ["m2", "m2", "m2", None]})
-    history = pd.DataFrame({"supplier_id": ["same", "changed", "no_model", "same"],
-                            "as_of_date": [WEEK_AGO, WEEK_AGO, WEEK_AGO, WEEK_AGO - timedelta(days=1)],
-                            "churn_probability": [0.2, 0.1, 0.1, 0.05],
-                            "churn_model_version": ["m2", "m1", "m2", "m2"]})
-    out = add_churn_7d_ago(today, history)
-    assert out["churn_probability_7d_ago"].tolist()[0] == 0.2
-    assert out["churn_probability_7d_ago"].isna().tolist() == [False, True, True, True]
-
-
 def test_rules_disabled_without_a_model():
     assert rules_disabled(PLAYBOOK, "m1") == {}
     disabled = rules_disabled(PLAYBOOK, None, "no churn model trained")
@@ -129,23 +116,25 @@ def scored(settings, warehouse, tmp_path_factory):
         conn.commit()
 
 
-def plant(conn, model: str | None, probabilities: dict[date, tuple[float, str]]) -> None:
+def plant(conn, model: str | None, probabilities: dict[date, tuple]) -> None:
     """Clear earlier plans and probabilities; register ``model`` in ops.churn_models (None: no model); set
-    s_busy0's churn_probability and model version per day."""
+    s_busy0's churn_probability, model version and (optional third value) churn_probability_7d_ago per day."""
     ensure_churn_tables(conn)
     ensure_intervention_tables(conn)
     conn.execute("DELETE FROM ops.churn_models")
     conn.execute("DELETE FROM ops.support_interactions")
     conn.execute("DELETE FROM ops.in_app_notifications")
     conn.execute("DELETE FROM ops.interventions")
-    conn.execute("UPDATE marts.customer_health SET churn_probability = NULL, churn_model_version = NULL")
+    conn.execute("UPDATE marts.customer_health SET churn_probability = NULL, churn_model_version = NULL, "
+                 "churn_probability_7d_ago = NULL")
     if model is not None:
         conn.execute("INSERT INTO ops.churn_models (version, trained_at, training_as_of, churn_kind, horizon_days, "
                      "algorithm, features, training_rows, churners, metrics) "
                      "VALUES (%s, now(), %s, 'cancellation', 30, 'logistic', '[]', 100, 30, '{}')", (model, WEEK_AGO))
-    for day, (p, version) in probabilities.items():
-        conn.execute("UPDATE marts.customer_health SET churn_probability = %s, churn_model_version = %s "
-                     "WHERE supplier_id = 's_busy0' AND as_of_date = %s", (p, version, day))
+    for day, (p, version, *before) in probabilities.items():
+        conn.execute("UPDATE marts.customer_health SET churn_probability = %s, churn_model_version = %s, "
+                     "churn_probability_7d_ago = %s WHERE supplier_id = 's_busy0' AND as_of_date = %s",
+                     (p, version, before[0] if before else None, day))
     conn.commit()
 
 
@@ -164,7 +153,7 @@ def churn_rows(conn) -> list[tuple]:
                         "ORDER BY 1").fetchall()
 
 
-RISE = {WEEK_AGO: (0.15, "m1"), DAY - timedelta(days=1): (0.24, "m1"), DAY: (0.41, "m1")}
+RISE = {WEEK_AGO: (0.15, "m1"), DAY - timedelta(days=1): (0.24, "m1", 0.14), DAY: (0.41, "m1", 0.15)}
 
 
 def test_rule_fires_on_a_planted_rise_with_a_model(scored, warehouse, conn, tmp_path):
@@ -190,12 +179,14 @@ def test_rule_does_not_fire_without_a_model(scored, warehouse, conn, tmp_path):
     assert "no churn_probability" in metadata["rules_not_evaluated"]["churn_risk_rising"]
 
 
-def test_rule_does_not_fire_across_a_model_version_change(scored, warehouse, conn, tmp_path):
-    # 0.15 under m1 a week ago, 0.41 under m2 today: a new model, not a rise.
-    plant(conn, "m2", {WEEK_AGO: (0.15, "m1"), DAY - timedelta(days=1): (0.24, "m2"), DAY: (0.41, "m2")})
+def test_the_rise_is_the_same_model_on_both_days_not_the_stored_week_old_score(scored, warehouse, conn, tmp_path):
+    # A week ago m1 stored 0.15; today m2 scores 0.41 and, on the same week-old row, 0.38: m2 sees no rise of
+    # 0.1, so a new model is not a rise (the stored 0.15 is never compared with today's 0.41).
+    plant(conn, "m2", {WEEK_AGO: (0.15, "m1"), DAY - timedelta(days=1): (0.24, "m2", 0.20), DAY: (0.41, "m2", 0.38)})
     run_day(scored, warehouse, tmp_path)
     assert churn_rows(conn) == []
-    # The same days all under m2: the rise counts.
-    plant(conn, "m2", {WEEK_AGO: (0.15, "m2"), DAY - timedelta(days=1): (0.24, "m2"), DAY: (0.41, "m2")})
+    # The same stored week-old score, but m2 scores the week-old row 0.15: a rise as m2 sees it fires, even
+    # though another model scored that day (a weekly retrain always puts one in between).
+    plant(conn, "m2", {WEEK_AGO: (0.15, "m1"), DAY - timedelta(days=1): (0.24, "m2", 0.20), DAY: (0.41, "m2", 0.15)})
     run_day(scored, warehouse, tmp_path)
     assert churn_rows(conn) == [("s_busy0", "call", "sent")]

@@ -25,3 +25,17 @@ def test_uncelebrated_skips_retracted_milestones(conn):
         assert list(mine["supplier_id"]) == ["pit_live"]
     finally:
         conn.rollback()
+
+
+def test_uncelebrated_reads_a_table_from_before_retracted_at(conn):
+    # Upgraded warehouse: the sensor ticks before the health stage has run again and added retracted_at.
+    ensure_health_tables(conn)
+    conn.commit()
+    try:
+        conn.execute("ALTER TABLE marts.success_milestones DROP COLUMN retracted_at")
+        conn.execute("INSERT INTO marts.success_milestones (supplier_id, milestone_type, category, achieved_at) "
+                     "VALUES ('pit_before', 'first_login', 'setup', %s)", (DAY - timedelta(days=1),))
+        found = uncelebrated(conn, DAY, max_age_days=7)
+        assert list(found.loc[found["supplier_id"].str.startswith("pit_"), "supplier_id"]) == ["pit_before"]
+    finally:
+        conn.rollback()

@@ -57,6 +57,14 @@ def view_from_params(params: Mapping[str, str | list[str]]) -> View:
     return View(page, supplier)
 
 
+def quoted_id(value: str, limit: int = 64) -> str:
+    """``value`` (a supplier id from the URL or the data) as a Markdown code span, backticks and line breaks
+    removed and cut to ``limit`` characters: a link or markup in a pasted URL is shown as text, never
+    rendered (``st.warning``/``st.caption`` render Markdown)."""
+    text = " ".join(str(value).replace("`", "").split())
+    return f"`{text[:limit]}{'…' if len(text) > limit else ''}`"
+
+
 def params_for(view: View) -> dict[str, str]:
     """The query parameters of ``view``: ``page`` always, ``supplier`` only on the Supplier page."""
     params = {"page": PAGE_SLUGS[view.page]}

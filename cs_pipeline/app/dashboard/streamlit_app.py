@@ -189,10 +189,11 @@ def _with_linked_supplier(conn, options: list[str], day: date) -> list[str]:
     if wanted is None or wanted in options:
         return options
     if data.read_supplier_history(conn, wanted).empty:
-        st.warning(f"no supplier {wanted} in the health scores: showing {options[0]}")
+        st.warning(f"no supplier {display.quoted_id(wanted)} in the health scores: showing "
+                   f"{display.quoted_id(options[0])}")
         del st.session_state["supplier"]
         return options
-    st.caption(f"{wanted} has no score on {day}: its newest score is shown")
+    st.caption(f"{display.quoted_id(wanted)} has no score on {day}: its newest score is shown")
     return [wanted, *options]
 
 
