@@ -107,3 +107,21 @@ class FakePostgresServer:
                     self.passwords.append(reply[5:].rstrip(b"\0"))
             except (OSError, struct.error):
                 return
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of process ``pid`` (children, their children, ...), read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found

@@ -33,7 +33,7 @@ from cs_pipeline.core.warehouse import (
     resolve_endpoints,
 )
 from cs_pipeline.transform.dbt import dbt_env
-from tests.helpers import FakePostgresServer
+from tests.helpers import FakePostgresServer, descendants
 
 BIN = Path(sys.executable).parent
 RESERVED_PASSWORD = "p@ss:w/rd%?x#1"
@@ -137,21 +137,8 @@ def test_db_shell_gives_psql_the_password_outside_its_argv(warehouse, settings, 
 # --- cs-pipeline dev: the argv of every process ----------------------------------------------------
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo += children.get(current, [])
-    return found
+def _with_descendants(pid: int) -> list[int]:
+    return [pid, *descendants(pid)]
 
 
 def _cmdlines(pids: list[int]) -> dict[int, str]:
@@ -178,7 +165,7 @@ def test_dev_processes_carry_no_password_in_their_argv(tmp_path):
         lines: dict[int, str] = {}
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            lines = _cmdlines(_descendants(dev.pid))
+            lines = _cmdlines(_with_descendants(dev.pid))
             text = " ".join(lines.values())
             if "--instance-ref" in text and ("code-server" in text or "grpc" in text) and "daemon" in text:
                 break
@@ -187,7 +174,7 @@ def test_dev_processes_carry_no_password_in_their_argv(tmp_path):
         else:
             pytest.fail("dagster dev did not start its children: " + (tmp_path / "dev.log").read_text()[-3000:])
         time.sleep(3)
-        lines = _cmdlines(_descendants(dev.pid))
+        lines = _cmdlines(_with_descendants(dev.pid))
         secret = (home / "secrets" / "embedded_postgres_password").read_text().strip()
         assert any("--instance-ref" in line for line in lines.values())
         leaks = [line[:200] for line in lines.values() if secret in line]

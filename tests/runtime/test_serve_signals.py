@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import descendants
+
 pytestmark = pytest.mark.slow
 
 
@@ -21,24 +23,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def _children(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (from /proc)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            parents.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def _alive(pid: int) -> bool:
@@ -78,7 +62,7 @@ def test_sigterm_to_dashboard_ends_streamlit_and_stops_the_server_it_started(tmp
                 time.sleep(1)
         else:
             pytest.fail("the dashboard never served")
-        children = _children(wrapper.pid)
+        children = descendants(wrapper.pid)
         assert children and _postmaster_alive(home)
         status = subprocess.run([sys.executable, "-m", "cs_pipeline.cli", "db", "status"], env=env,
                                 capture_output=True, text=True, timeout=120)
