@@ -278,19 +278,3 @@ def _groups(inputs: list[str]) -> dict[str, list[int]]:
     for i, name in enumerate(inputs):
         groups.setdefault(name.removesuffix("__missing"), []).append(i)
     return groups
-
-
-def explain(model: ChurnModel, features: pd.DataFrame, top: int = 3) -> list[str]:
-    """The model's top ``top`` reasons per row, in words, "events in the last 30 days 80 % below similar
-    accounts: +12 % churn risk" joined by "; " ("" when nothing raises the risk by 0.5 point or more).
-
-    Per explained quantity (a column and its missing indicator) the reason's size is the change of the
-    calibrated probability when the row's value is set to the training median ("similar accounts"),
-    everything else kept. Candidates: for ``logistic`` the quantities with the largest positive logit
-    contributions ``coef x (z - z_median)``; for ``gbm`` the ``candidates`` ranked at training by
-    permutation importance. Percentage points of probability.
-    The calculation is ``drivers.churn_reasons`` (what customer_health writes), so both say the same.
-    """
-    from cs_pipeline.health.drivers import churn_reasons
-
-    return churn_reasons(model, features, top)

@@ -266,7 +266,7 @@ def score_churn(conn: psycopg.Connection, model: ChurnModel | None, engagement: 
                 week_ago: pd.DataFrame | None = None) -> pd.DataFrame:
     """``churn_probability`` (float 0-1, NaN without a model), ``churn_model_version`` (None without one),
     ``churn_reasons`` (the model's top three reasons in words, "" without one; ``drivers.churn_reasons``, the
-    words of ``churn_model.explain`` built over the whole frame) and ``churn_probability_7d_ago`` (float 0-1:
+    model's reasons built over the whole frame) and ``churn_probability_7d_ago`` (float 0-1:
     the same model's probability for the supplier's engagement row 7 days before the row's ``as_of_date``,
     from ``week_ago``; NaN when that row is absent or there is no model), aligned with ``engagement``.
 

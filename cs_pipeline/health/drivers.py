@@ -176,7 +176,7 @@ def reason_words(names: list[str], described: list[str], medians: np.ndarray, ra
         missing: per row, whether the quantity's missing indicator is set.
         delta: per row, the churn probability (0-1) the quantity adds against the median.
 
-    The words are those of ``churn_model.explain``: "<quantity> unknown" when missing; back on the metric's
+    The words of the model's reasons: "<quantity> unknown" when missing; back on the metric's
     own scale (``expm1``), "<value> against 0|none for similar accounts" when the median is 0 or unknown,
     "as for similar accounts" within 5 %, else "N % below|above similar accounts"; then ": +P % churn risk".
     """
@@ -211,11 +211,16 @@ def reason_words(names: list[str], described: list[str], medians: np.ndarray, ra
 
 def churn_reasons(model: ChurnModel, features: pd.DataFrame, top: int = 3) -> list[str]:
     """The model's top ``top`` reasons per row of ``features`` (``churn_features.build_features`` output),
-    in words joined by "; ", "" when nothing adds 0.5 point or more: the same words as
-    ``churn_model.explain`` (same reasons, sizes and tie-breaking), with the words built over the whole
-    frame (``reason_words``) instead of one string per row, and for ``gbm`` no prediction for a row whose
-    quantity already is at the median or whose probability is under 0.5 point (its reason could not
-    show). Percentage points of probability."""
+    in words joined by "; ", "" when nothing adds 0.5 point or more, e.g. "events in the last 30 days 80 %
+    below similar accounts: +12 % churn risk" (issue 26 item 5).
+
+    Per explained quantity (a column and its missing indicator) the reason's size is the change of the
+    calibrated probability when the row's value is set to the training median ("similar accounts"),
+    everything else kept. Candidates: for ``logistic`` the quantities with the largest positive logit
+    contributions ``coef x (z - z_median)``; for ``gbm`` the ``candidates`` ranked at training by
+    permutation importance. Percentage points of probability. The words are built over the whole frame
+    (``reason_words``), not one string per row, and for ``gbm`` no prediction is made for a row whose
+    quantity already is at the median or whose probability is under 0.5 point (its reason could not show)."""
     from cs_pipeline.health.churn_features import RATE_COLUMNS, describe_feature
     from cs_pipeline.health.churn_model import one_thread
 
@@ -285,7 +290,7 @@ def _tree_sides(model: ChurnModel, x: np.ndarray, medians: np.ndarray) -> np.nda
 def _reason_deltas(model: ChurnModel, features: pd.DataFrame, top: int):
     """(input matrix, deltas rows x candidates (-inf: not tried), candidates, input positions per group):
     the change of the calibrated probability when a quantity is set to its training median
-    (``churn_model.explain``'s definition)."""
+    (the reasons' definition, ``churn_reasons``)."""
     from cs_pipeline.health.churn_model import _groups
 
     n = len(features)
@@ -325,7 +330,7 @@ def _reason_deltas(model: ChurnModel, features: pd.DataFrame, top: int):
     for k, name in enumerate(candidates):
         j = names.index(name)
         rows = member[:, j]
-        # Affine up to the logit: without the quantity the logit moves by exactly -parts (see explain).
+        # Affine up to the logit: without the quantity the logit moves by exactly -parts (see churn_reasons).
         deltas[rows, k] = base[rows] - np.mean([c.calibrators[0].predict(logit[rows] - parts[rows, j])
                                                 for c in calibrated], axis=0)
     return x, deltas, candidates, groups

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from cs_pipeline.health.churn_features import build_features
-from cs_pipeline.health.churn_model import ChurnModelError, explain
+from cs_pipeline.health.churn_model import ChurnModelError
+from cs_pipeline.health.drivers import churn_reasons
 from cs_pipeline.health.churn_train import train
 from cs_pipeline.health.scorecard import load_scorecard
 from cs_pipeline.health.scoring import score_suppliers
@@ -118,7 +119,7 @@ def test_drivers_in_words_for_both_algorithms(data, algorithm):
     probability = result.model.predict(features)
     assert ((probability >= 0) & (probability <= 1)).all()
     riskiest = features.iloc[np.argsort(-probability)[:20]]
-    reasons = explain(result.model, riskiest)
+    reasons = churn_reasons(result.model, riskiest)
     assert all("uses of forms in the last 30 days" in r for r in reasons), reasons
     first = reasons[0].split("; ")[0]
     assert first.startswith("uses of forms in the last 30 days") and "below similar accounts" in first
