@@ -38,8 +38,7 @@ def score_window(conn: psycopg.Connection, scorecard: Scorecard, first: date, la
     Raises:
         ChurnModelError: a chosen model's file is missing or outside the models folder (``load_model``).
     """
-    with_week_ago = read_engagement(conn, first - timedelta(days=WEEK), last)
-    engagement = with_week_ago.loc[pd.to_datetime(with_week_ago["as_of_date"]).dt.date >= first].reset_index(drop=True)
+    engagement = read_engagement(conn, first, last)
     row_days = pd.to_datetime(engagement["as_of_date"]).dt.date
     days = sorted(set(row_days))
     seasonal_metrics = scorecard.seasonal_metrics
@@ -60,7 +59,11 @@ def score_window(conn: psycopg.Connection, scorecard: Scorecard, first: date, la
     reasons = np.full(n, "", dtype=object)
     chosen = models_by_day(read_churn_models(conn), days, settings.churn_model) if settings is not None else {}
     by_row = row_days.map(chosen).to_numpy(dtype=object) if chosen else np.full(n, None, dtype=object)
-    for model_version in sorted({v for v in chosen.values() if v is not None}):
+    versions = sorted({v for v in chosen.values() if v is not None})
+    # The week before the window, read only when a model scores (the rows the rise_7d comparison needs).
+    with_week_ago = pd.concat([read_engagement(conn, first - timedelta(days=WEEK), first - timedelta(days=1)),
+                               engagement], ignore_index=True) if versions else engagement
+    for model_version in versions:
         rows = by_row == model_version
         scored = engagement.loc[rows].reset_index(drop=True)
         churn = score_churn(conn, load_model(settings, model_version), scored,
