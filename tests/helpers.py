@@ -125,3 +125,15 @@ def descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def milestone_facts(rows: list[dict]):
+    """Rows of ``marts.fct_supplier_milestone_facts`` for ``milestones.evaluate_milestones``: every count 0
+    and six core features, overridden per row by ``rows``."""
+    import pandas as pd
+
+    base = {k: 0 for k in ("onboarded", "logins_total", "clients_total", "forms_sent_total", "forms_completed_total",
+                           "journeys_completed_total", "reviews_total", "integrations_total", "upgrades_total",
+                           "adopted_core_features", "days_since_signup")}
+    base["core_features_total"] = 6
+    return pd.DataFrame([{**base, **r} for r in rows])

@@ -13,7 +13,7 @@ from cs_pipeline.health.backtest import backtest, calibrated_churn_risk, roc_auc
 from cs_pipeline.health.milestones import MilestoneError, evaluate_milestones, load_milestones
 from cs_pipeline.health.scorecard import ScorecardError, load_scorecard, shipped_scorecards
 from cs_pipeline.health.scoring import add_history, score_suppliers, seasonal_index
-from tests.helpers import write_onboarding_scorecard
+from tests.helpers import milestone_facts, write_onboarding_scorecard
 
 DAY = date(2025, 6, 1)
 WS168 = load_scorecard("ws168")
@@ -200,17 +200,11 @@ def test_scorecard_errors_name_file_and_field(tmp_path):
     assert set(shipped_scorecards()) == {"ws168", "ws133", "purchase"}
 
 
-def _facts(rows: list[dict]) -> pd.DataFrame:
-    base = {k: 0 for k in ("onboarded", "logins_total", "clients_total", "forms_sent_total", "forms_completed_total",
-                           "journeys_completed_total", "reviews_total", "integrations_total", "upgrades_total",
-                           "adopted_core_features", "days_since_signup")}
-    base["core_features_total"] = 6
-    return pd.DataFrame([{**base, **r} for r in rows])
 
 
 def test_milestones_first_day_prerequisites_and_several_on_one_day():
     milestones = load_milestones()
-    facts = _facts([
+    facts = milestone_facts([
         {"supplier_id": "s1", "as_of_date": date(2025, 6, 1), "onboarded": 1, "logins_total": 1},
         # Form completed counted before any form was sent (a data quirk): not achieved until sent.
         {"supplier_id": "s1", "as_of_date": date(2025, 6, 2), "onboarded": 1, "logins_total": 2,
@@ -232,9 +226,9 @@ def test_milestones_first_day_prerequisites_and_several_on_one_day():
 def test_milestones_are_never_lost_and_only_move_earlier():
     milestones = load_milestones()
     stored = pd.DataFrame({"supplier_id": ["s1"], "milestone_type": ["first_login"], "achieved_at": [date(2025, 6, 5)]})
-    later = _facts([{"supplier_id": "s1", "as_of_date": date(2025, 6, 9), "logins_total": 3}])
+    later = milestone_facts([{"supplier_id": "s1", "as_of_date": date(2025, 6, 9), "logins_total": 3}])
     assert evaluate_milestones(later, milestones, stored).empty  # nothing new, nothing lost
-    backfill = _facts([{"supplier_id": "s1", "as_of_date": date(2025, 6, 2), "logins_total": 1}])
+    backfill = milestone_facts([{"supplier_id": "s1", "as_of_date": date(2025, 6, 2), "logins_total": 1}])
     out = evaluate_milestones(backfill, milestones, stored)
     assert out[["milestone_type", "achieved_at"]].values.tolist() == [["first_login", date(2025, 6, 2)]]
 

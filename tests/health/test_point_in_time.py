@@ -14,6 +14,7 @@ from cs_pipeline.health.milestones import evaluate_milestones, load_milestones, 
 from cs_pipeline.health.scorecard import load_scorecard
 from cs_pipeline.health.scoring import score_suppliers, seasonal_index
 from cs_pipeline.health.seasonal import daily_seasonal_sums, point_in_time_index
+from tests.helpers import milestone_facts
 
 WS168 = load_scorecard("ws168")
 METRICS = ["client_activity_rate"]
@@ -78,12 +79,6 @@ def test_scores_of_a_day_do_not_depend_on_the_window_they_are_computed_in():
         pd.testing.assert_frame_equal(alone, same)
 
 
-def _facts(rows: list[dict]) -> pd.DataFrame:
-    base = {k: 0 for k in ("onboarded", "logins_total", "clients_total", "forms_sent_total", "forms_completed_total",
-                           "journeys_completed_total", "reviews_total", "integrations_total", "upgrades_total",
-                           "adopted_core_features", "days_since_signup")}
-    base["core_features_total"] = 6
-    return pd.DataFrame([{**base, **r} for r in rows])
 
 
 STORED = ["supplier_id", "milestone_type", "category", "achieved_at", "celebrated", "retracted_at"]
@@ -119,7 +114,7 @@ def _world(rng: random.Random, days: int) -> dict[date, pd.DataFrame]:
                 totals[k] += rng.random() < 0.3
             day = START + timedelta(days=i)
             row = {"supplier_id": f"s{s}", "as_of_date": day, "onboarded": int(i > 1), **totals}
-            out[day] = pd.concat([out.get(day, pd.DataFrame()), _facts([row])], ignore_index=True)
+            out[day] = pd.concat([out.get(day, pd.DataFrame()), milestone_facts([row])], ignore_index=True)
     return out
 
 
@@ -174,14 +169,14 @@ def test_a_milestone_the_corrected_data_no_longer_supports_is_removed_or_retract
     day = date(2025, 6, 3)
     stored = pd.DataFrame({"supplier_id": ["s1", "s2"], "milestone_type": ["first_login", "first_login"],
                            "achieved_at": [day, day], "celebrated": [False, True], "retracted_at": [None, None]})
-    corrected = _facts([{"supplier_id": s, "as_of_date": day, "logins_total": 0} for s in ("s1", "s2")])
+    corrected = milestone_facts([{"supplier_id": s, "as_of_date": day, "logins_total": 0} for s in ("s1", "s2")])
     changes = reconcile_milestones(corrected, milestones, stored, day)
     assert changes.deletes.values.tolist() == [["s1", "first_login"]]
     assert changes.retractions.values.tolist() == [["s2", "first_login"]]
     assert changes.upserts.empty
     # Supported again later: the retracted row is reinstated (retracted_at cleared) on its new day.
     retracted = stored.iloc[[1]].assign(retracted_at=pd.Timestamp("2025-06-03T10:00Z"))
-    later = _facts([{"supplier_id": "s2", "as_of_date": day + timedelta(days=2), "logins_total": 1}])
+    later = milestone_facts([{"supplier_id": "s2", "as_of_date": day + timedelta(days=2), "logins_total": 1}])
     back = reconcile_milestones(later, milestones, retracted, day + timedelta(days=2))
     assert back.upserts[["supplier_id", "milestone_type", "achieved_at"]].values.tolist() == \
         [["s2", "first_login", day + timedelta(days=2)]]
@@ -221,12 +216,12 @@ def test_success_milestones_asset_follows_late_and_corrected_days(settings, ware
     with warehouse.connect() as conn:
         reset_warehouse(conn)
         conn.execute("CREATE SCHEMA IF NOT EXISTS marts")
-        columns = ", ".join(f"{c} integer" for c in _facts([{}]).columns)
+        columns = ", ".join(f"{c} integer" for c in milestone_facts([{}]).columns)
         conn.execute(f"CREATE TABLE marts.fct_supplier_milestone_facts (supplier_id text, as_of_date date, {columns})")
         conn.commit()
 
     def facts(day: date, rows: dict[str, dict]) -> None:
-        frame = _facts([{"supplier_id": s, **r} for s, r in rows.items()])
+        frame = milestone_facts([{"supplier_id": s, **r} for s, r in rows.items()])
         with warehouse.connect() as conn:
             conn.execute("DELETE FROM marts.fct_supplier_milestone_facts WHERE as_of_date = %s", (day,))
             for record in frame.to_dict("records"):
