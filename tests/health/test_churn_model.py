@@ -9,11 +9,12 @@ from datetime import date, datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 from cs_pipeline.health.churn_features import build_features
-from cs_pipeline.health.churn_model import ChurnModelError
+from cs_pipeline.health.churn_model import ChurnModelError, _choose_logistic, fit_calibrated, rolling_folds
 from cs_pipeline.health.drivers import churn_reasons
-from cs_pipeline.health.churn_train import train
+from cs_pipeline.health.churn_train import train, validate
 from cs_pipeline.health.scorecard import load_scorecard
 from cs_pipeline.health.scoring import score_suppliers
 from tests.health.test_validity import account
@@ -288,3 +289,27 @@ def test_gradient_boosting_is_chosen_only_when_better_beyond_noise(data):
     scores = result.metrics["candidates"]
     assert 0 < scores["gbm"] - scores["logistic"] < 0.03, scores
     assert result.metrics["algorithm"] == "logistic", scores
+
+
+def test_validation_fits_side_by_side_are_the_fits_run_alone(data):
+    """``validate`` runs the (algorithm, fold) fits on two threads: each fold's predictions are exactly those
+    of the same fit run alone; and the warm-started regularisation path (``_choose_logistic``) ends at the
+    optimum a fit from zero finds, to lbfgs' tolerance."""
+    engagement, fd, labels, _ = data
+    features = build_features(engagement, fd, CATALOGUE)
+    x = features.drop(columns=["supplier_id", "as_of_date"]).to_numpy(dtype=float)
+    y = np.asarray(labels, dtype=bool)
+    row_days = pd.to_datetime(features["as_of_date"]).dt.date.to_numpy()
+    folds = rolling_folds(sorted(set(row_days)), 30)
+    assert len(folds) >= 2
+    together = validate(x, y, row_days, folds, ["logistic", "gbm"])
+    for fold in folds:
+        fit, cal, val = (np.isin(row_days, np.array(p, dtype=object)) for p in (fold.fit, fold.calibrate, fold.validate))
+        for algorithm in ("logistic", "gbm"):
+            alone = fit_calibrated(algorithm, x[fit], y[fit], x[cal], y[cal]).predict_proba(x[val])[:, 1]
+            np.testing.assert_array_equal(together[algorithm][val], alone)
+        chosen = _choose_logistic(x[fit], y[fit], x[cal], y[cal])
+        keep = chosen.named_steps["select"].get_support()
+        z = chosen[:2].transform(x[fit])[:, keep]
+        cold = LogisticRegression(C=chosen.named_steps["model"].C, max_iter=3000).fit(z, y[fit])
+        np.testing.assert_allclose(chosen.named_steps["model"].coef_, cold.coef_, rtol=0.02, atol=0.002)
