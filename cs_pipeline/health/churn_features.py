@@ -112,8 +112,8 @@ def feature_usage(rows: pd.DataFrame, feature_days: pd.DataFrame, features: list
     return out
 
 
-def build_features(engagement: pd.DataFrame, feature_days: pd.DataFrame, features: list[str],
-                   columns: list[str] | None = None) -> pd.DataFrame:
+def build_features(engagement: pd.DataFrame, feature_days: pd.DataFrame | None, features: list[str],
+                   columns: list[str] | None = None, usage: pd.DataFrame | None = None) -> pd.DataFrame:
     """The feature matrix of engagement rows, point in time.
 
     Args:
@@ -123,6 +123,9 @@ def build_features(engagement: pd.DataFrame, feature_days: pd.DataFrame, feature
         features: the catalogue's features (another product: its own event types).
         columns: the engagement columns to use (a trained model's list, so scoring builds the columns it
             was trained on; an absent one is all-missing); ``None``: ``engagement_columns(engagement)``.
+        usage: the per-feature 30-day sums of these rows when already computed (``feature_usage``'s
+            columns, aligned with ``engagement``; e.g. aggregated in PostgreSQL by
+            ``churn_service.read_feature_windows``); then ``feature_days`` is not read.
 
     Returns:
         DataFrame aligned with ``engagement`` (same order, fresh index): ``supplier_id``, ``as_of_date``,
@@ -144,7 +147,8 @@ def build_features(engagement: pd.DataFrame, feature_days: pd.DataFrame, feature
             values = np.sign(values) * np.log1p(np.abs(values))
         data[column] = values
         data[column + MISSING] = np.isnan(values).astype(float)
-    usage = feature_usage(engagement, feature_days, features)
+    if usage is None:
+        usage = feature_usage(engagement, feature_days, features)
     for column in usage.columns:
         data[column] = np.log1p(usage[column].to_numpy(dtype=float))
     out = pd.DataFrame(data)

@@ -15,11 +15,13 @@ import joblib
 import numpy as np
 import pandas as pd
 import psycopg
+from psycopg import sql
 
-from cs_pipeline.core.db import ddl_transaction, now_utc, read_frame, relation_exists
+from cs_pipeline.core.db import ddl_transaction, now_utc, read_frame, read_frame_bulk, relation_exists
 from cs_pipeline.core.settings import Settings
 from cs_pipeline.health.backtest import label_churn
 from cs_pipeline.health.churn_features import (
+    FEATURE_WINDOW_DAYS,
     build_features,
     engagement_columns,
     weekly_days,
@@ -161,6 +163,72 @@ def features_for(conn: psycopg.Connection, engagement: pd.DataFrame, columns: li
     return build_features(engagement, feature_days, catalogue, columns)
 
 
+FEATURE_DAYS = "intermediate.int_supplier_feature_days"
+WINDOW_DAYS_PER_QUERY = 32
+"""As-of days aggregated by one query of ``read_feature_windows`` (two filtered aggregates each)."""
+
+
+def read_feature_windows(conn: psycopg.Connection, rows: pd.DataFrame, features: list[str],
+                         table: str = FEATURE_DAYS, window_days: int = FEATURE_WINDOW_DAYS) -> pd.DataFrame:
+    """``churn_features.feature_usage`` of ``rows`` computed in PostgreSQL: per row and catalogue feature the
+    sum of the non-null ``uses`` and the number of feature-day rows with a ``uses`` in the ``window_days``
+    days up to and including the row's as-of day, from ``table`` (``supplier_id, feature, activity_date,
+    uses``: intermediate.int_supplier_feature_days).
+
+    Args:
+        rows: ``supplier_id``, ``as_of_date`` (UTC days: date or midnight timestamps), any order, repeats allowed.
+        features: the catalogue's features (a feature without feature days gets zeros).
+
+    Returns:
+        DataFrame aligned with ``rows`` (fresh index), float columns ``feat__<feature>__uses_30d`` and
+        ``feat__<feature>__active_days_30d``, the same values as ``feature_usage`` on the table's rows.
+
+    One grouped scan per ``WINDOW_DAYS_PER_QUERY`` distinct as-of days (BRIN on ``activity_date``), one
+    filtered sum and count per as-of day: a daily run (the day and
+    the day 7 days before, ``churn_probability_7d_ago``) returns one row per supplier and feature instead of
+    every feature day of the 37 days (752,000 rows at 10,000 suppliers: about 1 s of CPU to read into pandas)."""
+    columns = [f"feat__{f}__{kind}" for f in features for kind in ("uses_30d", "active_days_30d")]
+    out = np.zeros((len(rows), len(columns)))
+    if len(rows) and features and relation_exists(conn, table):
+        codes, suppliers = pd.factorize(rows["supplier_id"].astype(str))
+        row_days = pd.to_datetime(rows["as_of_date"]).dt.date.to_numpy()
+        distinct = sorted(set(row_days))
+        for start in range(0, len(distinct), WINDOW_DAYS_PER_QUERY):
+            chunk = distinct[start:start + WINDOW_DAYS_PER_QUERY]
+            low, high = chunk[0] - timedelta(days=window_days), chunk[-1]
+            aggregates, params = [], []
+            for day in chunk:
+                # (day - window_days, day], without the comparisons the WHERE clause already makes
+                bounds = [(sql.SQL("activity_date > %s"), day - timedelta(days=window_days))] * (day != chunk[0]) \
+                    + [(sql.SQL("activity_date <= %s"), day)] * (day != high)
+                inside = sql.SQL(" FILTER (WHERE {})").format(sql.SQL(" AND ").join(b for b, _ in bounds)) \
+                    if bounds else sql.SQL("")
+                # sums as PostgreSQL gives them (integer uses: whole numbers, read exactly)
+                aggregates.append(sql.SQL("sum(uses){inside}, count(uses){inside}").format(inside=inside))
+                params += [v for _, v in bounds] * 2
+            # ids and features prefixed with "_": read as text by read_csv even when they look like numbers
+            query = sql.SQL("SELECT '_' || supplier_id::text, '_' || feature::text, {} FROM {} "
+                            "WHERE activity_date > %s AND activity_date <= %s GROUP BY 1, 2").format(
+                sql.SQL(", ").join(aggregates), sql.Identifier(*table.split(".")))
+            # Every supplier and feature of those days: fewer comparisons in PostgreSQL than a filter on the
+            # scored suppliers and the catalogue; the others are dropped here.
+            found = read_frame_bulk(conn, query, [*params, low, high])
+            if found.empty:
+                continue
+            known = found.iloc[:, 0].notna() & found.iloc[:, 1].notna()  # a null id or feature matches no row
+            who = suppliers.get_indexer(found.iloc[:, 0].astype(str).str[1:])
+            what = pd.Index(features).get_indexer(found.iloc[:, 1].astype(str).str[1:])
+            keep = known.to_numpy() & (who >= 0) & (what >= 0)
+            sums = np.nan_to_num(found.iloc[:, 2:].to_numpy(dtype=float)).reshape(len(found), len(chunk), 2)
+            # suppliers x features x as-of days x (uses, active days)
+            grid = np.zeros((len(suppliers), len(features), len(chunk), 2))
+            grid[who[keep], what[keep]] = sums[keep]
+            at = pd.Index(chunk).get_indexer(row_days)
+            mine = at >= 0
+            out[mine] = grid[codes[mine], :, at[mine]].reshape(int(mine.sum()), -1)
+    return pd.DataFrame(out, columns=columns)
+
+
 @dataclass
 class Trained:
     """A stored training: the result, the file written and the scorecard compared."""
@@ -280,8 +348,9 @@ def score_churn(conn: psycopg.Connection, model: ChurnModel | None, engagement: 
                              "churn_reasons": [""] * n, "churn_probability_7d_ago": np.full(n, np.nan)})
     engagement = engagement.reset_index(drop=True)
     earlier = week_ago.reset_index(drop=True) if week_ago is not None else engagement.iloc[:0]
-    features = features_for(conn, pd.concat([engagement, earlier], ignore_index=True), model.columns,
-                            model.catalogue)
+    both = pd.concat([engagement, earlier], ignore_index=True)
+    features = build_features(both, None, model.catalogue, model.columns,
+                              usage=read_feature_windows(conn, both, model.catalogue))
     probability = np.round(model.predict(features), 4)
     now = features.iloc[:n].reset_index(drop=True)
     before = pd.Series(probability[n:], index=pd.MultiIndex.from_arrays([

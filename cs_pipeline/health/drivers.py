@@ -287,6 +287,61 @@ def _tree_sides(model: ChurnModel, x: np.ndarray, medians: np.ndarray) -> np.nda
     return side
 
 
+class _Trees:
+    """A churn model's gradient boosting (median imputation + one tree per iteration, numeric splits) evaluated
+    tree by tree with scikit-learn's own tree predictors, so that setting a quantity to its median re-evaluates
+    only the trees that split on one of its inputs: the other trees' outputs are kept, and the raw score is
+    summed in the estimator's order (baseline, then tree by tree), so the probability is the one
+    ``predict_proba`` gives, to the bit."""
+
+    def __init__(self, model: ChurnModel, imputed: np.ndarray, imputed_medians: np.ndarray, steps) -> None:
+        self.trees = [iteration[0] for iteration in steps["model"]._predictors]
+        self.baseline = float(np.asarray(steps["model"]._baseline_prediction).ravel()[0])
+        self.bitsets, self.f_idx_map = steps["model"]._bin_mapper.make_known_categories_bitsets()
+        self.calibrated = model.estimator.calibrated_classifiers_
+        self.x, self.medians = imputed, imputed_medians
+        self.uses = [set(t.nodes["feature_idx"][t.nodes["is_leaf"] == 0].tolist()) for t in self.trees]
+        self.outputs = np.column_stack([np.full(len(imputed), self.baseline)] + [self._tree(t, imputed)
+                                                                                   for t in range(len(self.trees))])
+        self.running = np.cumsum(self.outputs, axis=1)  # baseline + tree 1 + tree 2 ..., in that order
+
+    @classmethod
+    def of(cls, model: ChurnModel, x: np.ndarray, medians: np.ndarray) -> _Trees | None:
+        """None when the estimator is not that (then ``predict_proba`` is called as it is)."""
+        pipeline = getattr(getattr(model.estimator, "estimator", None), "estimator", None)
+        steps = getattr(pipeline, "named_steps", {})
+        trees = getattr(steps.get("model"), "_predictors", None)
+        if list(steps) != ["impute", "model"] or trees is None or any(len(i) != 1 for i in trees) \
+                or any(t.nodes["is_categorical"].any() for i in trees for t in i) \
+                or any(getattr(c, "method", "sigmoid") not in ("sigmoid", "isotonic")
+                       for c in model.estimator.calibrated_classifiers_):
+            return None
+        imputer = steps["impute"]
+        return cls(model, np.ascontiguousarray(imputer.transform(x), dtype=np.float64),
+                   imputer.transform(medians.reshape(1, -1).astype(float))[0], steps)
+
+    def _tree(self, t: int, x: np.ndarray) -> np.ndarray:
+        return self.trees[t].predict(x, self.bitsets, self.f_idx_map, 1)
+
+    def probability(self, rows: np.ndarray | None = None, inputs: list[int] | None = None) -> np.ndarray:
+        """The calibrated probability of ``rows`` (a mask; None: all) with ``inputs`` set to their medians."""
+        if inputs is None:
+            raw = self.running[:, -1] if rows is None else self.running[rows, -1]
+        else:
+            affected = [t + 1 for t, used in enumerate(self.uses) if used.intersection(inputs)]
+            if not affected:
+                return self.probability(rows)
+            changed = self.x[rows]
+            changed[:, inputs] = self.medians[inputs]
+            # the running sum up to the first affected tree is unchanged; from there on, the same order
+            outputs = self.outputs[rows][:, affected[0]:]
+            for column in affected:
+                outputs[:, column - affected[0]] = self._tree(column - 1, changed)
+            outputs[:, 0] += self.running[rows, affected[0] - 1]
+            raw = np.cumsum(outputs, axis=1)[:, -1]
+        return np.mean([c.calibrators[0].predict(raw) for c in self.calibrated], axis=0)
+
+
 def _reason_deltas(model: ChurnModel, features: pd.DataFrame, top: int):
     """(input matrix, deltas rows x candidates (-inf: not tried), candidates, input positions per group):
     the change of the calibrated probability when a quantity is set to its training median
@@ -299,7 +354,8 @@ def _reason_deltas(model: ChurnModel, features: pd.DataFrame, top: int):
     medians = np.array([model.medians.get(name, 0.0) for name in model.inputs])
     names = list(groups) if model.algorithm == "logistic" else [g for g in model.candidates if g in groups]
     if model.algorithm != "logistic":
-        base = model.estimator.predict_proba(x)[:, 1]
+        trees = _Trees.of(model, x, medians)
+        base = model.estimator.predict_proba(x)[:, 1] if trees is None else trees.probability()
         deltas = np.full((n, len(names)), -np.inf)
         side = _tree_sides(model, x, medians)
         for k, name in enumerate(names):
@@ -308,24 +364,31 @@ def _reason_deltas(model: ChurnModel, features: pd.DataFrame, top: int):
             # the whole probability), and the quantity is on another side of some split of the trees than
             # its median (else every tree takes the same path and the probability does not change).
             tried = (base >= 0.005) & side[:, idx].any(axis=1)
-            if tried.any():
+            if tried.any() and trees is not None:
+                deltas[tried, k] = base[tried] - trees.probability(tried, idx)
+            elif tried.any():
                 changed = x[tried]
                 changed[:, idx] = medians[idx]
                 deltas[tried, k] = base[tried] - model.estimator.predict_proba(changed)[:, 1]
         return x, deltas, names, groups
-    base = model.estimator.predict_proba(x)[:, 1]
     pipeline = model.estimator.estimator.estimator if hasattr(model.estimator, "estimator") else None
     coef = np.array([model.coefficients.get(name, 0.0) for name in model.inputs])
     scaler = pipeline.named_steps["scale"]
     z = scaler.transform(pipeline.named_steps["impute"].transform(x))
     z_med = scaler.transform(medians.reshape(1, -1))
-    parts = np.column_stack([(coef[idx] * (z[:, idx] - z_med[:, idx])).sum(axis=1) for idx in groups.values()])
+    # One pass over the inputs: the pipeline's decision function is its last two steps on z, and the
+    # calibrated probability is the mean of the calibrators on it (what predict_proba computes, in that order).
+    calibrated = model.estimator.calibrated_classifiers_
+    logit = pipeline.named_steps["model"].decision_function(pipeline.named_steps["select"].transform(z))
+    base = np.mean([c.calibrators[0].predict(logit) for c in calibrated], axis=0)
+    # Per quantity the sum of its inputs' contributions (a column and its missing indicator, in input order).
+    positions = list(groups.values())
+    starts = np.cumsum([0] + [len(idx) for idx in positions[:-1]])
+    parts = np.add.reduceat((coef * (z - z_med))[:, np.concatenate(positions)], starts, axis=1)
     order = np.argsort(-parts, axis=1)[:, : min(top + 2, len(names))]
     candidates = sorted({names[j] for j in np.unique(order)})
     member = np.zeros((n, len(names)), dtype=bool)
     member[np.arange(n)[:, None], order] = True
-    calibrated = model.estimator.calibrated_classifiers_
-    logit = calibrated[0].estimator.decision_function(x)
     deltas = np.full((n, len(candidates)), -np.inf)
     for k, name in enumerate(candidates):
         j = names.index(name)

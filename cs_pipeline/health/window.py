@@ -60,14 +60,13 @@ def score_window(conn: psycopg.Connection, scorecard: Scorecard, first: date, la
     chosen = models_by_day(read_churn_models(conn), days, settings.churn_model) if settings is not None else {}
     by_row = row_days.map(chosen).to_numpy(dtype=object) if chosen else np.full(n, None, dtype=object)
     versions = sorted({v for v in chosen.values() if v is not None})
-    # The week before the window, read only when a model scores (the rows the rise_7d comparison needs).
-    with_week_ago = pd.concat([read_engagement(conn, first - timedelta(days=WEEK), first - timedelta(days=1)),
-                               engagement], ignore_index=True) if versions else engagement
-    for model_version in versions:
+    models = {v: load_model(settings, v) for v in versions}
+    # The rows the rise_7d comparison needs, read only when a model scores.
+    with_week_ago = with_week_before(conn, engagement, first, last, list(models.values())) if models else engagement
+    for model_version, model in models.items():
         rows = by_row == model_version
         scored = engagement.loc[rows].reset_index(drop=True)
-        churn = score_churn(conn, load_model(settings, model_version), scored,
-                            week_ago=rows_week_ago(with_week_ago, scored))
+        churn = score_churn(conn, model, scored, week_ago=rows_week_ago(with_week_ago, scored))
         probability_7d_ago[rows] = churn["churn_probability_7d_ago"].to_numpy(dtype=float)
         probability[rows] = churn["churn_probability"].to_numpy(dtype=float)
         version[rows] = churn["churn_model_version"].to_numpy(dtype=object)
@@ -83,6 +82,17 @@ def score_window(conn: psycopg.Connection, scorecard: Scorecard, first: date, la
 
 WEEK = 7
 """Days back of ``churn_probability_7d_ago`` (the playbook's ``rise_7d``)."""
+
+
+def with_week_before(conn: psycopg.Connection, engagement: pd.DataFrame, first: date, last: date,
+                     models: list) -> pd.DataFrame:
+    """``engagement`` (the rows of [first, last]) after the engagement rows of the days before ``first`` that are
+    ``WEEK`` days before a day of the window (a daily run: one day, not the week before it), with only the
+    columns the ``models`` read (``supplier_id``, ``as_of_date`` and their ``columns``; the others NaN)."""
+    needed = {"supplier_id", "as_of_date"}.union(*(m.columns for m in models))
+    before = min(first - timedelta(days=1), last - timedelta(days=WEEK))
+    earlier = read_engagement(conn, first - timedelta(days=WEEK), before, [c for c in engagement.columns if c in needed])
+    return pd.concat([earlier, engagement], ignore_index=True)
 
 
 def rows_week_ago(engagement: pd.DataFrame, scored: pd.DataFrame) -> pd.DataFrame:

@@ -144,3 +144,25 @@ def reference_explain(model, features: pd.DataFrame, top: int = 3) -> list[str]:
         current = out[going]
         out[going] = np.where(current == "", text, current + "; " + text)
     return out.tolist()
+
+
+def test_tree_by_tree_probability_is_predict_proba_to_the_bit(data):
+    """The gradient boosting's reasons re-evaluate only the trees that split on a quantity
+    (``drivers._Trees``): its probabilities, before and after setting a quantity to its median, are exactly
+    ``predict_proba``'s (not merely close: a reason's rounding must not move)."""
+    from cs_pipeline.health.drivers import _Trees
+
+    result, features = fit(data, algorithm="gbm")
+    model = result.model
+    x = model.matrix(features)
+    medians = np.array([model.medians.get(name, 0.0) for name in model.inputs])
+    with one_thread():
+        trees = _Trees.of(model, x, medians)
+        assert trees is not None
+        np.testing.assert_array_equal(trees.probability(), model.estimator.predict_proba(x)[:, 1])
+        rows = np.arange(len(x)) % 3 == 0
+        for name in model.candidates[:3]:
+            idx = _groups(model.inputs)[name]
+            changed = x[rows]
+            changed[:, idx] = medians[idx]
+            np.testing.assert_array_equal(trees.probability(rows, idx), model.estimator.predict_proba(changed)[:, 1])

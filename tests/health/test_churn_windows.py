@@ -1,0 +1,56 @@
+"""churn_service.read_feature_windows: the 30-day per-feature windows aggregated in PostgreSQL equal
+churn_features.feature_usage over the same feature days read into pandas (the path scoring used before),
+exactly, on random feature days (gaps, repeated days, null uses, features outside the catalogue, suppliers
+without feature days, as-of days before any activity and repeated rows), also when the as-of days span
+several queries; and the feature matrix built from them is the one built the previous way."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cs_pipeline.health import churn_service
+from cs_pipeline.health.churn_features import build_features, feature_usage
+from cs_pipeline.health.churn_service import read_feature_windows
+
+from tests.health.test_churn_features import FEATURES, random_inputs
+
+TABLE = "churn_windows_test.feature_days"
+
+
+def _store(conn, fd: pd.DataFrame) -> None:
+    conn.execute("DROP SCHEMA IF EXISTS churn_windows_test CASCADE")
+    conn.execute("CREATE SCHEMA churn_windows_test")
+    conn.execute(f"CREATE TABLE {TABLE} (supplier_id text, feature text, activity_date date, uses double precision)")
+    with conn.cursor().copy(f"COPY {TABLE} (supplier_id, feature, activity_date, uses) FROM STDIN") as copy:
+        for row in fd.itertuples(index=False):
+            copy.write_row([row.supplier_id, row.feature, row.activity_date, None if np.isnan(row.uses) else row.uses])
+
+
+@pytest.mark.parametrize("seed, per_query", [(1, 32), (2, 7), (3, 1)])
+def test_windows_in_postgres_equal_the_pandas_windows(conn, monkeypatch, seed, per_query):
+    rows, fd = random_inputs(seed)
+    numeric_looking = {"s1": "001", "s2": "2", "s3": "1e3"}  # ids that read_csv would parse as numbers
+    rows["supplier_id"], fd["supplier_id"] = rows["supplier_id"].replace(numeric_looking), \
+        fd["supplier_id"].replace(numeric_looking)
+    rows = pd.concat([rows, rows.iloc[:20]], ignore_index=True)  # repeated rows
+    _store(conn, fd)
+    monkeypatch.setattr(churn_service, "WINDOW_DAYS_PER_QUERY", per_query)
+    got = read_feature_windows(conn, rows, FEATURES, table=TABLE)
+    expected = feature_usage(rows, fd, FEATURES)
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    assert got["feat__forms__uses_30d"].gt(0).any() and got["feat__forms__uses_30d"].eq(0).any()
+    assert got.loc[rows["supplier_id"].eq("001").to_numpy()].to_numpy().sum() > 0
+    assert (got["feat__never_used__active_days_30d"] == 0).all()
+    engagement = rows.assign(events_30d=np.arange(len(rows), dtype=np.int64))
+    pd.testing.assert_frame_equal(build_features(engagement, None, FEATURES, usage=got),
+                                  build_features(engagement, fd, FEATURES), check_exact=True)
+    conn.rollback()
+
+
+def test_windows_without_the_table_or_rows_are_zeros(conn):
+    rows, _ = random_inputs(5)
+    got = read_feature_windows(conn, rows, FEATURES, table="churn_windows_test.absent")
+    assert got.shape == (len(rows), 2 * len(FEATURES)) and (got.to_numpy() == 0).all()
+    assert read_feature_windows(conn, rows.iloc[:0], FEATURES, table=TABLE).shape == (0, 2 * len(FEATURES))
