@@ -12,14 +12,12 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from cs_pipeline.feeds.imports.read import quote
+from cs_pipeline.feeds.imports.read import DAY_SUFFIX, OTHER_DAY_FORMATS, parse_days, quote  # noqa: F401
 from cs_pipeline.feeds.imports.spec import ColumnMap, MappingError, Part, StatusRule
 from cs_pipeline.ingest.sources import sources
 
 #: A value_map result meaning "no mapping and no default": the record is reported and dropped.
 UNMAPPED = "\x01unmapped"
-#: Where ``parse_days`` does not see ``YYYYMMDD`` or ISO 8601, these formats are tried in turn.
-OTHER_DAY_FORMATS = ["%m/%d/%Y", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%Y/%m/%d", "%d.%m.%Y", "%d %b %Y", "%b %d %Y"]
 
 
 @dataclass
@@ -51,15 +49,6 @@ def row_id_sql() -> str:
     return "lower(lpad(to_hex(_h), 16, '0')) || '-' || CAST(_occ AS VARCHAR)"
 
 
-def parse_days(column: str) -> str:
-    """SQL for the UTC day (DATE, NULL where unparseable) of a text column: ``YYYYMMDD``, ISO 8601 dates and
-    timestamps (offsets converted to UTC), else ``OTHER_DAY_FORMATS``."""
-    c = quote(column)
-    formats = "[" + ", ".join("'" + f + "'" for f in OTHER_DAY_FORMATS) + "]"
-    return (f"(CASE WHEN regexp_full_match({c}, '[0-9]{{8}}') THEN CAST(try_strptime({c}, '%Y%m%d') AS DATE) "
-            f"ELSE coalesce(CAST(try_cast({c} AS TIMESTAMPTZ) AS DATE), CAST(try_strptime({c}, {formats}) AS DATE)) END)")
-
-
 @dataclass
 class PartSql:
     """The SQL of one part: ``ctes`` (name, query) ending in ``final`` (landing columns and helpers
@@ -78,10 +67,11 @@ class PartSql:
 
 
 def part_sql(part: Part, target: str, where: str, columns: dict[str, list[str]],
-             days: tuple[date | None, date | None] | None, row_ids: bool) -> PartSql:
+             days: tuple[date | None, date | None] | None, row_ids: bool, parsed: tuple[str, ...] = ()) -> PartSql:
     """Build the SQL of ``part`` for landing source ``target``. ``columns`` holds each loaded table's own
     columns; with ``days`` (first, last, either None for open) rows whose ``day_from`` is outside them or
-    unparseable are dropped (and counted); ``row_ids``: the part's table carries ``_h`` and ``_occ`` for ``row_id``.
+    unparseable are dropped (and counted); ``row_ids``: the part's table carries ``_h`` and ``_occ`` for ``row_id``;
+    ``parsed``: columns of the part's table loaded with their day (``<column>#day``, ``read.load_table``).
 
     Raises:
         MappingError: a mapped, joined, filtered, ``json_of`` or ``group_by`` column is absent from the data.
@@ -92,6 +82,12 @@ def part_sql(part: Part, target: str, where: str, columns: dict[str, list[str]],
     value_checks: list[tuple[str, str, str]] = []
     have = list(columns[part.from_])
     select = [f"b.{quote(c)}" for c in have] + ["b._rn"] + (["b._h", "b._occ"] if row_ids else [])
+    parsed = tuple(c for c in parsed if c in have)
+    select += [f"b.{quote(c + DAY_SUFFIX)}" for c in parsed]
+
+    def day_of(column: str) -> str:
+        return quote(column + DAY_SUFFIX) if column in parsed else parse_days(column)
+
     joins = []
     for i, join in enumerate(part.joins):
         other = columns[join.table]
@@ -125,7 +121,7 @@ def part_sql(part: Part, target: str, where: str, columns: dict[str, list[str]],
     for column in [part.day_from, part.present_from]:
         if column:
             _need(column, have, where)
-    day = parse_days(part.day_from) if part.day_from else "CAST(NULL AS DATE)"
+    day = day_of(part.day_from) if part.day_from else "CAST(NULL AS DATE)"
     ctes.append(("dayed", f"SELECT *, {day} AS _day FROM joined" + (f" WHERE {' AND '.join(conditions)}" if conditions else "")))
     keep = "TRUE"
     if days is not None and part.day_from:
@@ -144,7 +140,7 @@ def part_sql(part: Part, target: str, where: str, columns: dict[str, list[str]],
         exprs.append(f"{_column(spec, have, p, where, col, value_checks) if spec else 'CAST(NULL AS VARCHAR)'} AS {quote(col)}")
         if spec is not None and spec.value_map is not None and spec.default is None:
             unmapped_flags.append(f"{quote(col)} = {p(UNMAPPED)}")
-    helpers = ["_day", f"{parse_days(part.present_from) if part.present_from else 'CAST(NULL AS DATE)'} AS _present_from", "_rn"]
+    helpers = ["_day", f"{day_of(part.present_from) if part.present_from else 'CAST(NULL AS DATE)'} AS _present_from", "_rn"]
     if part.status is not None:
         _need(part.status.key, have, where)
         helpers.append(f"{quote(part.status.key)} AS _key")

@@ -51,8 +51,11 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
         work = Path(tmp)
         with_ids = {p.from_ for parts in mapping.sources.values() for p in parts
                     if any(c.row_id for c in p.columns.values())}
-        columns = {name: load_table(con, f"t_{name}", mapping.tables[name], source_dir, row_ids=name in with_ids)
-                   for name in sorted(used)}
+        day_columns = {name: tuple(sorted({c for parts in mapping.sources.values() for p in parts if p.from_ == name
+                                           for c in (p.day_from, p.present_from) if c})) for name in used}
+        columns = {name: load_table(con, f"t_{name}", mapping.tables[name], source_dir, row_ids=name in with_ids,
+                                    day_columns=day_columns[name]) for name in sorted(used)}
+        parsed = {name: tuple(c for c in day_columns[name] if c in columns[name]) for name in used}
         # 1. Event sources: every part (and its logins) in one COPY sorted by day.
         written: dict[str, list[_DayRuns]] = {}
         for target in SOURCE_NAMES:
@@ -60,7 +63,7 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
                 continue
             queries = []
             for i, part in enumerate(mapping.sources[target]):
-                sql = _part(part, target, f"sources.{target}.{i}", columns, (mapping.start, mapping.end))
+                sql = _part(part, target, f"sources.{target}.{i}", columns, (mapping.start, mapping.end), parsed)
                 _count(con, sql, report)
                 landing = ", ".join(quote(c) for c in sources()[target].column_names)
                 queries.append((sql.query(f"SELECT {landing}, _day, _rn FROM {sql.final}"), sql.params))
@@ -84,7 +87,7 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
             queries, static[target] = [], []
             landing = list(sources()[target].column_names)
             for i, part in enumerate(mapping.sources.get(target, [])):
-                sql = _part(part, target, f"sources.{target}.{i}", columns, None)
+                sql = _part(part, target, f"sources.{target}.{i}", columns, None, parsed)
                 _count(con, sql, report)
                 if part.status is not None:
                     queries.append((sql.query(status_sql(sql.final, part.status, landing, first, last, sql.params)),
@@ -115,8 +118,9 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
 
 
 def _part(part: Part, target: str, where: str, columns: dict[str, list[str]],
-          days: tuple[date | None, date | None] | None) -> PartSql:
-    return part_sql(part, target, where, columns, days, row_ids=any(c.row_id for c in part.columns.values()))
+          days: tuple[date | None, date | None] | None, parsed: dict[str, tuple[str, ...]]) -> PartSql:
+    return part_sql(part, target, where, columns, days, row_ids=any(c.row_id for c in part.columns.values()),
+                    parsed=parsed.get(part.from_, ()))
 
 
 def _count(con: duckdb.DuckDBPyConnection, sql: PartSql, report: ImportReport) -> None:
