@@ -67,11 +67,14 @@ class PartSql:
 
 
 def part_sql(part: Part, target: str, where: str, columns: dict[str, list[str]],
-             days: tuple[date | None, date | None] | None, row_ids: bool, parsed: tuple[str, ...] = ()) -> PartSql:
+             days: tuple[date | None, date | None] | None, row_ids: bool, parsed: tuple[str, ...] = (),
+             distinct: dict[str, str] | None = None) -> PartSql:
     """Build the SQL of ``part`` for landing source ``target``. ``columns`` holds each loaded table's own
     columns; with ``days`` (first, last, either None for open) rows whose ``day_from`` is outside them or
     unparseable are dropped (and counted); ``row_ids``: the part's table carries ``_h`` and ``_occ`` for ``row_id``;
-    ``parsed``: columns of the part's table loaded with their day (``<column>#day``, ``read.load_table``).
+    ``parsed``: columns of the part's table loaded with their day (``<column>#day``, ``read.load_table``);
+    ``distinct``: columns of the part's table with few values -> a table of those values (column ``#v``): a
+    timestamp ``format`` of such a column is computed once per value and joined.
 
     Raises:
         MappingError: a mapped, joined, filtered, ``json_of`` or ``group_by`` column is absent from the data.
@@ -134,10 +137,10 @@ def part_sql(part: Part, target: str, where: str, columns: dict[str, list[str]],
         keep = inside
     ctes.append(("kept", f"SELECT * FROM dayed WHERE {keep}"))
     landing = list(sources()[target].column_names)
-    exprs, unmapped_flags = [], []
+    exprs, unmapped_flags, lookups = [], [], []
     for col in landing:
         spec = part.columns.get(col)
-        exprs.append(f"{_column(spec, have, p, where, col, value_checks) if spec else 'CAST(NULL AS VARCHAR)'} AS {quote(col)}")
+        exprs.append(f"{_column(spec, have, p, where, col, value_checks, distinct or {}, lookups) if spec else 'CAST(NULL AS VARCHAR)'} AS {quote(col)}")
         if spec is not None and spec.value_map is not None and spec.default is None:
             unmapped_flags.append(f"{quote(col)} = {p(UNMAPPED)}")
     helpers = ["_day", f"{day_of(part.present_from) if part.present_from else 'CAST(NULL AS DATE)'} AS _present_from", "_rn"]
@@ -152,7 +155,7 @@ def part_sql(part: Part, target: str, where: str, columns: dict[str, list[str]],
         if column not in have:
             raise MappingError(f"{where}: group_by column {column!r} not in the data")
         helpers.append(f"{quote(column)} AS _g{i}")
-    ctes.append(("mapped", f"SELECT {', '.join(exprs + helpers)} FROM kept"))
+    ctes.append(("mapped", f"SELECT {', '.join(exprs + helpers)} FROM kept {' '.join(lookups)}"))
     unmapped = " OR ".join(unmapped_flags) or "FALSE"
     checks.append((f"{where}: unmapped values", "mapped", f"coalesce({unmapped}, FALSE)"))
     ctes.append(("rows", f"SELECT * FROM mapped WHERE NOT coalesce({unmapped}, FALSE)"))
@@ -169,7 +172,7 @@ def _need(column: str, have: list[str], where: str) -> None:
 
 
 def _column(spec: ColumnMap, have: list[str], p: Params, where: str, target: str,
-            value_checks: list[tuple[str, str, str]]) -> str:
+            value_checks: list[tuple[str, str, str]], distinct: dict[str, str], lookups: list[str]) -> str:
     if spec.row_id:
         return row_id_sql()
     if spec.json_of is not None:
@@ -192,9 +195,15 @@ def _column(spec: ColumnMap, have: list[str], p: Params, where: str, target: str
             value_checks.append((f"{where}.{target}", f"{value}", f"(CASE value {cases} ELSE {otherwise} END) = {otherwise}"))
         value = f"(CASE WHEN {value} IS NULL THEN NULL {cases.replace('WHEN ', f'WHEN {value} = ')} ELSE {otherwise} END)"
     if spec.format is not None:
-        parsed = f"try_strptime({value}, {p(spec.format)})"
         value_checks.append((f"{where}.{target}:format", value, f"try_strptime(value, {p(spec.format)}) IS NULL"))
-        value = f"strftime(CAST({parsed} AS TIMESTAMP) + {p(spec.time, 'INTERVAL')}, '%Y-%m-%dT%H:%M:%SZ')"
+        stamp = "strftime(CAST(try_strptime({}, {}) AS TIMESTAMP) + {}, '%Y-%m-%dT%H:%M:%SZ')"
+        if spec.value_map is None and spec.column in distinct:  # once per value, joined on the value
+            alias, v = quote(f"#lookup{len(lookups)}"), quote("#v")
+            once = stamp.format(v, p(spec.format), p(spec.time, "INTERVAL"))
+            lookups.append(f"LEFT JOIN (SELECT {v}, {once} AS {quote('#f')} FROM {distinct[spec.column]}) {alias} "
+                           f"ON kept.{value} = {alias}.{v}")
+            return f"{alias}.{quote('#f')}"
+        value = stamp.format(value, p(spec.format), p(spec.time, 'INTERVAL'))
     return value
 
 

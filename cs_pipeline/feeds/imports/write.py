@@ -25,6 +25,12 @@ from cs_pipeline.feeds.imports.transform import PartSql, Params, logins_sql, par
 from cs_pipeline.ingest.sources import SOURCE_NAMES, sources
 
 
+#: A formatted column with at most this share of distinct values, or at most ``DISTINCT_MIN``, is formatted
+#: once per value and joined (``_distinct_values``); more, and it is formatted row by row.
+DISTINCT_SHARE = 0.05
+DISTINCT_MIN = 1000
+
+
 def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_rows: int = CHUNK_ROWS) -> ImportReport:
     """Write the landing files of ``mapping`` for every day in [start, end] into ``out_dir``.
 
@@ -56,6 +62,7 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
         columns = {name: load_table(con, f"t_{name}", mapping.tables[name], source_dir, row_ids=name in with_ids,
                                     day_columns=day_columns[name]) for name in sorted(used)}
         parsed = {name: tuple(c for c in day_columns[name] if c in columns[name]) for name in used}
+        distinct = _distinct_values(con, mapping, columns)
         # 1. Event sources: every part (and its logins) in one COPY sorted by day.
         written: dict[str, list[_DayRuns]] = {}
         for target in SOURCE_NAMES:
@@ -63,7 +70,7 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
                 continue
             queries = []
             for i, part in enumerate(mapping.sources[target]):
-                sql = _part(part, target, f"sources.{target}.{i}", columns, (mapping.start, mapping.end), parsed)
+                sql = _part(part, target, f"sources.{target}.{i}", columns, (mapping.start, mapping.end), parsed, distinct)
                 _count(con, sql, report)
                 landing = ", ".join(quote(c) for c in sources()[target].column_names)
                 queries.append((sql.query(f"SELECT {landing}, _day, _rn FROM {sql.final}"), sql.params))
@@ -87,7 +94,7 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
             queries, static[target] = [], []
             landing = list(sources()[target].column_names)
             for i, part in enumerate(mapping.sources.get(target, [])):
-                sql = _part(part, target, f"sources.{target}.{i}", columns, None, parsed)
+                sql = _part(part, target, f"sources.{target}.{i}", columns, None, parsed, distinct)
                 _count(con, sql, report)
                 if part.status is not None:
                     queries.append((sql.query(status_sql(sql.final, part.status, landing, first, last, sql.params)),
@@ -118,9 +125,29 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
 
 
 def _part(part: Part, target: str, where: str, columns: dict[str, list[str]],
-          days: tuple[date | None, date | None] | None, parsed: dict[str, tuple[str, ...]]) -> PartSql:
+          days: tuple[date | None, date | None] | None, parsed: dict[str, tuple[str, ...]],
+          distinct: dict[str, dict[str, str]]) -> PartSql:
     return part_sql(part, target, where, columns, days, row_ids=any(c.row_id for c in part.columns.values()),
-                    parsed=parsed.get(part.from_, ()))
+                    parsed=parsed.get(part.from_, ()), distinct=distinct.get(part.from_))
+
+
+def _distinct_values(con: duckdb.DuckDBPyConnection, mapping: ImportMapping,
+                     columns: dict[str, list[str]]) -> dict[str, dict[str, str]]:
+    """Per table, its columns with a timestamp ``format`` (a day column, typically) and few distinct values
+    (at most ``DISTINCT_SHARE`` of the rows): the DuckDB table of those values (column ``#v``), so the format
+    is computed once per value rather than once per row."""
+    wanted = {(p.from_, c.column) for parts in mapping.sources.values() for p in parts for c in p.columns.values()
+              if c.format is not None and c.value_map is None and c.column in columns[p.from_]}
+    found: dict[str, dict[str, str]] = {}
+    for n, (table, column) in enumerate(sorted(wanted)):
+        source = quote(f"t_{table}")
+        values, rows = con.execute(f"SELECT approx_count_distinct({quote(column)}), count(*) FROM {source}").fetchone()
+        if values <= max(DISTINCT_MIN, rows * DISTINCT_SHARE):
+            name = quote(f"distinct_{n}")
+            con.execute(f"CREATE TEMP TABLE {name} AS SELECT DISTINCT {quote(column)} AS \"#v\" FROM {source} "
+                        f"WHERE {quote(column)} IS NOT NULL")
+            found.setdefault(table, {})[column] = name
+    return found
 
 
 def _count(con: duckdb.DuckDBPyConnection, sql: PartSql, report: ImportReport) -> None:
