@@ -46,7 +46,9 @@ def row_id_sql() -> str:
     (16 hex digits), ``-``, and the occurrence of identical rows in file order from 1, so repeated lines get
     distinct ids and a re-import gives the same ids (``duckdb`` is pinned: its ``hash`` is not promised
     stable across releases; tests/feeds checks a known id)."""
-    return "lower(lpad(to_hex(_h), 16, '0')) || '-' || CAST(_occ AS VARCHAR)"
+    # lpad only where the hash has leading zero digits (1 in 16): padding every row costs more than the rest
+    return ("lower(CASE WHEN _h >= CAST(1152921504606846976 AS UBIGINT) THEN to_hex(_h) ELSE lpad(to_hex(_h), 16, '0') END)"
+            " || '-' || CAST(_occ AS VARCHAR)")
 
 
 @dataclass
@@ -181,7 +183,10 @@ def _column(spec: ColumnMap, have: list[str], p: Params, where: str, target: str
             raise MappingError(f"{where}.{target}: json_of column(s) {missing} not in the data")
         items = ", ".join(f"CASE WHEN {quote(c)} <> '' THEN {p(json.dumps(c) + ': ')} || to_json({quote(c)}) END"
                           for c in spec.json_of)
-        return f"'{{' || concat_ws(', ', {items}) || '}}'"
+        # Every value present (the usual row): one concatenation, without concat_ws's per-item cases.
+        whole = " AND ".join(f"{quote(c)} <> ''" for c in spec.json_of) or "FALSE"
+        joined = " || ', ' || ".join(f"{p(json.dumps(c) + ': ')} || to_json({quote(c)})" for c in spec.json_of)
+        return f"(CASE WHEN {whole} THEN '{{' || {joined} || '}}' ELSE '{{' || concat_ws(', ', {items}) || '}}' END)"
     if spec.column is None:
         return p(str(spec.constant)) if spec.constant is not None else "CAST(NULL AS VARCHAR)"
     if spec.column not in have:
@@ -234,12 +239,16 @@ def _aggregate_ctes(part: Part, landing: list[str], p: Params) -> list[tuple[str
             inner.append(f"CAST(count(*) AS DOUBLE) AS {c}")
         elif agg == "sum":
             inner.append(f"coalesce(sum(try_cast({c} AS DOUBLE)), 0) AS {c}")
+        elif spec.format is not None:  # an ISO 8601 timestamp: never a number, compared as text
+            inner.append(f"{agg}({c}) AS {c}")
         else:
             n = quote(f"{col}#n")
             inner += [f"{agg}(try_cast({c} AS DOUBLE)) AS {n}", f"{agg}({c}) AS {c}"]
             numeric.append(f"count({c}) = count(try_cast({c} AS DOUBLE)) AS {n}")
         if agg in ("count", "sum"):
             outer.append(f"{_number_text(c)} AS {c}")
+        elif agg in ("min", "max") and spec.format is not None:
+            outer.append(c)
         elif agg in ("min", "max"):
             outer.append(f"CASE WHEN num.{n} THEN {_number_text('g.' + n)} ELSE g.{c} END AS {c}")
         else:
@@ -249,7 +258,7 @@ def _aggregate_ctes(part: Part, landing: list[str], p: Params) -> list[tuple[str
     if part.status is not None:
         inner += ["arg_min(_key, _rn) FILTER (WHERE _key IS NOT NULL) AS _key", "arg_max(_trial, _rn) AS _trial"]
         outer += ["_key", "_trial"]
-    numbers = f"SELECT {', '.join(numeric) or 'TRUE AS _none'} FROM rows"
+    numbers = f"SELECT {', '.join(numeric)} FROM rows" if numeric else "SELECT TRUE AS _none"  # one row
     return [("numeric", numbers), ("grouped", f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM rows "
                                               f"GROUP BY {', '.join(keys)}) g CROSS JOIN numeric num")]
 
