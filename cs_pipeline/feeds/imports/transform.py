@@ -159,7 +159,8 @@ def part_sql(part: Part, target: str, where: str, columns: dict[str, list[str]],
         helpers.append(f"{quote(column)} AS _g{i}")
     ctes.append(("mapped", f"SELECT {', '.join(exprs + helpers)} FROM kept {' '.join(lookups)}"))
     unmapped = " OR ".join(unmapped_flags) or "FALSE"
-    checks.append((f"{where}: unmapped values", "mapped", f"coalesce({unmapped}, FALSE)"))
+    if unmapped_flags:  # nothing to count (a query over every row) where no value_map can leave a value unmapped
+        checks.append((f"{where}: unmapped values", "mapped", f"coalesce({unmapped}, FALSE)"))
     ctes.append(("rows", f"SELECT * FROM mapped WHERE NOT coalesce({unmapped}, FALSE)"))
     final = "rows"
     if part.group_by:
