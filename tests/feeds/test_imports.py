@@ -264,3 +264,31 @@ sources:
     bad = path.read_text().replace("start_date: start_date}", "start_date: start_date, reactivation_column: x}")
     with pytest.raises(MappingError, match="reactivation_column goes with churn_on: churn_event"):
         load_mapping(_write_mapping(tmp_path, bad))
+
+
+@pytest.mark.parametrize("case", ["purchase_log", "own_product"])
+def test_formats_once_per_value_write_the_same_files_as_row_by_row(tmp_path, monkeypatch, case):
+    """A formatted column with few values is formatted once per value and joined (``_distinct_values``);
+    forced row by row (no column counts as few-valued), every file is byte for byte the same."""
+    import cs_pipeline.feeds.imports.write as write
+
+    mapping, source = (load_mapping(PURCHASES), DATA) if case == "purchase_log" else \
+        (load_mapping(DATA / "own_product" / "mapping.yaml"), DATA / "own_product")
+    run_import(mapping, source, tmp_path / "once")
+    monkeypatch.setattr(write, "DISTINCT_MIN", 0)
+    monkeypatch.setattr(write, "DISTINCT_SHARE", 0.0)
+    run_import(mapping, source, tmp_path / "rows")
+    names = sorted(p.name for p in (tmp_path / "once").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "rows").iterdir()) and len(names) > 4
+    for name in names:
+        assert (tmp_path / "once" / name).read_bytes() == (tmp_path / "rows" / name).read_bytes(), name
+
+
+def test_whitespace_lines_split_alike_with_single_spaces_runs_tabs_and_edges(tmp_path):
+    """Single-spaced lines take a split without a regular expression; lines with runs of blanks, tabs,
+    leading or trailing blanks the general one: both give the same fields."""
+    (tmp_path / "log.txt").write_text("00001 19970101 1 11.77\n00001  19970101\t1 11.77\n 00001 19970101 1 11.77 \n"
+                                      "00001 19970101 1 11.77 extra\n\t00001 19970101 1 11.77\t\n00002 19970102\n   \n")
+    frame = _read(TableSpec(file="log.txt", delimiter="whitespace", header=False, columns=["c", "d", "q", "a"]), tmp_path)
+    assert frame.iloc[:5].drop_duplicates().to_dict("records") == [{"c": "00001", "d": "19970101", "q": "1", "a": "11.77"}]
+    assert frame.iloc[5]["c"] == "00002" and pd.isna(frame.iloc[5]["q"]) and len(frame) == 6

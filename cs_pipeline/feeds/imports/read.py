@@ -14,6 +14,10 @@ import pandas as pd
 
 from cs_pipeline.feeds.imports.spec import MappingError, TableSpec
 
+#: Where ``parse_days`` does not see ``YYYYMMDD`` or ISO 8601, these formats are tried in turn.
+OTHER_DAY_FORMATS = ["%m/%d/%Y", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%Y/%m/%d", "%d.%m.%Y", "%d %b %Y", "%b %d %Y"]
+#: ``load_table`` adds the parsed day of a column ``c`` as the column ``c`` + this suffix (DATE).
+DAY_SUFFIX = "#day"
 #: Rows per chunk when ``read_table`` hands a table to pandas.
 CHUNK_ROWS = 100_000
 #: DuckDB's buffer pool: beyond it, joins, sorts and aggregates spill to the import's temporary directory.
@@ -34,6 +38,18 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def parse_days(column: str) -> str:
+    """SQL for the UTC day (DATE, NULL where unparseable) of a text column: ``YYYYMMDD``, ISO 8601 dates and
+    timestamps (offsets converted to UTC), else ``OTHER_DAY_FORMATS``."""
+    c = quote(column)
+    formats = "[" + ", ".join("'" + f + "'" for f in OTHER_DAY_FORMATS) + "]"
+    # Eight characters that read as an unsigned integer: digits (a sign or blanks then fail strptime, as
+    # they fail every other format too); cheaper than a regular expression on every row.
+    return (f"(CASE WHEN length({c}) = 8 AND try_cast({c} AS UINTEGER) IS NOT NULL "
+            f"THEN CAST(try_strptime({c}, '%Y%m%d') AS DATE) "
+            f"ELSE coalesce(CAST(try_cast({c} AS TIMESTAMPTZ) AS DATE), CAST(try_strptime({c}, {formats}) AS DATE)) END)")
+
+
 def _relation(con: duckdb.DuckDBPyConnection, spec: TableSpec, path: Path) -> duckdb.DuckDBPyRelation:
     fmt = spec.resolved_format
     if fmt == "parquet":
@@ -49,11 +65,13 @@ def _relation(con: duckdb.DuckDBPyConnection, spec: TableSpec, path: Path) -> du
         lines = con.read_csv(str(path), sep="\x1e", quotechar="", escapechar="", names=["line"],
                              **{**options, "header": False})
         names = spec.columns or []
-        pattern = "^[ \\t]*([^ \\t\\r]+)" + "(?:[ \\t]+([^ \\t\\r]+))?" * (len(names) - 1)
-        groups = ", ".join(f"'f{i}'" for i in range(len(names)))
-        fields = lines.filter("line IS NOT NULL AND regexp_matches(line, '[^ \\t\\r]')").project(
-            f"regexp_extract(line, '{pattern}', [{groups}]) AS f")
-        return fields.project(", ".join(f"nullif(f.f{i}, '') AS {quote(n)}" for i, n in enumerate(names)))
+        # Lines with single spaces between fields (most exports) are split without a regular expression.
+        single = ("NOT (contains(line, '  ') OR contains(line, '\t') OR contains(line, '\r') "
+                  "OR starts_with(line, ' ') OR ends_with(line, ' '))")
+        fields = lines.filter("line IS NOT NULL AND regexp_matches(line, '[^ \t\r]')").project(
+            f"CASE WHEN {single} THEN string_split(line, ' ') "
+            "ELSE string_split_regex(trim(line, ' \t\r'), '[ \t\r]+') END AS f")
+        return fields.project(", ".join(f"nullif(f[{i + 1}], '') AS {quote(n)}" for i, n in enumerate(names)))
     if spec.columns:
         options["names"] = spec.columns
     return con.read_csv(str(path), sep=spec.delimiter, **options)
@@ -67,10 +85,12 @@ def _as_text(column: str, kind: object) -> str:
 
 
 def load_table(con: duckdb.DuckDBPyConnection, table: str, spec: TableSpec, source_dir: Path,
-               row_ids: bool = False) -> list[str]:
+               row_ids: bool = False, day_columns: tuple[str, ...] = ()) -> list[str]:
     """Read the table ``spec`` into the DuckDB table ``table``: its columns as text plus ``_rn`` (BIGINT,
     file order from 1) and with ``row_ids`` ``_h`` (UBIGINT, DuckDB's ``hash`` of the row's fields) and
-    ``_occ`` (the occurrence of identical rows in file order, from 1). Returns the table's own column names.
+    ``_occ`` (the occurrence of identical rows in file order, from 1); for each of ``day_columns`` in the
+    table, its day (``parse_days``) as the DATE column ``<column>#day``, parsed once here rather than in every
+    query that splits or filters by it. Returns the table's own column names.
 
     Raises:
         MappingError: the file is missing or cannot be parsed (the message names the file).
@@ -82,10 +102,17 @@ def load_table(con: duckdb.DuckDBPyConnection, table: str, spec: TableSpec, sour
         rel = _relation(con, spec, path)
         columns = list(rel.columns)
         numbered = rel.project("*, row_number() OVER () AS _rn")
-        if row_ids:
-            hashed = numbered.project(f"*, hash({', '.join(quote(c) for c in columns)}) AS _h")
-            numbered = hashed.project("*, row_number() OVER (PARTITION BY _h ORDER BY _rn) AS _occ")
+        extra = ", ".join(f"{parse_days(c)} AS {quote(c + DAY_SUFFIX)}" for c in day_columns if c in columns)
+        if extra:
+            numbered = numbered.project(f"*, {extra}")
+        if row_ids:  # the occurrence: 1, but where a hash repeats (numbered by a window over those rows only)
+            numbered = numbered.project(f"*, hash({', '.join(quote(c) for c in columns)}) AS _h, CAST(1 AS BIGINT) AS _occ")
         numbered.create(table)
+        if row_ids:
+            t = quote(table)
+            con.execute(f"UPDATE {t} SET _occ = o._occ FROM (SELECT _rn, row_number() OVER (PARTITION BY _h ORDER BY _rn) "
+                        f"AS _occ FROM {t} WHERE _h IN (SELECT _h FROM {t} GROUP BY _h HAVING count(*) > 1)) o "
+                        f"WHERE {t}._rn = o._rn AND o._occ > 1")
     except (duckdb.Error, UnicodeDecodeError, OSError) as exc:
         raise MappingError(f"{path.name}: cannot read as {spec.resolved_format}: {exc}".splitlines()[0]) from exc
     return columns

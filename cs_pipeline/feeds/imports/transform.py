@@ -12,14 +12,12 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from cs_pipeline.feeds.imports.read import quote
+from cs_pipeline.feeds.imports.read import DAY_SUFFIX, OTHER_DAY_FORMATS, parse_days, quote  # noqa: F401
 from cs_pipeline.feeds.imports.spec import ColumnMap, MappingError, Part, StatusRule
 from cs_pipeline.ingest.sources import sources
 
 #: A value_map result meaning "no mapping and no default": the record is reported and dropped.
 UNMAPPED = "\x01unmapped"
-#: Where ``parse_days`` does not see ``YYYYMMDD`` or ISO 8601, these formats are tried in turn.
-OTHER_DAY_FORMATS = ["%m/%d/%Y", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%Y/%m/%d", "%d.%m.%Y", "%d %b %Y", "%b %d %Y"]
 
 
 @dataclass
@@ -48,16 +46,9 @@ def row_id_sql() -> str:
     (16 hex digits), ``-``, and the occurrence of identical rows in file order from 1, so repeated lines get
     distinct ids and a re-import gives the same ids (``duckdb`` is pinned: its ``hash`` is not promised
     stable across releases; tests/feeds checks a known id)."""
-    return "lower(lpad(to_hex(_h), 16, '0')) || '-' || CAST(_occ AS VARCHAR)"
-
-
-def parse_days(column: str) -> str:
-    """SQL for the UTC day (DATE, NULL where unparseable) of a text column: ``YYYYMMDD``, ISO 8601 dates and
-    timestamps (offsets converted to UTC), else ``OTHER_DAY_FORMATS``."""
-    c = quote(column)
-    formats = "[" + ", ".join("'" + f + "'" for f in OTHER_DAY_FORMATS) + "]"
-    return (f"(CASE WHEN regexp_full_match({c}, '[0-9]{{8}}') THEN CAST(try_strptime({c}, '%Y%m%d') AS DATE) "
-            f"ELSE coalesce(CAST(try_cast({c} AS TIMESTAMPTZ) AS DATE), CAST(try_strptime({c}, {formats}) AS DATE)) END)")
+    # lpad only where the hash has leading zero digits (1 in 16): padding every row costs more than the rest
+    return ("lower(CASE WHEN _h >= CAST(1152921504606846976 AS UBIGINT) THEN to_hex(_h) ELSE lpad(to_hex(_h), 16, '0') END)"
+            " || '-' || CAST(_occ AS VARCHAR)")
 
 
 @dataclass
@@ -78,10 +69,14 @@ class PartSql:
 
 
 def part_sql(part: Part, target: str, where: str, columns: dict[str, list[str]],
-             days: tuple[date | None, date | None] | None, row_ids: bool) -> PartSql:
+             days: tuple[date | None, date | None] | None, row_ids: bool, parsed: tuple[str, ...] = (),
+             distinct: dict[str, str] | None = None) -> PartSql:
     """Build the SQL of ``part`` for landing source ``target``. ``columns`` holds each loaded table's own
     columns; with ``days`` (first, last, either None for open) rows whose ``day_from`` is outside them or
-    unparseable are dropped (and counted); ``row_ids``: the part's table carries ``_h`` and ``_occ`` for ``row_id``.
+    unparseable are dropped (and counted); ``row_ids``: the part's table carries ``_h`` and ``_occ`` for ``row_id``;
+    ``parsed``: columns of the part's table loaded with their day (``<column>#day``, ``read.load_table``);
+    ``distinct``: columns of the part's table with few values -> a table of those values (column ``#v``): a
+    timestamp ``format`` of such a column is computed once per value and joined.
 
     Raises:
         MappingError: a mapped, joined, filtered, ``json_of`` or ``group_by`` column is absent from the data.
@@ -92,6 +87,12 @@ def part_sql(part: Part, target: str, where: str, columns: dict[str, list[str]],
     value_checks: list[tuple[str, str, str]] = []
     have = list(columns[part.from_])
     select = [f"b.{quote(c)}" for c in have] + ["b._rn"] + (["b._h", "b._occ"] if row_ids else [])
+    parsed = tuple(c for c in parsed if c in have)
+    select += [f"b.{quote(c + DAY_SUFFIX)}" for c in parsed]
+
+    def day_of(column: str) -> str:
+        return quote(column + DAY_SUFFIX) if column in parsed else parse_days(column)
+
     joins = []
     for i, join in enumerate(part.joins):
         other = columns[join.table]
@@ -125,7 +126,7 @@ def part_sql(part: Part, target: str, where: str, columns: dict[str, list[str]],
     for column in [part.day_from, part.present_from]:
         if column:
             _need(column, have, where)
-    day = parse_days(part.day_from) if part.day_from else "CAST(NULL AS DATE)"
+    day = day_of(part.day_from) if part.day_from else "CAST(NULL AS DATE)"
     ctes.append(("dayed", f"SELECT *, {day} AS _day FROM joined" + (f" WHERE {' AND '.join(conditions)}" if conditions else "")))
     keep = "TRUE"
     if days is not None and part.day_from:
@@ -138,13 +139,13 @@ def part_sql(part: Part, target: str, where: str, columns: dict[str, list[str]],
         keep = inside
     ctes.append(("kept", f"SELECT * FROM dayed WHERE {keep}"))
     landing = list(sources()[target].column_names)
-    exprs, unmapped_flags = [], []
+    exprs, unmapped_flags, lookups = [], [], []
     for col in landing:
         spec = part.columns.get(col)
-        exprs.append(f"{_column(spec, have, p, where, col, value_checks) if spec else 'CAST(NULL AS VARCHAR)'} AS {quote(col)}")
+        exprs.append(f"{_column(spec, have, p, where, col, value_checks, distinct or {}, lookups) if spec else 'CAST(NULL AS VARCHAR)'} AS {quote(col)}")
         if spec is not None and spec.value_map is not None and spec.default is None:
             unmapped_flags.append(f"{quote(col)} = {p(UNMAPPED)}")
-    helpers = ["_day", f"{parse_days(part.present_from) if part.present_from else 'CAST(NULL AS DATE)'} AS _present_from", "_rn"]
+    helpers = ["_day", f"{day_of(part.present_from) if part.present_from else 'CAST(NULL AS DATE)'} AS _present_from", "_rn"]
     if part.status is not None:
         _need(part.status.key, have, where)
         helpers.append(f"{quote(part.status.key)} AS _key")
@@ -156,9 +157,10 @@ def part_sql(part: Part, target: str, where: str, columns: dict[str, list[str]],
         if column not in have:
             raise MappingError(f"{where}: group_by column {column!r} not in the data")
         helpers.append(f"{quote(column)} AS _g{i}")
-    ctes.append(("mapped", f"SELECT {', '.join(exprs + helpers)} FROM kept"))
+    ctes.append(("mapped", f"SELECT {', '.join(exprs + helpers)} FROM kept {' '.join(lookups)}"))
     unmapped = " OR ".join(unmapped_flags) or "FALSE"
-    checks.append((f"{where}: unmapped values", "mapped", f"coalesce({unmapped}, FALSE)"))
+    if unmapped_flags:  # nothing to count (a query over every row) where no value_map can leave a value unmapped
+        checks.append((f"{where}: unmapped values", "mapped", f"coalesce({unmapped}, FALSE)"))
     ctes.append(("rows", f"SELECT * FROM mapped WHERE NOT coalesce({unmapped}, FALSE)"))
     final = "rows"
     if part.group_by:
@@ -173,7 +175,7 @@ def _need(column: str, have: list[str], where: str) -> None:
 
 
 def _column(spec: ColumnMap, have: list[str], p: Params, where: str, target: str,
-            value_checks: list[tuple[str, str, str]]) -> str:
+            value_checks: list[tuple[str, str, str]], distinct: dict[str, str], lookups: list[str]) -> str:
     if spec.row_id:
         return row_id_sql()
     if spec.json_of is not None:
@@ -182,7 +184,10 @@ def _column(spec: ColumnMap, have: list[str], p: Params, where: str, target: str
             raise MappingError(f"{where}.{target}: json_of column(s) {missing} not in the data")
         items = ", ".join(f"CASE WHEN {quote(c)} <> '' THEN {p(json.dumps(c) + ': ')} || to_json({quote(c)}) END"
                           for c in spec.json_of)
-        return f"'{{' || concat_ws(', ', {items}) || '}}'"
+        # Every value present (the usual row): one concatenation, without concat_ws's per-item cases.
+        whole = " AND ".join(f"{quote(c)} <> ''" for c in spec.json_of) or "FALSE"
+        joined = " || ', ' || ".join(f"{p(json.dumps(c) + ': ')} || to_json({quote(c)})" for c in spec.json_of)
+        return f"(CASE WHEN {whole} THEN '{{' || {joined} || '}}' ELSE '{{' || concat_ws(', ', {items}) || '}}' END)"
     if spec.column is None:
         return p(str(spec.constant)) if spec.constant is not None else "CAST(NULL AS VARCHAR)"
     if spec.column not in have:
@@ -196,9 +201,15 @@ def _column(spec: ColumnMap, have: list[str], p: Params, where: str, target: str
             value_checks.append((f"{where}.{target}", f"{value}", f"(CASE value {cases} ELSE {otherwise} END) = {otherwise}"))
         value = f"(CASE WHEN {value} IS NULL THEN NULL {cases.replace('WHEN ', f'WHEN {value} = ')} ELSE {otherwise} END)"
     if spec.format is not None:
-        parsed = f"try_strptime({value}, {p(spec.format)})"
         value_checks.append((f"{where}.{target}:format", value, f"try_strptime(value, {p(spec.format)}) IS NULL"))
-        value = f"strftime(CAST({parsed} AS TIMESTAMP) + {p(spec.time, 'INTERVAL')}, '%Y-%m-%dT%H:%M:%SZ')"
+        stamp = "strftime(CAST(try_strptime({}, {}) AS TIMESTAMP) + {}, '%Y-%m-%dT%H:%M:%SZ')"
+        if spec.value_map is None and spec.column in distinct:  # once per value, joined on the value
+            alias, v = quote(f"#lookup{len(lookups)}"), quote("#v")
+            once = stamp.format(v, p(spec.format), p(spec.time, "INTERVAL"))
+            lookups.append(f"LEFT JOIN (SELECT {v}, {once} AS {quote('#f')} FROM {distinct[spec.column]}) {alias} "
+                           f"ON kept.{value} = {alias}.{v}")
+            return f"{alias}.{quote('#f')}"
+        value = stamp.format(value, p(spec.format), p(spec.time, 'INTERVAL'))
     return value
 
 
@@ -229,12 +240,16 @@ def _aggregate_ctes(part: Part, landing: list[str], p: Params) -> list[tuple[str
             inner.append(f"CAST(count(*) AS DOUBLE) AS {c}")
         elif agg == "sum":
             inner.append(f"coalesce(sum(try_cast({c} AS DOUBLE)), 0) AS {c}")
+        elif spec.format is not None:  # an ISO 8601 timestamp: never a number, compared as text
+            inner.append(f"{agg}({c}) AS {c}")
         else:
             n = quote(f"{col}#n")
             inner += [f"{agg}(try_cast({c} AS DOUBLE)) AS {n}", f"{agg}({c}) AS {c}"]
             numeric.append(f"count({c}) = count(try_cast({c} AS DOUBLE)) AS {n}")
         if agg in ("count", "sum"):
             outer.append(f"{_number_text(c)} AS {c}")
+        elif agg in ("min", "max") and spec.format is not None:
+            outer.append(c)
         elif agg in ("min", "max"):
             outer.append(f"CASE WHEN num.{n} THEN {_number_text('g.' + n)} ELSE g.{c} END AS {c}")
         else:
@@ -244,7 +259,7 @@ def _aggregate_ctes(part: Part, landing: list[str], p: Params) -> list[tuple[str
     if part.status is not None:
         inner += ["arg_min(_key, _rn) FILTER (WHERE _key IS NOT NULL) AS _key", "arg_max(_trial, _rn) AS _trial"]
         outer += ["_key", "_trial"]
-    numbers = f"SELECT {', '.join(numeric) or 'TRUE AS _none'} FROM rows"
+    numbers = f"SELECT {', '.join(numeric)} FROM rows" if numeric else "SELECT TRUE AS _none"  # one row
     return [("numeric", numbers), ("grouped", f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM rows "
                                               f"GROUP BY {', '.join(keys)}) g CROSS JOIN numeric num")]
 

@@ -6,12 +6,12 @@ are rendered once and written as a prefix per day; days a source has no rows get
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from bisect import bisect_right
 from collections import Counter
 from datetime import date, timedelta
-from itertools import islice
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,6 +23,12 @@ from cs_pipeline.feeds.imports.read import CHUNK_ROWS, connect, load_table, quot
 from cs_pipeline.feeds.imports.spec import ImportMapping, ImportReport, MappingError, Part
 from cs_pipeline.feeds.imports.transform import PartSql, Params, logins_sql, part_sql, status_sql
 from cs_pipeline.ingest.sources import SOURCE_NAMES, sources
+
+
+#: A formatted column with at most this share of distinct values, or at most ``DISTINCT_MIN``, is formatted
+#: once per value and joined (``_distinct_values``); more, and it is formatted row by row.
+DISTINCT_SHARE = 0.05
+DISTINCT_MIN = 1000
 
 
 def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_rows: int = CHUNK_ROWS) -> ImportReport:
@@ -51,8 +57,12 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
         work = Path(tmp)
         with_ids = {p.from_ for parts in mapping.sources.values() for p in parts
                     if any(c.row_id for c in p.columns.values())}
-        columns = {name: load_table(con, f"t_{name}", mapping.tables[name], source_dir, row_ids=name in with_ids)
-                   for name in sorted(used)}
+        day_columns = {name: tuple(sorted({c for parts in mapping.sources.values() for p in parts if p.from_ == name
+                                           for c in (p.day_from, p.present_from) if c})) for name in used}
+        columns = {name: load_table(con, f"t_{name}", mapping.tables[name], source_dir, row_ids=name in with_ids,
+                                    day_columns=day_columns[name]) for name in sorted(used)}
+        parsed = {name: tuple(c for c in day_columns[name] if c in columns[name]) for name in used}
+        distinct = _distinct_values(con, mapping, columns)
         # 1. Event sources: every part (and its logins) in one COPY sorted by day.
         written: dict[str, list[_DayRuns]] = {}
         for target in SOURCE_NAMES:
@@ -60,7 +70,7 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
                 continue
             queries = []
             for i, part in enumerate(mapping.sources[target]):
-                sql = _part(part, target, f"sources.{target}.{i}", columns, (mapping.start, mapping.end))
+                sql = _part(part, target, f"sources.{target}.{i}", columns, (mapping.start, mapping.end), parsed, distinct)
                 _count(con, sql, report)
                 landing = ", ".join(quote(c) for c in sources()[target].column_names)
                 queries.append((sql.query(f"SELECT {landing}, _day, _rn FROM {sql.final}"), sql.params))
@@ -84,7 +94,7 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
             queries, static[target] = [], []
             landing = list(sources()[target].column_names)
             for i, part in enumerate(mapping.sources.get(target, [])):
-                sql = _part(part, target, f"sources.{target}.{i}", columns, None)
+                sql = _part(part, target, f"sources.{target}.{i}", columns, None, parsed, distinct)
                 _count(con, sql, report)
                 if part.status is not None:
                     queries.append((sql.query(status_sql(sql.final, part.status, landing, first, last, sql.params)),
@@ -115,8 +125,29 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
 
 
 def _part(part: Part, target: str, where: str, columns: dict[str, list[str]],
-          days: tuple[date | None, date | None] | None) -> PartSql:
-    return part_sql(part, target, where, columns, days, row_ids=any(c.row_id for c in part.columns.values()))
+          days: tuple[date | None, date | None] | None, parsed: dict[str, tuple[str, ...]],
+          distinct: dict[str, dict[str, str]]) -> PartSql:
+    return part_sql(part, target, where, columns, days, row_ids=any(c.row_id for c in part.columns.values()),
+                    parsed=parsed.get(part.from_, ()), distinct=distinct.get(part.from_))
+
+
+def _distinct_values(con: duckdb.DuckDBPyConnection, mapping: ImportMapping,
+                     columns: dict[str, list[str]]) -> dict[str, dict[str, str]]:
+    """Per table, its columns with a timestamp ``format`` (a day column, typically) and few distinct values
+    (at most ``DISTINCT_SHARE`` of the rows): the DuckDB table of those values (column ``#v``), so the format
+    is computed once per value rather than once per row."""
+    wanted = {(p.from_, c.column) for parts in mapping.sources.values() for p in parts for c in p.columns.values()
+              if c.format is not None and c.value_map is None and c.column in columns[p.from_]}
+    found: dict[str, dict[str, str]] = {}
+    for n, (table, column) in enumerate(sorted(wanted)):
+        source = quote(f"t_{table}")
+        values, rows = con.execute(f"SELECT approx_count_distinct({quote(column)}), count(*) FROM {source}").fetchone()
+        if values <= max(DISTINCT_MIN, rows * DISTINCT_SHARE):
+            name = quote(f"distinct_{n}")
+            con.execute(f"CREATE TEMP TABLE {name} AS SELECT DISTINCT {quote(column)} AS \"#v\" FROM {source} "
+                        f"WHERE {quote(column)} IS NOT NULL")
+            found.setdefault(table, {})[column] = name
+    return found
 
 
 def _count(con: duckdb.DuckDBPyConnection, sql: PartSql, report: ImportReport) -> None:
@@ -150,32 +181,55 @@ class _DayRuns:
         total = sum(self.counts.values())
         report.rows[target] += total
         landing = ", ".join(quote(c) for c in sources()[target].column_names)
-        self.path, self.parts, self.handle = path, None, None
+        self.path, self.parts, self.handle, self.ranges = path, None, None, {}
         _run(con, f"COPY (SELECT {landing} FROM ({query}) WHERE _day IS NOT NULL ORDER BY _day, _rn) "
                     f"TO '{_path_literal(path)}' (FORMAT csv, HEADER false)", params)
-        with open(path, "rb") as fh:
-            lines = sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 24), b""))
-        if lines != total:
+        ends = _line_ends(path, sorted(self.counts), self.counts)
+        if ends is None:
             _run(con, f"COPY (SELECT {landing}, _day FROM ({query}) WHERE _day IS NOT NULL) TO "
                         f"'{_path_literal(path.with_suffix('.d'))}' (FORMAT csv, HEADER false, PARTITION_BY (_day))",
                         params)
             self.parts = {date.fromisoformat(folder.name.split("=", 1)[1]): sorted(folder.glob("*.csv"))
                           for folder in path.with_suffix(".d").glob("_day=*")}
         else:
-            self.handle = open(path, "rb")  # noqa: SIM115 (read day by day, closed by close())
+            self.ranges = ends
+            self.handle = open(path, "rb")  # noqa: SIM115 (copied from day by day, closed by close())
 
     def copy_day(self, day: date, out: BinaryIO) -> None:
-        """Append the rows of ``day`` to ``out`` (days are asked for in ascending order)."""
+        """Append the rows of ``day`` to ``out`` (days are asked for in ascending order); the bytes are
+        copied by the kernel (``os.sendfile``), not read into Python."""
         if self.parts is not None:
             for piece in self.parts.get(day, []):
                 with open(piece, "rb") as src:
                     shutil.copyfileobj(src, out, 1 << 20)
-        elif self.counts.get(day):
-            out.writelines(islice(self.handle, self.counts[day]))
+        elif day in self.ranges:
+            start, end = self.ranges[day]
+            out.flush()
+            while start < end:
+                start += os.sendfile(out.fileno(), self.handle.fileno(), start, end - start)
 
     def close(self) -> None:
         if self.handle is not None:
             self.handle.close()
+
+
+def _line_ends(path: Path, days: list[date], counts: dict[date, int]) -> dict[date, tuple[int, int]] | None:
+    """Byte ranges (start, end) of each day's lines in ``path`` (its lines sorted by day, ``counts`` per day),
+    found by scanning for newlines in 16 MB blocks; None when the file has another number of lines than the
+    counts add up to (a value with a line break)."""
+    bounds = np.cumsum([counts[d] for d in days])  # the line count at the end of each day
+    ends: list[int] = []
+    seen = offset = 0
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            newlines = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
+            wanted = bounds[(bounds > seen) & (bounds <= seen + len(newlines))]
+            ends += (offset + newlines[wanted - seen - 1] + 1).tolist()
+            seen += len(newlines)
+            offset += len(block)
+    if seen != (int(bounds[-1]) if len(bounds) else 0):
+        return None
+    return {day: (ends[i - 1] if i else 0, ends[i]) for i, day in enumerate(days)}
 
 
 def _rendered(con: duckdb.DuckDBPyConnection, sql: PartSql, landing: list[str], path: Path) -> tuple[list[date], bytes, list[int]]:
