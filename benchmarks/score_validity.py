@@ -227,8 +227,41 @@ def evaluate_label(history, last, churn: Churn, cards: dict[str, Scorecard], shi
     return out
 
 
-def evaluate_model(conn, history, last, churn: Churn, churn_dates, activity) -> dict:
-    """The churn model on one label (see the module docstring), or why it was refused."""
+def bgnbd_risk(weekly: pd.DataFrame, horizon_days: int, days) -> np.ndarray:
+    """BG/NBD (Fader, Hardie and Lee, "Counting Your Customers the Easy Way", Marketing Science 2005; the
+    reference implementation ``lifetimes.BetaGeoFitter``) as a churn risk, point in time: for each as-of day
+    in ``days`` it is fitted on every account's repeat active days ``x`` (active days - 1), ``t_x`` (last
+    minus first active day) and age ``T`` (as-of day minus first active day), in weeks, from the rows of that
+    day only (data up to it), and the risk is minus the expected active days in the next ``horizon_days``
+    (``conditional_expected_number_of_purchases_up_to_time``). NaN on other days and for accounts without an
+    active day; an as-of day whose fit fails stays NaN (said on stderr)."""
+    import sys
+    from lifetimes import BetaGeoFitter
+
+    out = np.full(len(weekly), np.nan)
+    as_of = pd.to_datetime(weekly["as_of_date"])
+    first, last_active = pd.to_datetime(weekly["first_active_date"]), pd.to_datetime(weekly["last_active_date"])
+    x = weekly["active_days_lifetime"].astype(float).to_numpy() - 1
+    t_x = ((last_active - first).dt.days / 7).to_numpy()
+    age = ((as_of - first).dt.days / 7).to_numpy()
+    wanted = set(pd.to_datetime(pd.Series(list(days))))
+    for day, idx in pd.Series(np.arange(len(weekly))).groupby(as_of.to_numpy()).groups.items():
+        idx = np.asarray(idx)
+        idx = idx[(x[idx] >= 0) & (age[idx] > 0)] if day in wanted else idx[:0]
+        if not len(idx):
+            continue
+        try:
+            fit = BetaGeoFitter(penalizer_coef=0.001).fit(x[idx], t_x[idx], age[idx])
+        except Exception as exc:  # a failed fit leaves the day unscored, as a failed backtest day would be
+            print(f"bgnbd: no fit on {day.date()}: {exc}", file=sys.stderr)
+            continue
+        out[idx] = -fit.conditional_expected_number_of_purchases_up_to_time(horizon_days / 7, x[idx], t_x[idx], age[idx])
+    return out
+
+
+def evaluate_model(conn, history, last, churn: Churn, churn_dates, activity, bgnbd: bool = False) -> dict:
+    """The churn model on one label (see the module docstring), or why it was refused; ``bgnbd``: BG/NBD
+    (``bgnbd_risk``) beside it, for a purchase log."""
     from cs_pipeline.health.churn_features import engagement_columns
     from cs_pipeline.health.churn_model import ChurnModelError
     from cs_pipeline.health.churn_service import catalogue_features, features_for
@@ -253,6 +286,8 @@ def evaluate_model(conn, history, last, churn: Churn, churn_dates, activity) -> 
         return {"refused": str(exc)}
     v = result.validation
     rows, lab, model = v["row"].to_numpy(), v["label"].to_numpy(), v["probability"].to_numpy()
+    if bgnbd:
+        risks["bgnbd"] = bgnbd_risk(weekly, churn.horizon_days, set(v["as_of_date"]))
     sampler = AccountBootstrap(v["supplier_id"].to_numpy(), lab)
     auc = {"model": {"held_out": auc_of(lab, model), "ci95": sampler.auc(model)}}
     for name, risk in risks.items():
@@ -271,7 +306,8 @@ def evaluate_model(conn, history, last, churn: Churn, churn_dates, activity) -> 
             "training_rows": m["training_rows"], "training_churners": m["churners"], "weeks": m["weeks"],
             "brier": m["brier"], "top_decile_lift": m["top_decile_lift"], "warnings": result.warnings,
             "auc": auc, "best_scorecard": best, "model_minus_best_scorecard": minus(best),
-            "model_minus_recency": minus("recency"), "model_minus_tenure": minus("tenure_only")}
+            "model_minus_recency": minus("recency"), "model_minus_tenure": minus("tenure_only")} \
+        | ({"model_minus_bgnbd": minus("bgnbd")} if bgnbd else {})
 
 
 def evaluate(conn, natural: Churn, extra: dict[str, Scorecard] | None = None, model: bool = True) -> dict:
@@ -327,14 +363,14 @@ def evaluate(conn, natural: Churn, extra: dict[str, Scorecard] | None = None, mo
     return out
 
 
-def evaluate_only_model(conn, natural: Churn) -> dict:
+def evaluate_only_model(conn, natural: Churn, bgnbd: bool = False) -> dict:
     """``evaluate_model`` alone on one warehouse."""
     first, last = conn.execute("SELECT min(as_of_date), max(as_of_date) FROM marts.supplier_engagement_daily").fetchone()
     history = read_engagement(conn, first, last)
     churn = read_frame(conn, "SELECT supplier_id, cancelled_date FROM marts.dim_suppliers")
     churn_dates = pd.Series(pd.to_datetime(churn["cancelled_date"]).to_numpy(), index=churn["supplier_id"].to_numpy())
     activity = read_activity_days(conn, first, last)
-    return evaluate_model(conn, history, last, natural, churn_dates, activity)
+    return evaluate_model(conn, history, last, natural, churn_dates, activity, bgnbd)
 
 
 def main() -> None:
@@ -348,6 +384,8 @@ def main() -> None:
                         help="also evaluate a scorecard of one's own (YAML path), e.g. an older version")
     parser.add_argument("--no-model", action="store_true", help="leave the churn model (issue 26) out")
     parser.add_argument("--only-model", action="store_true", help="only the churn model's figures (faster)")
+    parser.add_argument("--bgnbd", action="store_true",
+                        help="with --only-model: BG/NBD (lifetimes, pip extra 'bench') beside the model, for a purchase log")
     parser.add_argument("--note", action="append", default=[], metavar="NAME=TEXT",
                         help="how a dataset was loaded (e.g. what was sampled), copied into its output")
     args = parser.parse_args()
@@ -360,7 +398,7 @@ def main() -> None:
         with psycopg.connect(resolve_endpoints(settings).warehouse) as conn:
             natural = Churn(kind=args.label, horizon_days=args.horizon)
             if args.only_model:
-                out[name] = {"model": evaluate_only_model(conn, natural)}
+                out[name] = {"model": evaluate_only_model(conn, natural, args.bgnbd)}
             else:
                 out[name] = evaluate(conn, natural, extra, model=not args.no_model)
         if name in notes:
