@@ -233,29 +233,36 @@ def bgnbd_risk(weekly: pd.DataFrame, horizon_days: int, days) -> np.ndarray:
     in ``days`` it is fitted on every account's repeat active days ``x`` (active days - 1), ``t_x`` (last
     minus first active day) and age ``T`` (as-of day minus first active day), in weeks, from the rows of that
     day only (data up to it), and the risk is minus the expected active days in the next ``horizon_days``
-    (``conditional_expected_number_of_purchases_up_to_time``). NaN on other days and for accounts without an
-    active day; an as-of day whose fit fails stays NaN (said on stderr)."""
-    import sys
+    (``conditional_expected_number_of_purchases_up_to_time``). An account without an active day, or whose
+    first one is the as-of day, gets the highest risk of its day (BG/NBD knows nothing of it; a purchase
+    log has none, since a customer starts with a purchase). NaN on other days.
+
+    Raises:
+        RuntimeError: the fit fails on a day (the comparison would otherwise leave that day out silently).
+    """
     from lifetimes import BetaGeoFitter
 
     out = np.full(len(weekly), np.nan)
     as_of = pd.to_datetime(weekly["as_of_date"])
     first, last_active = pd.to_datetime(weekly["first_active_date"]), pd.to_datetime(weekly["last_active_date"])
-    x = weekly["active_days_lifetime"].astype(float).to_numpy() - 1
+    x = weekly["active_days_lifetime"].fillna(0).astype(float).to_numpy() - 1
     t_x = ((last_active - first).dt.days / 7).to_numpy()
     age = ((as_of - first).dt.days / 7).to_numpy()
     wanted = set(pd.to_datetime(pd.Series(list(days))))
     for day, idx in pd.Series(np.arange(len(weekly))).groupby(as_of.to_numpy()).groups.items():
+        if day not in wanted:
+            continue
         idx = np.asarray(idx)
-        idx = idx[(x[idx] >= 0) & (age[idx] > 0)] if day in wanted else idx[:0]
-        if not len(idx):
-            continue
+        ok = (x[idx] >= 0) & (age[idx] > 0)
+        fitted = idx[ok]
         try:
-            fit = BetaGeoFitter(penalizer_coef=0.001).fit(x[idx], t_x[idx], age[idx])
-        except Exception as exc:  # a failed fit leaves the day unscored, as a failed backtest day would be
-            print(f"bgnbd: no fit on {day.date()}: {exc}", file=sys.stderr)
-            continue
-        out[idx] = -fit.conditional_expected_number_of_purchases_up_to_time(horizon_days / 7, x[idx], t_x[idx], age[idx])
+            fit = BetaGeoFitter(penalizer_coef=0.001).fit(x[fitted], t_x[fitted], age[fitted])
+        except Exception as exc:
+            raise RuntimeError(f"BG/NBD did not fit on {day.date()}: {exc}") from exc
+        risk = -fit.conditional_expected_number_of_purchases_up_to_time(horizon_days / 7, x[fitted], t_x[fitted],
+                                                                        age[fitted])
+        out[fitted] = risk
+        out[idx[~ok]] = np.max(risk) + 1 if len(risk) else 0.0
     return out
 
 
@@ -389,6 +396,8 @@ def main() -> None:
     parser.add_argument("--note", action="append", default=[], metavar="NAME=TEXT",
                         help="how a dataset was loaded (e.g. what was sampled), copied into its output")
     args = parser.parse_args()
+    if args.bgnbd and not args.only_model:
+        parser.error("--bgnbd goes with --only-model (BG/NBD is compared with the churn model)")
     notes = dict(n.split("=", 1) for n in args.note)
     extra = {k: load_scorecard(v) for k, v in (s.split("=", 1) for s in args.scorecard)}
     out = {}

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -124,8 +123,7 @@ def _choose_logistic(x_fit: np.ndarray, y_fit: np.ndarray, x_cal: np.ndarray, y_
     template = make_estimator("logistic")
     prep = Pipeline(template.steps[:2]).fit(x_fit)
     z_fit, z_cal = prep.transform(x_fit), prep.transform(x_cal)
-    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
-        warnings.simplefilter("ignore", UserWarning)  # "Features [..] are constant" in these fit weeks: F = NaN, kept last
+    with np.errstate(divide="ignore", invalid="ignore"):  # inputs constant in these fit weeks: F = NaN, kept last
         selector = template.named_steps["select"].fit(z_fit, y_fit)
     candidates, scores = [], []
     for k in [k for k in K_GRID if k is None or k < x_fit.shape[1]]:
@@ -134,9 +132,11 @@ def _choose_logistic(x_fit: np.ndarray, y_fit: np.ndarray, x_cal: np.ndarray, y_
         keep = chosen.get_support()
         path = LogisticRegression(max_iter=3000, warm_start=True)
         for c in sorted(C_GRID):
-            # Along the regularisation path each fit starts from the previous (stronger-penalty) solution:
-            # the same optimum to lbfgs' tolerance in far fewer iterations.
-            model = copy.deepcopy(path.set_params(C=c).fit(z_fit[:, keep], y_fit))
+            # Along the regularisation path each fit starts from the previous (stronger-penalty) solution: about
+            # 40 % fewer lbfgs iterations. It stops at lbfgs' tolerance from another start than a fit from zero,
+            # so coefficients can differ in the third decimal (RavenStack and churnsim_crm: the same held-out
+            # figures to the fourth decimal).
+            model = copy.deepcopy(path.set_params(C=c).fit(z_fit[:, keep], y_fit)).set_params(warm_start=False)
             candidates.append((chosen, model))
             scores.append(weighted_auc(y_cal, model.predict_proba(z_cal[:, keep])[:, 1]))
     chosen, model = candidates[simplest_within_noise(scores, y_cal)]

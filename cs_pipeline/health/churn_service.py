@@ -165,6 +165,7 @@ def features_for(conn: psycopg.Connection, engagement: pd.DataFrame, columns: li
 
 FEATURE_DAYS = "intermediate.int_supplier_feature_days"
 WINDOW_DAYS_PER_QUERY = 32
+WINDOW_GRID_BYTES = 64 << 20
 """As-of days aggregated by one query of ``read_feature_windows`` (two filtered aggregates each)."""
 
 
@@ -186,15 +187,24 @@ def read_feature_windows(conn: psycopg.Connection, rows: pd.DataFrame, features:
     One grouped scan per ``WINDOW_DAYS_PER_QUERY`` distinct as-of days (BRIN on ``activity_date``), one
     filtered sum and count per as-of day: a daily run (the day and
     the day 7 days before, ``churn_probability_7d_ago``) returns one row per supplier and feature instead of
-    every feature day of the 37 days (752,000 rows at 10,000 suppliers: about 1 s of CPU to read into pandas)."""
+    every feature day of the 37 days (752,000 rows at 10,000 suppliers: about 1 s of CPU to read into pandas).
+    Fewer days per scan when the suppliers x features grid of a scan would pass ``WINDOW_GRID_BYTES``.
+
+    ``table`` is the project's own relation name (``schema.name``, quoted as identifiers), never user input.
+
+    Raises:
+        psycopg.Error: the query fails (e.g. the table lacks a column)."""
     columns = [f"feat__{f}__{kind}" for f in features for kind in ("uses_30d", "active_days_30d")]
     out = np.zeros((len(rows), len(columns)))
     if len(rows) and features and relation_exists(conn, table):
         codes, suppliers = pd.factorize(rows["supplier_id"].astype(str))
         row_days = pd.to_datetime(rows["as_of_date"]).dt.date.to_numpy()
         distinct = sorted(set(row_days))
-        for start in range(0, len(distinct), WINDOW_DAYS_PER_QUERY):
-            chunk = distinct[start:start + WINDOW_DAYS_PER_QUERY]
+        # The dense grid below holds suppliers x features x days x 2 floats: fewer days per query for a large
+        # population or catalogue, so that it stays within WINDOW_GRID_BYTES.
+        per_query = max(1, min(WINDOW_DAYS_PER_QUERY, WINDOW_GRID_BYTES // (len(suppliers) * len(features) * 16)))
+        for start in range(0, len(distinct), per_query):
+            chunk = distinct[start:start + per_query]
             low, high = chunk[0] - timedelta(days=window_days), chunk[-1]
             aggregates, params = [], []
             for day in chunk:

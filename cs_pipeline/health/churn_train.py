@@ -8,7 +8,6 @@ Refusals (``ChurnModelError``, one line): fewer than ``MIN_CHURNERS`` (30) churn
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -41,9 +40,9 @@ from cs_pipeline.health.churn_model import (
 )
 
 GBM_CANDIDATES = 15
-WORKERS = min(2, len(os.sched_getaffinity(0)))
-"""Threads for the independent validation fits: two (a 2-core machine's cores) at most, since each holds its
-own copy of its fit rows (memory grows with the workers)."""
+WORKERS = 2
+"""Threads for the independent validation fits: two (a 2-core machine's cores; on one core they take turns),
+not more, since each holds its own copy of its fit rows (memory grows with the workers)."""
 
 
 @dataclass
@@ -87,6 +86,14 @@ def _both(y: np.ndarray) -> bool:
 def validate(x: np.ndarray, y: np.ndarray, days: np.ndarray, folds, algorithms: list[str]) -> dict[str, np.ndarray]:
     """Pooled calibrated validation predictions per algorithm over the folds (NaN outside them).
 
+    Args:
+        x: inputs, float array (training rows x inputs); y: churn labels (bool, one per row); days: each
+            row's as-of day (date objects); folds: ``rolling_folds`` of those days; algorithms: names from
+            ``ALGORITHMS``.
+
+    Returns:
+        {algorithm: float array of len(y)}: the calibrated probability (0-1) where a fold validates a row.
+
     The (algorithm, fold) fits are independent: they run on ``WORKERS`` threads (scikit-learn's fits and
     the BLAS under them release the GIL), each fit itself on one thread (``one_thread``), so two cores
     train about twice as fast as one without oversubscribing a shared machine."""
@@ -99,9 +106,7 @@ def validate(x: np.ndarray, y: np.ndarray, days: np.ndarray, folds, algorithms: 
             return fit_calibrated(algorithm, x[fit], y[fit], x[cal], y[cal]).predict_proba(x[val])[:, 1]
 
     tasks = [(a, m) for m in masks for a in algorithms]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # see _choose_logistic: catch_warnings is not thread-safe
-        results = Parallel(n_jobs=min(WORKERS, len(tasks)), prefer="threads")(delayed(one)(a, *m) for a, m in tasks)
+    results = Parallel(n_jobs=min(WORKERS, len(tasks)), prefer="threads")(delayed(one)(a, *m) for a, m in tasks)
     out = {a: np.full(len(y), np.nan) for a in algorithms}
     for (a, (_, _, val)), p in zip(tasks, results):
         out[a][val] = p
@@ -135,7 +140,10 @@ def train(features: pd.DataFrame, labels: np.ndarray, *, horizon_days: int, chur
     """
     if algorithm not in ("auto", *ALGORITHMS):
         raise ValueError(f"unknown algorithm {algorithm!r}: use auto, logistic or gbm")
-    with one_thread():
+    with one_thread(), warnings.catch_warnings():
+        # SelectKBest's F test on inputs constant in a fold's fit weeks: F = NaN, ranked last (not an error).
+        # Set here, in the calling thread, for the fits on worker threads too (warning filters are global).
+        warnings.filterwarnings("ignore", message="Features .* are constant", category=UserWarning)
         return _train(features, labels, horizon_days, churn_kind, training_as_of, columns, catalogue, algorithm,
                       baselines, trained_at)
 

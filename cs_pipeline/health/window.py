@@ -88,7 +88,8 @@ def with_week_before(conn: psycopg.Connection, engagement: pd.DataFrame, first: 
                      models: list) -> pd.DataFrame:
     """``engagement`` (the rows of [first, last]) after the engagement rows of the days before ``first`` that are
     ``WEEK`` days before a day of the window (a daily run: one day, not the week before it), with only the
-    columns the ``models`` read (``supplier_id``, ``as_of_date`` and their ``columns``; the others NaN)."""
+    columns the ``models`` read (``supplier_id``, ``as_of_date`` and their ``columns``; the others NaN, so
+    an integer column of ``engagement`` comes back as float64 when earlier rows were read)."""
     needed = {"supplier_id", "as_of_date"}.union(*(m.columns for m in models))
     before = min(first - timedelta(days=1), last - timedelta(days=WEEK))
     earlier = read_engagement(conn, first - timedelta(days=WEEK), before, [c for c in engagement.columns if c in needed])

@@ -293,8 +293,8 @@ def test_gradient_boosting_is_chosen_only_when_better_beyond_noise(data):
 
 def test_validation_fits_side_by_side_are_the_fits_run_alone(data):
     """``validate`` runs the (algorithm, fold) fits on two threads: each fold's predictions are exactly those
-    of the same fit run alone; and the warm-started regularisation path (``_choose_logistic``) ends at the
-    optimum a fit from zero finds, to lbfgs' tolerance."""
+    of the same fit run alone; and the warm-started regularisation path (``_choose_logistic``) ends where a
+    fit from zero ends, within what lbfgs' stopping tolerance allows from another start (2 %)."""
     engagement, fd, labels, _ = data
     features = build_features(engagement, fd, CATALOGUE)
     x = features.drop(columns=["supplier_id", "as_of_date"]).to_numpy(dtype=float)

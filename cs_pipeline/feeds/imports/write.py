@@ -206,7 +206,11 @@ class _DayRuns:
             start, end = self.ranges[day]
             out.flush()
             while start < end:
-                start += os.sendfile(out.fileno(), self.handle.fileno(), start, end - start)
+                sent = os.sendfile(out.fileno(), self.handle.fileno(), start, end - start)
+                if sent == 0:  # the file is shorter than its scanned ranges: changed while importing
+                    raise OSError(f"{self.handle.name} ended at byte {start}, before the rows of {day} (changed "
+                                  f"during the import?): import again")
+                start += sent
 
     def close(self) -> None:
         if self.handle is not None:
