@@ -33,17 +33,14 @@ What is timed (the same pure functions ``models/churn_model`` and ``customer_hea
   ``share_of_customer_health_step``: that figure over the 2.1 s customer_health step of a daily run at 10,000
   suppliers (docs/performance.md); the target is 0.10.
 
-Prints one JSON object last. Measured 2026-12-05 on the shared 2-core machine at a load average of 8-12
-(wall times mostly count other processes; see docs/performance.md, "The churn model"):
+Prints one JSON object last. Measured 2026-12-05 on the shared 2-core machine (docs/performance.md, "The
+churn model"):
 
-* ``--suppliers 2000``: 68,639 training rows, gbm chosen, train 194 s wall (process user time 67.6 s in
-  all), 641 MB peak; scoring 15,778 rows 0.23 s without the model, 3.39 s with it.
-* ``--suppliers 4000``: 140,117 training rows, logistic chosen, train 488 s wall, 101 s CPU, 1,040 MB;
-  scoring 32,185 rows 0.47 s / 4.84 s wall, 0.12 s / 1.21 s CPU (0.34 s of CPU per 10,000 rows added).
-* Full size (10,000 x 365) not run (20+ minutes at that load); extrapolated linearly: about 250 s of CPU
-  and 2.2 GB for training. The scoring target (<= 10 %) is not met: see the docs.
+* Full size, ``--suppliers 10000 --days 365 --score-days 1`` at load 4.7-6.0: 346,960 training rows, gbm
+  chosen, train 199.3 s wall, 163.3 s CPU, 2,819 MB peak (targets 300 s and 4 GB: met; 320.5 s and
+  2,175 MB before the warm-started logistic path and the two validation threads).
 * Scoring only, ``--suppliers 10000 --train-suppliers 600 --score-days 1`` (one daily run, 7,782 rows, about
-  two minutes in all; load average 7-10): see docs/performance.md, "The churn model".
+  two minutes in all): the scoring target (<= 10 %) is not met: see the docs.
 
 ``--train-suppliers N`` trains on the first N suppliers only and still scores every live supplier: the
 scoring figures at ``--suppliers`` without the full training time (the ``train_*`` figures are then those
