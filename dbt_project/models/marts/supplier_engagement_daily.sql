@@ -60,7 +60,9 @@ previous_day as (
       and (not w.has_journeys or (p.journeys_started_30d is not null and p.journeys_completed_30d is not null))
 ),
 
-moved_rows as (
+-- Materialized: read by the day ranges (index on activity_date), never per supplier through the
+-- (supplier_id, activity_date) index, which would read each supplier's whole history up to the day.
+moved_rows as materialized (
     select * from {{ ref('fct_supplier_activity_daily') }}
     where activity_date between {{ cs_min_date() }} and {{ cs_max_date() }}
     {%- for n in [7, 14, 30, 60, 90] %}
