@@ -11,8 +11,10 @@ Prints one JSON object last::
 
     {"suppliers", "days", "backfill_s", "backfill_rows_per_s", "raw_records", "daily_s_10k", "daily_s_1k",
      "daily_ratio_10k_to_1k", "peak_rss_mb",
-     "stages": {"backfill": {...}, "daily_10k": {...}, "daily_1k": {...}}, "targets": {...}}
+     "stages": {"backfill": {...}, "daily_10k": {...}, "daily_1k": {...}}, "dbt_models_daily_10k": {...},
+     "dbt_models_daily_1k": {...}, "targets": {...}}
 
+``dbt_models_daily_*`` are the slowest dbt models of each daily run (seconds, from dbt's ``run_results.json``).
 ``stages`` is read from the Dagster event log (step start/end per run, and the ``gate_seconds`` metadata
 of the Great Expectations checks): ingest (raw loads, without their gates), dbt, gates (GX suites),
 scoring (customer_health without its gate), milestones, interventions. ``peak_rss_mb`` is this process
@@ -66,6 +68,17 @@ def stage_seconds(instance, run_ids: list[str]) -> dict[str, float]:
             stages[owner] -= seconds.value
             stages["gates"] += seconds.value
     return {k: round(v, 2) for k, v in sorted(stages.items())}
+
+
+def dbt_model_seconds(state_dir: Path, top: int = 8) -> dict[str, float]:
+    """Seconds per dbt node of the newest dbt invocation under ``state_dir`` (its ``run_results.json``,
+    ``execution_time``), the ``top`` slowest: where the dbt stage's per-supplier time goes."""
+    results = sorted(state_dir.glob("*/run_results.json"), key=lambda path: path.stat().st_mtime)
+    if not results:
+        return {}
+    nodes = json.loads(results[-1].read_text())["results"]
+    seconds = {node["unique_id"].split(".")[-1]: round(node["execution_time"], 2) for node in nodes}
+    return dict(sorted(seconds.items(), key=lambda item: -item[1])[:top])
 
 
 def run_size(suppliers: int, days: int, workdir: Path, days_per_run: int, landing: Path | None,
@@ -132,6 +145,7 @@ def run_size(suppliers: int, days: int, workdir: Path, days_per_run: int, landin
         run_ids.append(result.run_id)
     out["interventions_s"] = round(time.perf_counter() - t, 2)
     out["stages_daily"] = stage_seconds(instance, run_ids)
+    out["dbt_models_daily"] = dbt_model_seconds(home / "dbt_target")
     print(f"[{suppliers}] {json.dumps(out)}", file=sys.stderr, flush=True)
     return out
 
@@ -166,6 +180,7 @@ def main() -> None:
         "peak_rss_mb": round(_rss_mb(resource.RUSAGE_SELF)),
         "stages": {"backfill": big["stages_backfill"], "daily_10k": big["stages_daily"],
                    "daily_1k": small["stages_daily"], "backfill_1k": small["stages_backfill"]},
+        "dbt_models_daily_10k": big["dbt_models_daily"], "dbt_models_daily_1k": small["dbt_models_daily"],
         "backfill_s_1k": small["backfill_s"],
     }
     report["targets"] = {

@@ -22,24 +22,99 @@ activity as (
     where {{ cs_in_window('activity_date', 89) }}
 ),
 
-{#- A run of a few days (the daily run) joins each as-of day to its own 90 days of activity rows: cheap for
-    one day. A longer window (a backfill) uses window frames instead, whose cost does not grow with the
-    window's length (issue 18). Both give the same rows (tests/transform). -#}
+-- WedSync-specific metrics (clients, forms, journeys) exist only for a product whose catalogue has the
+-- events they count: for a team's own product without them they are null (missing, not zero), and the
+-- scorecard leaves their components out (missing: exclude).
+wedsync_events as (
+    select coalesce(bool_or(event_name in ('client_added', 'client_updated')), false) as has_clients,
+           coalesce(bool_or(event_name in ('form_sent', 'form_completed')), false) as has_forms,
+           coalesce(bool_or(event_name in ('journey_started', 'journey_completed')), false) as has_journeys
+    from {{ ref('feature_catalogue') }}
+),
+
+{#- A run of a few days (the daily run) carries the stored rolling sums of the day before its window
+    forward (issue 30). A longer window (a backfill) uses window frames instead, whose cost does not grow
+    with the window's length (issue 18). Both give the same rows (tests/transform). -#}
 {%- set window_min = cs_date_var('min_date') -%}
 {%- set window_max = cs_date_var('max_date') -%}
 {%- set short_window = is_incremental() and window_min is not none and window_max is not none
     and (modules.datetime.date.fromisoformat(window_max) - modules.datetime.date.fromisoformat(window_min)).days < 3 %}
 {% if short_window -%}
-rolling_activity as (
+-- Incremental view maintenance: an N-day sum on as-of day D is the stored sum of min_date - 1, plus the
+-- activity rows of [min_date, D] (entering its window), minus those of [min_date - N, D - N] (leaving
+-- it), so a run reads 6 short ranges of days instead of 90 days per supplier. The stored row is used
+-- only where it holds every carried column (the forms and journeys columns are null while the catalogue
+-- lacks their events); a supplier without one (new, back from a cancellation) reads its own 90 days.
+previous_day as (
+    select p.supplier_id, p.events_7d, p.events_7d + p.events_prev_7d as events_14d, p.events_30d,
+           p.events_30d + p.events_prev_30d as events_60d, p.active_days_7d, p.active_days_30d, p.logins_30d,
+           p.forms_sent_30d, p.forms_completed_30d, p.journeys_started_30d, p.journeys_completed_30d,
+           p.tickets_opened_30d, p.failed_invoices_30d, p.active_days_90d, p.revenue_90d
+    from {{ this }} as p
+    cross join wedsync_events as w
+    where p.as_of_date = {{ cs_min_date() }} - 1
+      and num_nulls(p.events_7d, p.events_prev_7d, p.events_30d, p.events_prev_30d, p.active_days_7d,
+                    p.active_days_30d, p.logins_30d, p.tickets_opened_30d, p.failed_invoices_30d,
+                    p.active_days_90d, p.revenue_90d) = 0
+      and (not w.has_forms or (p.forms_sent_30d is not null and p.forms_completed_30d is not null))
+      and (not w.has_journeys or (p.journeys_started_30d is not null and p.journeys_completed_30d is not null))
+),
+
+-- Materialized: read by the day ranges (index on activity_date), never per supplier through the
+-- (supplier_id, activity_date) index, which would read each supplier's whole history up to the day.
+moved_rows as materialized (
+    select * from {{ ref('fct_supplier_activity_daily') }}
+    where activity_date between {{ cs_min_date() }} and {{ cs_max_date() }}
+    {%- for n in [7, 14, 30, 60, 90] %}
+       or activity_date between {{ cs_min_date() }} - {{ n }} and {{ cs_max_date() }} - {{ n }}
+    {%- endfor %}
+),
+
+carried_activity as (
+    select
+        d.supplier_id,
+        d.as_of_date,
+        {{ cs_moved_sum('events_total', 7, 'p.events_7d') }} as events_7d,
+        {{ cs_moved_sum('events_total', 14, 'p.events_14d') }} as events_14d,
+        {{ cs_moved_sum('events_total', 30, 'p.events_30d') }} as events_30d,
+        {{ cs_moved_sum('events_total', 60, 'p.events_60d') }} as events_60d,
+        {{ cs_moved_count(7, 'p.active_days_7d') }} as active_days_7d,
+        {{ cs_moved_count(30, 'p.active_days_30d') }} as active_days_30d,
+        {%- for column in ['logins', 'forms_sent', 'forms_completed', 'journeys_started', 'journeys_completed',
+                           'tickets_opened', 'failed_invoices'] %}
+        {{ cs_moved_sum(column, 30, 'p.' ~ column ~ '_30d') }} as {{ column }}_30d,
+        {%- endfor %}
+        {{ cs_moved_count(90, 'p.active_days_90d') }} as active_days_90d,
+        {{ cs_moved_sum('revenue', 90, 'p.revenue_90d') }} as revenue_90d,
+        {#- The digits after the point of a numeric sum are the most of its terms': the full sum's are
+            those of the rows in the window, which the stored sum's keep unless its rows with the most
+            all left (then read the supplier's window again). -#}
+        case when coalesce(max(scale(a.revenue)) filter (where {{ cs_leaving('a', 'd.as_of_date', 90) }}), 0) < scale(p.revenue_90d)
+                  or scale(p.revenue_90d) = 0
+             then greatest(scale(p.revenue_90d), coalesce(max(scale(a.revenue)) filter (where {{ cs_entering('a', 'd.as_of_date') }}), 0))
+             else (select coalesce(max(scale(f.revenue)), 0) from {{ ref('fct_supplier_activity_daily') }} as f
+                   where f.supplier_id = d.supplier_id
+                     and f.activity_date between d.as_of_date - 89 and d.as_of_date)
+        end as revenue_90d_scale
+    from days as d
+    join previous_day as p using (supplier_id)
+    left join moved_rows as a
+        on a.supplier_id = d.supplier_id and a.activity_date <= d.as_of_date
+    group by d.supplier_id, d.as_of_date, p.supplier_id, p.events_7d, p.events_14d, p.events_30d, p.events_60d,
+             p.active_days_7d, p.active_days_30d, p.logins_30d, p.forms_sent_30d, p.forms_completed_30d,
+             p.journeys_started_30d, p.journeys_completed_30d, p.tickets_opened_30d, p.failed_invoices_30d,
+             p.active_days_90d, p.revenue_90d
+),
+
+-- Suppliers without a usable stored row: each as-of day joined to its own 90 days of activity rows.
+joined_activity as (
     select
         d.supplier_id,
         d.as_of_date,
         coalesce(sum(a.events_total) filter (where a.activity_date > d.as_of_date - 7), 0) as events_7d,
-        coalesce(sum(a.events_total) filter (where a.activity_date <= d.as_of_date - 7
-                                              and a.activity_date > d.as_of_date - 14), 0) as events_prev_7d,
+        coalesce(sum(a.events_total) filter (where a.activity_date > d.as_of_date - 14), 0) as events_14d,
         coalesce(sum(a.events_total) filter (where a.activity_date > d.as_of_date - 30), 0) as events_30d,
-        coalesce(sum(a.events_total) filter (where a.activity_date <= d.as_of_date - 30
-                                              and a.activity_date > d.as_of_date - 60), 0) as events_prev_30d,
+        coalesce(sum(a.events_total) filter (where a.activity_date > d.as_of_date - 60), 0) as events_60d,
         count(*) filter (where a.activity_date > d.as_of_date - 7 and a.events_total > 0) as active_days_7d,
         count(*) filter (where a.activity_date > d.as_of_date - 30 and a.events_total > 0) as active_days_30d,
         coalesce(sum(a.logins) filter (where a.activity_date > d.as_of_date - 30), 0) as logins_30d,
@@ -52,10 +127,24 @@ rolling_activity as (
         count(*) filter (where a.events_total > 0) as active_days_90d,
         coalesce(sum(a.revenue), 0) as revenue_90d
     from days as d
-    left join activity as a
+    left join {{ ref('fct_supplier_activity_daily') }} as a
         on a.supplier_id = d.supplier_id
         and a.activity_date between d.as_of_date - 89 and d.as_of_date
+    where not exists (select 1 from previous_day as p where p.supplier_id = d.supplier_id)
     group by 1, 2
+),
+
+rolling_activity as (
+    select supplier_id, as_of_date, events_7d, events_14d - events_7d as events_prev_7d, events_30d,
+           events_60d - events_30d as events_prev_30d, active_days_7d, active_days_30d, logins_30d,
+           forms_sent_30d, forms_completed_30d, journeys_started_30d, journeys_completed_30d,
+           tickets_opened_30d, failed_invoices_30d, active_days_90d, round(revenue_90d, revenue_90d_scale) as revenue_90d
+    from carried_activity
+    union all
+    select supplier_id, as_of_date, events_7d, events_14d - events_7d, events_30d, events_60d - events_30d,
+           active_days_7d, active_days_30d, logins_30d, forms_sent_30d, forms_completed_30d, journeys_started_30d,
+           journeys_completed_30d, tickets_opened_30d, failed_invoices_30d, active_days_90d, revenue_90d
+    from joined_activity
 ),
 
 {% else -%}
@@ -199,11 +288,26 @@ population_gap as (
 -- with the previous day's stored value, so that the answer does not depend on how far back the
 -- window reads.
 {% if short_window -%}
+-- The stored last login of min_date - 1 covers every login before the window (it is at least the last
+-- of its own 90 days), so only the window's login rows are read; a supplier without a stored row reads
+-- its 90 days.
+login_rows as (
+    select supplier_id, activity_date from {{ ref('fct_supplier_activity_daily') }}
+    where activity_date between {{ cs_min_date() }} and {{ cs_max_date() }} and logins > 0
+    union all
+    select a.supplier_id, a.activity_date
+    from (select distinct supplier_id from days) as s
+    join {{ ref('fct_supplier_activity_daily') }} as a on a.supplier_id = s.supplier_id
+    where a.activity_date between {{ cs_min_date() }} - 89 and {{ cs_min_date() }} - 1 and a.logins > 0
+      and not exists (select 1 from {{ this }} as p
+                      where p.supplier_id = s.supplier_id and p.as_of_date = {{ cs_min_date() }} - 1)
+),
+
 last_logins as (
     select d.supplier_id, d.as_of_date, greatest(max(a.activity_date), max(p.last_login_date)) as last_login_date
     from days as d
-    left join activity as a
-        on a.supplier_id = d.supplier_id and a.logins > 0 and a.activity_date <= d.as_of_date
+    left join login_rows as a
+        on a.supplier_id = d.supplier_id and a.activity_date <= d.as_of_date
     left join {{ this }} as p
         on p.supplier_id = d.supplier_id and p.as_of_date = {{ cs_min_date() }} - 1
     group by 1, 2
@@ -365,16 +469,6 @@ adoption_counts as (
 
 core_total as (
     select count(*) as core_features_total from catalogue where is_core
-),
-
--- WedSync-specific metrics (clients, forms, journeys) exist only for a product whose catalogue has the
--- events they count: for a team's own product without them they are null (missing, not zero), and the
--- scorecard leaves their components out (missing: exclude).
-wedsync_events as (
-    select coalesce(bool_or(event_name in ('client_added', 'client_updated')), false) as has_clients,
-           coalesce(bool_or(event_name in ('form_sent', 'form_completed')), false) as has_forms,
-           coalesce(bool_or(event_name in ('journey_started', 'journey_completed')), false) as has_journeys
-    from {{ ref('feature_catalogue') }}
 ),
 
 tickets as (
