@@ -165,8 +165,9 @@ def features_for(conn: psycopg.Connection, engagement: pd.DataFrame, columns: li
 
 FEATURE_DAYS = "intermediate.int_supplier_feature_days"
 WINDOW_DAYS_PER_QUERY = 32
-WINDOW_GRID_BYTES = 64 << 20
 """As-of days aggregated by one query of ``read_feature_windows`` (two filtered aggregates each)."""
+WINDOW_GRID_BYTES = 64 << 20
+"""Memory cap of one query's suppliers x features x days grid in ``read_feature_windows`` (bytes)."""
 
 
 def read_feature_windows(conn: psycopg.Connection, rows: pd.DataFrame, features: list[str],

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from cs_pipeline.feeds.imports.read import DAY_SUFFIX, OTHER_DAY_FORMATS, parse_days, quote  # noqa: F401
+from cs_pipeline.feeds.imports.read import DAY_SUFFIX, parse_days, quote
 from cs_pipeline.feeds.imports.spec import ColumnMap, MappingError, Part, StatusRule
 from cs_pipeline.ingest.sources import sources
 

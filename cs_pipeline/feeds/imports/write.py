@@ -61,7 +61,6 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
                                            for c in (p.day_from, p.present_from) if c})) for name in used}
         columns = {name: load_table(con, f"t_{name}", mapping.tables[name], source_dir, row_ids=name in with_ids,
                                     day_columns=day_columns[name]) for name in sorted(used)}
-        parsed = {name: tuple(c for c in day_columns[name] if c in columns[name]) for name in used}
         distinct = _distinct_values(con, mapping, columns)
         # 1. Event sources: every part (and its logins) in one COPY sorted by day.
         written: dict[str, list[_DayRuns]] = {}
@@ -70,7 +69,7 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
                 continue
             queries = []
             for i, part in enumerate(mapping.sources[target]):
-                sql = _part(part, target, f"sources.{target}.{i}", columns, (mapping.start, mapping.end), parsed, distinct)
+                sql = _part(part, target, f"sources.{target}.{i}", columns, (mapping.start, mapping.end), day_columns, distinct)
                 _count(con, sql, report)
                 landing = ", ".join(quote(c) for c in sources()[target].column_names)
                 queries.append((sql.query(f"SELECT {landing}, _day, _rn FROM {sql.final}"), sql.params))
@@ -94,7 +93,7 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
             queries, static[target] = [], []
             landing = list(sources()[target].column_names)
             for i, part in enumerate(mapping.sources.get(target, [])):
-                sql = _part(part, target, f"sources.{target}.{i}", columns, None, parsed, distinct)
+                sql = _part(part, target, f"sources.{target}.{i}", columns, None, day_columns, distinct)
                 _count(con, sql, report)
                 if part.status is not None:
                     queries.append((sql.query(status_sql(sql.final, part.status, landing, first, last, sql.params)),
