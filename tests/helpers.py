@@ -47,6 +47,13 @@ def reset_warehouse(conn: psycopg.Connection) -> None:
     conn.commit()
 
 
+def reset_interventions(conn: psycopg.Connection) -> None:
+    """``reset_warehouse``, and no interventions or deliveries left by an earlier test."""
+    reset_warehouse(conn)
+    conn.execute("DROP TABLE IF EXISTS ops.in_app_notifications, ops.support_interactions, ops.interventions CASCADE")
+    conn.commit()
+
+
 def _write(path: Path, columns: list[str], rows: list[list]) -> None:
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)

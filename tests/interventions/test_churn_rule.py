@@ -25,7 +25,7 @@ from cs_pipeline.interventions.playbook import (
     load_playbook,
 )
 from cs_pipeline.runtime.runner import run_job_over_range
-from tests.helpers import reset_warehouse
+from tests.helpers import reset_interventions
 from tests.interventions.test_interventions import facts, scenario_landing
 
 PLAYBOOK = load_playbook()
@@ -100,10 +100,7 @@ def test_churn_condition_without_requires_is_refused(tmp_path):
 def scored(settings, warehouse, tmp_path_factory):
     """Nine days of the worked scenario through the daily job: customer_health scored, without a model."""
     with warehouse.connect() as conn:
-        reset_warehouse(conn)
-        conn.execute("DROP TABLE IF EXISTS marts.customer_health, marts.success_milestones, "
-                     "ops.in_app_notifications, ops.support_interactions, ops.interventions CASCADE")
-        conn.commit()
+        reset_interventions(conn)
     first = DAY - timedelta(days=8)
     landing = tmp_path_factory.mktemp("churn_rule_landing")
     scenario_landing(landing, first, 9)

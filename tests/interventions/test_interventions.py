@@ -34,7 +34,7 @@ from tests.helpers import (
     SUPPLIER_COLUMNS,
     TICKET_COLUMNS,
     _write,
-    reset_warehouse,
+    reset_interventions,
 )
 
 PLAYBOOK = load_playbook()
@@ -222,10 +222,7 @@ def scenario_landing(directory: Path, first: date, days: int) -> None:
 @pytest.fixture(scope="module")
 def scenario(settings, warehouse, tmp_path_factory):
     with warehouse.connect() as conn:
-        reset_warehouse(conn)
-        conn.execute("DROP TABLE IF EXISTS marts.customer_health, marts.success_milestones, "
-                     "ops.in_app_notifications, ops.support_interactions, ops.interventions CASCADE")
-        conn.commit()
+        reset_interventions(conn)
     first = date(2025, 6, 1)
     landing = tmp_path_factory.mktemp("scenario_landing")
     scenario_landing(landing, first, 9)
