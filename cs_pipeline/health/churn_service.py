@@ -15,25 +15,24 @@ import joblib
 import numpy as np
 import pandas as pd
 import psycopg
-from psycopg import sql
 
-from cs_pipeline.core.db import ddl_transaction, now_utc, read_frame, read_frame_bulk, relation_exists
+from cs_pipeline.core.db import columns_of, ddl_transaction, now_utc, read_frame, relation_exists
 from cs_pipeline.core.settings import Settings
 from cs_pipeline.health.backtest import label_churn
 from cs_pipeline.health.churn_features import (
-    FEATURE_WINDOW_DAYS,
     build_features,
     engagement_columns,
     weekly_days,
 )
 from cs_pipeline.health.churn_model import ChurnModel, ChurnModelError
+from cs_pipeline.health.churn_scoring import WEEK, score_for_comparison
 from cs_pipeline.health.churn_train import TrainResult, train
-from cs_pipeline.health.drivers import churn_reasons
 from cs_pipeline.health.scorecard import Churn, Scorecard, load_scorecard
 from cs_pipeline.health.scoring import score_suppliers, seasonal_index_from_sums
 from cs_pipeline.health.store import (
     ensure_health_tables,
     read_activity_days,
+    read_engagement,
     read_seasonal_sums,
 )
 
@@ -60,14 +59,25 @@ CREATE TABLE IF NOT EXISTS ops.churn_models (
   metrics jsonb NOT NULL
 )
 """
+SCORES_DDL = """
+CREATE TABLE IF NOT EXISTS ops.churn_model_scores (
+  version text NOT NULL,
+  as_of_date date NOT NULL,
+  supplier_id text NOT NULL,
+  churn_probability numeric(5, 4) NOT NULL,
+  PRIMARY KEY (version, as_of_date, supplier_id)
+)
+"""
 
 
 def ensure_churn_tables(conn: psycopg.Connection) -> None:
-    """Create ops.churn_models (and the health tables the model's backtest row goes to)."""
+    """Create ops.churn_models, ops.churn_model_scores (``churn_scoring.score_for_comparison``) and the
+    health tables the model's backtest row goes to."""
     ensure_health_tables(conn)
     with ddl_transaction(conn):
         conn.execute("CREATE SCHEMA IF NOT EXISTS ops")
         conn.execute(DDL)
+        conn.execute(SCORES_DDL)
 
 
 def parse_churn(text: str) -> Churn:
@@ -163,83 +173,6 @@ def features_for(conn: psycopg.Connection, engagement: pd.DataFrame, columns: li
     return build_features(engagement, feature_days, catalogue, columns)
 
 
-FEATURE_DAYS = "intermediate.int_supplier_feature_days"
-WINDOW_DAYS_PER_QUERY = 32
-"""As-of days aggregated by one query of ``read_feature_windows`` (two filtered aggregates each)."""
-WINDOW_GRID_BYTES = 64 << 20
-"""Memory cap of one query's suppliers x features x days grid in ``read_feature_windows`` (bytes)."""
-
-
-def read_feature_windows(conn: psycopg.Connection, rows: pd.DataFrame, features: list[str],
-                         table: str = FEATURE_DAYS, window_days: int = FEATURE_WINDOW_DAYS) -> pd.DataFrame:
-    """``churn_features.feature_usage`` of ``rows`` computed in PostgreSQL: per row and catalogue feature the
-    sum of the non-null ``uses`` and the number of feature-day rows with a ``uses`` in the ``window_days``
-    days up to and including the row's as-of day, from ``table`` (``supplier_id, feature, activity_date,
-    uses``: intermediate.int_supplier_feature_days).
-
-    Args:
-        rows: ``supplier_id``, ``as_of_date`` (UTC days: date or midnight timestamps), any order, repeats allowed.
-        features: the catalogue's features (a feature without feature days gets zeros).
-
-    Returns:
-        DataFrame aligned with ``rows`` (fresh index), float columns ``feat__<feature>__uses_30d`` and
-        ``feat__<feature>__active_days_30d``, the same values as ``feature_usage`` on the table's rows.
-
-    One grouped scan per ``WINDOW_DAYS_PER_QUERY`` distinct as-of days (BRIN on ``activity_date``), one
-    filtered sum and count per as-of day: a daily run (the day and
-    the day 7 days before, ``churn_probability_7d_ago``) returns one row per supplier and feature instead of
-    every feature day of the 37 days (752,000 rows at 10,000 suppliers: about 1 s of CPU to read into pandas).
-    Fewer days per scan when the suppliers x features grid of a scan would pass ``WINDOW_GRID_BYTES``.
-
-    ``table`` is the project's own relation name (``schema.name``, quoted as identifiers), never user input.
-
-    Raises:
-        psycopg.Error: the query fails (e.g. the table lacks a column)."""
-    columns = [f"feat__{f}__{kind}" for f in features for kind in ("uses_30d", "active_days_30d")]
-    out = np.zeros((len(rows), len(columns)))
-    if len(rows) and features and relation_exists(conn, table):
-        codes, suppliers = pd.factorize(rows["supplier_id"].astype(str))
-        row_days = pd.to_datetime(rows["as_of_date"]).dt.date.to_numpy()
-        distinct = sorted(set(row_days))
-        # The dense grid below holds suppliers x features x days x 2 floats: fewer days per query for a large
-        # population or catalogue, so that it stays within WINDOW_GRID_BYTES.
-        per_query = max(1, min(WINDOW_DAYS_PER_QUERY, WINDOW_GRID_BYTES // (len(suppliers) * len(features) * 16)))
-        for start in range(0, len(distinct), per_query):
-            chunk = distinct[start:start + per_query]
-            low, high = chunk[0] - timedelta(days=window_days), chunk[-1]
-            aggregates, params = [], []
-            for day in chunk:
-                # (day - window_days, day], without the comparisons the WHERE clause already makes
-                bounds = [(sql.SQL("activity_date > %s"), day - timedelta(days=window_days))] * (day != chunk[0]) \
-                    + [(sql.SQL("activity_date <= %s"), day)] * (day != high)
-                inside = sql.SQL(" FILTER (WHERE {})").format(sql.SQL(" AND ").join(b for b, _ in bounds)) \
-                    if bounds else sql.SQL("")
-                # sums as PostgreSQL gives them (integer uses: whole numbers, read exactly)
-                aggregates.append(sql.SQL("sum(uses){inside}, count(uses){inside}").format(inside=inside))
-                params += [v for _, v in bounds] * 2
-            # ids and features prefixed with "_": read as text by read_csv even when they look like numbers
-            query = sql.SQL("SELECT '_' || supplier_id::text, '_' || feature::text, {} FROM {} "
-                            "WHERE activity_date > %s AND activity_date <= %s GROUP BY 1, 2").format(
-                sql.SQL(", ").join(aggregates), sql.Identifier(*table.split(".")))
-            # Every supplier and feature of those days: fewer comparisons in PostgreSQL than a filter on the
-            # scored suppliers and the catalogue; the others are dropped here.
-            found = read_frame_bulk(conn, query, [*params, low, high])
-            if found.empty:
-                continue
-            known = found.iloc[:, 0].notna() & found.iloc[:, 1].notna()  # a null id or feature matches no row
-            who = suppliers.get_indexer(found.iloc[:, 0].astype(str).str[1:])
-            what = pd.Index(features).get_indexer(found.iloc[:, 1].astype(str).str[1:])
-            keep = known.to_numpy() & (who >= 0) & (what >= 0)
-            sums = np.nan_to_num(found.iloc[:, 2:].to_numpy(dtype=float)).reshape(len(found), len(chunk), 2)
-            # suppliers x features x as-of days x (uses, active days)
-            grid = np.zeros((len(suppliers), len(features), len(chunk), 2))
-            grid[who[keep], what[keep]] = sums[keep]
-            at = pd.Index(chunk).get_indexer(row_days)
-            mine = at >= 0
-            out[mine] = grid[codes[mine], :, at[mine]].reshape(int(mine.sum()), -1)
-    return pd.DataFrame(out, columns=columns)
-
-
 @dataclass
 class Trained:
     """A stored training: the result, the file written and the scorecard compared."""
@@ -298,6 +231,12 @@ def train_churn_model(conn: psycopg.Connection, settings: Settings, *, as_of: da
     result = train(features, labels, horizon_days=churn.horizon_days, churn_kind=churn.kind, training_as_of=as_of,
                    columns=columns, catalogue=catalogue, algorithm=algorithm, baselines=baselines, trained_at=now_utc())
     path = store_model(conn, settings, result, card.version)
+    # The days the model's first week of scoring compares with (churn_probability_7d_ago), scored once now
+    # rather than again by every daily run of that week.
+    present = columns_of(conn, "marts", "supplier_engagement_daily")
+    score_for_comparison(conn, result.model, read_engagement(
+        conn, as_of - timedelta(days=WEEK - 1), as_of,
+        [c for c in ["supplier_id", "as_of_date", *result.model.columns] if c in present]))
     return Trained(result=result, path=path, scorecard=card.version)
 
 
@@ -339,39 +278,6 @@ def list_models(conn: psycopg.Connection) -> pd.DataFrame:
     return read_frame(conn, "SELECT version, trained_at, training_as_of, churn_kind, horizon_days, algorithm, training_rows, "
                             "churners, val_auc, val_auc_ci_low, val_auc_ci_high, scorecard_version, scorecard_auc, "
                             "recency_auc, brier, top_decile_lift FROM ops.churn_models ORDER BY trained_at DESC")
-
-
-def score_churn(conn: psycopg.Connection, model: ChurnModel | None, engagement: pd.DataFrame,
-                week_ago: pd.DataFrame | None = None) -> pd.DataFrame:
-    """``churn_probability`` (float 0-1, NaN without a model), ``churn_model_version`` (None without one),
-    ``churn_reasons`` (the model's top three reasons in words, "" without one; ``drivers.churn_reasons``, the
-    model's reasons built over the whole frame) and ``churn_probability_7d_ago`` (float 0-1:
-    the same model's probability for the supplier's engagement row 7 days before the row's ``as_of_date``,
-    from ``week_ago``; NaN when that row is absent or there is no model), aligned with ``engagement``.
-
-    ``week_ago``: engagement rows (same columns) of the days 7 days earlier; rows without a match are
-    ignored. Scoring them with the *same* model is what makes the playbook's ``rise_7d`` a change in the
-    supplier, never a change of model (issue 26 item 6): with a weekly retrain, the model that scored the
-    day 7 days earlier is always another one. They use only data up to their own day (point in time)."""
-    n = len(engagement)
-    if model is None or n == 0:
-        return pd.DataFrame({"churn_probability": np.full(n, np.nan), "churn_model_version": [None] * n,
-                             "churn_reasons": [""] * n, "churn_probability_7d_ago": np.full(n, np.nan)})
-    engagement = engagement.reset_index(drop=True)
-    earlier = week_ago.reset_index(drop=True) if week_ago is not None else engagement.iloc[:0]
-    both = pd.concat([engagement, earlier], ignore_index=True)
-    features = build_features(both, None, model.catalogue, model.columns,
-                              usage=read_feature_windows(conn, both, model.catalogue))
-    probability = np.round(model.predict(features), 4)
-    now = features.iloc[:n].reset_index(drop=True)
-    before = pd.Series(probability[n:], index=pd.MultiIndex.from_arrays([
-        earlier["supplier_id"].astype(str).to_numpy(), pd.to_datetime(earlier["as_of_date"]).to_numpy()]))
-    before = before[~before.index.duplicated(keep="last")]
-    wanted = pd.MultiIndex.from_arrays([engagement["supplier_id"].astype(str).to_numpy(),
-                                        (pd.to_datetime(engagement["as_of_date"]) - pd.Timedelta(days=7)).to_numpy()])
-    return pd.DataFrame({"churn_probability": probability[:n], "churn_model_version": [model.version] * n,
-                         "churn_reasons": churn_reasons(model, now),
-                         "churn_probability_7d_ago": before.reindex(wanted).to_numpy(dtype=float)})
 
 
 def comparison_rows(metrics: dict, algorithm_name: str) -> list[dict]:

@@ -390,10 +390,10 @@ def _reason_deltas(model: ChurnModel, features: pd.DataFrame, top: int):
     member = np.zeros((n, len(names)), dtype=bool)
     member[np.arange(n)[:, None], order] = True
     deltas = np.full((n, len(candidates)), -np.inf)
-    for k, name in enumerate(candidates):
-        j = names.index(name)
-        rows = member[:, j]
-        # Affine up to the logit: without the quantity the logit moves by exactly -parts (see churn_reasons).
-        deltas[rows, k] = base[rows] - np.mean([c.calibrators[0].predict(logit[rows] - parts[rows, j])
-                                                for c in calibrated], axis=0)
+    at = np.array([names.index(name) for name in candidates], dtype=np.int64)
+    rows, k = np.nonzero(member[:, at])
+    # Affine up to the logit: without the quantity the logit moves by exactly -parts (see churn_reasons). Every
+    # (row, candidate) in one call per calibrator (each maps values one by one).
+    deltas[rows, k] = base[rows] - np.mean([c.calibrators[0].predict(logit[rows] - parts[rows, at[k]])
+                                            for c in calibrated], axis=0)
     return x, deltas, candidates, groups

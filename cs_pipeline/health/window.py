@@ -13,7 +13,8 @@ import pandas as pd
 import psycopg
 
 from cs_pipeline.core.settings import Settings
-from cs_pipeline.health.churn_service import load_model, score_churn
+from cs_pipeline.health.churn_scoring import score_churn
+from cs_pipeline.health.churn_service import load_model
 from cs_pipeline.health.known_by import churn_risk_as_of, models_by_day
 from cs_pipeline.health.scorecard import Scorecard
 from cs_pipeline.health.scoring import add_history, score_suppliers
@@ -61,12 +62,9 @@ def score_window(conn: psycopg.Connection, scorecard: Scorecard, first: date, la
     by_row = row_days.map(chosen).to_numpy(dtype=object) if chosen else np.full(n, None, dtype=object)
     versions = sorted({v for v in chosen.values() if v is not None})
     models = {v: load_model(settings, v) for v in versions}
-    # The rows the rise_7d comparison needs, read only when a model scores.
-    with_week_ago = with_week_before(conn, engagement, first, last, list(models.values())) if models else engagement
     for model_version, model in models.items():
         rows = by_row == model_version
-        scored = engagement.loc[rows].reset_index(drop=True)
-        churn = score_churn(conn, model, scored, week_ago=rows_week_ago(with_week_ago, scored))
+        churn = score_churn(conn, model, engagement.loc[rows], week_ago=True)
         probability_7d_ago[rows] = churn["churn_probability_7d_ago"].to_numpy(dtype=float)
         probability[rows] = churn["churn_probability"].to_numpy(dtype=float)
         version[rows] = churn["churn_model_version"].to_numpy(dtype=object)
@@ -78,31 +76,3 @@ def score_window(conn: psycopg.Connection, scorecard: Scorecard, first: date, la
     scores["drivers"] = np.where(reasons == "", drivers, np.where(drivers == "", "churn model: " + reasons,
                                                                   drivers + "; churn model: " + reasons))
     return scores
-
-
-WEEK = 7
-"""Days back of ``churn_probability_7d_ago`` (the playbook's ``rise_7d``)."""
-
-
-def with_week_before(conn: psycopg.Connection, engagement: pd.DataFrame, first: date, last: date,
-                     models: list) -> pd.DataFrame:
-    """``engagement`` (the rows of [first, last]) after the engagement rows of the days before ``first`` that are
-    ``WEEK`` days before a day of the window (a daily run: one day, not the week before it), with only the
-    columns the ``models`` read (``supplier_id``, ``as_of_date`` and their ``columns``; the others NaN, so
-    an integer column of ``engagement`` comes back as float64 when earlier rows were read)."""
-    needed = {"supplier_id", "as_of_date"}.union(*(m.columns for m in models))
-    before = min(first - timedelta(days=1), last - timedelta(days=WEEK))
-    earlier = read_engagement(conn, first - timedelta(days=WEEK), before, [c for c in engagement.columns if c in needed])
-    return pd.concat([earlier, engagement], ignore_index=True)
-
-
-def rows_week_ago(engagement: pd.DataFrame, scored: pd.DataFrame) -> pd.DataFrame:
-    """The rows of ``engagement`` (``supplier_id``, ``as_of_date``, ...) that are ``WEEK`` days before a row of
-    ``scored`` for the same supplier: what ``score_churn`` scores again for ``churn_probability_7d_ago``."""
-    if engagement.empty or scored.empty:
-        return engagement.iloc[:0]
-    wanted = pd.MultiIndex.from_arrays([scored["supplier_id"].astype(str).to_numpy(),
-                                        (pd.to_datetime(scored["as_of_date"]) - pd.Timedelta(days=WEEK)).to_numpy()])
-    have = pd.MultiIndex.from_arrays([engagement["supplier_id"].astype(str).to_numpy(),
-                                      pd.to_datetime(engagement["as_of_date"]).to_numpy()])
-    return engagement.loc[have.isin(wanted)].reset_index(drop=True)

@@ -1,4 +1,4 @@
-"""churn_service.read_feature_windows: the 30-day per-feature windows aggregated in PostgreSQL equal
+"""churn_scoring.read_feature_windows: the 30-day per-feature windows aggregated in PostgreSQL equal
 churn_features.feature_usage over the same feature days read into pandas (the path scoring used before),
 exactly, on random feature days (gaps, repeated days, null uses, features outside the catalogue, suppliers
 without feature days, as-of days before any activity and repeated rows), also when the as-of days span
@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cs_pipeline.health import churn_service
+from cs_pipeline.health import churn_scoring
 from cs_pipeline.health.churn_features import build_features, feature_usage
-from cs_pipeline.health.churn_service import read_feature_windows
+from cs_pipeline.health.churn_scoring import read_feature_windows
 
 from tests.health.test_churn_features import FEATURES, random_inputs
 
@@ -36,8 +36,8 @@ def test_windows_in_postgres_equal_the_pandas_windows(conn, monkeypatch, seed, p
         fd["supplier_id"].replace(numeric_looking)
     rows = pd.concat([rows, rows.iloc[:20]], ignore_index=True)  # repeated rows
     _store(conn, fd)
-    monkeypatch.setattr(churn_service, "WINDOW_DAYS_PER_QUERY", per_query)
-    got = read_feature_windows(conn, rows, FEATURES, table=TABLE)
+    monkeypatch.setattr(churn_scoring, "WINDOW_DAYS_PER_QUERY", per_query)
+    got = read_feature_windows(conn, rows, FEATURES, table=TABLE, adoption=None)
     expected = feature_usage(rows, fd, FEATURES)
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
     assert got["feat__forms__uses_30d"].gt(0).any() and got["feat__forms__uses_30d"].eq(0).any()
@@ -54,3 +54,38 @@ def test_windows_without_the_table_or_rows_are_zeros(conn):
     got = read_feature_windows(conn, rows, FEATURES, table="churn_windows_test.absent")
     assert got.shape == (len(rows), 2 * len(FEATURES)) and (got.to_numpy() == 0).all()
     assert read_feature_windows(conn, rows.iloc[:0], FEATURES, table=TABLE).shape == (0, 2 * len(FEATURES))
+
+
+ADOPTION = "churn_windows_test.adoption"
+
+
+def _store_adoption(conn, suppliers: list[str], features: list[str], day, uses: int) -> None:
+    conn.execute(f"CREATE TABLE {ADOPTION} (supplier_id text, feature text, as_of_date date, uses_30d integer, "
+                 "active_days_30d integer)")
+    with conn.cursor().copy(f"COPY {ADOPTION} FROM STDIN") as copy:
+        for supplier in suppliers:
+            for feature in features:
+                copy.write_row([supplier, feature, day, uses, 3])
+
+
+@pytest.mark.parametrize("gap", [None, "supplier", "feature"])
+def test_rows_of_the_adoption_marts_day_take_its_sums_unless_it_lacks_one(conn, gap):
+    """The rows of the day the feature-adoption mart is as of take its uses_30d / active_days_30d (planted
+    here as 1,000 and 3 so that the source shows); other days are aggregated from the feature days; a mart
+    without one of that day's suppliers or one catalogue feature is not used at all."""
+    rows, fd = random_inputs(7)
+    _store(conn, fd)
+    day = rows["as_of_date"].mode()[0]
+    mine = (rows["as_of_date"] == day).to_numpy()
+    suppliers = sorted(set(rows.loc[mine, "supplier_id"]) | {"someone_else"})
+    features = [f for f in FEATURES if f != "journeys"] if gap == "feature" else FEATURES
+    _store_adoption(conn, suppliers[1:] if gap == "supplier" else suppliers, features, day, 1000)
+    got = read_feature_windows(conn, rows, FEATURES, table=TABLE, adoption=ADOPTION)
+    aggregated = feature_usage(rows, fd, FEATURES)
+    uses = [c for c in got.columns if c.endswith("__uses_30d")]
+    if gap is None:
+        assert (got.loc[mine, uses] == 1000).all().all() and (got.loc[mine].drop(columns=uses) == 3).all().all()
+        pd.testing.assert_frame_equal(got.loc[~mine], aggregated.loc[~mine], check_exact=True)
+    else:
+        pd.testing.assert_frame_equal(got, aggregated, check_exact=True)
+    conn.rollback()

@@ -279,7 +279,8 @@ def test_churn_model_asset_trains_compares_and_scores(pipeline, conn, settings):
 def test_churn_probability_of_a_day_ignores_later_data(pipeline, conn, settings):
     """Deleting the feature days and changing the engagement rows after D leaves D's features and
     probability as they were (in a transaction, rolled back); a change on D itself does move them."""
-    from cs_pipeline.health.churn_service import active_model, features_for, score_churn
+    from cs_pipeline.health.churn_scoring import score_churn
+    from cs_pipeline.health.churn_service import active_model, features_for
     from cs_pipeline.health.store import read_engagement
 
     model = active_model(conn, settings)
@@ -296,6 +297,56 @@ def test_churn_probability_of_a_day_ignores_later_data(pipeline, conn, settings)
     conn.execute("UPDATE intermediate.int_supplier_feature_days SET uses = uses * 50 + 50 WHERE activity_date = %s",
                  (day,))
     assert not features_for(conn, read_engagement(conn, day, day), model.columns, model.catalogue).equals(features)
+    conn.rollback()
+
+
+def test_churn_scoring_takes_what_the_warehouse_already_holds(pipeline, conn, settings):
+    """What a daily run no longer recomputes gives what recomputing gives (issue 26 item 7, scoring cost):
+    the per-feature windows of the day marts.fct_feature_adoption is as of come from that mart (they stay
+    when the feature days are deleted) and equal the windows aggregated from the feature days; training
+    stores the model's probabilities of the 7 days up to its as-of day (ops.churn_model_scores), equal to
+    scoring those rows again, and churn_probability_7d_ago takes them as given (a planted value shows),
+    the same as recomputed without them."""
+    from datetime import timedelta
+
+    from cs_pipeline.health.churn_scoring import read_feature_windows, score_churn
+    from cs_pipeline.health.churn_service import catalogue_features, load_model
+    from cs_pipeline.health.store import read_engagement
+
+    defs, instance, _ = pipeline
+    day = conn.execute("SELECT as_of_date FROM marts.fct_feature_adoption LIMIT 1").fetchone()[0]
+    rows, catalogue = read_engagement(conn, day, day), catalogue_features(conn)
+    from_mart = read_feature_windows(conn, rows, catalogue)
+    pd.testing.assert_frame_equal(from_mart, read_feature_windows(conn, rows, catalogue, adoption=None),
+                                  check_exact=True)
+    assert len(rows) > 100 and from_mart.to_numpy().sum() > 0
+    conn.execute("DELETE FROM intermediate.int_supplier_feature_days WHERE activity_date <= %s", (day,))
+    pd.testing.assert_frame_equal(read_feature_windows(conn, rows, catalogue), from_mart)
+    assert read_feature_windows(conn, rows, catalogue, adoption=None).to_numpy().sum() == 0
+    conn.rollback()
+
+    as_of = END - timedelta(days=1)
+    result = defs.resolve_job_def("churn_model_job").execute_in_process(
+        instance=instance, run_config={"ops": {"models__churn_model": {"config": {"as_of": as_of.isoformat()}}}})
+    assert result.success
+    version = result.asset_materializations_for_node("models__churn_model")[0].metadata["version"].value
+    model = load_model(settings, version)
+    stored = pd.DataFrame(conn.execute(
+        "SELECT supplier_id, as_of_date, churn_probability::float8 FROM ops.churn_model_scores WHERE version = %s "
+        "ORDER BY as_of_date, supplier_id", (version,)).fetchall(), columns=["supplier_id", "as_of_date", "p"])
+    week = read_engagement(conn, as_of - timedelta(days=6), as_of)
+    assert sorted(set(stored["as_of_date"])) == [as_of - timedelta(days=k) for k in range(6, -1, -1)]
+    assert stored[["supplier_id", "as_of_date"]].equals(week[["supplier_id", "as_of_date"]])
+    assert stored["p"].to_numpy().tolist() == score_churn(conn, model, week)["churn_probability"].tolist()
+    scored = read_engagement(conn, END, END)
+    given = score_churn(conn, model, scored, week_ago=True)
+    assert given["churn_probability_7d_ago"].notna().mean() > 0.9
+    conn.execute("UPDATE ops.churn_model_scores SET churn_probability = 1 - churn_probability WHERE version = %s",
+                 (version,))
+    planted = score_churn(conn, model, scored, week_ago=True)["churn_probability_7d_ago"]
+    assert planted.to_numpy() == pytest.approx(1 - given["churn_probability_7d_ago"].to_numpy(), nan_ok=True)
+    conn.execute("DELETE FROM ops.churn_model_scores WHERE version = %s", (version,))
+    pd.testing.assert_frame_equal(score_churn(conn, model, scored, week_ago=True), given, check_exact=True)
     conn.rollback()
 
 
@@ -378,7 +429,8 @@ def test_a_past_days_churn_probability_keeps_the_model_trained_as_of_it(pipeline
     assert _rescore(defs, instance, conn, early)["version"].isna().all()  # none trained before it
     # The playbook's rise_7d: the day after the retrain stores, beside today's probability, the *same* (new)
     # model's probability for each supplier's row 7 days earlier, a day the older model scored.
-    from cs_pipeline.health.churn_service import load_model, score_churn
+    from cs_pipeline.health.churn_scoring import score_churn
+    from cs_pipeline.health.churn_service import load_model
     from cs_pipeline.health.store import read_engagement
 
     after = late + timedelta(days=1)
