@@ -44,6 +44,7 @@ ENGAGEMENT = dg.AssetKey(["marts", "supplier_engagement_daily"])
 MILESTONE_FACTS = dg.AssetKey(["marts", "fct_supplier_milestone_facts"])
 ACTIVITY = dg.AssetKey(["marts", "fct_supplier_activity_daily"])
 DIM_SUPPLIERS = dg.AssetKey(["marts", "dim_suppliers"])
+FEATURE_ADOPTION = dg.AssetKey(["marts", "fct_feature_adoption"])
 
 
 class ScoringResource(dg.ConfigurableResource):
@@ -210,7 +211,7 @@ def build_health_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
     @dg.asset(
         key=["marts", "customer_health"],
         group_name="health",
-        deps=[ENGAGEMENT],
+        deps=[ENGAGEMENT, FEATURE_ADOPTION],  # the mart: the churn model's per-feature windows of its day
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         freshness_policy=DAILY_FRESHNESS,
