@@ -3,8 +3,8 @@
 For an as-of day D a supplier's feature row uses only data up to D: its row of
 ``marts.supplier_engagement_daily`` for D (every numeric column: counts log1p-scaled, rates as they are;
 the lifetime metrics and tenure are columns of that mart), per catalogue feature the uses and active days
-in the 30 days up to D (the definition of ``uses_30d`` / ``active_days_30d`` in ``marts.fct_feature_adoption``,
-recomputed for D from the feature days, because that mart only holds the newest day), and one
+in the 30 days up to D (the definition of ``uses_30d`` / ``active_days_30d`` in ``marts.fct_feature_adoption``;
+that mart only holds its newest day, so other days are recomputed from the feature days), and one
 missing-value indicator per engagement column. The approach follows "Fighting Churn with Data" (Gold,
 2020): metrics per account and period, log-scaled, standardised by the model's pipeline.
 """
@@ -125,7 +125,7 @@ def build_features(engagement: pd.DataFrame, feature_days: pd.DataFrame | None, 
             was trained on; an absent one is all-missing); ``None``: ``engagement_columns(engagement)``.
         usage: the per-feature 30-day sums of these rows when already computed (``feature_usage``'s
             columns, aligned with ``engagement``; e.g. aggregated in PostgreSQL by
-            ``churn_service.read_feature_windows``); then ``feature_days`` is not read.
+            ``churn_scoring.read_feature_windows``); then ``feature_days`` is not read.
 
     Returns:
         DataFrame aligned with ``engagement`` (same order, fresh index): ``supplier_id``, ``as_of_date``,

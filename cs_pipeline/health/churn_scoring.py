@@ -25,7 +25,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from cs_pipeline.core.db import columns_of, read_frame, read_frame_bulk, relation_exists
+from cs_pipeline.core.db import columns_of, copy_frame, read_frame, read_frame_bulk, relation_exists
 from cs_pipeline.health.churn_features import FEATURE_WINDOW_DAYS, build_features
 from cs_pipeline.health.churn_model import ChurnModel
 from cs_pipeline.health.drivers import churn_reasons
@@ -35,6 +35,8 @@ ADOPTION = "marts.fct_feature_adoption"
 ``active_days_30d`` (dbt_project/models/marts/fct_feature_adoption.sql)."""
 MODEL_SCORES = "ops.churn_model_scores"
 """Probabilities of the 7 days up to each model's training as-of day (``score_for_comparison``)."""
+KEEP_SCORES_OF = 8
+"""ops.churn_model_scores keeps the rows of the newest this many models (about two months of weekly models)."""
 WEEK = 7
 """Days back of ``churn_probability_7d_ago`` (the playbook's ``rise_7d``)."""
 
@@ -48,7 +50,7 @@ WINDOW_GRID_BYTES = 64 << 20
 
 def read_feature_windows(conn: psycopg.Connection, rows: pd.DataFrame, features: list[str],
                          table: str = FEATURE_DAYS, window_days: int = FEATURE_WINDOW_DAYS,
-                         adoption: str | None = ADOPTION) -> pd.DataFrame:
+                         adoption: str | None = None) -> pd.DataFrame:
     """``churn_features.feature_usage`` of ``rows`` computed in PostgreSQL: per row and catalogue feature the
     sum of the non-null ``uses`` and the number of feature-day rows with a ``uses`` in the ``window_days``
     days up to and including the row's as-of day, from ``table`` (``supplier_id, feature, activity_date,
@@ -57,9 +59,10 @@ def read_feature_windows(conn: psycopg.Connection, rows: pd.DataFrame, features:
     Args:
         rows: ``supplier_id``, ``as_of_date`` (UTC days: date or midnight timestamps), any order, repeats allowed.
         features: the catalogue's features (a feature without feature days gets zeros).
-        adoption: the feature-adoption mart (``ADOPTION``; None: not used). The rows of the day it is as of
-            take its ``uses_30d`` / ``active_days_30d`` (the same sums, already aggregated by dbt) when it
-            holds every feature and every supplier of that day's rows and ``window_days`` is 30.
+        adoption: the feature-adoption mart of ``table`` (``ADOPTION`` for ``FEATURE_DAYS``; None: not used).
+            The rows of the day it is as of take its ``uses_30d`` / ``active_days_30d`` (the same sums of the
+            same feature days, already aggregated by dbt: ``uses`` is never null there, a ``not_null`` test)
+            when it holds every feature and every supplier of that day's rows and ``window_days`` is 30.
 
     Returns:
         DataFrame aligned with ``rows`` (fresh index), float columns ``feat__<feature>__uses_30d`` and
@@ -140,12 +143,12 @@ def _adoption_grid(conn: psycopg.Connection, adoption: str, day: date, needed: p
     """suppliers x (features x (uses_30d, active_days_30d)) of ``day`` from the feature-adoption mart, pivoted
     in PostgreSQL (one row per supplier), or None when it lacks one of the ``needed`` supplier codes or a
     supplier's row for one of the ``features`` (then the feature days are aggregated)."""
-    pivot = [sql.SQL("sum(uses_30d) FILTER (WHERE feature = {f}), sum(active_days_30d) FILTER (WHERE feature = {f})")
-             .format(f=sql.Literal(f)) for f in features]
+    pivot = [sql.SQL("sum(uses_30d) FILTER (WHERE feature = %s), sum(active_days_30d) FILTER (WHERE feature = %s)")
+             for _ in features]
     # ids prefixed with "_": read as text by read_csv even when they look like numbers
     found = read_frame_bulk(conn, sql.SQL("SELECT '_' || supplier_id::text, {} FROM {} WHERE as_of_date = %s "
                                           "AND supplier_id IS NOT NULL GROUP BY supplier_id").format(
-        sql.SQL(", ").join(pivot), sql.Identifier(*adoption.split("."))), [day])
+        sql.SQL(", ").join(pivot), sql.Identifier(*adoption.split("."))), [*np.repeat(features, 2), day])
     values = found.iloc[:, 1:].to_numpy(dtype=float).reshape(len(found), len(features), 2)
     who = suppliers.get_indexer(found.iloc[:, 0].astype(str).str[1:])
     # The mart holds a row per supplier and catalogue feature, 0 without use: a null sum is a feature it
@@ -159,9 +162,13 @@ def _adoption_grid(conn: psycopg.Connection, adoption: str, day: date, needed: p
 
 def predict_rows(conn: psycopg.Connection, model: ChurnModel, rows: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
     """(calibrated probability per row, rounded to 4 decimals as stored; the feature matrix) of engagement
-    rows (``supplier_id``, ``as_of_date`` and the model's ``columns``), each with data up to its own day."""
+    rows (``supplier_id``, ``as_of_date`` and the model's ``columns``), each with data up to its own day
+    (per-feature windows: ``read_feature_windows`` with the feature-adoption mart).
+
+    Raises:
+        psycopg.Error: a read fails."""
     features = build_features(rows, None, model.catalogue, model.columns,
-                              usage=read_feature_windows(conn, rows, model.catalogue))
+                              usage=read_feature_windows(conn, rows, model.catalogue, adoption=ADOPTION))
     return np.round(model.predict(features), 4), features
 
 
@@ -169,7 +176,10 @@ def stored_probabilities(conn: psycopg.Connection, version: str, days: list[date
     """The probabilities ``version`` already gave for ``days``: from marts.customer_health (the days it scored)
     and ops.churn_model_scores (the days up to its training as-of day). Columns ``supplier_id`` (str),
     ``as_of_date`` (datetime64[ns], UTC day), ``churn_probability`` (float 0-1); customer_health's row first
-    when both hold one."""
+    when both hold one.
+
+    Raises:
+        psycopg.Error: a read fails."""
     parts = []
     for table, column in (("marts.customer_health", "churn_model_version"), (MODEL_SCORES, "version")):
         if days and relation_exists(conn, table):
@@ -195,13 +205,17 @@ class _Keys:
         self.suppliers = pd.Index(pd.unique(suppliers.astype(str).to_numpy(dtype=object)))
 
     def of(self, suppliers: pd.Series, days: pd.Series) -> np.ndarray:
+        """The keys of (``suppliers[i]``, ``days[i]``) (days: dates or datetimes, UTC; -1 for a supplier
+        outside this key's suppliers or a null day)."""
         code = self.suppliers.get_indexer(suppliers.astype(str).to_numpy(dtype=object)).astype(np.int64)
-        at, distinct = pd.factorize(days)  # a few distinct days: converted once each
-        day = pd.to_datetime(pd.Series(distinct)).to_numpy(dtype="datetime64[D]").astype(np.int64)[at]
-        return np.where(code >= 0, (code << 20) + day + (1 << 19), -1)
+        at, distinct = pd.factorize(days)  # a few distinct days: converted once each; -1: a null day
+        day = pd.to_datetime(pd.Series(distinct)).to_numpy(dtype="datetime64[D]").astype(np.int64)
+        day = np.append(day, 0)[at]
+        return np.where((code >= 0) & (at >= 0), (code << 20) + day + (1 << 19), -1)
 
     @staticmethod
     def days(keys: np.ndarray) -> list[date]:
+        """The distinct days (ascending) of keys (none -1)."""
         return [date.fromordinal(int(d) + EPOCH) for d in np.unique(keys & ((1 << 20) - 1))]
 
 
@@ -240,15 +254,15 @@ def _earlier_probabilities(conn: psycopg.Connection, model: ChurnModel, engageme
     then the rows read and scored."""
     keys = _Keys(engagement["supplier_id"])
     own = keys.of(engagement["supplier_id"], engagement["as_of_date"])
-    wanted = own - WEEK  # the same supplier, WEEK days earlier
+    wanted = np.where(own >= 0, own - WEEK, -1)  # the same supplier, WEEK days earlier
     known = pd.Series(probability, index=own)
-    known = known[~known.index.duplicated(keep="last")]
-    missing = np.unique(wanted[~np.isin(wanted, known.index)])
+    known = known[(known.index >= 0) & ~known.index.duplicated(keep="last")]
+    missing = np.unique(wanted[(wanted >= 0) & ~np.isin(wanted, known.index)])
     if len(missing):
         stored = stored_probabilities(conn, model.version, _Keys.days(missing))
         stored = pd.Series(stored["churn_probability"].to_numpy(),
                            index=keys.of(stored["supplier_id"], stored["as_of_date"]))
-        stored = stored[np.isin(stored.index, missing) & ~stored.index.duplicated(keep="first")]
+        stored = stored[np.isin(stored.index, missing) & ~stored.index.duplicated(keep="first")]  # never -1
         known = pd.concat([known, stored])
         missing = missing[~np.isin(missing, known.index)]
     if len(missing):
@@ -260,24 +274,35 @@ def _earlier_probabilities(conn: psycopg.Connection, model: ChurnModel, engageme
         rows = rows.loc[np.isin(at, missing)].reset_index(drop=True)
         known = pd.concat([known, pd.Series(predict_rows(conn, model, rows)[0], index=at[np.isin(at, missing)])])
     known = known[~known.index.duplicated(keep="first")]
-    return known.reindex(wanted).to_numpy(dtype=float)
+    return np.where(wanted >= 0, known.reindex(wanted).to_numpy(dtype=float), np.nan)
 
 
-def score_for_comparison(conn: psycopg.Connection, model: ChurnModel, engagement: pd.DataFrame) -> int:
+def score_for_comparison(conn: psycopg.Connection, model: ChurnModel, engagement: pd.DataFrame,
+                         pinned: str | None = None) -> int:
     """Store in ops.churn_model_scores ``model``'s probabilities of ``engagement`` (the rows of the ``WEEK``
-    days up to its training as-of day: the days its first week of scoring compares with); replaces the
-    model's earlier rows. Returns the rows written.
+    days up to its training as-of day: the days its first week of scoring compares with; a repeated
+    (supplier, day) once); replaces the model's earlier rows and drops those of models other than the
+    ``KEEP_SCORES_OF`` latest by training as-of day and the ``pinned`` version (``CS_PIPELINE_CHURN_MODEL``):
+    a missing row is only recomputed. Returns the rows written.
 
     Raises:
         psycopg.Error: ops.churn_model_scores is missing (``churn_service.ensure_churn_tables``)."""
-    rows = engagement.reset_index(drop=True)
-    probability = predict_rows(conn, model, rows)[0] if len(rows) else np.zeros(0)
-    frame = pd.DataFrame({"version": model.version, "as_of_date": pd.to_datetime(rows["as_of_date"]).dt.date,
-                          "supplier_id": rows["supplier_id"].astype(str), "churn_probability": probability})
-    with conn.transaction():
-        conn.execute("DELETE FROM ops.churn_model_scores WHERE version = %s", (model.version,))
-        with conn.cursor().copy("COPY ops.churn_model_scores (version, as_of_date, supplier_id, churn_probability) "
-                                "FROM STDIN") as copy:
-            for row in frame.itertuples(index=False, name=None):
-                copy.write_row(row)
-    return len(frame)
+    rows = engagement.drop_duplicates(["supplier_id", "as_of_date"]).reset_index(drop=True)
+    with conn.transaction():  # a savepoint inside the caller's transaction: a failure here leaves it usable
+        probability = predict_rows(conn, model, rows)[0] if len(rows) else np.zeros(0)
+        frame = pd.DataFrame({"version": model.version, "as_of_date": pd.to_datetime(rows["as_of_date"]).dt.date,
+                              "supplier_id": rows["supplier_id"].astype(str), "churn_probability": probability})
+        conn.execute("DELETE FROM ops.churn_model_scores WHERE version = %s OR (version IS DISTINCT FROM %s AND "
+                     "version NOT IN (SELECT version FROM ops.churn_models "
+                     "ORDER BY training_as_of DESC, trained_at DESC LIMIT %s))",
+                     (model.version, pinned, KEEP_SCORES_OF))
+        return copy_frame(conn, ("ops", "churn_model_scores"), frame, list(frame.columns))
+
+
+def forget_scores(conn: psycopg.Connection, days: list[date]) -> None:
+    """Drop the ops.churn_model_scores rows of ``days`` (UTC): days ``customer_health`` scores again after their
+    data changed (a re-run, a full refresh), so that a probability stored from the older data is recomputed
+    rather than taken as given."""
+    if days and relation_exists(conn, MODEL_SCORES):
+        with conn.transaction():
+            conn.execute("DELETE FROM ops.churn_model_scores WHERE as_of_date = ANY(%s)", (days,))

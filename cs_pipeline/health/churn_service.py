@@ -232,11 +232,15 @@ def train_churn_model(conn: psycopg.Connection, settings: Settings, *, as_of: da
                    columns=columns, catalogue=catalogue, algorithm=algorithm, baselines=baselines, trained_at=now_utc())
     path = store_model(conn, settings, result, card.version)
     # The days the model's first week of scoring compares with (churn_probability_7d_ago), scored once now
-    # rather than again by every daily run of that week.
+    # rather than again by every daily run of that week. Only a saving: a failure leaves the model stored.
     present = columns_of(conn, "marts", "supplier_engagement_daily")
-    score_for_comparison(conn, result.model, read_engagement(
-        conn, as_of - timedelta(days=WEEK - 1), as_of,
-        [c for c in ["supplier_id", "as_of_date", *result.model.columns] if c in present]))
+    try:
+        score_for_comparison(conn, result.model, read_engagement(
+            conn, as_of - timedelta(days=WEEK - 1), as_of,
+            [c for c in ["supplier_id", "as_of_date", *result.model.columns] if c in present]), settings.churn_model)
+    except psycopg.Error as exc:
+        result.warnings.append(f"the probabilities of the {WEEK} days up to {as_of} were not stored "
+                               f"({type(exc).__name__}); daily runs compute them again")
     return Trained(result=result, path=path, scorecard=card.version)
 
 

@@ -21,6 +21,7 @@ from cs_pipeline.core.resources import WarehouseResource
 from cs_pipeline.core.settings import Settings
 from cs_pipeline.health.backtest_run import backtest_scorecards
 from cs_pipeline.health.churn_defs import churn_model_assets
+from cs_pipeline.health.churn_scoring import forget_scores
 from cs_pipeline.health.fit_run import FitRunError, fit_from_warehouse
 from cs_pipeline.health.gates import health_gate
 from cs_pipeline.health.milestone_store import (
@@ -240,6 +241,7 @@ def build_health_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         scorecard = load_scorecard(scoring.scorecard)
         with warehouse.connect() as conn:
             ensure_health_tables(conn)
+            forget_scores(conn, days)  # the days scored again: a probability stored from older data is not reused
             scores = score_window(conn, scorecard, first, last,
                                   warehouse.settings().model_copy(update={"churn_model": scoring.churn_model}))
             names = [c.name for c in scorecard.components]

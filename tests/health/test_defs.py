@@ -309,28 +309,32 @@ def test_churn_scoring_takes_what_the_warehouse_already_holds(pipeline, conn, se
     the same as recomputed without them."""
     from datetime import timedelta
 
-    from cs_pipeline.health.churn_scoring import read_feature_windows, score_churn
-    from cs_pipeline.health.churn_service import catalogue_features, load_model
+    from cs_pipeline.health.churn_scoring import ADOPTION, read_feature_windows, score_churn
+    from cs_pipeline.health.churn_service import catalogue_features, ensure_churn_tables, load_model
     from cs_pipeline.health.store import read_engagement
 
     defs, instance, _ = pipeline
     day = conn.execute("SELECT as_of_date FROM marts.fct_feature_adoption LIMIT 1").fetchone()[0]
     rows, catalogue = read_engagement(conn, day, day), catalogue_features(conn)
-    from_mart = read_feature_windows(conn, rows, catalogue)
-    pd.testing.assert_frame_equal(from_mart, read_feature_windows(conn, rows, catalogue, adoption=None),
-                                  check_exact=True)
+    from_mart = read_feature_windows(conn, rows, catalogue, adoption=ADOPTION)
+    pd.testing.assert_frame_equal(from_mart, read_feature_windows(conn, rows, catalogue), check_exact=True)
     assert len(rows) > 100 and from_mart.to_numpy().sum() > 0
     conn.execute("DELETE FROM intermediate.int_supplier_feature_days WHERE activity_date <= %s", (day,))
-    pd.testing.assert_frame_equal(read_feature_windows(conn, rows, catalogue), from_mart)
-    assert read_feature_windows(conn, rows, catalogue, adoption=None).to_numpy().sum() == 0
+    pd.testing.assert_frame_equal(read_feature_windows(conn, rows, catalogue, adoption=ADOPTION), from_mart)
+    assert read_feature_windows(conn, rows, catalogue).to_numpy().sum() == 0
     conn.rollback()
 
     as_of = END - timedelta(days=1)
+    # rows of a model no longer among the newest eight (here: none at all) are dropped by the next training
+    ensure_churn_tables(conn)
+    conn.execute("INSERT INTO ops.churn_model_scores VALUES ('gone', %s, 'sup_000001', 0.5)", (as_of,))
+    conn.commit()
     result = defs.resolve_job_def("churn_model_job").execute_in_process(
         instance=instance, run_config={"ops": {"models__churn_model": {"config": {"as_of": as_of.isoformat()}}}})
     assert result.success
     version = result.asset_materializations_for_node("models__churn_model")[0].metadata["version"].value
     model = load_model(settings, version)
+    assert conn.execute("SELECT count(*) FROM ops.churn_model_scores WHERE version = 'gone'").fetchone()[0] == 0
     stored = pd.DataFrame(conn.execute(
         "SELECT supplier_id, as_of_date, churn_probability::float8 FROM ops.churn_model_scores WHERE version = %s "
         "ORDER BY as_of_date, supplier_id", (version,)).fetchall(), columns=["supplier_id", "as_of_date", "p"])
@@ -348,6 +352,13 @@ def test_churn_scoring_takes_what_the_warehouse_already_holds(pipeline, conn, se
     conn.execute("DELETE FROM ops.churn_model_scores WHERE version = %s", (version,))
     pd.testing.assert_frame_equal(score_churn(conn, model, scored, week_ago=True), given, check_exact=True)
     conn.rollback()
+    # A day customer_health scores again (its data may have changed) loses its stored probabilities: they are
+    # recomputed, not taken from before the change.
+    rescored = as_of - timedelta(days=3)
+    _rescore(defs, instance, conn, rescored)
+    left = dict(conn.execute("SELECT as_of_date, count(*) FROM ops.churn_model_scores WHERE version = %s "
+                             "GROUP BY 1", (version,)).fetchall())
+    assert rescored not in left and len(left) == 6
 
 
 # --- issue 28: a past day's churn-risk score and churn probability use only what was known by that day ------
