@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS ops.churn_model_scores (
   as_of_date date NOT NULL,
   supplier_id text NOT NULL,
   churn_probability numeric(5, 4) NOT NULL,
-  PRIMARY KEY (version, as_of_date, supplier_id)
+  PRIMARY KEY (as_of_date, version, supplier_id)  -- by day: a re-scored day drops its rows (forget_scores)
 )
 """
 
