@@ -318,7 +318,7 @@ def score_in_database(history: History, model, score_idx: list[int], feature_day
     from cs_pipeline.core.settings import Settings
     from cs_pipeline.health import churn_scoring
     from cs_pipeline.health.churn_features import feature_usage
-    from cs_pipeline.health.churn_scoring import read_feature_windows, score_for_comparison
+    from cs_pipeline.health.churn_scoring import ADOPTION, read_feature_windows, score_for_comparison
     score_churn = churn_scoring.score_churn
     from cs_pipeline.health.churn_service import ensure_churn_tables, features_for
     from cs_pipeline.health.store import read_engagement
@@ -384,7 +384,7 @@ def score_in_database(history: History, model, score_idx: list[int], feature_day
                 spent = {}
                 spent["features"], inputs = _cpu(lambda: build_features(
                     scored, None, model.catalogue, model.columns,
-                    usage=read_feature_windows(conn, scored, model.catalogue)), conn)
+                    usage=read_feature_windows(conn, scored, model.catalogue, adoption=ADOPTION)), conn)
                 spent["predict"], _ = _cpu(lambda: model.predict(inputs), conn)
                 spent["reasons"], _ = _cpu(lambda: churn_reasons(model, inputs), conn)
                 return spent
