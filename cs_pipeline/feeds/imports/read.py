@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas only where read_table hands frames out: an import need not load it
+    import pandas as pd
 
 from cs_pipeline.feeds.imports.spec import MappingError, TableSpec
 
