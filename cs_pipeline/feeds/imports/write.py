@@ -29,6 +29,8 @@ from cs_pipeline.ingest.sources import SOURCE_NAMES, sources
 #: once per value and joined (``_distinct_values``); more, and it is formatted row by row.
 DISTINCT_SHARE = 0.05
 DISTINCT_MIN = 1000
+#: An event part's rows are sorted and written in ranges of days of about this many rows (``_DayRuns``).
+RANGE_ROWS = 500_000
 
 
 def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_rows: int = CHUNK_ROWS) -> ImportReport:
@@ -62,23 +64,22 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
         columns = {name: load_table(con, f"t_{name}", mapping.tables[name], source_dir, row_ids=name in with_ids,
                                     day_columns=day_columns[name]) for name in sorted(used)}
         distinct = _distinct_values(con, mapping, columns)
-        # 1. Event sources: every part (and its logins) in one COPY sorted by day.
+        # 1. Event sources: every part (and its logins) sorted by day, in ranges of days (``_DayRuns``).
         written: dict[str, list[_DayRuns]] = {}
         for target in SOURCE_NAMES:
             if target in mapping.snapshot_sources or not mapping.sources.get(target):
                 continue
-            queries = []
+            written[target] = []
             for i, part in enumerate(mapping.sources[target]):
                 sql = _part(part, target, f"sources.{target}.{i}", columns, (mapping.start, mapping.end), day_columns, distinct)
                 _count(con, sql, report)
                 landing = ", ".join(quote(c) for c in sources()[target].column_names)
-                queries.append((sql.query(f"SELECT {landing}, _day, _rn FROM {sql.final}"), sql.params))
-                if part.login_per_active_day:  # grouped once, then counted and written from the table
-                    logins = quote(f"logins_{target}_{i}")
-                    _run(con, f"CREATE TEMP TABLE {logins} AS {sql.query(logins_sql(sql.final))}", sql.params)
-                    queries.append((f"SELECT * FROM {logins}", Params()))
-            written[target] = [_DayRuns(con, query, params, work / f"{target}_{n}", report, target)
-                               for n, (query, params) in enumerate(queries)]
+                run = _DayRuns(con, sql.query(f"SELECT {landing}, _day, _rn FROM {sql.final}"), sql.params,
+                               work / f"{target}_{i}", report, target, by_range=not part.group_by)
+                written[target].append(run)
+                if part.login_per_active_day:  # grouped per day range of the part's rows, as the part is written
+                    written[target].append(_DayRuns(con, sql.query(logins_sql(sql.final)), sql.params,
+                                                    work / f"{target}_{i}_logins", report, target, ranges=run.ranges))
         seen = [day for runs in written.values() for run in runs for day in run.counts]
         first = mapping.start or (min(seen) if seen else None)
         last = mapping.end or (max(seen) if seen else None)
@@ -169,30 +170,52 @@ def _count(con: duckdb.DuckDBPyConnection, sql: PartSql, report: ImportReport) -
 
 
 class _DayRuns:
-    """One query's rows (landing columns, then ``_day`` and ``_rn``) as a CSV file sorted by day and file
-    order, read back day by day: ``counts`` holds the rows per day. A value with a line break (a quoted
+    """One query's rows (landing columns, then ``_day`` and ``_rn``) as CSV files sorted by day and file
+    order, read back day by day: ``counts`` holds the rows per day. With ``by_range`` the rows are sorted and
+    written per range of days holding about ``RANGE_ROWS`` rows (``ranges``), so that no sort outgrows the
+    buffer pool and spills; ``ranges`` given (a query grouping rows by day, e.g. the logins): each range is
+    grouped into a temporary table, counted and written from it. A value with a line break (a quoted
     multi-line field) cannot be split by lines: then DuckDB writes one file per day instead."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, query: str, params: Params, path: Path,
-                 report: ImportReport, target: str) -> None:
-        self.counts = {day: int(n) for day, n in _run(con, 
-            f"SELECT _day, count(*) FROM ({query}) WHERE _day IS NOT NULL GROUP BY _day", params).fetchall()}
-        total = sum(self.counts.values())
-        report.rows[target] += total
+                 report: ImportReport, target: str, by_range: bool = False,
+                 ranges: list[tuple[date, date]] | None = None) -> None:
         landing = ", ".join(quote(c) for c in sources()[target].column_names)
-        self.path, self.parts, self.handle, self.ranges = path, None, None, {}
-        _run(con, f"COPY (SELECT {landing} FROM ({query}) WHERE _day IS NOT NULL ORDER BY _day, _rn) "
-                    f"TO '{_path_literal(path)}' (FORMAT csv, HEADER false)", params)
-        ends = _line_ends(path, sorted(self.counts), self.counts)
-        if ends is None:
+        self.path, self.parts, self.handle, self.pieces = path, None, None, []
+        self.counts: dict[date, int] = {}
+        grouped = ranges is not None
+        if ranges is None:
+            self.counts = {day: int(n) for day, n in _run(con,
+                f"SELECT _day, count(*) FROM ({query}) WHERE _day IS NOT NULL GROUP BY _day", params).fetchall()}
+            ranges = _day_ranges(self.counts, RANGE_ROWS if by_range else None)
+        self.ranges = ranges
+        lines_whole = True
+        for n, (low, high) in enumerate(ranges):
+            within = Params(dict(params.values))
+            rows = f"SELECT * FROM ({query}) WHERE _day >= {within(low, 'DATE')} AND _day <= {within(high, 'DATE')}"
+            piece = path.with_name(f"{path.name}.{n}")
+            if grouped:
+                _run(con, f"CREATE OR REPLACE TEMP TABLE day_range AS {rows}", within)
+                counts = {day: int(k) for day, k in con.execute("SELECT _day, count(*) FROM day_range GROUP BY _day").fetchall()}
+                self.counts.update(counts)
+                con.execute(f"COPY (SELECT {landing} FROM day_range ORDER BY _day, _rn) TO '{_path_literal(piece)}' "
+                            "(FORMAT csv, HEADER false)")
+                con.execute("DROP TABLE day_range")
+            else:
+                counts = {day: k for day, k in self.counts.items() if low <= day <= high}
+                _run(con, f"COPY (SELECT {landing} FROM ({rows}) ORDER BY _day, _rn) TO '{_path_literal(piece)}' "
+                          "(FORMAT csv, HEADER false)", within)
+            ends = _line_ends(piece, sorted(counts), counts) if lines_whole else None
+            lines_whole = ends is not None
+            self.pieces.append((piece, ends or {}))
+        report.rows[target] += sum(self.counts.values())
+        if not lines_whole:
             _run(con, f"COPY (SELECT {landing}, _day FROM ({query}) WHERE _day IS NOT NULL) TO "
                         f"'{_path_literal(path.with_suffix('.d'))}' (FORMAT csv, HEADER false, PARTITION_BY (_day))",
                         params)
             self.parts = {date.fromisoformat(folder.name.split("=", 1)[1]): sorted(folder.glob("*.csv"))
                           for folder in path.with_suffix(".d").glob("_day=*")}
-        else:
-            self.ranges = ends
-            self.handle = open(path, "rb")  # noqa: SIM115 (copied from day by day, closed by close())
+        self.day_piece = {day: n for n, (_, ends) in enumerate(self.pieces) for day in ends}
 
     def copy_day(self, day: date, out: BinaryIO) -> None:
         """Append the rows of ``day`` to ``out`` (days are asked for in ascending order); the bytes are
@@ -201,8 +224,12 @@ class _DayRuns:
             for piece in self.parts.get(day, []):
                 with open(piece, "rb") as src:
                     shutil.copyfileobj(src, out, 1 << 20)
-        elif day in self.ranges:
-            start, end = self.ranges[day]
+        elif day in self.day_piece:
+            n = self.day_piece[day]
+            if self.handle is None or self.handle.name != str(self.pieces[n][0]):
+                self.close()
+                self.handle = open(self.pieces[n][0], "rb")  # noqa: SIM115 (closed by close())
+            start, end = self.pieces[n][1][day]
             out.flush()
             while start < end:
                 sent = os.sendfile(out.fileno(), self.handle.fileno(), start, end - start)
@@ -214,6 +241,22 @@ class _DayRuns:
     def close(self) -> None:
         if self.handle is not None:
             self.handle.close()
+            self.handle = None
+
+
+def _day_ranges(counts: dict[date, int], rows: int | None) -> list[tuple[date, date]]:
+    """Consecutive (first, last) ranges of the days in ``counts``, each closed once it holds at least ``rows``
+    rows (None: one range of every day)."""
+    ranges: list[tuple[date, date]] = []
+    start, held = None, 0
+    for day in sorted(counts):
+        start, held = start or day, held + counts[day]
+        if rows is not None and held >= rows:
+            ranges.append((start, day))
+            start, held = None, 0
+    if start is not None:
+        ranges.append((start, max(counts)))
+    return ranges
 
 
 def _line_ends(path: Path, days: list[date], counts: dict[date, int]) -> dict[date, tuple[int, int]] | None:
