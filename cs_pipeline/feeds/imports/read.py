@@ -29,10 +29,10 @@ MEMORY_LIMIT = "512MB"
 
 def connect(temp_dir: Path, threads: int = 2) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection for one import: UTC, at most ``MEMORY_LIMIT`` of buffers (spilling
-    to ``temp_dir``), ``threads`` threads, file order kept."""
+    to ``temp_dir``), ``threads`` threads, file order kept; its cursors (connections of their own) share all of it."""
     con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": str(temp_dir),
                                  "threads": threads, "preserve_insertion_order": True})
-    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET GLOBAL TimeZone = 'UTC'")  # GLOBAL: the cursors of ``write`` take it too
     return con
 
 

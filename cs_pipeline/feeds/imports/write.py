@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from bisect import bisect_right
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from datetime import date, timedelta
 from pathlib import Path
@@ -33,6 +34,8 @@ DISTINCT_SHARE = 0.05
 DISTINCT_MIN = 1000
 #: An event part's rows are sorted and written in ranges of days of about this many rows (``_DayRuns``).
 RANGE_ROWS = 500_000
+#: Pieces (day ranges) written side by side, each by its own DuckDB connection (``_DayRuns``).
+PIECE_WORKERS = 2
 
 
 def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_rows: int = CHUNK_ROWS) -> ImportReport:
@@ -146,7 +149,7 @@ def _distinct_values(con: duckdb.DuckDBPyConnection, mapping: ImportMapping,
         values, rows = con.execute(f"SELECT approx_count_distinct({quote(column)}), count(*) FROM {source}").fetchone()
         if values <= max(DISTINCT_MIN, rows * DISTINCT_SHARE):
             name = quote(f"distinct_{n}")
-            con.execute(f"CREATE TEMP TABLE {name} AS SELECT DISTINCT {quote(column)} AS \"#v\" FROM {source} "
+            con.execute(f"CREATE TABLE {name} AS SELECT DISTINCT {quote(column)} AS \"#v\" FROM {source} "
                         f"WHERE {quote(column)} IS NOT NULL")
             found.setdefault(table, {})[column] = name
     return found
@@ -191,25 +194,38 @@ class _DayRuns:
                 f"SELECT _day, count(*) FROM ({query}) WHERE _day IS NOT NULL GROUP BY _day", params).fetchall()}
             ranges = _day_ranges(self.counts, RANGE_ROWS if by_range else None)
         self.ranges = ranges
-        lines_whole = True
-        for n, (low, high) in enumerate(ranges):
+        totals = dict(self.counts)
+
+        def write_piece(n: int, low: date, high: date) -> tuple[Path, dict[date, int], dict[date, tuple[int, int]] | None]:
             within = Params(dict(params.values))
             rows = f"SELECT * FROM ({query}) WHERE _day >= {within(low, 'DATE')} AND _day <= {within(high, 'DATE')}"
             piece = path.with_name(f"{path.name}.{n}")
-            if grouped:
-                _run(con, f"CREATE OR REPLACE TEMP TABLE day_range AS {rows}", within)
-                counts = {day: int(k) for day, k in con.execute("SELECT _day, count(*) FROM day_range GROUP BY _day").fetchall()}
-                self.counts.update(counts)
-                con.execute(f"COPY (SELECT {landing} FROM day_range ORDER BY _day, _rn) TO '{_path_literal(piece)}' "
-                            "(FORMAT csv, HEADER false)")
-                con.execute("DROP TABLE day_range")
-            else:
-                counts = {day: k for day, k in self.counts.items() if low <= day <= high}
-                _run(con, f"COPY (SELECT {landing} FROM ({rows}) ORDER BY _day, _rn) TO '{_path_literal(piece)}' "
-                          "(FORMAT csv, HEADER false)", within)
-            ends = _line_ends(piece, sorted(counts), counts) if lines_whole else None
-            lines_whole = ends is not None
+            with con.cursor() as cur:  # a connection of its own: pieces are written side by side
+                if grouped:
+                    _run(cur, f"CREATE TEMP TABLE day_range AS {rows}", within)
+                    counts = {day: int(k) for day, k in cur.execute("SELECT _day, count(*) FROM day_range GROUP BY _day").fetchall()}
+                    cur.execute(f"COPY (SELECT {landing} FROM day_range ORDER BY _day, _rn) TO '{_path_literal(piece)}' "
+                                "(FORMAT csv, HEADER false)")
+                    cur.execute("DROP TABLE day_range")
+                else:
+                    counts = {day: k for day, k in totals.items() if low <= day <= high}
+                    _run(cur, f"COPY (SELECT {landing} FROM ({rows}) ORDER BY _day, _rn) TO '{_path_literal(piece)}' "
+                              "(FORMAT csv, HEADER false)", within)
+            return piece, counts, _line_ends(piece, sorted(counts), counts)
+
+        side_by_side = len(ranges) > 1 and PIECE_WORKERS > 1
+        threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+        if side_by_side:  # one DuckDB thread per piece: less CPU than two threads on every piece (no merging)
+            con.execute("SET threads = 1")
+        try:
+            with ThreadPoolExecutor(max_workers=PIECE_WORKERS if side_by_side else 1) as pool:
+                done = list(pool.map(write_piece, range(len(ranges)), [r[0] for r in ranges], [r[1] for r in ranges]))
+        finally:
+            con.execute(f"SET threads = {int(threads)}")
+        for piece, counts, ends in done:
+            self.counts.update(counts)
             self.pieces.append((piece, ends or {}))
+        lines_whole = all(ends is not None for _, _, ends in done)
         report.rows[target] += sum(self.counts.values())
         if not lines_whole:
             _run(con, f"COPY (SELECT {landing}, _day FROM ({query}) WHERE _day IS NOT NULL) TO "
