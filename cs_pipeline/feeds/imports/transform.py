@@ -64,8 +64,11 @@ class PartSql:
     value_checks: list[tuple[str, str, str]]
     params: Params
 
-    def query(self, select: str) -> str:
-        return "WITH " + ", ".join(f"{name} AS ({sql})" for name, sql in self.ctes) + " " + select
+    def query(self, select: str, upto: str | None = None) -> str:
+        """``select`` after the CTEs (with ``upto``, only those up to that one: what a check reads)."""
+        names = [name for name, _ in self.ctes]
+        ctes = self.ctes[:names.index(upto) + 1] if upto else self.ctes
+        return "WITH " + ", ".join(f"{name} AS ({sql})" for name, sql in ctes) + " " + select
 
 
 def part_sql(part: Part, target: str, where: str, columns: dict[str, list[str]],

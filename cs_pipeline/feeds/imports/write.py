@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 import shutil
 import tempfile
 from bisect import bisect_right
@@ -16,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from datetime import date, timedelta
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import duckdb
 import numpy as np
@@ -69,6 +70,7 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
         columns = {name: load_table(con, f"t_{name}", mapping.tables[name], source_dir, row_ids=name in with_ids,
                                     day_columns=day_columns[name]) for name in sorted(used)}
         distinct = _distinct_values(con, mapping, columns)
+        counted: dict[tuple[str, tuple[Any, ...]], list[Any]] = {}  # counting queries run, by text and values
         # 1. Event sources: every part (and its logins) sorted by day, in ranges of days (``_DayRuns``).
         written: dict[str, list[_DayRuns]] = {}
         for target in SOURCE_NAMES:
@@ -77,7 +79,7 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
             written[target] = []
             for i, part in enumerate(mapping.sources[target]):
                 sql = _part(part, target, f"sources.{target}.{i}", columns, (mapping.start, mapping.end), day_columns, distinct)
-                _count(con, sql, report)
+                _count(con, sql, report, counted)
                 landing = ", ".join(quote(c) for c in sources()[target].column_names)
                 run = _DayRuns(con, sql.query(f"SELECT {landing}, _day, _rn FROM {sql.final}"), sql.params,
                                work / f"{target}_{i}", report, target, by_range=not part.group_by)
@@ -100,7 +102,7 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
             landing = list(sources()[target].column_names)
             for i, part in enumerate(mapping.sources.get(target, [])):
                 sql = _part(part, target, f"sources.{target}.{i}", columns, None, day_columns, distinct)
-                _count(con, sql, report)
+                _count(con, sql, report, counted)
                 if part.status is not None:
                     queries.append((sql.query(status_sql(sql.final, part.status, landing, first, last, sql.params)),
                                     sql.params))
@@ -155,23 +157,41 @@ def _distinct_values(con: duckdb.DuckDBPyConnection, mapping: ImportMapping,
     return found
 
 
-def _count(con: duckdb.DuckDBPyConnection, sql: PartSql, report: ImportReport) -> None:
+def _count(con: duckdb.DuckDBPyConnection, sql: PartSql, report: ImportReport,
+           seen: dict[tuple[str, tuple[Any, ...]], list[Any]] | None = None) -> None:
     """Add what ``sql`` drops or cannot map to ``report``: one counting query per CTE checked, one per
-    value-mapped or formatted column."""
+    value-mapped or formatted column. ``seen`` keeps each query's result (by its text and values, the
+    parameters numbered in order of use): parts over the same rows (e.g. payments and invoices from one
+    log) count them once."""
+    seen = {} if seen is None else seen
+
+    def fetch(query: str) -> list[Any]:
+        key = _canonical(query, sql.params)
+        if key not in seen:
+            seen[key] = _run(con, query, sql.params).fetchall()
+        return seen[key]
+
     by_cte: dict[str, list[tuple[str, str]]] = {}
     for key, cte, condition in sql.checks:
         by_cte.setdefault(cte, []).append((key, condition))
     for cte, checks in by_cte.items():
-        counts = _run(con, sql.query("SELECT " + ", ".join(f"count(*) FILTER (WHERE {c})" for _, c in checks)
-                                       + f" FROM {cte}"), sql.params).fetchone()
+        counts = fetch(sql.query("SELECT " + ", ".join(f"count(*) FILTER (WHERE {c})" for _, c in checks)
+                                 + f" FROM {cte}", upto=cte))[0]
         for (key, _), n in zip(checks, counts):
             if n:
                 report.dropped[key] += int(n)
     for key, value, bad in sql.value_checks:
-        rows = _run(con, sql.query(f"SELECT value, n FROM (SELECT {value} AS value, count(*) AS n FROM kept "
-                                     f"WHERE {value} IS NOT NULL GROUP BY ALL) WHERE {bad}"), sql.params).fetchall()
+        rows = fetch(sql.query(f"SELECT value, n FROM (SELECT {value} AS value, count(*) AS n FROM kept "
+                               f"WHERE {value} IS NOT NULL GROUP BY ALL) WHERE {bad}", upto="kept"))
         if rows:
             report.unmapped.setdefault(key, Counter()).update({str(v): int(n) for v, n in rows})
+
+
+def _canonical(query: str, params: Params) -> tuple[str, tuple[Any, ...]]:
+    """``query`` with its parameters renumbered in order of first use, and their values in that order."""
+    order: dict[str, str] = {}
+    text = re.sub(r"\$(p[0-9]+) ", lambda m: "$" + order.setdefault(m.group(1), f"q{len(order)}") + " ", query)
+    return text, tuple(repr(params.values[name]) for name in order)
 
 
 class _DayRuns:
