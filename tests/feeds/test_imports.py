@@ -299,11 +299,11 @@ def test_day_ranges_written_side_by_side_write_the_same_files_as_one_piece(tmp_p
     """Event rows are sorted and written per range of days (``RANGE_ROWS``), two ranges at a time on
     connections of their own, the logins grouped per range: with ranges of a few rows every file is byte for
     byte the one written from a single range."""
-    import cs_pipeline.feeds.imports.write as write
+    import cs_pipeline.feeds.imports.days as days
 
     mapping = load_mapping(PURCHASES)
     run_import(mapping, DATA, tmp_path / "one")
-    monkeypatch.setattr(write, "RANGE_ROWS", 7)
+    monkeypatch.setattr(days, "RANGE_ROWS", 7)
     report = run_import(mapping, DATA, tmp_path / "ranges")
     assert report.rows["billing_events"] == len((DATA / "purchase_log.txt").read_text().splitlines())
     names = sorted(p.name for p in (tmp_path / "one").iterdir())
@@ -317,11 +317,11 @@ def test_timestamps_with_offsets_are_utc_in_every_range_whatever_the_local_zone(
     machine's zone (here New York)."""
     import time
 
-    import cs_pipeline.feeds.imports.write as write
+    import cs_pipeline.feeds.imports.days as days
 
     monkeypatch.setenv("TZ", "America/New_York")
     time.tzset()
-    monkeypatch.setattr(write, "RANGE_ROWS", 1)
+    monkeypatch.setattr(days, "RANGE_ROWS", 1)
     try:
         (tmp_path / "events.csv").write_text("id,account,day,at\n" + "".join(
             f"e{d},A,2024-03-0{d},2024-03-0{d} 23:30:00+0200\n" for d in (1, 2, 3)))
