@@ -71,7 +71,10 @@ def _relation(con: duckdb.DuckDBPyConnection, spec: TableSpec, path: Path) -> du
         # Lines with single spaces between fields (most exports) are split without a regular expression.
         single = ("NOT (contains(line, '  ') OR contains(line, '\t') OR contains(line, '\r') "
                   "OR starts_with(line, ' ') OR ends_with(line, ' '))")
-        fields = lines.filter("line IS NOT NULL AND regexp_matches(line, '[^ \t\r]')").project(
+        # A line with a field: one starting with one (most lines) without a regular expression.
+        filled = ("line IS NOT NULL AND ((line <> '' AND NOT (starts_with(line, ' ') OR starts_with(line, '\t') "
+                  "OR starts_with(line, '\r'))) OR regexp_matches(line, '[^ \t\r]'))")
+        fields = lines.filter(filled).project(
             f"CASE WHEN {single} THEN string_split(line, ' ') "
             "ELSE string_split_regex(trim(line, ' \t\r'), '[ \t\r]+') END AS f")
         return fields.project(", ".join(f"nullif(f[{i + 1}], '') AS {quote(n)}" for i, n in enumerate(names)))
