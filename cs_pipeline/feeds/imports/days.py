@@ -118,8 +118,6 @@ class DayRuns:
             self.handle = None
 
 
-
-
 def write_pieces(con: duckdb.DuckDBPyConnection, runs: list[DayRuns], report: ImportReport,
                  beside: list[Callable[[], Any]]) -> list[Any]:
     """Write every piece of ``runs``, ``PIECE_WORKERS`` at a time, each on one DuckDB thread (one thread per
