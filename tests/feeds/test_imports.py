@@ -345,3 +345,22 @@ sources:
     stamps = [pd.read_csv(tmp_path / "out" / f"billing_events_2024-03-0{d}.csv", dtype=str)["occurred_at"].tolist()
               for d in (1, 2, 3)]
     assert stamps == [[f"2024-03-0{d}T21:30:00Z"] for d in (1, 2, 3)]
+
+
+def test_each_day_file_keeps_the_log_order(tmp_path, monkeypatch):
+    """Rows of a day are written in file order (the kept rows are sorted by day and line before the landing
+    columns are computed): each day's invoices are that day's lines of the log in order, in one range or many."""
+    import cs_pipeline.feeds.imports.days as days
+
+    log = pd.read_csv(DATA / "purchase_log.txt", sep=r"\s+", header=None, names=["c", "d", "q", "a"], dtype=str)
+    shuffled = tmp_path / "in"
+    shuffled.mkdir()
+    lines = (DATA / "purchase_log.txt").read_text().splitlines()
+    (shuffled / "purchase_log.txt").write_text("\n".join(lines[1::2] + lines[0::2]) + "\n")  # days interleaved
+    log = pd.concat([log.iloc[1::2], log.iloc[0::2]])
+    for rows in (days.RANGE_ROWS, 7):
+        monkeypatch.setattr(days, "RANGE_ROWS", rows)
+        run_import(load_mapping(PURCHASES), shuffled, tmp_path / f"out{rows}")
+        for day, lines_of_day in log.groupby("d", sort=False):
+            billing = pd.read_csv(tmp_path / f"out{rows}" / f"billing_events_{day[:4]}-{day[4:6]}-{day[6:]}.csv", dtype=str)
+            assert billing[["supplier_id", "amount"]].values.tolist() == lines_of_day[["c", "a"]].values.tolist(), day

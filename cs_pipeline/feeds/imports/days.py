@@ -38,13 +38,15 @@ class DayRuns:
     order, read back day by day: ``counts`` holds the rows per day once ``finish`` ran. With ``by_range`` the
     rows are sorted and written per range of days holding about ``RANGE_ROWS`` rows (``ranges``), so that no
     sort outgrows the buffer pool and spills; ``ranges`` given (a query grouping rows by day, e.g. the logins):
-    each range is grouped into a temporary table, counted and written from it. ``jobs`` are the ranges to
+    each range is grouped into a temporary table, counted and written from it; ``ordered`` given (the query
+    in day and file order, ``PartSql.query(ordered=True)``): each range is filtered from it, not sorted
+    again. ``jobs`` are the ranges to
     write (``write_pieces`` runs them). A value with a line break (a quoted multi-line field) cannot be split
     by lines: then DuckDB writes one file per day instead."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, query: str, params: Params, path: Path, target: str,
-                 by_range: bool = False, ranges: list[tuple[date, date]] | None = None) -> None:
-        self.query, self.params, self.target = query, params, target
+                 by_range: bool = False, ranges: list[tuple[date, date]] | None = None, ordered: str | None = None) -> None:
+        self.query, self.params, self.target, self.ordered = query, params, target, ordered
         self.landing = ", ".join(quote(c) for c in sources()[target].column_names)
         self.path, self.parts, self.handle = path, None, None
         self.pieces: list[tuple[Path, dict[date, tuple[int, int]]]] = []
@@ -71,6 +73,11 @@ class DayRuns:
                 cur.execute(f"COPY (SELECT {self.landing} FROM day_range ORDER BY _day, _rn) TO '{path_literal(piece)}' "
                             "(FORMAT csv, HEADER false)")
                 cur.execute("DROP TABLE day_range")
+            elif self.ordered:  # rows already in day and file order: the range only filters and projects them
+                counts = {day: k for day, k in self.counts.items() if low <= day <= high}
+                rows = (f"SELECT {self.landing} FROM ({self.ordered}) WHERE _day >= {within(low, 'DATE')} "
+                        f"AND _day <= {within(high, 'DATE')}")
+                run(cur, f"COPY ({rows}) TO '{path_literal(piece)}' (FORMAT csv, HEADER false)", within)
             else:
                 counts = {day: k for day, k in self.counts.items() if low <= day <= high}
                 run(cur, f"COPY (SELECT {self.landing} FROM ({rows}) ORDER BY _day, _rn) TO '{path_literal(piece)}' "

@@ -75,8 +75,9 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
                 sql = _part(part, target, f"sources.{target}.{i}", columns, (mapping.start, mapping.end), day_columns, distinct)
                 _count(con, sql, report, counted)
                 landing = ", ".join(quote(c) for c in sources()[target].column_names)
-                run = DayRuns(con, sql.query(f"SELECT {landing}, _day, _rn FROM {sql.final}"), sql.params,
-                              work / f"{target}_{i}", target, by_range=not part.group_by)
+                select = f"SELECT {landing}, _day, _rn FROM {sql.final}"
+                run = DayRuns(con, sql.query(select), sql.params, work / f"{target}_{i}", target,
+                              by_range=not part.group_by, ordered=None if part.group_by else sql.query(select, ordered=True))
                 written[target].append(run)
                 if part.login_per_active_day:  # grouped per day range of the part's rows (days of the part's)
                     written[target].append(DayRuns(con, sql.query(logins_sql(sql.final)), sql.params,
