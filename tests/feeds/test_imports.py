@@ -292,3 +292,75 @@ def test_whitespace_lines_split_alike_with_single_spaces_runs_tabs_and_edges(tmp
     frame = _read(TableSpec(file="log.txt", delimiter="whitespace", header=False, columns=["c", "d", "q", "a"]), tmp_path)
     assert frame.iloc[:5].drop_duplicates().to_dict("records") == [{"c": "00001", "d": "19970101", "q": "1", "a": "11.77"}]
     assert frame.iloc[5]["c"] == "00002" and pd.isna(frame.iloc[5]["q"]) and len(frame) == 6
+
+
+
+def test_day_ranges_written_side_by_side_write_the_same_files_as_one_piece(tmp_path, monkeypatch):
+    """Event rows are sorted and written per range of days (``RANGE_ROWS``), two ranges at a time on
+    connections of their own, the logins grouped per range: with ranges of a few rows every file is byte for
+    byte the one written from a single range."""
+    import cs_pipeline.feeds.imports.days as days
+
+    mapping = load_mapping(PURCHASES)
+    run_import(mapping, DATA, tmp_path / "one")
+    monkeypatch.setattr(days, "RANGE_ROWS", 7)
+    report = run_import(mapping, DATA, tmp_path / "ranges")
+    assert report.rows["billing_events"] == len((DATA / "purchase_log.txt").read_text().splitlines())
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "ranges").iterdir()) and len(names) == 84
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "ranges" / name).read_bytes(), name
+
+
+def test_timestamps_with_offsets_are_utc_in_every_range_whatever_the_local_zone(tmp_path, monkeypatch):
+    """The ranges are written by connections of their own: they too convert offsets to UTC, not to the
+    machine's zone (here New York)."""
+    import time
+
+    import cs_pipeline.feeds.imports.days as days
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    monkeypatch.setattr(days, "RANGE_ROWS", 1)
+    try:
+        (tmp_path / "events.csv").write_text("id,account,day,at\n" + "".join(
+            f"e{d},A,2024-03-0{d},2024-03-0{d} 23:30:00+0200\n" for d in (1, 2, 3)))
+        path = _write_mapping(tmp_path, """
+name: t
+tables: {events: {file: events.csv}}
+sources:
+  billing_events:
+    - from: events
+      day_from: day
+      columns:
+        billing_event_id: {column: id}
+        supplier_id: {column: account}
+        occurred_at: {column: at, format: "%Y-%m-%d %H:%M:%S%z"}
+        event_type: {constant: invoice_paid}
+""")
+        run_import(load_mapping(path), tmp_path, tmp_path / "out")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    stamps = [pd.read_csv(tmp_path / "out" / f"billing_events_2024-03-0{d}.csv", dtype=str)["occurred_at"].tolist()
+              for d in (1, 2, 3)]
+    assert stamps == [[f"2024-03-0{d}T21:30:00Z"] for d in (1, 2, 3)]
+
+
+def test_each_day_file_keeps_the_log_order(tmp_path, monkeypatch):
+    """Rows of a day are written in file order (the kept rows are sorted by day and line before the landing
+    columns are computed): each day's invoices are that day's lines of the log in order, in one range or many."""
+    import cs_pipeline.feeds.imports.days as days
+
+    log = pd.read_csv(DATA / "purchase_log.txt", sep=r"\s+", header=None, names=["c", "d", "q", "a"], dtype=str)
+    shuffled = tmp_path / "in"
+    shuffled.mkdir()
+    lines = (DATA / "purchase_log.txt").read_text().splitlines()
+    (shuffled / "purchase_log.txt").write_text("\n".join(lines[1::2] + lines[0::2]) + "\n")  # days interleaved
+    log = pd.concat([log.iloc[1::2], log.iloc[0::2]])
+    for rows in (days.RANGE_ROWS, 7):
+        monkeypatch.setattr(days, "RANGE_ROWS", rows)
+        run_import(load_mapping(PURCHASES), shuffled, tmp_path / f"out{rows}")
+        for day, lines_of_day in log.groupby("d", sort=False):
+            billing = pd.read_csv(tmp_path / f"out{rows}" / f"billing_events_{day[:4]}-{day[4:6]}-{day[6:]}.csv", dtype=str)
+            assert billing[["supplier_id", "amount"]].values.tolist() == lines_of_day[["c", "a"]].values.tolist(), day

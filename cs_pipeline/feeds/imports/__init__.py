@@ -11,8 +11,9 @@ table. ``login_per_active_day`` adds one login per supplier and active day (for 
 has usage but no sessions). What did not map is counted in the returned report.
 
 The package follows the import's seams: ``spec`` (the mapping model and its validation), ``read``
-(reading the exports into DuckDB), ``transform`` (each part as SQL) and ``write`` (DuckDB writes the
-landing files; ``run_import``). The public names are importable from here.
+(reading the exports into DuckDB), ``transform`` (each part as SQL), ``write`` (``run_import``: the queries
+of a mapping, the counts of what did not map) and ``days`` (each query's rows sorted by day in ranges written
+side by side, split into the day files). The public names are importable from here.
 """
 
 from cs_pipeline.feeds.imports.read import CHUNK_ROWS, read_table

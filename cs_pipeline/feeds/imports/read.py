@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas only where read_table hands frames out: an import need not load it
+    import pandas as pd
 
 from cs_pipeline.feeds.imports.spec import MappingError, TableSpec
 
@@ -26,10 +29,10 @@ MEMORY_LIMIT = "512MB"
 
 def connect(temp_dir: Path, threads: int = 2) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection for one import: UTC, at most ``MEMORY_LIMIT`` of buffers (spilling
-    to ``temp_dir``), ``threads`` threads, file order kept."""
+    to ``temp_dir``), ``threads`` threads, file order kept; its cursors (connections of their own) share all of it."""
     con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": str(temp_dir),
                                  "threads": threads, "preserve_insertion_order": True})
-    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET GLOBAL TimeZone = 'UTC'")  # GLOBAL: the cursors of ``write`` take it too
     return con
 
 
@@ -68,7 +71,10 @@ def _relation(con: duckdb.DuckDBPyConnection, spec: TableSpec, path: Path) -> du
         # Lines with single spaces between fields (most exports) are split without a regular expression.
         single = ("NOT (contains(line, '  ') OR contains(line, '\t') OR contains(line, '\r') "
                   "OR starts_with(line, ' ') OR ends_with(line, ' '))")
-        fields = lines.filter("line IS NOT NULL AND regexp_matches(line, '[^ \t\r]')").project(
+        # A line with a field: one starting with one (most lines) without a regular expression.
+        filled = ("line IS NOT NULL AND ((line <> '' AND NOT (starts_with(line, ' ') OR starts_with(line, '\t') "
+                  "OR starts_with(line, '\r'))) OR regexp_matches(line, '[^ \t\r]'))")
+        fields = lines.filter(filled).project(
             f"CASE WHEN {single} THEN string_split(line, ' ') "
             "ELSE string_split_regex(trim(line, ' \t\r'), '[ \t\r]+') END AS f")
         return fields.project(", ".join(f"nullif(f[{i + 1}], '') AS {quote(n)}" for i, n in enumerate(names)))

@@ -54,7 +54,8 @@ def row_id_sql() -> str:
 @dataclass
 class PartSql:
     """The SQL of one part: ``ctes`` (name, query) ending in ``final`` (landing columns and helpers
-    ``_day``, ``_present_from``, ``_key``, ``_trial``, ``_g0``.., ``_rn``); ``checks`` are (report key,
+    ``_day``, ``_present_from``, ``_key``, ``_trial``, ``_g0``.., ``_rn``), ``in_order`` the same sorting the
+    kept rows first (see ``query``); ``checks`` are (report key,
     CTE, SQL condition); ``value_checks`` (report key, SQL of a value over ``kept``, SQL condition on ``value``
     meaning it did not map), checked once per distinct value."""
 
@@ -63,9 +64,20 @@ class PartSql:
     checks: list[tuple[str, str, str]]
     value_checks: list[tuple[str, str, str]]
     params: Params
+    in_order: list[tuple[str, str]] | None = None
 
-    def query(self, select: str) -> str:
-        return "WITH " + ", ".join(f"{name} AS ({sql})" for name, sql in self.ctes) + " " + select
+    def query(self, select: str, upto: str | None = None, ordered: bool = False) -> str:
+        """``select`` after the CTEs (with ``upto``, only those up to that one: what a check reads). With
+        ``ordered`` (a part without ``group_by``): the kept rows are sorted by ``_day`` and ``_rn`` before the
+        landing columns are computed, so the sort carries the table's narrow columns rather than the landing
+        rows, and a query that only filters and projects ``final`` keeps that order (DuckDB preserves the order
+        of a sorted subquery through WHERE and SELECT)."""
+        ctes = self.in_order if ordered and self.in_order else self.ctes
+        if ordered and not self.in_order:
+            raise ValueError("a grouped part has no ordered form")
+        names = [name for name, _ in ctes]
+        ctes = ctes[:names.index(upto) + 1] if upto else ctes
+        return "WITH " + ", ".join(f"{name} AS ({sql})" for name, sql in ctes) + " " + select
 
 
 def part_sql(part: Part, target: str, where: str, columns: dict[str, list[str]],
@@ -158,6 +170,9 @@ def part_sql(part: Part, target: str, where: str, columns: dict[str, list[str]],
             raise MappingError(f"{where}: group_by column {column!r} not in the data")
         helpers.append(f"{quote(column)} AS _g{i}")
     ctes.append(("mapped", f"SELECT {', '.join(exprs + helpers)} FROM kept {' '.join(lookups)}"))
+    formatted = "".join(f", {quote(f'#f{i}')}" for i in range(len(lookups)))
+    ordered = [("sorted", f"SELECT kept.*{formatted} FROM kept {' '.join(lookups)} ORDER BY _day, _rn"),
+               ("mapped", f"SELECT {', '.join(exprs + helpers)} FROM sorted")]
     unmapped = " OR ".join(unmapped_flags) or "FALSE"
     if unmapped_flags:  # nothing to count (a query over every row) where no value_map can leave a value unmapped
         checks.append((f"{where}: unmapped values", "mapped", f"coalesce({unmapped}, FALSE)"))
@@ -166,7 +181,8 @@ def part_sql(part: Part, target: str, where: str, columns: dict[str, list[str]],
     if part.group_by:
         ctes += _aggregate_ctes(part, landing, p)
         final = "grouped"
-    return PartSql(ctes, final, checks, value_checks, p)
+    in_order = None if part.group_by else [c for name, sql in ctes for c in (ordered if name == "mapped" else [(name, sql)])]
+    return PartSql(ctes, final, checks, value_checks, p, in_order)
 
 
 def _need(column: str, have: list[str], where: str) -> None:
@@ -204,11 +220,11 @@ def _column(spec: ColumnMap, have: list[str], p: Params, where: str, target: str
         value_checks.append((f"{where}.{target}:format", value, f"try_strptime(value, {p(spec.format)}) IS NULL"))
         stamp = "strftime(CAST(try_strptime({}, {}) AS TIMESTAMP) + {}, '%Y-%m-%dT%H:%M:%SZ')"
         if spec.value_map is None and spec.column in distinct:  # once per value, joined on the value
-            alias, v = quote(f"#lookup{len(lookups)}"), quote("#v")
+            alias, v, f = quote(f"#lookup{len(lookups)}"), quote("#v"), quote(f"#f{len(lookups)}")
             once = stamp.format(v, p(spec.format), p(spec.time, "INTERVAL"))
-            lookups.append(f"LEFT JOIN (SELECT {v}, {once} AS {quote('#f')} FROM {distinct[spec.column]}) {alias} "
+            lookups.append(f"LEFT JOIN (SELECT {v}, {once} AS {f} FROM {distinct[spec.column]}) {alias} "
                            f"ON kept.{value} = {alias}.{v}")
-            return f"{alias}.{quote('#f')}"
+            return f  # "#f<n>": a name of its own, so the mapped columns read it after a sort too
         value = stamp.format(value, p(spec.format), p(spec.time, 'INTERVAL'))
     return value
 

@@ -1,24 +1,26 @@
 """Writing an import's landing files: ``run_import`` loads the mapping's tables into DuckDB (``read``),
-runs each part's SQL (``transform``) and has DuckDB write each query's rows as one CSV sorted by day,
+runs each part's SQL (``transform``) and has DuckDB write each query's rows as CSV sorted by day (``days``),
 which is then split into the day files the landing contract names. Snapshot sources without a status rule
 are rendered once and written as a prefix per day; days a source has no rows get header-only files.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
+import re
 import tempfile
-from bisect import bisect_right
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
+from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any
 
 import duckdb
 import numpy as np
 
-from cs_pipeline.core.landing_contract import landing_file_name
+from cs_pipeline.feeds.imports.days import PIECE_WORKERS, DayRuns, write_days, write_pieces
+from cs_pipeline.feeds.imports.days import path_literal as _path_literal
+from cs_pipeline.feeds.imports.days import run as _run
 from cs_pipeline.feeds.imports.read import CHUNK_ROWS, connect, load_table, quote
 from cs_pipeline.feeds.imports.spec import ImportMapping, ImportReport, MappingError, Part
 from cs_pipeline.feeds.imports.transform import PartSql, Params, logins_sql, part_sql, status_sql
@@ -62,23 +64,24 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
         columns = {name: load_table(con, f"t_{name}", mapping.tables[name], source_dir, row_ids=name in with_ids,
                                     day_columns=day_columns[name]) for name in sorted(used)}
         distinct = _distinct_values(con, mapping, columns)
-        # 1. Event sources: every part (and its logins) in one COPY sorted by day.
-        written: dict[str, list[_DayRuns]] = {}
+        counted: dict[tuple[str, tuple[Any, ...]], list[Any]] = {}  # counting queries run, by text and values
+        # 1. Event sources: every part (and its logins) sorted by day, in ranges of days (``DayRuns``).
+        written: dict[str, list[DayRuns]] = {}
         for target in SOURCE_NAMES:
             if target in mapping.snapshot_sources or not mapping.sources.get(target):
                 continue
-            queries = []
+            written[target] = []
             for i, part in enumerate(mapping.sources[target]):
                 sql = _part(part, target, f"sources.{target}.{i}", columns, (mapping.start, mapping.end), day_columns, distinct)
-                _count(con, sql, report)
+                _count(con, sql, report, counted)
                 landing = ", ".join(quote(c) for c in sources()[target].column_names)
-                queries.append((sql.query(f"SELECT {landing}, _day, _rn FROM {sql.final}"), sql.params))
-                if part.login_per_active_day:  # grouped once, then counted and written from the table
-                    logins = quote(f"logins_{target}_{i}")
-                    _run(con, f"CREATE TEMP TABLE {logins} AS {sql.query(logins_sql(sql.final))}", sql.params)
-                    queries.append((f"SELECT * FROM {logins}", Params()))
-            written[target] = [_DayRuns(con, query, params, work / f"{target}_{n}", report, target)
-                               for n, (query, params) in enumerate(queries)]
+                select = f"SELECT {landing}, _day, _rn FROM {sql.final}"
+                run = DayRuns(con, sql.query(select), sql.params, work / f"{target}_{i}", target,
+                              by_range=not part.group_by, ordered=None if part.group_by else sql.query(select, ordered=True))
+                written[target].append(run)
+                if part.login_per_active_day:  # grouped per day range of the part's rows (days of the part's)
+                    written[target].append(DayRuns(con, sql.query(logins_sql(sql.final)), sql.params,
+                                                   work / f"{target}_{i}_logins", target, ranges=run.ranges))
         seen = [day for runs in written.values() for run in runs for day in run.counts]
         first = mapping.start or (min(seen) if seen else None)
         last = mapping.end or (max(seen) if seen else None)
@@ -94,29 +97,28 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
             landing = list(sources()[target].column_names)
             for i, part in enumerate(mapping.sources.get(target, [])):
                 sql = _part(part, target, f"sources.{target}.{i}", columns, None, day_columns, distinct)
-                _count(con, sql, report)
+                _count(con, sql, report, counted)
                 if part.status is not None:
                     queries.append((sql.query(status_sql(sql.final, part.status, landing, first, last, sql.params)),
                                     sql.params))
                 else:
                     static[target].append(_rendered(con, sql, landing, work / f"{target}_{i}.csv"))
-            written[target] = [_DayRuns(con, query, params, work / f"{target}_{n}", report, target)
+            written[target] = [DayRuns(con, query, params, work / f"{target}_{n}", target)
                                for n, (query, params) in enumerate(queries)]
-        # 3. Name the files per day: a day's pieces, the snapshot prefixes, or only the header.
+        # 3. The pieces, and meanwhile the day files of sources without any (a static snapshot, or only the
+        # header); then the others' day files, two sources at a time.
         for target in SOURCE_NAMES:
             if not mapping.sources.get(target):
                 report.notes.append(f"{target}: no mapping; header-only files written")
-            header = ",".join(_csv_field(c) for c in sources()[target].column_names) + "\n"
-            pieces = static.get(target, [])
-            for day in days:
-                counts = [bisect_right(present, day) for present, _, _ in pieces]
-                prefixes = [memoryview(text)[:ends[n - 1] if n else 0] for n, (_, text, ends) in zip(counts, pieces)]
-                _write_day(out_dir / landing_file_name(target, day), header, written.get(target, []), day, prefixes)
-                report.files += 1
-                report.rows[target] += sum(counts)
-        for runs in written.values():
-            for run in runs:
-                run.close()
+        bare = [t for t in SOURCE_NAMES if not written.get(t)]
+        done = write_pieces(con, [r for runs in written.values() for r in runs], report,
+                            [partial(write_days, out_dir, t, days, [], static.get(t, [])) for t in bare])
+        with ThreadPoolExecutor(max_workers=PIECE_WORKERS) as pool:
+            done += list(pool.map(lambda t: write_days(out_dir, t, days, written[t], static.get(t, [])),
+                                  [t for t in SOURCE_NAMES if written.get(t)]))
+        for target, files, rows in done:
+            report.files += files
+            report.rows[target] += rows
     report.rows.update({t: 0 for t in SOURCE_NAMES if t not in report.rows})
     if mapping.start is None or mapping.end is None:
         report.notes.append(f"days from the data: {first}..{last}")
@@ -143,96 +145,47 @@ def _distinct_values(con: duckdb.DuckDBPyConnection, mapping: ImportMapping,
         values, rows = con.execute(f"SELECT approx_count_distinct({quote(column)}), count(*) FROM {source}").fetchone()
         if values <= max(DISTINCT_MIN, rows * DISTINCT_SHARE):
             name = quote(f"distinct_{n}")
-            con.execute(f"CREATE TEMP TABLE {name} AS SELECT DISTINCT {quote(column)} AS \"#v\" FROM {source} "
+            con.execute(f"CREATE TABLE {name} AS SELECT DISTINCT {quote(column)} AS \"#v\" FROM {source} "
                         f"WHERE {quote(column)} IS NOT NULL")
             found.setdefault(table, {})[column] = name
     return found
 
 
-def _count(con: duckdb.DuckDBPyConnection, sql: PartSql, report: ImportReport) -> None:
+def _count(con: duckdb.DuckDBPyConnection, sql: PartSql, report: ImportReport,
+           seen: dict[tuple[str, tuple[Any, ...]], list[Any]] | None = None) -> None:
     """Add what ``sql`` drops or cannot map to ``report``: one counting query per CTE checked, one per
-    value-mapped or formatted column."""
+    value-mapped or formatted column. ``seen`` keeps each query's result (by its text and values, the
+    parameters numbered in order of use): parts over the same rows (e.g. payments and invoices from one
+    log) count them once."""
+    seen = {} if seen is None else seen
+
+    def fetch(query: str) -> list[Any]:
+        key = _canonical(query, sql.params)
+        if key not in seen:
+            seen[key] = _run(con, query, sql.params).fetchall()
+        return seen[key]
+
     by_cte: dict[str, list[tuple[str, str]]] = {}
     for key, cte, condition in sql.checks:
         by_cte.setdefault(cte, []).append((key, condition))
     for cte, checks in by_cte.items():
-        counts = _run(con, sql.query("SELECT " + ", ".join(f"count(*) FILTER (WHERE {c})" for _, c in checks)
-                                       + f" FROM {cte}"), sql.params).fetchone()
+        counts = fetch(sql.query("SELECT " + ", ".join(f"count(*) FILTER (WHERE {c})" for _, c in checks)
+                                 + f" FROM {cte}", upto=cte))[0]
         for (key, _), n in zip(checks, counts):
             if n:
                 report.dropped[key] += int(n)
     for key, value, bad in sql.value_checks:
-        rows = _run(con, sql.query(f"SELECT value, n FROM (SELECT {value} AS value, count(*) AS n FROM kept "
-                                     f"WHERE {value} IS NOT NULL GROUP BY ALL) WHERE {bad}"), sql.params).fetchall()
+        rows = fetch(sql.query(f"SELECT value, n FROM (SELECT {value} AS value, count(*) AS n FROM kept "
+                               f"WHERE {value} IS NOT NULL GROUP BY ALL) WHERE {bad}", upto="kept"))
         if rows:
             report.unmapped.setdefault(key, Counter()).update({str(v): int(n) for v, n in rows})
 
 
-class _DayRuns:
-    """One query's rows (landing columns, then ``_day`` and ``_rn``) as a CSV file sorted by day and file
-    order, read back day by day: ``counts`` holds the rows per day. A value with a line break (a quoted
-    multi-line field) cannot be split by lines: then DuckDB writes one file per day instead."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection, query: str, params: Params, path: Path,
-                 report: ImportReport, target: str) -> None:
-        self.counts = {day: int(n) for day, n in _run(con, 
-            f"SELECT _day, count(*) FROM ({query}) WHERE _day IS NOT NULL GROUP BY _day", params).fetchall()}
-        total = sum(self.counts.values())
-        report.rows[target] += total
-        landing = ", ".join(quote(c) for c in sources()[target].column_names)
-        self.path, self.parts, self.handle, self.ranges = path, None, None, {}
-        _run(con, f"COPY (SELECT {landing} FROM ({query}) WHERE _day IS NOT NULL ORDER BY _day, _rn) "
-                    f"TO '{_path_literal(path)}' (FORMAT csv, HEADER false)", params)
-        ends = _line_ends(path, sorted(self.counts), self.counts)
-        if ends is None:
-            _run(con, f"COPY (SELECT {landing}, _day FROM ({query}) WHERE _day IS NOT NULL) TO "
-                        f"'{_path_literal(path.with_suffix('.d'))}' (FORMAT csv, HEADER false, PARTITION_BY (_day))",
-                        params)
-            self.parts = {date.fromisoformat(folder.name.split("=", 1)[1]): sorted(folder.glob("*.csv"))
-                          for folder in path.with_suffix(".d").glob("_day=*")}
-        else:
-            self.ranges = ends
-            self.handle = open(path, "rb")  # noqa: SIM115 (copied from day by day, closed by close())
-
-    def copy_day(self, day: date, out: BinaryIO) -> None:
-        """Append the rows of ``day`` to ``out`` (days are asked for in ascending order); the bytes are
-        copied by the kernel (``os.sendfile``), not read into Python."""
-        if self.parts is not None:
-            for piece in self.parts.get(day, []):
-                with open(piece, "rb") as src:
-                    shutil.copyfileobj(src, out, 1 << 20)
-        elif day in self.ranges:
-            start, end = self.ranges[day]
-            out.flush()
-            while start < end:
-                sent = os.sendfile(out.fileno(), self.handle.fileno(), start, end - start)
-                if sent == 0:  # the file is shorter than its scanned ranges: changed while importing
-                    raise OSError(f"{self.handle.name} ended at byte {start}, before the rows of {day} (changed "
-                                  f"during the import?): import again")
-                start += sent
-
-    def close(self) -> None:
-        if self.handle is not None:
-            self.handle.close()
-
-
-def _line_ends(path: Path, days: list[date], counts: dict[date, int]) -> dict[date, tuple[int, int]] | None:
-    """Byte ranges (start, end) of each day's lines in ``path`` (its lines sorted by day, ``counts`` per day),
-    found by scanning for newlines in 16 MB blocks; None when the file has another number of lines than the
-    counts add up to (a value with a line break)."""
-    bounds = np.cumsum([counts[d] for d in days])  # the line count at the end of each day
-    ends: list[int] = []
-    seen = offset = 0
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 24), b""):
-            newlines = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
-            wanted = bounds[(bounds > seen) & (bounds <= seen + len(newlines))]
-            ends += (offset + newlines[wanted - seen - 1] + 1).tolist()
-            seen += len(newlines)
-            offset += len(block)
-    if seen != (int(bounds[-1]) if len(bounds) else 0):
-        return None
-    return {day: (ends[i - 1] if i else 0, ends[i]) for i, day in enumerate(days)}
+def _canonical(query: str, params: Params) -> tuple[str, tuple[Any, ...]]:
+    """``query`` with its parameters renumbered in order of first use, and their values in that order."""
+    order: dict[str, str] = {}
+    text = re.sub(r"\$(p[0-9]+) ", lambda m: "$" + order.setdefault(m.group(1), f"q{len(order)}") + " ", query)
+    return text, tuple(repr(params.values[name]) for name in order)
 
 
 def _rendered(con: duckdb.DuckDBPyConnection, sql: PartSql, landing: list[str], path: Path) -> tuple[list[date], bytes, list[int]]:
@@ -251,24 +204,3 @@ def _rendered(con: duckdb.DuckDBPyConnection, sql: PartSql, landing: list[str], 
     if len(ends) != len(present):
         raise MappingError(f"{path.name}: a snapshot value contains a line break")
     return present, text, ends
-
-
-def _write_day(path: Path, header: str, runs: list[_DayRuns], day: date, prefixes: list[memoryview]) -> None:
-    with open(path, "wb") as out:
-        out.write(header.encode("utf-8"))
-        for run in runs:
-            run.copy_day(day, out)
-        for prefix in prefixes:
-            out.write(prefix)
-
-
-def _csv_field(name: str) -> str:
-    return f'"{name}"' if any(ch in name for ch in ',"\n') else name
-
-
-def _run(con: duckdb.DuckDBPyConnection, query: str, params: Params) -> duckdb.DuckDBPyConnection:
-    return con.execute(query, params.of(query))
-
-
-def _path_literal(path: Path) -> str:
-    return str(path).replace("'", "''")
