@@ -364,3 +364,38 @@ def test_each_day_file_keeps_the_log_order(tmp_path, monkeypatch):
         for day, lines_of_day in log.groupby("d", sort=False):
             billing = pd.read_csv(tmp_path / f"out{rows}" / f"billing_events_{day[:4]}-{day[4:6]}-{day[6:]}.csv", dtype=str)
             assert billing[["supplier_id", "amount"]].values.tolist() == lines_of_day[["c", "a"]].values.tolist(), day
+
+
+def test_a_failed_range_stops_the_others_and_leaves_the_landing_files_as_they_were(tmp_path, monkeypatch):
+    """A range that fails (a fault injected into the third piece written) stops the pieces still queued, and
+    the landing folder keeps the previous import's files byte for byte: day files are written to a staging
+    folder and moved in only once every one is written."""
+    import cs_pipeline.feeds.imports.days as days
+
+    mapping = load_mapping(PURCHASES)
+    out = tmp_path / "landing"
+    monkeypatch.setattr(days, "RANGE_ROWS", 7)
+    calls = []
+    real = days.DayRuns.write_piece
+
+    def counted(self, con, n):
+        calls.append(n)
+        return real(self, con, n)
+
+    monkeypatch.setattr(days.DayRuns, "write_piece", counted)
+    run_import(mapping, DATA, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    every = len(calls)
+    calls.clear()
+
+    def failing(self, con, n):
+        calls.append(n)
+        if len(calls) == 3:
+            raise OSError("disk full (injected)")
+        return real(self, con, n)
+
+    monkeypatch.setattr(days.DayRuns, "write_piece", failing)
+    with pytest.raises(OSError, match="injected"):
+        run_import(mapping, DATA, out)
+    assert len(calls) < every / 2, (len(calls), every)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -21,7 +21,7 @@ import numpy as np
 
 from cs_pipeline.core.landing_contract import landing_file_name
 from cs_pipeline.feeds.imports.read import quote
-from cs_pipeline.feeds.imports.spec import ImportReport
+from cs_pipeline.feeds.imports.spec import ImportReport, MappingError
 from cs_pipeline.feeds.imports.transform import Params
 from cs_pipeline.ingest.sources import sources
 
@@ -61,7 +61,19 @@ class DayRuns:
         self.day_piece: dict[date, int] = {}
 
     def write_piece(self, con: duckdb.DuckDBPyConnection, n: int) -> Piece:
-        """Sort and write the range ``n`` with a connection of its own; its path, rows per day, byte ranges."""
+        """Sort and write the range ``n`` with a connection of its own; its path, rows per day, byte ranges.
+
+        Raises:
+            MappingError: DuckDB failed on the range (e.g. a value it cannot convert); the message names the
+                landing source and the days.
+            OSError: the piece could not be written or read back."""
+        try:
+            return self._write_piece(con, n)
+        except duckdb.Error as exc:
+            low, high = self.ranges[n]
+            raise MappingError(f"{self.target}: writing the rows of {low}..{high} failed: {exc}") from exc
+
+    def _write_piece(self, con: duckdb.DuckDBPyConnection, n: int) -> Piece:
         low, high = self.ranges[n]
         within = Params(dict(self.params.values))
         rows = f"SELECT * FROM ({self.query}) WHERE _day >= {within(low, 'DATE')} AND _day <= {within(high, 'DATE')}"
@@ -139,8 +151,12 @@ def write_pieces(con: duckdb.DuckDBPyConnection, runs: list[DayRuns], report: Im
         with ThreadPoolExecutor(max_workers=PIECE_WORKERS) as pool:
             extra = [pool.submit(job) for job in beside]
             written = [pool.submit(r.write_piece, con, n) for r, n in jobs]
-            pieces = [w.result() for w in written]
-            results = [e.result() for e in extra]
+            try:
+                pieces = [w.result() for w in written]
+                results = [e.result() for e in extra]
+            except BaseException:  # the first failure (or Ctrl-C) stops the queued pieces, not only the caller
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     finally:
         con.execute(f"SET threads = {int(threads)}")
     for r in runs:
@@ -154,19 +170,21 @@ def write_days(out_dir: Path, target: str, days: list[date], runs: list[DayRuns]
     of each static snapshot present by that day. Returns (target, files, static rows written)."""
     header = ",".join(_csv_field(c) for c in sources()[target].column_names) + "\n"
     files = rows = 0
-    for day in days:
-        counts = [bisect_right(present, day) for present, _, _ in static]
-        prefixes = [memoryview(text)[:ends[n - 1] if n else 0] for n, (_, text, ends) in zip(counts, static)]
-        with open(out_dir / landing_file_name(target, day), "wb") as out:
-            out.write(header.encode("utf-8"))
-            for r in runs:
-                r.copy_day(day, out)
-            for prefix in prefixes:
-                out.write(prefix)
-        files += 1
-        rows += sum(counts)
-    for r in runs:
-        r.close()
+    try:
+        for day in days:
+            counts = [bisect_right(present, day) for present, _, _ in static]
+            prefixes = [memoryview(text)[:ends[n - 1] if n else 0] for n, (_, text, ends) in zip(counts, static)]
+            with open(out_dir / landing_file_name(target, day), "wb") as out:
+                out.write(header.encode("utf-8"))
+                for r in runs:
+                    r.copy_day(day, out)
+                for prefix in prefixes:
+                    out.write(prefix)
+            files += 1
+            rows += sum(counts)
+    finally:
+        for r in runs:
+            r.close()
     return target, files, rows
 
 

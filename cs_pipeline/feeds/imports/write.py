@@ -6,6 +6,7 @@ are rendered once and written as a prefix per day; days a source has no rows get
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from collections import Counter
@@ -111,14 +112,20 @@ def run_import(mapping: ImportMapping, source_dir: Path, out_dir: Path, chunk_ro
             if not mapping.sources.get(target):
                 report.notes.append(f"{target}: no mapping; header-only files written")
         bare = [t for t in SOURCE_NAMES if not written.get(t)]
+        # Day files go to a staging folder first (same file system) and replace the landing folder's only
+        # once every one is written: a failure part-way leaves the previous import's files as they were.
+        stage = Path(tmp) / "landing"
+        stage.mkdir()
         done = write_pieces(con, [r for runs in written.values() for r in runs], report,
-                            [partial(write_days, out_dir, t, days, [], static.get(t, [])) for t in bare])
+                            [partial(write_days, stage, t, days, [], static.get(t, [])) for t in bare])
         with ThreadPoolExecutor(max_workers=PIECE_WORKERS) as pool:
-            done += list(pool.map(lambda t: write_days(out_dir, t, days, written[t], static.get(t, [])),
+            done += list(pool.map(lambda t: write_days(stage, t, days, written[t], static.get(t, [])),
                                   [t for t in SOURCE_NAMES if written.get(t)]))
         for target, files, rows in done:
             report.files += files
             report.rows[target] += rows
+        for path in stage.iterdir():
+            os.replace(path, out_dir / path.name)
     report.rows.update({t: 0 for t in SOURCE_NAMES if t not in report.rows})
     if mapping.start is None or mapping.end is None:
         report.notes.append(f"days from the data: {first}..{last}")
