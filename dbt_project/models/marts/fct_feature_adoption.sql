@@ -166,7 +166,7 @@ missing as (
 ),
 
 -- One probe of the (supplier_id, feature, activity_date) index per pair without a stored row (usually
--- none: a scan of 90 days here would cost what the carrying saves).
+-- none: a scan of 90 days here would cost what the carrying saves), unless no row is stored.
 recounted as (
     select m.supplier_id, m.feature, r.uses_7d, r.uses_30d, r.uses_90d, r.active_days_7d, r.active_days_30d,
            r.active_days_90d
@@ -184,6 +184,23 @@ recounted as (
         where f.supplier_id = m.supplier_id and f.feature = m.feature
           and f.activity_date > a.as_of_date - 90 and f.activity_date <= a.as_of_date
     ) as r
+    where exists (select 1 from stored_recent)
+    union all
+    -- No stored table as of min_date - 1 (a re-run of the newest day, a gap): every pair, read by days.
+    select
+        f.supplier_id,
+        f.feature,
+        sum(f.uses) filter (where f.activity_date > a.as_of_date - 7),
+        sum(f.uses) filter (where f.activity_date > a.as_of_date - 30),
+        sum(f.uses),
+        count(*) filter (where f.activity_date > a.as_of_date - 7),
+        count(*) filter (where f.activity_date > a.as_of_date - 30),
+        count(*)
+    from feature_days as f
+    cross join as_of as a
+    where f.activity_date > a.as_of_date - 90
+      and not exists (select 1 from stored_recent)
+    group by 1, 2
 ),
 
 rule_window_days as (
