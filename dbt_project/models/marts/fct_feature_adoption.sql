@@ -35,7 +35,8 @@ feature_days as not materialized (
     refresh, or no window, every day is read. -#}
 {#- (In a dbt unit test with a `this` fixture, `this` is the fixture's name.) -#}
 {%- set stored = this if this is string else (adapter.get_relation(this.database, this.schema, this.identifier) if (execute and this is not none) else none) -%}
-{%- set carry = stored is not none and not flags.FULL_REFRESH and cs_date_var('min_date') is not none %}
+{#- (A unit test's `this` fixture is the stored table also when dbt builds with --full-refresh.) -#}
+{%- set carry = stored is not none and (this is string or not flags.FULL_REFRESH) and cs_date_var('min_date') is not none %}
 {% if carry -%}
 carried as (
     select coalesce((select max(as_of_date) from {{ this }}) >= {{ cs_min_date() }} - 1, false) as ok
