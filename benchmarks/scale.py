@@ -81,6 +81,27 @@ def dbt_model_seconds(state_dir: Path, top: int = 8) -> dict[str, float]:
     return dict(sorted(seconds.items(), key=lambda item: -item[1])[:top])
 
 
+def rewind_feature_adoption(conninfo: str, target: Path, day: date) -> None:
+    """Rebuild ``marts.fct_feature_adoption`` (a table as of one day) as of ``day``, untimed. ``--daily-only``
+    re-runs the newest day, whose table is then already as of that day, whereas a daily run follows the
+    day before and carries that day's 7/30/90-day sums forward (issue 30). The window goes in the
+    environment and dbt writes to ``target``, so the warehouse's own dbt parse state stays as it is.
+
+    Raises:
+        subprocess.CalledProcessError: the dbt run failed.
+    """
+    import subprocess
+
+    from cs_pipeline.core.paths import DBT_PROJECT_DIR
+    from cs_pipeline.core.window import DayWindow
+    from cs_pipeline.transform.dbt import dbt_env, dbt_executable
+
+    env = {**os.environ, **dbt_env(conninfo), **DayWindow(day, day).dbt_env()}
+    subprocess.run([dbt_executable(), "run", "--select", "fct_feature_adoption", "--project-dir", str(DBT_PROJECT_DIR),
+                    "--profiles-dir", str(DBT_PROJECT_DIR), "--target-path", str(target), "--log-path", str(target)],
+                   env=env, check=True, capture_output=True)
+
+
 def run_size(suppliers: int, days: int, workdir: Path, days_per_run: int, landing: Path | None,
              seed: int, daily_only: bool = False) -> dict:
     """Generate (unless ``landing``), backfill days 1..N-1, run day N and its interventions; timings."""
@@ -131,6 +152,8 @@ def run_size(suppliers: int, days: int, workdir: Path, days_per_run: int, landin
     out["backfill_rows_per_s"] = round(out["raw_records"] / out["backfill_s"]) if backfill else None
     out["stages_backfill"] = stage_seconds(instance, [s.run_id for s in backfill])
 
+    if daily_only:
+        rewind_feature_adoption(warehouse.conninfo, home / "dbt_rewind", last - timedelta(days=1))
     t = time.perf_counter()
     [daily] = run_job_over_range(defs, "daily_customer_success", last, last, instance, days_per_run=1)
     out["daily_s"] = round(time.perf_counter() - t, 2)
@@ -159,7 +182,8 @@ def main() -> None:
     parser.add_argument("--landing", type=Path, default=None, help="existing landing dir for the big size")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--daily-only", action="store_true",
-                        help="reuse the backfilled warehouses in --workdir: re-run only the daily runs")
+                        help="reuse the backfilled warehouses in --workdir: re-run only the daily runs "
+                             "(fct_feature_adoption first rebuilt as of the day before, untimed)")
     args = parser.parse_args()
     import tempfile
 

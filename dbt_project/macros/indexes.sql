@@ -9,3 +9,19 @@
     select 1
     {%- endif -%}
 {%- endmacro %}
+
+{#- post_hook: a B-tree index on `columns` (in that order) unless the table has one, also on a table
+    built before it existed. (Not a named `create index if not exists`: during a full refresh the
+    previous table, renamed aside until the hooks ran, still holds that name, and the new table would
+    go without.) -#}
+{% macro cs_btree_index(columns) -%}
+    {%- set relation = this.include(database=False) | string -%}
+    {%- set column_list = columns | join(', ') -%}
+    do $cs_index$ begin
+        if not exists (select 1 from pg_indexes
+                       where schemaname = '{{ this.schema }}' and tablename = '{{ this.identifier }}'
+                         and indexdef like '%btree ({{ column_list }})') then
+            execute 'create index on {{ relation | replace("'", "''") }} ({{ column_list }})';
+        end if;
+    end $cs_index$
+{%- endmacro %}

@@ -1,4 +1,8 @@
 -- One row per supplier, feature and UTC day with at least one use of the feature.
+-- The (supplier_id, feature, activity_date) index serves fct_feature_adoption's daily path (a supplier or
+-- feature without a stored row reads its own 90 days through it): macros/indexes.sql.
+{{ config(post_hook="{{ cs_btree_index(['supplier_id', 'feature', 'activity_date']) }}") }}
+
 with events as (
     select supplier_id, event_name, event_date
     from {{ ref('stg_wedsync__activity_events') }}

@@ -380,6 +380,56 @@ rolling_users as (
     window w as (partition by supplier_id order by d)
 ),
 
+{% if short_window -%}
+-- Distinct clients carried forward (issue 30): a client counts in the N-day window of as-of day E when
+-- it visited in [E - N + 1, E]. From E - 1 to E it enters when it visits on E and its previous active day
+-- is before E - N (or it has none), and it leaves when its visit of E - N is its last up to E (no visit
+-- in (E - N, E]: one probe of the (supplier, client, day) index each). So a run reads its own days and
+-- the two days leaving the windows (30 and 90 days back), not 90 days of client days. Each supplier
+-- starts from its stored counts of min_date - 1; a supplier without them (new, back from a
+-- cancellation, or the catalogue just gained client events) counts its clients of the N days before
+-- the window through the same index. Equal to the segment counting below (tests/transform).
+{%- set visits = ref('int_supplier_client_visits') %}
+client_deltas as (
+    select supplier_id, activity_date as d,
+           (previous_activity_date is null or previous_activity_date < activity_date - 30)::integer as delta_30,
+           (previous_activity_date is null or previous_activity_date < activity_date - 90)::integer as delta_90
+    from {{ visits }}
+    where activity_date between {{ cs_min_date() }} and {{ cs_max_date() }}
+    {%- for n in [30, 90] %}
+    union all
+    select v.supplier_id, v.activity_date + {{ n }}, {{ '-1, 0' if n == 30 else '0, -1' }}
+    from {{ visits }} as v
+    where v.activity_date between {{ cs_min_date() }} - {{ n }} and {{ cs_max_date() }} - {{ n }}
+      and not exists (select 1 from {{ visits }} as l
+                      where l.supplier_id = v.supplier_id and l.client_id = v.client_id
+                        and l.activity_date > v.activity_date and l.activity_date <= v.activity_date + {{ n }})
+    {%- endfor %}
+    union all
+    select supplier_id, {{ cs_min_date() }}, clients_active_30d, clients_active_90d
+    from {{ this }}
+    where as_of_date = {{ cs_min_date() }} - 1
+      and clients_active_30d is not null and clients_active_90d is not null
+    union all
+    select s.supplier_id, {{ cs_min_date() }}, r.clients_30d, r.clients_90d
+    from (select distinct supplier_id from days) as s
+    cross join wedsync_events as w
+    cross join lateral (
+        select count(distinct v.client_id) filter (where v.activity_date >= {{ cs_min_date() }} - 30) as clients_30d,
+               count(distinct v.client_id) as clients_90d
+        from {{ visits }} as v
+        where v.supplier_id = s.supplier_id
+          and v.activity_date between {{ cs_min_date() }} - 90 and {{ cs_min_date() }} - 1
+    ) as r
+    where w.has_clients
+      and not exists (select 1 from {{ this }} as p
+                      where p.supplier_id = s.supplier_id and p.as_of_date = {{ cs_min_date() }} - 1
+                        and p.clients_active_30d is not null and p.clients_active_90d is not null)
+    union all
+    select supplier_id, as_of_date, 0, 0 from days
+),
+
+{% else -%}
 -- Clients by the same counting, from each client day's previous active day p instead of the next: the
 -- client day a counts on the as-of days [max(a, p + N), a + N - 1] (the first of its days in any N-day
 -- window), so the segments of one client do not overlap. Each branch reads only the client days whose
@@ -406,6 +456,7 @@ client_deltas as (
     union all
     select supplier_id, as_of_date, 0, 0 from days
 ),
+{%- endif %}
 
 client_counts as (
     select supplier_id, d as as_of_date,
