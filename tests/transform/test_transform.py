@@ -231,8 +231,8 @@ def test_incremental_runs_equal_a_full_refresh(settings, warehouse, tmp_path):
 
 def carried_sums_that_drift_are_flagged(warehouse, env: dict, last: date) -> None:
     """Issue 30: the daily path carries rolling sums from the stored row of the day before its window; a
-    stored row that drifted fails the build's data tests (dbt_project/tests/assert_*_sums_hold.sql), where
-    the same build on the true row passes."""
+    stored row that drifted shows as a warning of the build's data tests (dbt_project/tests/assert_*_sums_hold.sql;
+    severity warn: a drift never halts the daily run), where the same build on the true row has none."""
     def build(selection: list[str], day: date) -> subprocess.CompletedProcess:
         return subprocess.run(
             [dbt_executable(), "build", "--select", *selection, *DayWindow(day, day).dbt_vars_arg(),
@@ -241,21 +241,21 @@ def carried_sums_that_drift_are_flagged(warehouse, env: dict, last: date) -> Non
 
     engagement = ["supplier_engagement_daily", "assert_engagement_rolling_sums_hold"]
     done = build(engagement, last)
-    assert done.returncode == 0, done.stdout[-3000:]
+    assert done.returncode == 0 and "Warning in test" not in done.stdout, done.stdout[-3000:]
     with warehouse.connect() as conn:
         conn.execute("UPDATE marts.supplier_engagement_daily SET logins_30d = logins_30d + 1 WHERE as_of_date = %s",
                      (last - timedelta(days=1),))
     done = build(engagement, last)
-    assert done.returncode != 0 and "Failure in test assert_engagement_rolling_sums_hold" in done.stdout, \
+    assert done.returncode == 0 and "Warning in test assert_engagement_rolling_sums_hold" in done.stdout, \
         done.stdout[-3000:]
 
     adoption = ["fct_feature_adoption", "assert_feature_adoption_sums_hold"]
     done = build(adoption, last + timedelta(days=1))
-    assert done.returncode == 0, done.stdout[-3000:]
+    assert done.returncode == 0 and "Warning in test" not in done.stdout, done.stdout[-3000:]
     with warehouse.connect() as conn:
         conn.execute("UPDATE marts.fct_feature_adoption SET uses_30d = uses_30d + 1")
     done = build(adoption, last + timedelta(days=2))
-    assert done.returncode != 0 and "Failure in test assert_feature_adoption_sums_hold" in done.stdout, \
+    assert done.returncode == 0 and "Warning in test assert_feature_adoption_sums_hold" in done.stdout, \
         done.stdout[-3000:]
 
 
