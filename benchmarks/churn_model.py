@@ -316,10 +316,8 @@ def score_in_database(history: History, model, score_idx: list[int], feature_day
 
     from cs_pipeline.core.resources import WarehouseResource
     from cs_pipeline.core.settings import Settings
-    from cs_pipeline.health import churn_scoring
     from cs_pipeline.health.churn_features import feature_usage
-    from cs_pipeline.health.churn_scoring import ADOPTION, read_feature_windows, score_for_comparison
-    score_churn = churn_scoring.score_churn
+    from cs_pipeline.health.churn_scoring import ADOPTION, read_feature_windows, score_churn, score_for_comparison
     from cs_pipeline.health.churn_service import ensure_churn_tables, features_for
     from cs_pipeline.health.store import read_engagement
     from cs_pipeline.runtime import dbserver

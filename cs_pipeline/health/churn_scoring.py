@@ -172,6 +172,19 @@ def predict_rows(conn: psycopg.Connection, model: ChurnModel, rows: pd.DataFrame
     return np.round(model.predict(features), 4), features
 
 
+def read_model_rows(conn: psycopg.Connection, model: ChurnModel, days: list[date]) -> pd.DataFrame:
+    """The rows of marts.supplier_engagement_daily of ``days`` (UTC) with only what ``model`` reads:
+    ``supplier_id``, ``as_of_date`` and those of its ``columns`` the mart still has (an absent one scores as
+    all-missing, ``build_features``).
+
+    Raises:
+        psycopg.Error: a read fails."""
+    present = columns_of(conn, "marts", "supplier_engagement_daily")
+    columns = [c for c in ["supplier_id", "as_of_date", *model.columns] if c in present]
+    return read_frame(conn, sql.SQL("SELECT {} FROM marts.supplier_engagement_daily WHERE as_of_date = ANY(%s)")
+                      .format(sql.SQL(", ").join(map(sql.Identifier, columns))), (days,))
+
+
 def stored_probabilities(conn: psycopg.Connection, version: str, days: list[date]) -> pd.DataFrame:
     """The probabilities ``version`` already gave for ``days``: from marts.customer_health (the days it scored)
     and ops.churn_model_scores (the days up to its training as-of day). Columns ``supplier_id`` (str),
@@ -266,10 +279,7 @@ def _earlier_probabilities(conn: psycopg.Connection, model: ChurnModel, engageme
         known = pd.concat([known, stored])
         missing = missing[~np.isin(missing, known.index)]
     if len(missing):
-        present = columns_of(conn, "marts", "supplier_engagement_daily")
-        columns = [c for c in ["supplier_id", "as_of_date", *model.columns] if c in present]
-        rows = read_frame(conn, sql.SQL("SELECT {} FROM marts.supplier_engagement_daily WHERE as_of_date = ANY(%s)")
-                          .format(sql.SQL(", ").join(map(sql.Identifier, columns))), (_Keys.days(missing),))
+        rows = read_model_rows(conn, model, _Keys.days(missing))
         at = keys.of(rows["supplier_id"], rows["as_of_date"])
         rows = rows.loc[np.isin(at, missing)].reset_index(drop=True)
         known = pd.concat([known, pd.Series(predict_rows(conn, model, rows)[0], index=at[np.isin(at, missing)])])

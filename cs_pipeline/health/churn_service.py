@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from cs_pipeline.core.db import columns_of, ddl_transaction, now_utc, read_frame, relation_exists
+from cs_pipeline.core.db import ddl_transaction, now_utc, read_frame, relation_exists
 from cs_pipeline.core.settings import Settings
 from cs_pipeline.health.backtest import label_churn
 from cs_pipeline.health.churn_features import (
@@ -25,14 +25,13 @@ from cs_pipeline.health.churn_features import (
     weekly_days,
 )
 from cs_pipeline.health.churn_model import ChurnModel, ChurnModelError
-from cs_pipeline.health.churn_scoring import WEEK, score_for_comparison
+from cs_pipeline.health.churn_scoring import WEEK, read_model_rows, score_for_comparison
 from cs_pipeline.health.churn_train import TrainResult, train
 from cs_pipeline.health.scorecard import Churn, Scorecard, load_scorecard
 from cs_pipeline.health.scoring import score_suppliers, seasonal_index_from_sums
 from cs_pipeline.health.store import (
     ensure_health_tables,
     read_activity_days,
-    read_engagement,
     read_seasonal_sums,
 )
 
@@ -233,11 +232,9 @@ def train_churn_model(conn: psycopg.Connection, settings: Settings, *, as_of: da
     path = store_model(conn, settings, result, card.version)
     # The days the model's first week of scoring compares with (churn_probability_7d_ago), scored once now
     # rather than again by every daily run of that week. Only a saving: a failure leaves the model stored.
-    present = columns_of(conn, "marts", "supplier_engagement_daily")
     try:
-        score_for_comparison(conn, result.model, read_engagement(
-            conn, as_of - timedelta(days=WEEK - 1), as_of,
-            [c for c in ["supplier_id", "as_of_date", *result.model.columns] if c in present]), settings.churn_model)
+        week = [as_of - timedelta(days=k) for k in range(WEEK - 1, -1, -1)]
+        score_for_comparison(conn, result.model, read_model_rows(conn, result.model, week), settings.churn_model)
     except psycopg.Error as exc:
         result.warnings.append(f"the probabilities of the {WEEK} days up to {as_of} were not stored "
                                f"({type(exc).__name__}); daily runs compute them again")
