@@ -76,24 +76,22 @@ class DayRuns:
     def _write_piece(self, con: duckdb.DuckDBPyConnection, n: int) -> Piece:
         low, high = self.ranges[n]
         within = Params(dict(self.params.values))
-        rows = f"SELECT * FROM ({self.query}) WHERE _day >= {within(low, 'DATE')} AND _day <= {within(high, 'DATE')}"
+        inside = f"_day >= {within(low, 'DATE')} AND _day <= {within(high, 'DATE')}"
         piece = self.path.with_name(f"{self.path.name}.{n}")
+        counts = {day: k for day, k in self.counts.items() if low <= day <= high}
         with con.cursor() as cur:
             if self.grouped:
-                run(cur, f"CREATE TEMP TABLE day_range AS {rows}", within)
+                run(cur, f"CREATE TEMP TABLE day_range AS SELECT * FROM ({self.query}) WHERE {inside}", within)
                 counts = {day: int(k) for day, k in cur.execute("SELECT _day, count(*) FROM day_range GROUP BY _day").fetchall()}
                 cur.execute(f"COPY (SELECT {self.landing} FROM day_range ORDER BY _day, _rn) TO '{path_literal(piece)}' "
                             "(FORMAT csv, HEADER false)")
                 cur.execute("DROP TABLE day_range")
             elif self.ordered:  # rows already in day and file order: the range only filters and projects them
-                counts = {day: k for day, k in self.counts.items() if low <= day <= high}
-                rows = (f"SELECT {self.landing} FROM ({self.ordered}) WHERE _day >= {within(low, 'DATE')} "
-                        f"AND _day <= {within(high, 'DATE')}")
-                run(cur, f"COPY ({rows}) TO '{path_literal(piece)}' (FORMAT csv, HEADER false)", within)
-            else:
-                counts = {day: k for day, k in self.counts.items() if low <= day <= high}
-                run(cur, f"COPY (SELECT {self.landing} FROM ({rows}) ORDER BY _day, _rn) TO '{path_literal(piece)}' "
+                run(cur, f"COPY (SELECT {self.landing} FROM ({self.ordered}) WHERE {inside}) TO '{path_literal(piece)}' "
                          "(FORMAT csv, HEADER false)", within)
+            else:
+                run(cur, f"COPY (SELECT {self.landing} FROM ({self.query}) WHERE {inside} ORDER BY _day, _rn) "
+                         f"TO '{path_literal(piece)}' (FORMAT csv, HEADER false)", within)
         return piece, counts, line_ends(piece, sorted(counts), counts)
 
     def finish(self, con: duckdb.DuckDBPyConnection, done: list[Piece], report: ImportReport) -> None:
