@@ -18,6 +18,7 @@ training week but the last horizon's, calibrated on those.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -33,7 +34,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 MIN_CHURNERS = 30
 MIN_WEEKS = 4
@@ -47,8 +48,17 @@ KEYS = ("supplier_id", "as_of_date")
 def one_thread():
     """Run scikit-learn's OpenMP code and the BLAS on one thread: on a shared machine their thread pools spin
     against other processes (a 3,000-row gradient boosting fit: 20 s with the default pool under load, 1 s
-    on one thread). Independent fits run side by side instead (``churn_train.validate``)."""
-    return threadpool_limits(limits=1)
+    on one thread). Independent fits run side by side instead (``churn_train.validate``). The thread pools are
+    found once per process (``_thread_pools``): ``threadpool_limits`` scans every loaded library again on each
+    call, about 5 ms, twice per scoring pass."""
+    return _thread_pools().limit(limits=1)
+
+
+@functools.cache
+def _thread_pools() -> ThreadpoolController:
+    """The OpenMP and BLAS thread pools of this process's libraries (scikit-learn's, NumPy's and SciPy's, all
+    imported with this module)."""
+    return ThreadpoolController()
 
 
 class ChurnModelError(ValueError):

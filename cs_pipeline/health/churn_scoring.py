@@ -143,8 +143,11 @@ def _adoption_grid(conn: psycopg.Connection, adoption: str, day: date, needed: p
     """suppliers x (features x (uses_30d, active_days_30d)) of ``day`` from the feature-adoption mart, pivoted
     in PostgreSQL (one row per supplier), or None when it lacks one of the ``needed`` supplier codes or a
     supplier's row for one of the ``features`` (then the feature days are aggregated)."""
-    pivot = [sql.SQL("sum(uses_30d) FILTER (WHERE feature = %s), sum(active_days_30d) FILTER (WHERE feature = %s)")
-             for _ in features]
+    # float8 sums: the mart holds one row per supplier and feature (a dbt test), so each sum is that row's
+    # whole number, exact in a float8, and summed in half the server time of sum(bigint), which accumulates
+    # in numeric (10,000 suppliers x 6 features: 29 ms against 59 ms, EXPLAIN ANALYZE)
+    pivot = [sql.SQL("sum(uses_30d::float8) FILTER (WHERE feature = %s), "
+                     "sum(active_days_30d::float8) FILTER (WHERE feature = %s)") for _ in features]
     # ids prefixed with "_": read as text by read_csv even when they look like numbers
     found = read_frame_bulk(conn, sql.SQL("SELECT '_' || supplier_id::text, {} FROM {} WHERE as_of_date = %s "
                                           "AND supplier_id IS NOT NULL GROUP BY supplier_id").format(
@@ -196,13 +199,15 @@ def stored_probabilities(conn: psycopg.Connection, version: str, days: list[date
     parts = []
     for table, column in (("marts.customer_health", "churn_model_version"), (MODEL_SCORES, "version")):
         if days and relation_exists(conn, table):
-            parts.append(sql.SQL("SELECT supplier_id::text, as_of_date, churn_probability::float8 FROM {} "
+            # ids prefixed with "_": read as text by read_csv even when they look like numbers
+            parts.append(sql.SQL("SELECT '_' || supplier_id::text, as_of_date, churn_probability::float8 FROM {} "
                                  "WHERE {} = %s AND as_of_date = ANY(%s) AND churn_probability IS NOT NULL").format(
                 sql.Identifier(*table.split(".")), sql.Identifier(column)))
-    found = read_frame(conn, sql.SQL(" UNION ALL ").join(parts), [version, days] * len(parts)) if parts \
-        else pd.DataFrame({"id": pd.Series([], dtype=object), "day": [], "p": []})
-    return pd.DataFrame({"supplier_id": found.iloc[:, 0].to_numpy(dtype=object),
-                         "as_of_date": pd.to_datetime(found.iloc[:, 1]).to_numpy(dtype="datetime64[ns]"),
+    found = read_frame_bulk(conn, sql.SQL(" UNION ALL ").join(parts), [version, days] * len(parts)) if parts \
+        else pd.DataFrame({"id": pd.Series([], dtype=object), "day": pd.Series([], dtype=object), "p": []})
+    return pd.DataFrame({"supplier_id": found.iloc[:, 0].astype(str).str[1:].to_numpy(dtype=object),
+                         "as_of_date": pd.to_datetime(found.iloc[:, 1].astype(str), format="%Y-%m-%d")
+                         .to_numpy(dtype="datetime64[ns]"),
                          "churn_probability": found.iloc[:, 2].to_numpy(dtype=float)})
 
 

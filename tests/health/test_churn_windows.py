@@ -89,3 +89,29 @@ def test_rows_of_the_adoption_marts_day_take_its_sums_unless_it_lacks_one(conn, 
     else:
         pd.testing.assert_frame_equal(got, aggregated, check_exact=True)
     conn.rollback()
+
+
+def test_stored_probabilities_keep_ids_days_and_values(conn):
+    """churn_scoring.stored_probabilities reads through COPY into pandas: ids that look like numbers stay the
+    text they are, days come back as UTC midnights, probabilities exactly, and only the asked version and days."""
+    from datetime import date
+
+    from cs_pipeline.health.churn_scoring import stored_probabilities
+    from cs_pipeline.health.churn_service import ensure_churn_tables
+
+    ensure_churn_tables(conn)
+    conn.commit()
+    rows = [("v-test", date(2026, 3, 1), "001", 0.1234), ("v-test", date(2026, 3, 1), "1e3", 0.5),
+            ("v-test", date(2026, 3, 2), "s 1", 0.0001), ("v-other", date(2026, 3, 1), "001", 0.9),
+            ("v-test", date(2026, 2, 28), "001", 0.7)]
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO ops.churn_model_scores (version, as_of_date, supplier_id, churn_probability) "
+                        "VALUES (%s, %s, %s, %s)", rows)
+    got = stored_probabilities(conn, "v-test", [date(2026, 3, 1), date(2026, 3, 2)]) \
+        .sort_values(["as_of_date", "supplier_id"]).reset_index(drop=True)
+    expected = pd.DataFrame({"supplier_id": np.array(["001", "1e3", "s 1"], dtype=object),
+                             "as_of_date": pd.to_datetime(["2026-03-01", "2026-03-01", "2026-03-02"]).to_numpy(dtype="datetime64[ns]"),
+                             "churn_probability": [0.1234, 0.5, 0.0001]})
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    assert stored_probabilities(conn, "v-test", [date(2026, 4, 1)]).empty
+    conn.rollback()
