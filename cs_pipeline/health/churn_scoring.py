@@ -83,7 +83,8 @@ def read_feature_windows(conn: psycopg.Connection, rows: pd.DataFrame, features:
     if not (len(rows) and features and relation_exists(conn, table)):
         return pd.DataFrame(out, columns=columns)
     codes, suppliers = pd.factorize(rows["supplier_id"].astype(str))
-    row_days = pd.to_datetime(rows["as_of_date"]).dt.date.to_numpy()
+    at_day, given = pd.factorize(rows["as_of_date"])  # a few distinct days: each converted to a date once
+    row_days = np.append(pd.to_datetime(pd.Series(given)).dt.date.to_numpy(), None)[at_day]
     distinct = sorted(set(row_days))
     if adoption is not None and window_days == 30 and relation_exists(conn, adoption):
         day = conn.execute(sql.SQL("SELECT as_of_date FROM {} LIMIT 1").format(
