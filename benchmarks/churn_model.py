@@ -344,6 +344,10 @@ def score_in_database(history: History, model, score_idx: list[int], feature_day
             usage = feature_usage(adoption, recent, FEATURES).to_numpy().reshape(-1, 2).astype(np.int64)
             _copy_frame(conn, "marts.fct_feature_adoption", suppliers.assign(
                 as_of_date=last, uses_30d=usage[:, 0], active_days_30d=usage[:, 1]))
+            # the mart's own types (its contract: integer), whose sums PostgreSQL accumulates in bigint (a
+            # bigint column's sum accumulates in numeric: twice the server time of the pivot)
+            conn.execute("ALTER TABLE marts.fct_feature_adoption ALTER COLUMN uses_30d TYPE integer, "
+                         "ALTER COLUMN active_days_30d TYPE integer")
             conn.execute("ANALYZE marts.supplier_engagement_daily")
             conn.execute("ANALYZE intermediate.int_supplier_feature_days")
             conn.commit()

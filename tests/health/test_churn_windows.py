@@ -114,4 +114,8 @@ def test_stored_probabilities_keep_ids_days_and_values(conn):
                              "churn_probability": [0.1234, 0.5, 0.0001]})
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
     assert stored_probabilities(conn, "v-test", [date(2026, 4, 1)]).empty
+    conn.execute("SET LOCAL DateStyle = 'SQL, DMY'")  # a server whose dates print as 01/03/2026
+    again = stored_probabilities(conn, "v-test", [date(2026, 3, 1), date(2026, 3, 2)]) \
+        .sort_values(["as_of_date", "supplier_id"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(again, expected, check_exact=True)
     conn.rollback()
