@@ -73,13 +73,18 @@ stale_last as (
 -- A pair the stored table lacks (a new supplier; a supplier missing from the stored day's snapshot; a
 -- feature back in the catalogue) takes its first and last use before the window from its feature days:
 -- one probe of the (supplier_id, feature, activity_date) index per pair (usually none), never only the window.
+-- (Materialized: the anti-join first, then the probes, never a probe per pair.)
+unstored_pairs as materialized (
+    select s.supplier_id, c.feature
+    from suppliers as s
+    cross join catalogue as c
+    where (select ok from carried)
+      and not exists (select 1 from {{ this }} as t where t.supplier_id = s.supplier_id and t.feature = c.feature)
+),
+
 unstored as (
     select p.supplier_id, p.feature, b.first_used_date, b.last_used_date
-    from (select s.supplier_id, c.feature
-          from suppliers as s
-          cross join catalogue as c
-          where (select ok from carried)
-            and not exists (select 1 from {{ this }} as t where t.supplier_id = s.supplier_id and t.feature = c.feature)) as p
+    from unstored_pairs as p
     cross join lateral (
         select min(f.activity_date) as first_used_date, max(f.activity_date) as last_used_date
         from {{ ref('int_supplier_feature_days') }} as f
