@@ -5,7 +5,9 @@
 -- to 100 suppliers (a different sample each day) whose sums differ from a recount of their 90 days
 -- (index on supplier_id). Remedy: re-run from the first wrong day with --full-refresh. One row per
 -- failing supplier and day.
-{{ config(severity='warn') }}  -- a drift is shown, never halts the daily run (a recount run repairs it)
+-- Severity warn: a drift is shown, never halts the daily run (a recount run repairs it). The meta ref makes it
+-- an asset check of the mart in Dagster (a singular test reading several models has no asset otherwise).
+{{ config(severity='warn', meta={'dagster': {'ref': {'name': 'supplier_engagement_daily'}}}) }}
 with window_rows as (
     select * from {{ ref('supplier_engagement_daily') }}
     where as_of_date between {{ cs_min_date() }} and {{ cs_max_date() }}

@@ -4,7 +4,9 @@
 -- more than a longer one), or, for a sample of up to 100 suppliers (a different sample each day), 7- and
 -- 30-day figures (the ones the health score reads) that differ from a recount of their feature days.
 -- Remedy: re-run from the first wrong day with --full-refresh. One row per failing supplier and feature.
-{{ config(severity='warn') }}  -- a drift is shown, never halts the daily run (a recount run repairs it)
+-- Severity warn: a drift is shown, never halts the daily run (a recount run repairs it). The meta ref makes it
+-- an asset check of the mart in Dagster (a singular test reading several models has no asset otherwise).
+{{ config(severity='warn', meta={'dagster': {'ref': {'name': 'fct_feature_adoption'}}}) }}
 with adoption as (
     select * from {{ ref('fct_feature_adoption') }}
 ),

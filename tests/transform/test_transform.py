@@ -112,6 +112,11 @@ def test_definitions_wire_dbt_layers_and_lineage(settings):
                 if "dbt" in graph.get(k).kinds}) == 1
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
     assert any("unique_combination_supplier_engagement_daily" in name for name in checks)
+    # The drift tests read several models: their meta ref makes each an asset check of its mart (without it
+    # dagster-dbt logs an observation and a warning on every run).
+    keys = {(tuple(c.asset_key.path), c.name) for c in defs.resolve_asset_graph().asset_check_keys}
+    assert (("marts", "supplier_engagement_daily"), "assert_engagement_rolling_sums_hold") in keys
+    assert (("marts", "fct_feature_adoption"), "assert_feature_adoption_sums_hold") in keys
 
 
 def test_marts_match_values_worked_by_hand(settings, warehouse, tmp_path):

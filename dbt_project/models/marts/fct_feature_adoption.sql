@@ -70,17 +70,41 @@ stale_last as (
     group by 1, 2
 ),
 
+-- A pair the stored table lacks (a new supplier; a supplier missing from the stored day's snapshot; a
+-- feature back in the catalogue) takes its first and last use before the window from its feature days:
+-- one probe of the (supplier_id, feature, activity_date) index per pair (usually none), never only the window.
+-- (Materialized: the anti-join first, then the probes, never a probe per pair.)
+unstored_pairs as materialized (
+    select s.supplier_id, c.feature
+    from suppliers as s
+    cross join catalogue as c
+    where (select ok from carried)
+      and not exists (select 1 from {{ this }} as t where t.supplier_id = s.supplier_id and t.feature = c.feature)
+),
+
+unstored as (
+    select p.supplier_id, p.feature, b.first_used_date, b.last_used_date
+    from unstored_pairs as p
+    cross join lateral (
+        select min(f.activity_date) as first_used_date, max(f.activity_date) as last_used_date
+        from {{ ref('int_supplier_feature_days') }} as f
+        where f.supplier_id = p.supplier_id and f.feature = p.feature and f.activity_date < {{ cs_min_date() }}
+    ) as b
+    where b.first_used_date is not null
+),
+
 history as (
     select
         supplier_id,
         feature,
-        case when s.first_used_date < {{ cs_min_date() }} then s.first_used_date else w.first_used_date end
-            as first_used_date,
+        case when s.first_used_date < {{ cs_min_date() }} then s.first_used_date
+             else coalesce(u.first_used_date, w.first_used_date) end as first_used_date,
         coalesce(w.last_used_date,
-                 case when s.last_used_date < {{ cs_min_date() }} then s.last_used_date else l.last_used_date end)
-            as last_used_date
+                 case when s.last_used_date < {{ cs_min_date() }} then s.last_used_date else l.last_used_date end,
+                 u.last_used_date) as last_used_date
     from window_history as w
     full join stored as s using (supplier_id, feature)
+    full join unstored as u using (supplier_id, feature)
     left join stale_last as l using (supplier_id, feature)
     where (select ok from carried)
     union all

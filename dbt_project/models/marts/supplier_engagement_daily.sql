@@ -287,20 +287,32 @@ population_gap as (
 -- Last login on or before each as-of day: a running max over login days, seeded (in incremental runs)
 -- with the previous day's stored value, so that the answer does not depend on how far back the
 -- window reads.
+{%- if is_incremental() %}
+-- A supplier without a stored row of min_date - 1 (new; back from a cancellation; a day that was never
+-- run): its last login before the window from all its history, as the lifetime totals above, not only
+-- from the window's 90-day look-back (a supplier dormant for longer would lose its last login, and the
+-- days after would carry the loss on). One backward probe of the (supplier_id, activity_date) index each.
+login_seed as (
+    select s.supplier_id, h.last_login_date
+    from (select distinct d.supplier_id from days as d
+          where not exists (select 1 from {{ this }} as p
+                            where p.supplier_id = d.supplier_id and p.as_of_date = {{ cs_min_date() }} - 1)) as s
+    cross join lateral (
+        select max(f.activity_date) as last_login_date
+        from {{ ref('fct_supplier_activity_daily') }} as f
+        where f.supplier_id = s.supplier_id and f.activity_date < {{ cs_min_date() }} and f.logins > 0
+    ) as h
+    where h.last_login_date is not null
+),
+{%- endif %}
 {% if short_window -%}
--- The stored last login of min_date - 1 covers every login before the window (it is at least the last
--- of its own 90 days), so only the window's login rows are read; a supplier without a stored row reads
--- its 90 days.
+-- The stored last login of min_date - 1 covers every login before the window, so only the window's login
+-- rows are read; a supplier without a stored row takes its seed (login_seed).
 login_rows as (
     select supplier_id, activity_date from {{ ref('fct_supplier_activity_daily') }}
     where activity_date between {{ cs_min_date() }} and {{ cs_max_date() }} and logins > 0
     union all
-    select a.supplier_id, a.activity_date
-    from (select distinct supplier_id from days) as s
-    join {{ ref('fct_supplier_activity_daily') }} as a on a.supplier_id = s.supplier_id
-    where a.activity_date between {{ cs_min_date() }} - 89 and {{ cs_min_date() }} - 1 and a.logins > 0
-      and not exists (select 1 from {{ this }} as p
-                      where p.supplier_id = s.supplier_id and p.as_of_date = {{ cs_min_date() }} - 1)
+    select supplier_id, last_login_date from login_seed
 ),
 
 last_logins as (
@@ -323,6 +335,8 @@ login_calendar as (
     union all
     select supplier_id, as_of_date, last_login_date from {{ this }}
     where as_of_date = {{ cs_min_date() }} - 1 and last_login_date is not null
+    union all
+    select supplier_id, {{ cs_min_date() }} - 1, last_login_date from login_seed
     {% endif %}
 ),
 
