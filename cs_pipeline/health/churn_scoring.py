@@ -286,8 +286,9 @@ def _earlier_probabilities(conn: psycopg.Connection, model: ChurnModel, engageme
     if len(missing):
         rows = read_model_rows(conn, model, _Keys.days(missing))
         at = keys.of(rows["supplier_id"], rows["as_of_date"])
-        rows = rows.loc[np.isin(at, missing)].reset_index(drop=True)
-        known = pd.concat([known, pd.Series(predict_rows(conn, model, rows)[0], index=at[np.isin(at, missing)])])
+        wanted_rows = np.isin(at, missing)
+        rows = rows.loc[wanted_rows].reset_index(drop=True)
+        known = pd.concat([known, pd.Series(predict_rows(conn, model, rows)[0], index=at[wanted_rows])])
     known = known[~known.index.duplicated(keep="first")]
     return np.where(wanted >= 0, known.reindex(wanted).to_numpy(dtype=float), np.nan)
 
