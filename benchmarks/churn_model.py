@@ -26,8 +26,9 @@ What is timed (the same pure functions ``models/churn_model`` and ``customer_hea
   scored day, the model's probabilities of the week before): ``churn_scoring.score_churn`` with
   ``week_ago=True`` as ``health/window`` calls it, in CPU seconds of this process plus its server backend
   (``model_server_cpu_s_per_10000_rows``; parallel query off so that all of it is in that backend).
-  ``_parts``: ``features`` (the day's per-feature windows + ``build_features``), ``predict``, ``reasons``
-  (``drivers.churn_reasons``) and ``7d_ago`` (``churn_probability_7d_ago``).
+  ``_parts``: ``features`` (the day's per-feature windows + ``build_features``), ``predict_and_reasons``
+  (``drivers.explain_churn``: the probability and the reasons from one evaluation of the model) and
+  ``7d_ago`` (``churn_probability_7d_ago``).
   ``recomputed_model_cpu_s_per_10000_rows``: the same with nothing stored or aggregated for the day (the
   windows aggregated from the feature days, the rows 7 days earlier read and scored again: the path before
   this change, and today's for a re-run of an old day); ``previous_model_cpu_s_per_10000_rows``: the path of
@@ -73,7 +74,7 @@ from cs_pipeline.health.churn_features import (
     weekly_days,
 )
 from cs_pipeline.health.churn_train import train
-from cs_pipeline.health.drivers import churn_reasons
+from cs_pipeline.health.drivers import churn_reasons, explain_churn
 from cs_pipeline.health.scorecard import Churn, load_scorecard
 from cs_pipeline.health.scoring import add_history, score_suppliers
 
@@ -246,7 +247,7 @@ def main() -> None:
         "scored_rows": len(rows), "score_cpu_s_without_model": round(cpu_without, 3),
         "model_cpu_s_per_10000_rows": round(scoring["total"] * per, 3),
         "model_cpu_s_per_10000_rows_parts": {k: round(scoring[k] * per, 3)
-                                             for k in ("features", "predict", "reasons", "7d_ago")},
+                                             for k in ("features", "predict_and_reasons", "7d_ago")},
         "model_server_cpu_s_per_10000_rows": round(scoring["server"] * per, 3),
         "recomputed_model_cpu_s_per_10000_rows": round(scoring["recomputed"] * per, 3),
         "previous_model_cpu_s_per_10000_rows": round(scoring["previous"] * per, 3),
@@ -300,8 +301,9 @@ def score_in_database(history: History, model, score_idx: list[int], feature_day
     as its training stores them). CPU seconds (this process plus its server backend, parallel query off so
     that all server work is in that backend; best of three) of
 
-    * ``features`` (``read_feature_windows`` + ``build_features``), ``predict``, ``reasons``: the parts of
-      ``score_churn`` without the week before;
+    * ``features`` (``read_feature_windows`` + ``build_features``), ``predict_and_reasons``
+      (``drivers.explain_churn``: the probability and the reasons from one evaluation of the model): the
+      parts of ``score_churn`` without the week before;
     * ``7d_ago``: what ``week_ago=True`` adds (``churn_probability_7d_ago``);
     * ``total``: ``score_churn`` with ``week_ago=True``, as ``health/window.score_window`` calls it;
       ``server``: the backend's share of it;
@@ -387,8 +389,7 @@ def score_in_database(history: History, model, score_idx: list[int], feature_day
                 spent["features"], inputs = _cpu(lambda: build_features(
                     scored, None, model.catalogue, model.columns,
                     usage=read_feature_windows(conn, scored, model.catalogue, adoption=ADOPTION)), conn)
-                spent["predict"], _ = _cpu(lambda: model.predict(inputs), conn)
-                spent["reasons"], _ = _cpu(lambda: churn_reasons(model, inputs), conn)
+                spent["predict_and_reasons"], _ = _cpu(lambda: explain_churn(model, inputs), conn)
                 return spent
 
             runs = []

@@ -272,7 +272,6 @@ class ChurnModel:
     medians: dict[str, float]
     estimator: object
     coefficients: dict[str, float] = field(default_factory=dict)
-    candidates: list[str] = field(default_factory=list)
 
     def matrix(self, features: pd.DataFrame) -> np.ndarray:
         """The model's input matrix from a feature frame (absent columns all-missing)."""

@@ -28,7 +28,7 @@ from psycopg import sql
 from cs_pipeline.core.db import columns_of, copy_frame, read_frame, read_frame_bulk, relation_exists
 from cs_pipeline.health.churn_features import FEATURE_WINDOW_DAYS, build_features
 from cs_pipeline.health.churn_model import ChurnModel
-from cs_pipeline.health.drivers import churn_reasons
+from cs_pipeline.health.drivers import explain_churn
 
 ADOPTION = "marts.fct_feature_adoption"
 """The feature-adoption mart: per supplier and catalogue feature as of its newest day, ``uses_30d`` and
@@ -162,15 +162,24 @@ def _adoption_grid(conn: psycopg.Connection, adoption: str, day: date, needed: p
 
 
 def predict_rows(conn: psycopg.Connection, model: ChurnModel, rows: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
-    """(calibrated probability per row, rounded to 4 decimals as stored; the feature matrix) of engagement
-    rows (``supplier_id``, ``as_of_date`` and the model's ``columns``), each with data up to its own day
-    (per-feature windows: ``read_feature_windows`` with the feature-adoption mart).
+    """(calibrated probability per row, rounded to 4 decimals as stored; the feature matrix,
+    ``model_features``) of engagement rows.
 
     Raises:
         psycopg.Error: a read fails."""
-    features = build_features(rows, None, model.catalogue, model.columns,
-                              usage=read_feature_windows(conn, rows, model.catalogue, adoption=ADOPTION))
+    features = model_features(conn, model, rows)
     return np.round(model.predict(features), 4), features
+
+
+def model_features(conn: psycopg.Connection, model: ChurnModel, rows: pd.DataFrame) -> pd.DataFrame:
+    """The feature matrix (``churn_features.build_features``) of engagement rows (``supplier_id``,
+    ``as_of_date`` and the model's ``columns``), each with data up to its own day (per-feature windows:
+    ``read_feature_windows`` with the feature-adoption mart).
+
+    Raises:
+        psycopg.Error: a read fails."""
+    return build_features(rows, None, model.catalogue, model.columns,
+                          usage=read_feature_windows(conn, rows, model.catalogue, adoption=ADOPTION))
 
 
 def read_model_rows(conn: psycopg.Connection, model: ChurnModel, days: list[date]) -> pd.DataFrame:
@@ -240,9 +249,9 @@ class _Keys:
 def score_churn(conn: psycopg.Connection, model: ChurnModel | None, engagement: pd.DataFrame,
                 week_ago: bool = False) -> pd.DataFrame:
     """``churn_probability`` (float 0-1, NaN without a model), ``churn_model_version`` (None without one),
-    ``churn_reasons`` (the model's top three reasons in words, "" without one; ``drivers.churn_reasons``, the
-    model's reasons built over the whole frame) and ``churn_probability_7d_ago`` (float 0-1 with ``week_ago``:
-    the same model's probability for the supplier's row of marts.supplier_engagement_daily ``WEEK`` days
+    ``churn_reasons`` (the model's top three reasons in words, "" without one; ``drivers.explain_churn``,
+    which gives the probability and the reasons from one evaluation of the model) and
+    ``churn_probability_7d_ago`` (float 0-1 with ``week_ago``: the same model's probability for the supplier's row of marts.supplier_engagement_daily ``WEEK`` days
     before the row's ``as_of_date``; NaN when there is no such row, no model, or ``week_ago`` is False),
     aligned with ``engagement`` (rows of that mart: ``supplier_id``, ``as_of_date`` and the model's columns).
 
@@ -253,16 +262,18 @@ def score_churn(conn: psycopg.Connection, model: ChurnModel | None, engagement: 
     ``stored_probabilities``; only the rest are read and computed.
 
     Raises:
-        psycopg.Error: a read fails."""
+        psycopg.Error: a read fails.
+        ValueError: a gradient boosting model that this version cannot explain (``tree_paths``)."""
     n = len(engagement)
     if model is None or n == 0:
         return pd.DataFrame({"churn_probability": np.full(n, np.nan), "churn_model_version": [None] * n,
                              "churn_reasons": [""] * n, "churn_probability_7d_ago": np.full(n, np.nan)})
     engagement = engagement.reset_index(drop=True)
-    probability, features = predict_rows(conn, model, engagement)
+    probability, reasons = explain_churn(model, model_features(conn, model, engagement))
+    probability = np.round(probability, 4)  # as stored (predict_rows)
     before = _earlier_probabilities(conn, model, engagement, probability) if week_ago else np.full(n, np.nan)
     return pd.DataFrame({"churn_probability": probability, "churn_model_version": [model.version] * n,
-                         "churn_reasons": churn_reasons(model, features), "churn_probability_7d_ago": before})
+                         "churn_reasons": reasons, "churn_probability_7d_ago": before})
 
 
 def _earlier_probabilities(conn: psycopg.Connection, model: ChurnModel, engagement: pd.DataFrame,

@@ -15,7 +15,6 @@ from datetime import date, datetime
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
-from sklearn.inspection import permutation_importance
 from sklearn.metrics import brier_score_loss
 from threadpoolctl import threadpool_limits
 
@@ -27,7 +26,6 @@ from cs_pipeline.health.churn_model import (
     WARN_WEEKS,
     ChurnModel,
     ChurnModelError,
-    _groups,
     account_interval,
     calibration_by_decile,
     fit_calibrated,
@@ -39,7 +37,6 @@ from cs_pipeline.health.churn_model import (
     weighted_auc,
 )
 
-GBM_CANDIDATES = 15
 WORKERS = 2
 """Threads for the independent validation fits: two (a 2-core machine's cores; on one core they take turns),
 not more, since each holds its own copy of its fit rows (memory grows with the workers)."""
@@ -212,18 +209,8 @@ def deploy(x: np.ndarray, y: np.ndarray, row_days: np.ndarray, inputs: list[str]
     with np.errstate(all="ignore"):
         medians = {name: float(v) for name, v in zip(inputs, np.nan_to_num(np.nanmedian(x[~cal], axis=0), nan=0.0))}
     base = estimator.estimator.estimator
-    coefficients, candidates = {}, []
-    if algorithm == "logistic":
-        coefficients = dict(zip(inputs, logistic_coefficients(base).astype(float)))
-    else:
-        rng = np.random.default_rng(0)
-        rows = np.flatnonzero(cal)
-        rows = rng.choice(rows, size=min(5000, len(rows)), replace=False)
-        importance = permutation_importance(base, x[rows], y[rows], scoring="roc_auc", n_repeats=3, random_state=0)
-        by_group = {g: float(importance.importances_mean[idx].sum()) for g, idx in _groups(inputs).items()}
-        candidates = sorted(by_group, key=lambda g: -by_group[g])[:GBM_CANDIDATES]
+    coefficients = dict(zip(inputs, logistic_coefficients(base).astype(float))) if algorithm == "logistic" else {}
     version = f"churn-{training_as_of:%Y%m%d}-{algorithm}-{trained_at:%Y%m%dT%H%M%S}"
     return ChurnModel(version=version, algorithm=algorithm, churn_kind=churn_kind, horizon_days=horizon_days,
                       training_as_of=training_as_of, trained_at=trained_at, columns=columns, catalogue=catalogue,
-                      inputs=inputs, medians=medians, estimator=estimator, coefficients=coefficients,
-                      candidates=candidates)
+                      inputs=inputs, medians=medians, estimator=estimator, coefficients=coefficients)

@@ -161,6 +161,21 @@ def add_history(scores: pd.DataFrame, history: pd.DataFrame, scorecard: Scorecar
 # --- the churn model's reasons in words (issue 26) -------------------------------------------------
 
 
+SIMILAR = 0.05
+"""A value within this relative distance of the training median (on the metric's own scale) is "as for
+similar accounts": it is never given as a reason (``explain_churn``), whatever the model credits it with."""
+
+
+def _against_median(value: np.ndarray, median: np.ndarray, scaled: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(value, median, relative change (value - median) / |median|) back on the metric's own scale
+    (``expm1`` where ``scaled``: the log1p-scaled counts), elementwise (NaN where unknown)."""
+    val, med = np.asarray(value, dtype=float), np.asarray(median, dtype=float)
+    with np.errstate(all="ignore"):
+        val = np.where(scaled, np.sign(val) * np.expm1(np.abs(val)), val)
+        med = np.where(scaled, np.sign(med) * np.expm1(np.abs(med)), med)
+        return val, med, (val - med) / np.abs(med)
+
+
 def reason_words(names: list[str], described: list[str], medians: np.ndarray, rates: np.ndarray, which: np.ndarray,
                  value: np.ndarray, missing: np.ndarray, delta: np.ndarray) -> np.ndarray:
     """One churn-model reason per row in words, vectorised over the rows (object array):
@@ -183,16 +198,11 @@ def reason_words(names: list[str], described: list[str], medians: np.ndarray, ra
     n = len(which)
     if n == 0:
         return np.zeros(0, dtype=object)
-    med = np.asarray(medians, dtype=float)[which]
-    val = np.asarray(value, dtype=float)
-    scaled = ~np.asarray(rates, dtype=bool)[which]
-    with np.errstate(all="ignore"):
-        val = np.where(scaled, np.sign(val) * np.expm1(np.abs(val)), val)
-        med = np.where(scaled, np.sign(med) * np.expm1(np.abs(med)), med)
-        change = (val - med) / np.abs(med)
+    val, med, change = _against_median(value, np.asarray(medians, dtype=float)[which],
+                                       ~np.asarray(rates, dtype=bool)[which])
     unknown = np.asarray(missing, dtype=bool) | np.isnan(val)
     no_median = ~unknown & (np.isnan(med) | (med == 0))
-    similar = ~unknown & ~no_median & (np.abs(change) < 0.05)
+    similar = ~unknown & ~no_median & (np.abs(change) < SIMILAR)
     differs = ~unknown & ~no_median & ~similar
     text = np.asarray(described, dtype=object)[which]
     words = np.empty(n, dtype=object)
@@ -210,24 +220,38 @@ def reason_words(names: list[str], described: list[str], medians: np.ndarray, ra
 
 
 def churn_reasons(model: ChurnModel, features: pd.DataFrame, top: int = 3) -> list[str]:
-    """The model's top ``top`` reasons per row of ``features`` (``churn_features.build_features`` output),
-    in words joined by "; ", "" when nothing adds 0.5 point or more, e.g. "events in the last 30 days 80 %
-    below similar accounts: +12 % churn risk" (issue 26 item 5).
+    """``explain_churn``'s reasons alone: per row of ``features``, a string.
 
-    Per explained quantity (a column and its missing indicator) the reason's size is the change of the
-    calibrated probability when the row's value is set to the training median ("similar accounts"),
-    everything else kept. Candidates: for ``logistic`` the quantities with the largest positive logit
-    contributions ``coef x (z - z_median)``; for ``gbm`` the ``candidates`` ranked at training by
-    permutation importance. Percentage points of probability. The words are built over the whole frame
-    (``reason_words``), not one string per row, and for ``gbm`` no prediction is made for a row whose
-    quantity already is at the median or whose probability is under 0.5 point (its reason could not show)."""
+    Raises:
+        ValueError: a ``gbm`` model that this version cannot explain (``tree_paths.PathAttributions.of``)."""
+    return explain_churn(model, features, top)[1]
+
+
+def explain_churn(model: ChurnModel, features: pd.DataFrame, top: int = 3) -> tuple[np.ndarray, list[str]]:
+    """(calibrated churn probability per row, float 0-1, ``model.predict(features)`` to the bit; the model's
+    top ``top`` reasons per row) from one evaluation of the model, for ``features``
+    (``churn_features.build_features`` output). Reasons in words joined by "; ", "" when nothing adds 0.5
+    point or more, e.g. "events in the last 30 days 80 % below similar accounts: +12 % churn risk" (issue 26
+    item 5).
+
+    Per explained quantity (a column and its missing indicator) the model's logit (log-odds) is a sum of
+    additive contributions, and the reason's size is the change of the calibrated probability when the
+    quantity's contribution is taken away, everything else kept: for ``logistic`` ``coef x (z - z_median)``
+    (exactly the row's value set to the training median, "similar accounts"); for ``gbm`` its path
+    attributions in the trees (``tree_paths``: Saabas's, against the model's mean output over its training
+    rows). Only each row's ``top`` + 2 largest contributions are tried, and a quantity within ``SIMILAR`` of
+    its training median is never a reason. Percentage points of probability. The words are built over the
+    whole frame (``reason_words``), not one string per row.
+
+    Raises:
+        ValueError: a ``gbm`` model that this version cannot explain (``tree_paths.PathAttributions.of``)."""
     from cs_pipeline.health.churn_features import RATE_COLUMNS, describe_feature
     from cs_pipeline.health.churn_model import one_thread
 
     if len(features) == 0:
-        return []
+        return np.zeros(0), []
     with one_thread():
-        x, deltas, candidates, groups = _reason_deltas(model, features, top)
+        x, base, deltas, candidates, groups = _reason_deltas(model, features, top)
     n = len(x)
     value_at = np.array([next((i for i in groups[c] if not model.inputs[i].endswith("__missing")), -1)
                          for c in candidates] or [-1])
@@ -237,6 +261,13 @@ def churn_reasons(model: ChurnModel, features: pd.DataFrame, top: int = 3) -> li
     medians = np.array([model.medians.get(c, np.nan) for c in candidates], dtype=float)
     rates = np.array([c in RATE_COLUMNS for c in candidates], dtype=bool)
     rows = np.arange(n)
+    # A quantity as for similar accounts is no reason, whatever the model credits it with (a tree's path
+    # attributions can credit a value at the median through the other splits on its path).
+    if candidates:
+        _, _, change = _against_median(np.where(value_at >= 0, x[:, np.maximum(value_at, 0)], np.nan), medians,
+                                       ~rates)
+        given = (missing_at >= 0) & (x[:, np.maximum(missing_at, 0)] == 1)
+        deltas[~given & (np.abs(change) < SIMILAR)] = -np.inf
     order = np.argsort(-deltas, axis=1)[:, :top]
     out = np.full(n, "", dtype=object)
     going = np.ones(n, dtype=bool)
@@ -260,131 +291,30 @@ def churn_reasons(model: ChurnModel, features: pd.DataFrame, top: int = 3) -> li
         text = words[codes]
         current = out[going]
         out[going] = np.where(current == "", text, current + "; " + text)
-    return out.tolist()
-
-
-def _tree_sides(model: ChurnModel, x: np.ndarray, medians: np.ndarray) -> np.ndarray:
-    """Rows x inputs, True where the (imputed) value and the (imputed) training median fall on different
-    sides of some split threshold of the gradient boosting's trees: False means setting that input to its
-    median changes no tree's path. All True when the estimator is not the usual imputer + trees pipeline."""
-    pipeline = getattr(getattr(model.estimator, "estimator", None), "estimator", None)
-    steps = getattr(pipeline, "named_steps", {})
-    trees = getattr(steps.get("model"), "_predictors", None)
-    if "impute" not in steps or trees is None:
-        return np.ones(x.shape, dtype=bool)
-    imputer = steps["impute"]
-    xi = imputer.transform(x)
-    mi = imputer.transform(medians.reshape(1, -1).astype(float))[0]
-    nodes = np.concatenate([tree.nodes for iteration in trees for tree in iteration])
-    nodes = nodes[nodes["is_leaf"] == 0]
-    if nodes["is_categorical"].any():
-        return np.ones(x.shape, dtype=bool)
-    side = np.zeros(x.shape, dtype=bool)
-    for i in np.unique(nodes["feature_idx"]):
-        thresholds = np.unique(nodes["num_threshold"][nodes["feature_idx"] == i])
-        # a row goes left when value <= threshold: the count of thresholds under the value names its interval
-        side[:, i] = np.searchsorted(thresholds, xi[:, i], side="left") != np.searchsorted(thresholds, mi[i], side="left")
-    return side
-
-
-class _Trees:
-    """A churn model's gradient boosting (median imputation + one tree per iteration, numeric splits) evaluated
-    tree by tree with scikit-learn's own tree predictors, so that setting a quantity to its median re-evaluates
-    only the trees that split on one of its inputs: the other trees' outputs are kept, and the raw score is
-    summed in the estimator's order (baseline, then tree by tree), so the probability is the one
-    ``predict_proba`` gives, to the bit."""
-
-    def __init__(self, model: ChurnModel, imputed: np.ndarray, imputed_medians: np.ndarray, steps) -> None:
-        self.trees = [iteration[0] for iteration in steps["model"]._predictors]
-        self.baseline = float(np.asarray(steps["model"]._baseline_prediction).ravel()[0])
-        self.bitsets, self.f_idx_map = steps["model"]._bin_mapper.make_known_categories_bitsets()
-        self.calibrated = model.estimator.calibrated_classifiers_
-        self.x, self.medians = imputed, imputed_medians
-        self.uses = [set(t.nodes["feature_idx"][t.nodes["is_leaf"] == 0].tolist()) for t in self.trees]
-        self.outputs = np.column_stack([np.full(len(imputed), self.baseline)] + [self._tree(t, imputed)
-                                                                                   for t in range(len(self.trees))])
-        self.running = np.cumsum(self.outputs, axis=1)  # baseline + tree 1 + tree 2 ..., in that order
-
-    @classmethod
-    def of(cls, model: ChurnModel, x: np.ndarray, medians: np.ndarray) -> _Trees | None:
-        """None when the estimator is not that (then ``predict_proba`` is called as it is)."""
-        pipeline = getattr(getattr(model.estimator, "estimator", None), "estimator", None)
-        steps = getattr(pipeline, "named_steps", {})
-        trees = getattr(steps.get("model"), "_predictors", None)
-        if list(steps) != ["impute", "model"] or trees is None or any(len(i) != 1 for i in trees) \
-                or any(t.nodes["is_categorical"].any() for i in trees for t in i) \
-                or any(getattr(c, "method", "sigmoid") not in ("sigmoid", "isotonic")
-                       for c in model.estimator.calibrated_classifiers_):
-            return None
-        imputer = steps["impute"]
-        return cls(model, np.ascontiguousarray(imputer.transform(x), dtype=np.float64),
-                   imputer.transform(medians.reshape(1, -1).astype(float))[0], steps)
-
-    def _tree(self, t: int, x: np.ndarray) -> np.ndarray:
-        return self.trees[t].predict(x, self.bitsets, self.f_idx_map, 1)
-
-    def probability(self, rows: np.ndarray | None = None, inputs: list[int] | None = None) -> np.ndarray:
-        """The calibrated probability of ``rows`` (a mask; None: all) with ``inputs`` set to their medians."""
-        if inputs is None:
-            raw = self.running[:, -1] if rows is None else self.running[rows, -1]
-        else:
-            affected = [t + 1 for t, used in enumerate(self.uses) if used.intersection(inputs)]
-            if not affected:
-                return self.probability(rows)
-            changed = self.x[rows]
-            changed[:, inputs] = self.medians[inputs]
-            # the running sum up to the first affected tree is unchanged; from there on, the same order
-            outputs = self.outputs[rows][:, affected[0]:]
-            for column in affected:
-                outputs[:, column - affected[0]] = self._tree(column - 1, changed)
-            outputs[:, 0] += self.running[rows, affected[0] - 1]
-            raw = np.cumsum(outputs, axis=1)[:, -1]
-        return np.mean([c.calibrators[0].predict(raw) for c in self.calibrated], axis=0)
+    return base, out.tolist()
 
 
 def _reason_deltas(model: ChurnModel, features: pd.DataFrame, top: int):
-    """(input matrix, deltas rows x candidates (-inf: not tried), candidates, input positions per group):
-    the change of the calibrated probability when a quantity is set to its training median
-    (the reasons' definition, ``churn_reasons``)."""
+    """(input matrix, calibrated probability per row, deltas rows x candidates (-inf: not tried), candidates,
+    input positions per group):
+    per row and explained quantity, the change of the calibrated probability when the quantity's additive
+    contribution to the model's logit is taken away (the reasons' definition, ``churn_reasons``), for each
+    row's ``top`` + 2 largest contributions."""
     from cs_pipeline.health.churn_model import _groups
+    from cs_pipeline.health.tree_paths import PathAttributions
 
     n = len(features)
     x = model.matrix(features)
     groups = _groups(model.inputs)
-    medians = np.array([model.medians.get(name, 0.0) for name in model.inputs])
-    names = list(groups) if model.algorithm == "logistic" else [g for g in model.candidates if g in groups]
-    if model.algorithm != "logistic":
-        trees = _Trees.of(model, x, medians)
-        base = model.estimator.predict_proba(x)[:, 1] if trees is None else trees.probability()
-        deltas = np.full((n, len(names)), -np.inf)
-        side = _tree_sides(model, x, medians)
-        for k, name in enumerate(names):
-            idx = groups[name]
-            # Only rows whose reason could show: the probability is 0.5 point or more (a reason adds at most
-            # the whole probability), and the quantity is on another side of some split of the trees than
-            # its median (else every tree takes the same path and the probability does not change).
-            tried = (base >= 0.005) & side[:, idx].any(axis=1)
-            if tried.any() and trees is not None:
-                deltas[tried, k] = base[tried] - trees.probability(tried, idx)
-            elif tried.any():
-                changed = x[tried]
-                changed[:, idx] = medians[idx]
-                deltas[tried, k] = base[tried] - model.estimator.predict_proba(changed)[:, 1]
-        return x, deltas, names, groups
-    pipeline = model.estimator.estimator.estimator if hasattr(model.estimator, "estimator") else None
-    coef = np.array([model.coefficients.get(name, 0.0) for name in model.inputs])
-    scaler = pipeline.named_steps["scale"]
-    z = scaler.transform(pipeline.named_steps["impute"].transform(x))
-    z_med = scaler.transform(medians.reshape(1, -1))
-    # One pass over the inputs: the pipeline's decision function is its last two steps on z, and the
-    # calibrated probability is the mean of the calibrators on it (what predict_proba computes, in that order).
-    calibrated = model.estimator.calibrated_classifiers_
-    logit = pipeline.named_steps["model"].decision_function(pipeline.named_steps["select"].transform(z))
-    base = np.mean([c.calibrators[0].predict(logit) for c in calibrated], axis=0)
-    # Per quantity the sum of its inputs' contributions (a column and its missing indicator, in input order).
+    names = list(groups)
     positions = list(groups.values())
-    starts = np.cumsum([0] + [len(idx) for idx in positions[:-1]])
-    parts = np.add.reduceat((coef * (z - z_med))[:, np.concatenate(positions)], starts, axis=1)
+    if model.algorithm == "logistic":
+        logit, parts = _logistic_parts(model, x, positions)
+    else:
+        logit, parts = PathAttributions.of(model.estimator, positions).explain(x)
+    # The calibrated probability is the mean of the calibrators on the logit (what predict_proba computes).
+    calibrated = model.estimator.calibrated_classifiers_
+    base = np.mean([c.calibrators[0].predict(logit) for c in calibrated], axis=0)
     order = np.argsort(-parts, axis=1)[:, : min(top + 2, len(names))]
     candidates = sorted({names[j] for j in np.unique(order)})
     member = np.zeros((n, len(names)), dtype=bool)
@@ -392,8 +322,24 @@ def _reason_deltas(model: ChurnModel, features: pd.DataFrame, top: int):
     deltas = np.full((n, len(candidates)), -np.inf)
     at = np.array([names.index(name) for name in candidates], dtype=np.int64)
     rows, k = np.nonzero(member[:, at])
-    # Affine up to the logit: without the quantity the logit moves by exactly -parts (see churn_reasons). Every
-    # (row, candidate) in one call per calibrator (each maps values one by one).
+    # Without the quantity the logit moves by exactly -parts (see churn_reasons). Every (row, candidate) in one
+    # call per calibrator (each maps values one by one).
     deltas[rows, k] = base[rows] - np.mean([c.calibrators[0].predict(logit[rows] - parts[rows, at[k]])
                                             for c in calibrated], axis=0)
-    return x, deltas, candidates, groups
+    return x, base, deltas, candidates, groups
+
+
+def _logistic_parts(model: ChurnModel, x: np.ndarray, positions: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(logit per row, contributions rows x quantities) of the logistic model: per quantity the sum of its
+    inputs' ``coef x (z - z_median)`` (a column and its missing indicator), so that setting the quantity to
+    its training median moves the logit by exactly minus its contribution (the pipeline is affine up to the
+    logit)."""
+    pipeline = model.estimator.estimator.estimator
+    coef = np.array([model.coefficients.get(name, 0.0) for name in model.inputs])
+    medians = np.array([model.medians.get(name, 0.0) for name in model.inputs])
+    scaler = pipeline.named_steps["scale"]
+    z = scaler.transform(pipeline.named_steps["impute"].transform(x))
+    z_med = scaler.transform(medians.reshape(1, -1))
+    logit = pipeline.named_steps["model"].decision_function(pipeline.named_steps["select"].transform(z))
+    starts = np.cumsum([0] + [len(idx) for idx in positions[:-1]])
+    return logit, np.add.reduceat((coef * (z - z_med))[:, np.concatenate(positions)], starts, axis=1)

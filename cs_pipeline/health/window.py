@@ -38,6 +38,7 @@ def score_window(conn: psycopg.Connection, scorecard: Scorecard, first: date, la
 
     Raises:
         ChurnModelError: a chosen model's file is missing or outside the models folder (``load_model``).
+        ValueError: a chosen gradient boosting model that this version cannot explain (``score_churn``).
     """
     engagement = read_engagement(conn, first, last)
     row_days = pd.to_datetime(engagement["as_of_date"]).dt.date

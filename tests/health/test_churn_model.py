@@ -126,16 +126,26 @@ def test_drivers_in_words_for_both_algorithms(data, algorithm):
     assert first.startswith("uses of forms in the last 30 days") and "below similar accounts" in first
     assert first.endswith("% churn risk") and ": +" in first
     assert len(reasons[0].split("; ")) <= 3
-    # The size is the change of the calibrated probability with forms uses set to the training median (the
-    # logistic model computes it from its logit contributions: the same figure).
+    # The size is the change of the calibrated probability without forms uses' contribution to the logit:
+    # for the logistic model the same as setting forms uses to the training median; for gbm its path
+    # attributions (computed here by walking every tree).
     from cs_pipeline.health.churn_model import _groups
 
     model = result.model
     x = model.matrix(riskiest)
     columns = _groups(model.inputs)["feat__forms__uses_30d"]
-    changed = x.copy()
-    changed[:, columns] = [model.medians[model.inputs[i]] for i in columns]
-    delta = model.estimator.predict_proba(x)[:, 1] - model.estimator.predict_proba(changed)[:, 1]
+    if algorithm == "logistic":
+        changed = x.copy()
+        changed[:, columns] = [model.medians[model.inputs[i]] for i in columns]
+        delta = model.estimator.predict_proba(x)[:, 1] - model.estimator.predict_proba(changed)[:, 1]
+    else:
+        from tests.health.test_churn_reasons import walked_attributions
+
+        logit = model.estimator.estimator.estimator.decision_function(x)
+        forms = walked_attributions(model, x)[:, columns].sum(axis=1)
+        calibrators = [c.calibrators[0] for c in model.estimator.calibrated_classifiers_]
+        without = np.mean([c.predict(logit - forms) for c in calibrators], axis=0)
+        delta = model.estimator.predict_proba(x)[:, 1] - without
     for reason, d in zip(reasons, delta):
         forms = [r for r in reason.split("; ") if r.startswith("uses of forms")][0]
         assert forms.endswith(f": +{d * 100:.0f} % churn risk"), (forms, d)

@@ -1,7 +1,8 @@
 """Issue 26 item 7: the churn model's reasons in words built over the whole frame (``drivers.churn_reasons``,
-what customer_health writes into ``drivers``, the one implementation of the reasons) say exactly what the
-previous per-row ``explain`` said (kept below as the reference), row by row, for both algorithms, on every
-row of a planted-signal history (missing values, values at the median and near-zero probabilities included)."""
+what customer_health writes into ``drivers``, the one implementation of the reasons) say exactly what a
+plain per-row reference says (below: the logistic model's contributions, the gbm's path attributions from a
+walk of every tree in Python), row by row, for both algorithms, on every row of a planted-signal history
+(missing values, values at the median and near-zero probabilities included)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from cs_pipeline.health.churn_features import RATE_COLUMNS, describe_feature
 from cs_pipeline.health.churn_model import _groups, one_thread
-from cs_pipeline.health.drivers import churn_reasons, reason_words
+from cs_pipeline.health.drivers import churn_reasons, explain_churn, reason_words
 from tests.health.test_churn_model import fit, planted
 
 
@@ -30,6 +31,9 @@ def test_reasons_over_the_frame_equal_the_per_row_definition(data, algorithm):
     with one_thread():
         expected = reference_explain(result.model, features)
     got = churn_reasons(result.model, features)
+    probability, reasons = explain_churn(result.model, features)
+    assert reasons == got
+    np.testing.assert_array_equal(probability, result.model.predict(features))  # to the bit: one evaluation serves both
     assert len(got) == len(features)
     assert sum(1 for r in expected if r) > len(features) // 4  # most rows have a reason to compare
     assert got == expected
@@ -69,15 +73,28 @@ def _words(model, group: str, value: float, missing: bool) -> str:
     return f"{text} {abs(change) * 100:.0f} % {'below' if change < 0 else 'above'} similar accounts"
 
 
+def _value_of(model, positions: list[int], row: np.ndarray) -> tuple[float, bool]:
+    value, missing = np.nan, False
+    for i in positions:
+        if model.inputs[i].endswith("__missing"):
+            missing |= row[i] == 1
+        else:
+            value = row[i]
+    return value, missing
+
+
 def reference_explain(model, features: pd.DataFrame, top: int = 3) -> list[str]:
-    """The previous per-row ``churn_model.explain`` (before it became ``drivers.churn_reasons``): every gbm
-    candidate predicted on every row, the words one string per distinct reason."""
+    """The reasons from plain per-row code: each quantity's contribution to the logit (the logistic model's
+    ``coef x (z - z_median)``; the gbm's ``walked_attributions``), each row's ``top`` + 2 largest tried, the
+    words one string per distinct reason."""
     n = len(features)
     x = model.matrix(features)
     base = model.estimator.predict_proba(x)[:, 1]
     groups = _groups(model.inputs)
     medians = np.array([model.medians.get(name, 0.0) for name in model.inputs])
-    names = list(groups) if model.algorithm == "logistic" else [g for g in model.candidates if g in groups]
+    names = list(groups)
+    calibrated = model.estimator.calibrated_classifiers_
+    logit = calibrated[0].estimator.decision_function(x)
     if model.algorithm == "logistic":
         pipeline = model.estimator.estimator.estimator if hasattr(model.estimator, "estimator") else None
         coef = np.array([model.coefficients.get(name, 0.0) for name in model.inputs])
@@ -85,33 +102,31 @@ def reference_explain(model, features: pd.DataFrame, top: int = 3) -> list[str]:
         z = scaler.transform(pipeline.named_steps["impute"].transform(x))
         z_med = scaler.transform(medians.reshape(1, -1))
         parts = np.column_stack([(coef[idx] * (z[:, idx] - z_med[:, idx])).sum(axis=1) for idx in groups.values()])
-        order = np.argsort(-parts, axis=1)[:, : min(top + 2, len(names))]
-        candidates = sorted({names[j] for j in np.unique(order)})
-        # only each row's own largest contributions are tried (n x (top + 2) predictions, not n x groups)
-        member = np.zeros((n, len(names)), dtype=bool)
-        member[np.arange(n)[:, None], order] = True
-        tried = {name: member[:, names.index(name)] for name in candidates}
     else:
-        candidates = names
-        tried = {name: np.ones(n, dtype=bool) for name in candidates}
+        by_input = walked_attributions(model, x)
+        parts = np.column_stack([by_input[:, idx].sum(axis=1) for idx in groups.values()])
+    order = np.argsort(-parts, axis=1)[:, : min(top + 2, len(names))]
+    candidates = sorted({names[j] for j in np.unique(order)})
+    # only each row's own largest contributions are tried (n x (top + 2) predictions, not n x groups)
+    member = np.zeros((n, len(names)), dtype=bool)
+    member[np.arange(n)[:, None], order] = True
+    tried = {name: member[:, names.index(name)] for name in candidates}
     deltas = np.full((n, len(candidates)), -np.inf)
-    if model.algorithm == "logistic":
-        # The pipeline is affine up to the logit: setting a quantity to the median moves the logit by exactly
-        # -parts, so the calibrated probability without it is the calibration map of logit - parts.
-        calibrated = model.estimator.calibrated_classifiers_
-        logit = calibrated[0].estimator.decision_function(x)
 
-        def probability(values):
-            return np.mean([c.calibrators[0].predict(values) for c in calibrated], axis=0)
+    # Without the quantity's contribution the logit moves by exactly -parts (for the logistic model the same
+    # as setting the quantity to the median: the pipeline is affine up to the logit), so the calibrated
+    # probability without it is the calibration map of logit - parts.
+    def probability(values):
+        return np.mean([c.calibrators[0].predict(values) for c in calibrated], axis=0)
 
-        for k, name in enumerate(candidates):
-            rows = tried[name]
-            deltas[rows, k] = base[rows] - probability(logit[rows] - parts[rows, names.index(name)])
-    for k, name in enumerate(candidates if model.algorithm != "logistic" else []):
+    for k, name in enumerate(candidates):
         rows = tried[name]
-        changed = x[rows]
-        changed[:, groups[name]] = medians[groups[name]]
-        deltas[rows, k] = base[rows] - model.estimator.predict_proba(changed)[:, 1]
+        deltas[rows, k] = base[rows] - probability(logit[rows] - parts[rows, names.index(name)])
+        # a quantity as for similar accounts is never a reason
+        for i in np.flatnonzero(rows):
+            value, missing = _value_of(model, groups[name], x[i])
+            if _words(model, name, value, missing).endswith(" as for similar accounts"):
+                deltas[i, k] = -np.inf
     # Words only for the distinct (quantity, shown value, shown risk) of each rank, not one string per row.
     rows = np.arange(n)
     order = np.argsort(-deltas, axis=1)[:, :top]
@@ -146,23 +161,162 @@ def reference_explain(model, features: pd.DataFrame, top: int = 3) -> list[str]:
     return out.tolist()
 
 
-def test_tree_by_tree_probability_is_predict_proba_to_the_bit(data):
-    """The gradient boosting's reasons re-evaluate only the trees that split on a quantity
-    (``drivers._Trees``): its probabilities, before and after setting a quantity to its median, are exactly
-    ``predict_proba``'s (not merely close: a reason's rounding must not move)."""
-    from cs_pipeline.health.drivers import _Trees
+def walked_attributions(model, x: np.ndarray) -> np.ndarray:
+    """Saabas's path attributions of a gbm model, row by row and tree by tree in Python (the reference for
+    ``tree_paths``): rows x inputs. Each tree is walked from its root as ``TreePredictor`` walks it (left when
+    the imputed value is at most the threshold; a missing value as the split says), and each split on the
+    way credits its input with the change of the expected output (training-count weighted mean of the leaf
+    values under the node)."""
+    inner = model.estimator.estimator.estimator
+    steps = getattr(inner, "named_steps", {"model": inner})  # a gbm saved before the imputer: no imputation
+    xi = steps["impute"].transform(x) if "impute" in steps else x
+    out = np.zeros(x.shape)
+    for (tree,) in steps["model"]._predictors:
+        nodes = tree.nodes
+
+        def expected(i, nodes=nodes):
+            if nodes["is_leaf"][i]:
+                return float(nodes["value"][i]), float(nodes["count"][i])
+            (lv, lc), (rv, rc) = expected(nodes["left"][i]), expected(nodes["right"][i])
+            return (lv * lc + rv * rc) / (lc + rc), lc + rc
+
+        means = [expected(i)[0] for i in range(len(nodes))]
+        for r in range(len(xi)):
+            i = 0
+            while not nodes["is_leaf"][i]:
+                f = nodes["feature_idx"][i]
+                left = nodes["missing_go_to_left"][i] if np.isnan(xi[r, f]) else xi[r, f] <= nodes["num_threshold"][i]
+                child = nodes["left"][i] if left else nodes["right"][i]
+                out[r, f] += means[child] - means[i]
+                i = child
+    return out
+
+
+def test_path_attributions_are_additive_and_the_raw_score_is_decision_function(data):
+    """``tree_paths``: the raw score is the gradient boosting's ``decision_function`` to the bit (a reason's
+    rounding must not move against the stored probability), each row's attributions sum to it minus the bias,
+    and they are the ones a walk of every tree gives."""
+    from cs_pipeline.health.tree_paths import PathAttributions
 
     result, features = fit(data, algorithm="gbm")
     model = result.model
     x = model.matrix(features)
-    medians = np.array([model.medians.get(name, 0.0) for name in model.inputs])
+    positions = list(_groups(model.inputs).values())
     with one_thread():
-        trees = _Trees.of(model, x, medians)
-        assert trees is not None
-        np.testing.assert_array_equal(trees.probability(), model.estimator.predict_proba(x)[:, 1])
-        rows = np.arange(len(x)) % 3 == 0
-        for name in model.candidates[:3]:
-            idx = _groups(model.inputs)[name]
-            changed = x[rows]
-            changed[:, idx] = medians[idx]
-            np.testing.assert_array_equal(trees.probability(rows, idx), model.estimator.predict_proba(changed)[:, 1])
+        paths = PathAttributions.of(model.estimator, positions)
+        assert PathAttributions.of(model.estimator, positions) is paths  # prepared once per model
+        raw, parts = paths.explain(x)
+        np.testing.assert_array_equal(raw, model.estimator.estimator.estimator.decision_function(x))
+        np.testing.assert_array_equal(np.mean([c.calibrators[0].predict(raw)
+                                               for c in model.estimator.calibrated_classifiers_], axis=0),
+                                      model.estimator.predict_proba(x)[:, 1])
+    np.testing.assert_allclose(parts.sum(axis=1) + paths.bias, raw, rtol=0, atol=1e-9)
+    walked = walked_attributions(model, x[:200])
+    np.testing.assert_allclose(parts[:200], np.column_stack([walked[:, idx].sum(axis=1) for idx in positions]),
+                               rtol=0, atol=1e-12)
+    assert (np.abs(parts).max(axis=0) > 0).sum() >= 3  # several quantities carry weight
+
+
+def test_a_model_this_version_cannot_explain_is_refused_with_the_fix(data):
+    from cs_pipeline.health.tree_paths import PathAttributions
+
+    result, _ = fit(data, algorithm="logistic")
+    with pytest.raises(ValueError, match="retrain it with `cs-pipeline model train`"):
+        PathAttributions.of(result.model.estimator, [[0]])
+
+
+def test_one_split_credits_its_input_with_the_move_of_the_training_mean():
+    """A one-tree, one-split gradient boosting checked by hand: a row going left is credited with the left
+    leaf's value minus the training rows' mean output (counted from the data, not from the tree), and the bias
+    is that mean plus the baseline."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+
+    from cs_pipeline.health.tree_paths import PathAttributions
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 2))
+    y = (x[:, 1] + rng.normal(scale=0.5, size=400) > 0.8).astype(int)
+    pipeline = Pipeline([("impute", SimpleImputer(strategy="median")),
+                         ("model", HistGradientBoostingClassifier(max_iter=1, max_leaf_nodes=2, min_samples_leaf=20,
+                                                                  early_stopping=False))]).fit(x, y)
+    estimator = CalibratedClassifierCV(FrozenEstimator(pipeline), method="sigmoid").fit(x, y)
+    (tree,), = pipeline.named_steps["model"]._predictors
+    root, left, right = tree.nodes[0], tree.nodes[tree.nodes[0]["left"]], tree.nodes[tree.nodes[0]["right"]]
+    assert root["feature_idx"] == 1
+    goes_left = x[:, 1] <= root["num_threshold"]
+    mean = (goes_left.sum() * left["value"] + (~goes_left).sum() * right["value"]) / len(x)
+    paths = PathAttributions.of(estimator, [[0], [1]])
+    raw, parts = paths.explain(x)
+    np.testing.assert_allclose(parts[:, 0], 0.0)
+    np.testing.assert_allclose(parts[:, 1], np.where(goes_left, left["value"], right["value"]) - mean, atol=1e-12)
+    baseline = float(np.ravel(pipeline.named_steps["model"]._baseline_prediction)[0])
+    assert paths.bias == pytest.approx(baseline + mean, abs=1e-12)
+    np.testing.assert_allclose(parts.sum(axis=1) + paths.bias, raw, atol=1e-12)
+
+
+def test_a_gbm_saved_before_the_imputer_step_is_still_explained(data):
+    """Models saved before the gradient boosting's median imputer (a bare ``HistGradientBoostingClassifier``
+    under the calibration, missing values routed by the trees) still score every day they are the model of
+    (a re-run picks the model known on the day): probability and reasons, not an error."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.frozen import FrozenEstimator
+
+    from cs_pipeline.health.tree_paths import PathAttributions
+
+    result, features = fit(data, algorithm="gbm")
+    model = result.model
+    x = model.matrix(features).copy()
+    x[::5, model.inputs.index("client_activity_rate")] = np.nan  # routed by the trees, not imputed
+    _, _, labels, _ = data
+    half = len(x) // 2
+    bare = HistGradientBoostingClassifier(learning_rate=0.05, max_iter=60, max_leaf_nodes=15, min_samples_leaf=40,
+                                          early_stopping=False, random_state=0).fit(x[:half], labels[:half])
+    model.estimator = CalibratedClassifierCV(FrozenEstimator(bare), method="sigmoid").fit(x[half:], labels[half:])
+    assert np.isnan(x).any() and any(t.nodes["missing_go_to_left"].any() for (t,) in bare._predictors)
+    frame = pd.DataFrame(x, columns=model.inputs)
+    with one_thread():
+        probability, reasons = explain_churn(model, frame)
+        np.testing.assert_array_equal(probability, model.predict(frame))
+        paths = PathAttributions.of(model.estimator, list(_groups(model.inputs).values()))
+        raw, parts = paths.explain(x)
+    np.testing.assert_allclose(parts.sum(axis=1) + paths.bias, raw, atol=1e-9)
+    walked = walked_attributions(model, x[:100])
+    np.testing.assert_allclose(parts[:100], np.column_stack([walked[:, idx].sum(axis=1)
+                                                             for idx in _groups(model.inputs).values()]), atol=1e-12)
+    assert sum(1 for r in reasons if "uses of forms" in r) > len(reasons) // 4
+
+
+@pytest.mark.parametrize("algorithm", ["logistic", "gbm"])
+def test_a_quantity_as_for_similar_accounts_is_never_a_reason(data, algorithm):
+    """A value within 5 % of the training median is no reason, however much the model credits it: the
+    gradient boosting's path attributions credit such values (through the other splits on their paths), and
+    without the rule the reasons would say "as for similar accounts: +5 % churn risk"."""
+    from cs_pipeline.health.drivers import SIMILAR, _against_median
+
+    result, features = fit(data, algorithm=algorithm)
+    model = result.model
+    reasons = churn_reasons(model, features)
+    assert not any("as for similar accounts" in r for r in reasons)
+    if algorithm == "gbm":  # the rule is exercised: such values carry credits of half a point or more
+        from cs_pipeline.health.tree_paths import PathAttributions
+
+        x = model.matrix(features)
+        groups = _groups(model.inputs)
+        raw, parts = PathAttributions.of(model.estimator, list(groups.values())).explain(x)
+        calibrators = [c.calibrators[0] for c in model.estimator.calibrated_classifiers_]
+        base = np.mean([c.predict(raw) for c in calibrators], axis=0)
+        credited = 0
+        for k, (name, idx) in enumerate(groups.items()):
+            at = next((i for i in idx if not model.inputs[i].endswith("__missing")), None)
+            if at is None:
+                continue
+            _, _, change = _against_median(x[:, at], model.medians.get(name, np.nan), name not in RATE_COLUMNS)
+            similar = np.abs(change) < SIMILAR
+            delta = base - np.mean([c.predict(raw - parts[:, k]) for c in calibrators], axis=0)
+            credited += int((similar & (delta >= 0.005)).sum())
+        assert credited > 0
