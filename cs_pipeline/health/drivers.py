@@ -1,7 +1,8 @@
 """Drivers and trend of health scores: pure, vectorised functions (split from ``scoring``, which calls
 them). ``_drivers`` words the components that lost the most points, ``_missing`` names the missing ones,
 ``add_history`` adds the 7/30-day deltas, the trend and the previous risk level from stored scores;
-``churn_reasons`` words the churn model's top reasons per row (issue 26), over the whole frame.
+``explain_churn`` gives the churn model's probability and its top reasons in words per row (issue 26), over
+the whole frame (``churn_reasons``: the reasons alone).
 """
 
 from __future__ import annotations
@@ -162,18 +163,21 @@ def add_history(scores: pd.DataFrame, history: pd.DataFrame, scorecard: Scorecar
 
 
 SIMILAR = 0.05
-"""A value within this relative distance of the training median (on the metric's own scale) is "as for
-similar accounts": it is never given as a reason (``explain_churn``), whatever the model credits it with."""
+"""A value equal to the training median or within this relative distance of it (on the metric's own scale)
+is "as for similar accounts": it is never given as a reason (``explain_churn``), whatever the model credits
+it with."""
 
 
 def _against_median(value: np.ndarray, median: np.ndarray, scaled: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(value, median, relative change (value - median) / |median|) back on the metric's own scale
-    (``expm1`` where ``scaled``: the log1p-scaled counts), elementwise (NaN where unknown)."""
+    """(value, median, relative change (value - median) / |median|, similar) back on the metric's own scale
+    (``expm1`` where ``scaled``: the log1p-scaled counts), elementwise (NaN where unknown; similar: equal to
+    the median, a median of 0 included, or within ``SIMILAR`` of it)."""
     val, med = np.asarray(value, dtype=float), np.asarray(median, dtype=float)
     with np.errstate(all="ignore"):
         val = np.where(scaled, np.sign(val) * np.expm1(np.abs(val)), val)
         med = np.where(scaled, np.sign(med) * np.expm1(np.abs(med)), med)
-        return val, med, (val - med) / np.abs(med)
+        change = (val - med) / np.abs(med)
+        return val, med, change, (val == med) | (np.abs(change) < SIMILAR)
 
 
 def reason_words(names: list[str], described: list[str], medians: np.ndarray, rates: np.ndarray, which: np.ndarray,
@@ -193,16 +197,16 @@ def reason_words(names: list[str], described: list[str], medians: np.ndarray, ra
 
     The words of the model's reasons: "<quantity> unknown" when missing; back on the metric's
     own scale (``expm1``), "<value> against 0|none for similar accounts" when the median is 0 or unknown,
-    "as for similar accounts" within 5 %, else "N % below|above similar accounts"; then ": +P % churn risk".
+    "as for similar accounts" when equal or within 5 % (``SIMILAR``), else "N % below|above similar accounts"; then ": +P % churn risk".
     """
     n = len(which)
     if n == 0:
         return np.zeros(0, dtype=object)
-    val, med, change = _against_median(value, np.asarray(medians, dtype=float)[which],
-                                       ~np.asarray(rates, dtype=bool)[which])
+    val, med, change, alike = _against_median(value, np.asarray(medians, dtype=float)[which],
+                                              ~np.asarray(rates, dtype=bool)[which])
     unknown = np.asarray(missing, dtype=bool) | np.isnan(val)
-    no_median = ~unknown & (np.isnan(med) | (med == 0))
-    similar = ~unknown & ~no_median & (np.abs(change) < SIMILAR)
+    similar = ~unknown & alike
+    no_median = ~unknown & ~similar & (np.isnan(med) | (med == 0))
     differs = ~unknown & ~no_median & ~similar
     text = np.asarray(described, dtype=object)[which]
     words = np.empty(n, dtype=object)
@@ -261,13 +265,6 @@ def explain_churn(model: ChurnModel, features: pd.DataFrame, top: int = 3) -> tu
     medians = np.array([model.medians.get(c, np.nan) for c in candidates], dtype=float)
     rates = np.array([c in RATE_COLUMNS for c in candidates], dtype=bool)
     rows = np.arange(n)
-    # A quantity as for similar accounts is no reason, whatever the model credits it with (a tree's path
-    # attributions can credit a value at the median through the other splits on its path).
-    if candidates:
-        _, _, change = _against_median(np.where(value_at >= 0, x[:, np.maximum(value_at, 0)], np.nan), medians,
-                                       ~rates)
-        given = (missing_at >= 0) & (x[:, np.maximum(missing_at, 0)] == 1)
-        deltas[~given & (np.abs(change) < SIMILAR)] = -np.inf
     order = np.argsort(-deltas, axis=1)[:, :top]
     out = np.full(n, "", dtype=object)
     going = np.ones(n, dtype=bool)
@@ -296,10 +293,11 @@ def explain_churn(model: ChurnModel, features: pd.DataFrame, top: int = 3) -> tu
 
 def _reason_deltas(model: ChurnModel, features: pd.DataFrame, top: int):
     """(input matrix, calibrated probability per row, deltas rows x candidates (-inf: not tried), candidates,
-    input positions per group):
-    per row and explained quantity, the change of the calibrated probability when the quantity's additive
-    contribution to the model's logit is taken away (the reasons' definition, ``churn_reasons``), for each
-    row's ``top`` + 2 largest contributions."""
+    input positions per group): per row and explained quantity, the change of the calibrated probability
+    when the quantity's additive contribution to the model's logit is taken away (the reasons' definition,
+    ``explain_churn``), for each row's ``top`` + 2 largest contributions among its quantities that are not
+    as for similar accounts (``SIMILAR``)."""
+    from cs_pipeline.health.churn_features import RATE_COLUMNS
     from cs_pipeline.health.churn_model import _groups
     from cs_pipeline.health.tree_paths import PathAttributions
 
@@ -315,14 +313,23 @@ def _reason_deltas(model: ChurnModel, features: pd.DataFrame, top: int):
     # The calibrated probability is the mean of the calibrators on the logit (what predict_proba computes).
     calibrated = model.estimator.calibrated_classifiers_
     base = np.mean([c.calibrators[0].predict(logit) for c in calibrated], axis=0)
-    order = np.argsort(-parts, axis=1)[:, : min(top + 2, len(names))]
+    # A quantity as for similar accounts is no reason, whatever the model credits it with (a tree's path
+    # attributions can credit a value at the median through the other splits on its path); it is left out
+    # before each row's largest contributions are picked, so it takes no other reason's place.
+    value_at = np.array([next((i for i in idx if not model.inputs[i].endswith("__missing")), -1) for idx in positions])
+    missing_at = np.array([next((i for i in idx if model.inputs[i].endswith("__missing")), -1) for idx in positions])
+    medians = np.array([model.medians.get(name, np.nan) for name in names], dtype=float)
+    scaled = np.array([name not in RATE_COLUMNS for name in names], dtype=bool)
+    similar = _against_median(np.where(value_at >= 0, x[:, np.maximum(value_at, 0)], np.nan), medians, scaled)[3]
+    similar &= ~((missing_at >= 0) & (x[:, np.maximum(missing_at, 0)] == 1))  # "unknown" is a reason
+    order = np.argsort(-np.where(similar, -np.inf, parts), axis=1)[:, : min(top + 2, len(names))]
     candidates = sorted({names[j] for j in np.unique(order)})
     member = np.zeros((n, len(names)), dtype=bool)
     member[np.arange(n)[:, None], order] = True
     deltas = np.full((n, len(candidates)), -np.inf)
     at = np.array([names.index(name) for name in candidates], dtype=np.int64)
-    rows, k = np.nonzero(member[:, at])
-    # Without the quantity the logit moves by exactly -parts (see churn_reasons). Every (row, candidate) in one
+    rows, k = np.nonzero(member[:, at] & ~similar[:, at])
+    # Without the quantity the logit moves by exactly -parts (see explain_churn). Every (row, candidate) in one
     # call per calibrator (each maps values one by one).
     deltas[rows, k] = base[rows] - np.mean([c.calibrators[0].predict(logit[rows] - parts[rows, at[k]])
                                             for c in calibrated], axis=0)

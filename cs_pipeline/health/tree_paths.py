@@ -15,11 +15,11 @@ the leaf's value minus the root's expected value, so over all trees
 exactly (the "bias" is the first two terms: the model's mean raw output over its training rows). These are
 not exact SHAP values: Saabas's credits depend on the order of the splits on a path, so an input the trees
 split on near the leaves tends to get more than its Shapley share (Lundberg, Erion and Lee, "Consistent
-individualized feature attribution for tree ensembles", 2018). A leaf's
-credits depend on its path only, so they are computed once per model (a sparse leaves x quantities matrix)
-and a frame's attributions are one sparse product with its rows' leaves. Exact TreeSHAP (which also weighs
-the splits off the row's path) costs O(leaves x depth^2) per row and tree: at 10,000 rows x 200 trees about
-100 times the budget of a daily scoring pass (issue 26 item 7: 10 % of customer_health).
+individualized feature attribution for tree ensembles", 2018). A leaf's credits depend on its path only, so
+they are computed once per model (a sparse leaves x quantities matrix) and a frame's attributions are one
+sparse product with its rows' leaves. Exact TreeSHAP (which also weighs the splits off the row's path) costs
+O(leaves x depth^2) per row and tree against O(depth) here, within a daily scoring pass whose budget is 10 %
+of customer_health (issue 26 item 7).
 
 The leaves are found by scikit-learn's own compiled tree traversal (``TreePredictor.predict``) on copies of
 the trees whose leaf values are the leaves' numbers, and the raw score is the sum of the leaf values in the
@@ -48,9 +48,11 @@ class PathAttributions:
         self.bitsets, self.f_idx_map = boosting._bin_mapper.make_known_categories_bitsets()
         from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
 
-        to_quantity = np.empty(sum(len(g) for g in groups), dtype=np.int64)
+        to_quantity = np.full(sum(len(g) for g in groups), -1, dtype=np.int64)
         for q, positions in enumerate(groups):
             to_quantity[positions] = q
+        if (to_quantity < 0).any():
+            raise ValueError("every input of the churn model must be in exactly one explained quantity")
         self.trees, self.values, self.offsets = [], [], []
         rows, columns, credits, offset, self.bias = [], [], [], 0, float(self.baseline)
         for (tree,) in boosting._predictors:
@@ -77,8 +79,8 @@ class PathAttributions:
     @classmethod
     def of(cls, estimator, groups: list[list[int]]) -> PathAttributions:
         """The prepared attributions of a churn model's estimator (``CalibratedClassifierCV`` around the
-        pipeline) for the explained quantities ``groups`` (input positions per quantity, in input order),
-        built once per estimator and grouping.
+        pipeline) for the explained quantities ``groups`` (input positions per quantity, in input order;
+        every input in exactly one group), built once per estimator and grouping.
 
         Raises:
             ValueError: the estimator is neither a binary gradient boosting with numeric splits nor a median

@@ -148,6 +148,12 @@ def test_days_outside_the_mapping_are_dropped_while_reading_and_bad_mappings_are
                                    "    - from: t\n      columns: {supplier_id: {column: a, aggregate: min}}\n")
     with pytest.raises(MappingError, match="aggregate needs group_by"):
         load_mapping(bad)
+    # An empty json_of is refused when the mapping loads, not later as invalid SQL in the transform.
+    empty = _write_mapping(tmp_path, "name: x\ntables: {t: {file: a.csv}}\nsources:\n  activity_events:\n"
+                                     "    - from: t\n      columns: {event_id: {row_id: true}, supplier_id: {column: a}, "
+                                     "properties: {json_of: []}}\n")
+    with pytest.raises(MappingError, match=r"json_of lists no column: name the columns .*constant: '\{\}'"):
+        load_mapping(empty)
 
 
 @pytest.mark.parametrize("case", ["purchase_log", "own_product", "orders_earliest", "orders_latest"])

@@ -94,6 +94,8 @@ class ColumnMap(_Strict):
         given = [self.column is not None, self.constant is not None, self.json_of is not None, self.row_id]
         if sum(given) > 1:
             raise ValueError("give one of column, constant, json_of or row_id")
+        if self.json_of is not None and not self.json_of:  # it would build no SQL expression at all
+            raise ValueError("json_of lists no column: name the columns of the JSON object, or use constant: '{}'")
         return self
 
 
