@@ -162,6 +162,9 @@ def add_history(scores: pd.DataFrame, history: pd.DataFrame, scorecard: Scorecar
 # --- the churn model's reasons in words (issue 26) -------------------------------------------------
 
 
+MIN_REASON = 0.005
+"""A reason adds at least half a point of churn probability (0-1 scale); smaller ones are not shown."""
+
 SIMILAR = 0.05
 """A value equal to the training median or within this relative distance of it (on the metric's own scale)
 is "as for similar accounts": it is never given as a reason (``explain_churn``), whatever the model credits
@@ -271,7 +274,7 @@ def explain_churn(model: ChurnModel, features: pd.DataFrame, top: int = 3) -> tu
     for rank in range(order.shape[1]):
         k = order[:, rank]
         delta = deltas[rows, k]
-        going &= delta >= 0.005
+        going &= delta >= MIN_REASON
         if not going.any():
             break
         at, kg = rows[going], k[going]
@@ -306,13 +309,18 @@ def _reason_deltas(model: ChurnModel, features: pd.DataFrame, top: int):
     groups = _groups(model.inputs)
     names = list(groups)
     positions = list(groups.values())
+    calibrated = model.estimator.calibrated_classifiers_
     if model.algorithm == "logistic":
         logit, parts = _logistic_parts(model, x, positions)
+        # The calibrated probability is the mean of the calibrators on the logit (what predict_proba computes).
+        base = np.mean([c.calibrators[0].predict(logit) for c in calibrated], axis=0)
     else:
-        logit, parts = PathAttributions.of(model.estimator, positions).explain(x)
-    # The calibrated probability is the mean of the calibrators on the logit (what predict_proba computes).
-    calibrated = model.estimator.calibrated_classifiers_
-    base = np.mean([c.calibrators[0].predict(logit) for c in calibrated], axis=0)
+        paths = PathAttributions.of(model.estimator, positions)
+        logit, leaves = paths.leaves(x)
+        base = np.mean([c.calibrators[0].predict(logit) for c in calibrated], axis=0)
+        # A reason takes at most the whole probability away: a row under MIN_REASON can have none.
+        parts = np.zeros((n, len(names)))
+        parts[base >= MIN_REASON] = paths.attributions(leaves[base >= MIN_REASON])
     # A quantity as for similar accounts is no reason, whatever the model credits it with (a tree's path
     # attributions can credit a value at the median through the other splits on its path); it is left out
     # before each row's largest contributions are picked, so it takes no other reason's place.
@@ -326,6 +334,7 @@ def _reason_deltas(model: ChurnModel, features: pd.DataFrame, top: int):
     candidates = sorted({names[j] for j in np.unique(order)})
     member = np.zeros((n, len(names)), dtype=bool)
     member[np.arange(n)[:, None], order] = True
+    member[base < MIN_REASON] = False
     deltas = np.full((n, len(candidates)), -np.inf)
     at = np.array([names.index(name) for name in candidates], dtype=np.int64)
     rows, k = np.nonzero(member[:, at] & ~similar[:, at])

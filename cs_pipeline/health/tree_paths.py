@@ -107,6 +107,12 @@ class PathAttributions:
         """(raw score per row, attributions rows x quantities) of the model's input matrix ``x`` (rows x inputs,
         float, NaN: missing). The raw score is the log-odds ``decision_function`` gives, to the bit; per row the
         attributions sum to it minus ``bias`` (up to float rounding)."""
+        raw, leaves = self.leaves(x)
+        return raw, self.attributions(leaves)
+
+    def leaves(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(raw score per row, as ``explain``; each row's leaf per tree, rows x trees, int64, numbered across
+        the trees as ``attributions`` reads them) of the input matrix ``x``."""
         xi = np.ascontiguousarray(x if self.imputer is None else self.imputer.transform(x), dtype=np.float64)
         n = len(xi)
         raw = np.zeros(n, dtype=np.float64)
@@ -116,9 +122,14 @@ class PathAttributions:
             leaf = tree.predict(xi, self.bitsets, self.f_idx_map, 1).astype(np.int64)
             raw += self.values[t][leaf]
             leaves[:, t] = leaf + self.offsets[t]
-        taken = sp.csr_matrix((np.ones(leaves.size), leaves.ravel(), np.arange(0, leaves.size + 1, len(self.trees))),
+        return raw, leaves
+
+    def attributions(self, leaves: np.ndarray) -> np.ndarray:
+        """Attributions rows x quantities (log-odds) of rows whose leaves (``leaves``) are given."""
+        n, trees = leaves.shape
+        taken = sp.csr_matrix((np.ones(leaves.size), leaves.ravel(), np.arange(0, leaves.size + 1, trees)),
                               shape=(n, self.credits.shape[0]))
-        return raw, (taken @ self.credits).toarray()
+        return (taken @ self.credits).toarray()
 
 
 _PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
