@@ -198,9 +198,10 @@ def reason_words(names: list[str], described: list[str], medians: np.ndarray, ra
         missing: per row, whether the quantity's missing indicator is set.
         delta: per row, the churn probability (0-1) the quantity adds against the median.
 
-    The words of the model's reasons: "<quantity> unknown" when missing; back on the metric's
-    own scale (``expm1``), "<value> against 0|none for similar accounts" when the median is 0 or unknown,
-    "as for similar accounts" when equal or within 5 % (``SIMILAR``), else "N % below|above similar accounts"; then ": +P % churn risk".
+    The words of the model's reasons: "<quantity> unknown" when missing; back on the metric's own scale
+    (``expm1``), "as for similar accounts" when equal to the median or within 5 % of it (``SIMILAR``),
+    "<value> against 0|none for similar accounts" when the median is 0 or unknown, else "N % below|above
+    similar accounts"; then ": +P % churn risk".
     """
     n = len(which)
     if n == 0:
@@ -246,8 +247,8 @@ def explain_churn(model: ChurnModel, features: pd.DataFrame, top: int = 3) -> tu
     quantity's contribution is taken away, everything else kept: for ``logistic`` ``coef x (z - z_median)``
     (exactly the row's value set to the training median, "similar accounts"); for ``gbm`` its path
     attributions in the trees (``tree_paths``: Saabas's, against the model's mean output over its training
-    rows). Only each row's ``top`` + 2 largest contributions are tried, and a quantity within ``SIMILAR`` of
-    its training median is never a reason. Percentage points of probability. The words are built over the
+    rows). Only each row's ``top`` + 2 largest contributions are tried, and a quantity at its training median or
+    within ``SIMILAR`` of it is never a reason. Percentage points of probability. The words are built over the
     whole frame (``reason_words``), not one string per row.
 
     Raises:
