@@ -6,13 +6,14 @@ regression on standardised features (median imputation, ``StandardScaler``, the 
 inputs by ANOVA F, L2 from ``C_GRID``), and ``HistGradientBoostingClassifier``. Validation is rolling-origin
 over weekly as-of days: the last quarter of the weeks is split into up to three blocks; for each block a
 model is fitted on the weeks whose churn horizon had ended by the block's first day (so no label in training
-looks past the validation day: an account's later rows never reach its own validation week), its logistic
-settings chosen and its probabilities calibrated (``CalibratedClassifierCV`` on a ``FrozenEstimator``,
-sigmoid, or isotonic with 100+ churners) on the weeks in between (a later fold than the fit), and scored on
-the block. Every choice, of settings and of algorithm, follows the one-standard-error rule
-(``simplest_within_noise``): the richer candidate (more inputs, weaker penalty, gradient boosting over
-logistic) only when better by more than the noise. The deployed model is fitted the same way on every
-training week but the last horizon's, calibrated on those.
+looks past the validation day: an account's later rows never reach its own validation week), its settings
+chosen (the logistic regression's inputs and penalty, the gradient boosting's number of rounds) and its
+probabilities calibrated (``CalibratedClassifierCV`` on a ``FrozenEstimator``, sigmoid, or isotonic with 100+
+churners) on the weeks in between (a later fold than the fit), and scored on the block. Every choice, of
+settings and of algorithm, follows the one-standard-error rule (``simplest_within_noise``): the richer
+candidate (more inputs, weaker penalty, more rounds, gradient boosting over logistic) only when better by
+more than the noise. The deployed model is fitted the same way on every training week but the last
+horizon's, calibrated on those.
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ K_GRID = (3, 10, 30, None)
 one-standard-error rule. With 100+ inputs and few churners most inputs are noise that the L2 penalty only
 shrinks: on RavenStack, where churn follows account age, all 110 inputs validate at 0.69 at best, the three
 strongest at 0.72; a history where many behaviours matter keeps more of them when they validate better."""
+TREES_GRID = (25, 50, 100, 200)
+"""How many boosting rounds the gradient boosting keeps, chosen on the calibration weeks by the
+one-standard-error rule (``_choose_gbm``), the way ``C_GRID`` and ``K_GRID`` are for the logistic regression:
+early stopping on a later fold, not on a random split of the fit rows (which would put an account's later
+weeks beside its earlier ones). Fewer trees also cost less to score and to explain (``tree_paths``)."""
 
 
 def make_estimator(algorithm: str, c: float = 0.1, k: int | None = None):
@@ -153,13 +159,33 @@ def _choose_logistic(x_fit: np.ndarray, y_fit: np.ndarray, x_cal: np.ndarray, y_
     return Pipeline([*prep.steps, ("select", chosen), ("model", model)])
 
 
+def _choose_gbm(x_fit: np.ndarray, y_fit: np.ndarray, x_cal: np.ndarray, y_cal: np.ndarray) -> Pipeline:
+    """The ``make_estimator("gbm")`` pipeline with its number of boosting rounds (``TREES_GRID``) chosen by
+    ``simplest_within_noise`` on the calibration rows. The rounds are grown once, by warm start (each
+    candidate's trees are the first ones of the next: the same model as a fit with that ``max_iter``), and
+    the imputation is fitted once."""
+    template = make_estimator("gbm")
+    impute = template.named_steps["impute"].fit(x_fit)
+    z_fit, z_cal = impute.transform(x_fit), impute.transform(x_cal)
+    growing = template.named_steps["model"].set_params(warm_start=True)
+    candidates, scores = [], []
+    for trees in TREES_GRID:
+        growing.set_params(max_iter=trees).fit(z_fit, y_fit)
+        candidates.append(copy.deepcopy(growing).set_params(warm_start=False))
+        scores.append(weighted_auc(y_cal, growing.decision_function(z_cal)))
+    return Pipeline([("impute", impute), ("model", candidates[simplest_within_noise(scores, y_cal)])])
+
+
 def fit_calibrated(algorithm: str, x_fit: np.ndarray, y_fit: np.ndarray, x_cal: np.ndarray, y_cal: np.ndarray):
     """Fit on the fit rows, then calibrate the frozen model on the (later) calibration rows. For ``logistic``
     the number of inputs (``K_GRID``) and the regularisation (``C_GRID``) are chosen on the calibration rows
     by the one-standard-error rule (``simplest_within_noise``: fewest inputs, then strongest penalty, unless
-    a richer model is better by more than the noise)."""
+    a richer model is better by more than the noise); for ``gbm`` the number of boosting rounds
+    (``TREES_GRID``, ``_choose_gbm``) the same way."""
     if algorithm == "logistic":
         model = _choose_logistic(x_fit, y_fit, x_cal, y_cal)
+    elif algorithm == "gbm":
+        model = _choose_gbm(x_fit, y_fit, x_cal, y_cal)
     else:
         model = make_estimator(algorithm).fit(x_fit, y_fit)
     method = "isotonic" if int(y_cal.sum()) >= ISOTONIC_CHURNERS else "sigmoid"

@@ -251,8 +251,9 @@ def score_churn(conn: psycopg.Connection, model: ChurnModel | None, engagement: 
     """``churn_probability`` (float 0-1, NaN without a model), ``churn_model_version`` (None without one),
     ``churn_reasons`` (the model's top three reasons in words, "" without one; ``drivers.explain_churn``,
     which gives the probability and the reasons from one evaluation of the model) and
-    ``churn_probability_7d_ago`` (float 0-1 with ``week_ago``: the same model's probability for the supplier's row of marts.supplier_engagement_daily ``WEEK`` days
-    before the row's ``as_of_date``; NaN when there is no such row, no model, or ``week_ago`` is False),
+    ``churn_probability_7d_ago`` (float 0-1 with ``week_ago``: the same model's probability for the
+    supplier's row of marts.supplier_engagement_daily ``WEEK`` days before the row's ``as_of_date``; NaN when
+    there is no such row, no model, or ``week_ago`` is False),
     aligned with ``engagement`` (rows of that mart: ``supplier_id``, ``as_of_date`` and the model's columns).
 
     Scoring the earlier rows with the *same* model is what makes the playbook's ``rise_7d`` a change in the

@@ -253,21 +253,17 @@ def explain_churn(model: ChurnModel, features: pd.DataFrame, top: int = 3) -> tu
 
     Raises:
         ValueError: a ``gbm`` model that this version cannot explain (``tree_paths.PathAttributions.of``)."""
-    from cs_pipeline.health.churn_features import RATE_COLUMNS, describe_feature
+    from cs_pipeline.health.churn_features import describe_feature
     from cs_pipeline.health.churn_model import one_thread
 
     if len(features) == 0:
         return np.zeros(0), []
     with one_thread():
-        x, base, deltas, candidates, groups = _reason_deltas(model, features, top)
+        x, base, deltas, tried, quantities = _reason_deltas(model, features, top)
     n = len(x)
-    value_at = np.array([next((i for i in groups[c] if not model.inputs[i].endswith("__missing")), -1)
-                         for c in candidates] or [-1])
-    missing_at = np.array([next((i for i in groups[c] if model.inputs[i].endswith("__missing")), -1)
-                           for c in candidates] or [-1])
+    value_at, missing_at, medians, rates = (part[tried] for part in quantities[1:])
+    candidates = [quantities[0][j] for j in tried]
     described = [describe_feature(c) for c in candidates]
-    medians = np.array([model.medians.get(c, np.nan) for c in candidates], dtype=float)
-    rates = np.array([c in RATE_COLUMNS for c in candidates], dtype=bool)
     rows = np.arange(n)
     order = np.argsort(-deltas, axis=1)[:, :top]
     out = np.full(n, "", dtype=object)
@@ -296,11 +292,15 @@ def explain_churn(model: ChurnModel, features: pd.DataFrame, top: int = 3) -> tu
 
 
 def _reason_deltas(model: ChurnModel, features: pd.DataFrame, top: int):
-    """(input matrix, calibrated probability per row, deltas rows x candidates (-inf: not tried), candidates,
-    input positions per group): per row and explained quantity, the change of the calibrated probability
-    when the quantity's additive contribution to the model's logit is taken away (the reasons' definition,
-    ``explain_churn``), for each row's ``top`` + 2 largest contributions among its quantities that are not
-    as for similar accounts (``SIMILAR``)."""
+    """(input matrix, calibrated probability per row, deltas rows x candidates (-inf: not tried), the
+    candidates' positions among the quantities, the quantities): per row and explained quantity, the change
+    of the calibrated probability when the quantity's additive contribution to the model's logit is taken away
+    (the reasons' definition, ``explain_churn``), for each row's ``top`` + 2 largest contributions among its
+    quantities that are not as for similar accounts (``SIMILAR``).
+
+    The quantities (a column with its missing indicator): (names, position of the value input (-1: none),
+    position of the missing indicator (-1: none), training median (NaN: unknown), used as it is
+    (``RATE_COLUMNS``; else log1p-scaled)), the last four as arrays over the names."""
     from cs_pipeline.health.churn_features import RATE_COLUMNS
     from cs_pipeline.health.churn_model import _groups
     from cs_pipeline.health.tree_paths import PathAttributions
@@ -313,12 +313,12 @@ def _reason_deltas(model: ChurnModel, features: pd.DataFrame, top: int):
     calibrated = model.estimator.calibrated_classifiers_
     if model.algorithm == "logistic":
         logit, parts = _logistic_parts(model, x, positions)
-        # The calibrated probability is the mean of the calibrators on the logit (what predict_proba computes).
-        base = np.mean([c.calibrators[0].predict(logit) for c in calibrated], axis=0)
     else:
         paths = PathAttributions.of(model.estimator, positions)
         logit, leaves = paths.leaves(x)
-        base = np.mean([c.calibrators[0].predict(logit) for c in calibrated], axis=0)
+    # The calibrated probability is the mean of the calibrators on the logit (what predict_proba computes).
+    base = np.mean([c.calibrators[0].predict(logit) for c in calibrated], axis=0)
+    if model.algorithm != "logistic":
         # A reason takes at most the whole probability away: a row under MIN_REASON can have none.
         parts = np.zeros((n, len(names)))
         parts[base >= MIN_REASON] = paths.attributions(leaves[base >= MIN_REASON])
@@ -328,22 +328,21 @@ def _reason_deltas(model: ChurnModel, features: pd.DataFrame, top: int):
     value_at = np.array([next((i for i in idx if not model.inputs[i].endswith("__missing")), -1) for idx in positions])
     missing_at = np.array([next((i for i in idx if model.inputs[i].endswith("__missing")), -1) for idx in positions])
     medians = np.array([model.medians.get(name, np.nan) for name in names], dtype=float)
-    scaled = np.array([name not in RATE_COLUMNS for name in names], dtype=bool)
-    similar = _against_median(np.where(value_at >= 0, x[:, np.maximum(value_at, 0)], np.nan), medians, scaled)[3]
+    rates = np.array([name in RATE_COLUMNS for name in names], dtype=bool)
+    similar = _against_median(np.where(value_at >= 0, x[:, np.maximum(value_at, 0)], np.nan), medians, ~rates)[3]
     similar &= ~((missing_at >= 0) & (x[:, np.maximum(missing_at, 0)] == 1))  # "unknown" is a reason
     order = np.argsort(-np.where(similar, -np.inf, parts), axis=1)[:, : min(top + 2, len(names))]
-    candidates = sorted({names[j] for j in np.unique(order)})
+    at = np.array(sorted(np.unique(order), key=names.__getitem__), dtype=np.int64)  # by name: ties in name order
     member = np.zeros((n, len(names)), dtype=bool)
     member[np.arange(n)[:, None], order] = True
     member[base < MIN_REASON] = False
-    deltas = np.full((n, len(candidates)), -np.inf)
-    at = np.array([names.index(name) for name in candidates], dtype=np.int64)
+    deltas = np.full((n, len(at)), -np.inf)
     rows, k = np.nonzero(member[:, at] & ~similar[:, at])
     # Without the quantity the logit moves by exactly -parts (see explain_churn). Every (row, candidate) in one
     # call per calibrator (each maps values one by one).
     deltas[rows, k] = base[rows] - np.mean([c.calibrators[0].predict(logit[rows] - parts[rows, at[k]])
                                             for c in calibrated], axis=0)
-    return x, base, deltas, candidates, groups
+    return x, base, deltas, at, (names, value_at, missing_at, medians, rates)
 
 
 def _logistic_parts(model: ChurnModel, x: np.ndarray, positions: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
