@@ -27,6 +27,7 @@ from datetime import date, datetime
 import numpy as np
 import pandas as pd
 from scipy.stats import bootstrap
+from sklearn.base import clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.feature_selection import SelectKBest, f_classif
@@ -161,19 +162,19 @@ def _choose_logistic(x_fit: np.ndarray, y_fit: np.ndarray, x_cal: np.ndarray, y_
 
 def _choose_gbm(x_fit: np.ndarray, y_fit: np.ndarray, x_cal: np.ndarray, y_cal: np.ndarray) -> Pipeline:
     """The ``make_estimator("gbm")`` pipeline with its number of boosting rounds (``TREES_GRID``) chosen by
-    ``simplest_within_noise`` on the calibration rows. The rounds are grown once, by warm start (each
-    candidate's trees are the first ones of the next: the same model as a fit with that ``max_iter``), and
-    the imputation is fitted once."""
+    ``simplest_within_noise`` on the calibration rows. The most rounds are fitted once and each candidate is
+    scored from the staged raw scores (``staged_decision_function``: the first N trees' sum, which is the raw
+    score of a fit with ``max_iter`` N, the rounds being deterministic); the chosen number, when fewer, is
+    then fitted alone (its trees are the first ones of the larger fit)."""
     template = make_estimator("gbm")
     impute = template.named_steps["impute"].fit(x_fit)
-    z_fit, z_cal = impute.transform(x_fit), impute.transform(x_cal)
-    growing = template.named_steps["model"].set_params(warm_start=True)
-    candidates, scores = [], []
-    for trees in TREES_GRID:
-        growing.set_params(max_iter=trees).fit(z_fit, y_fit)
-        candidates.append(copy.deepcopy(growing).set_params(warm_start=False))
-        scores.append(weighted_auc(y_cal, growing.decision_function(z_cal)))
-    return Pipeline([("impute", impute), ("model", candidates[simplest_within_noise(scores, y_cal)])])
+    z_fit = impute.transform(x_fit)
+    full = template.named_steps["model"].set_params(max_iter=TREES_GRID[-1]).fit(z_fit, y_fit)
+    stages = {trees: raw for trees, raw in enumerate(full.staged_decision_function(impute.transform(x_cal)), 1)
+              if trees in TREES_GRID}
+    trees = TREES_GRID[simplest_within_noise([weighted_auc(y_cal, stages[t]) for t in TREES_GRID], y_cal)]
+    model = full if trees == full.n_iter_ else clone(full).set_params(max_iter=trees).fit(z_fit, y_fit)
+    return Pipeline([("impute", impute), ("model", model)])
 
 
 def fit_calibrated(algorithm: str, x_fit: np.ndarray, y_fit: np.ndarray, x_cal: np.ndarray, y_cal: np.ndarray):

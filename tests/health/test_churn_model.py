@@ -300,16 +300,21 @@ def test_gradient_boosting_is_chosen_only_when_better_beyond_noise(data):
     result = train(frame, labels, horizon_days=30, churn_kind="cancellation", training_as_of=date(2025, 6, 1),
                    columns=[], catalogue=[])
     assert result.metrics["algorithm"] == "gbm", result.metrics["candidates"]
-    # A weak band (churn 5.5-6.5 % inside, 4-5 % outside) in 100 validation churners: gradient boosting's figure
-    # is higher, by less than one standard error (about 0.03): logistic is kept (the higher figure used to win).
-    p = 0.04 + np.where(band, 0.015, 0) + 0.01 * (frame["signal"].to_numpy() > 0)
-    labels = np.random.default_rng(7).random(len(frame)) < p
-    result = train(frame, labels, horizon_days=30, churn_kind="cancellation", training_as_of=date(2025, 6, 1),
-                   columns=[], catalogue=[])
-    scores, m = result.metrics["candidates"], result.metrics
-    se = auc_standard_error(scores["gbm"], m["validation_churners"], m["validation_rows"] - m["validation_churners"])
-    assert 0 < scores["gbm"] - scores["logistic"] < se, (scores, se)
-    assert result.metrics["algorithm"] == "logistic", scores
+    # A weak, mostly monotone signal (log-odds 0.5 x signal) with a small band on top that only trees see: both
+    # models find it (validation ROC-AUC 0.57-0.65), neither by more than the noise (one standard error,
+    # 0.03-0.04 with 64-87 validation churners). Logistic is kept on each of three draws, also where gradient
+    # boosting's figure is the higher (the higher figure used to win).
+    higher = 0
+    for seed in (7, 8, 9):
+        logit = -3.3 + 0.5 * frame["signal"].to_numpy() + 0.6 * band
+        labels = np.random.default_rng(seed).random(len(frame)) < 1 / (1 + np.exp(-logit))
+        result = train(frame, labels, horizon_days=30, churn_kind="cancellation", training_as_of=date(2025, 6, 1),
+                       columns=[], catalogue=[])
+        scores = result.metrics["candidates"]
+        assert min(scores.values()) > 0.55, scores
+        assert result.metrics["algorithm"] == "logistic", scores
+        higher += scores["gbm"] > scores["logistic"]
+    assert higher >= 1
 
 
 def test_validation_fits_side_by_side_are_the_fits_run_alone(data):
@@ -336,26 +341,41 @@ def test_validation_fits_side_by_side_are_the_fits_run_alone(data):
         np.testing.assert_allclose(chosen.named_steps["model"].coef_, cold.coef_, rtol=0.02, atol=0.002)
 
 
-def test_gbm_rounds_chosen_on_the_calibration_weeks_by_the_one_standard_error_rule():
+def _one_threshold(rng):
+    """Churn follows one input through one threshold (30 % above it, 3 % below): a few trees say it all."""
+    x = rng.normal(size=(6000, 8))
+    x[rng.random(x.shape) < 0.05] = np.nan
+    return x, rng.random(len(x)) < np.where(np.nan_to_num(x[:, 0]) > 1.0, 0.3, 0.03)
+
+
+def _ten_effects(rng):
+    """Churn's log-odds add ten inputs' effects: the trees need many rounds to learn them all."""
+    x = rng.normal(size=(12000, 12))
+    return x, rng.random(len(x)) < 1 / (1 + np.exp(2.5 - 0.8 * x[:, :10].sum(axis=1)))
+
+
+@pytest.mark.parametrize(("history", "fewest", "most"), [(_one_threshold, 25, 25), (_ten_effects, 100, 200)])
+def test_gbm_rounds_chosen_on_the_calibration_weeks_by_the_one_standard_error_rule(history, fewest, most):
     """``_choose_gbm`` keeps the fewest boosting rounds of ``TREES_GRID`` whose calibration-week ROC-AUC is
-    within one standard error of the best, and its warm-started trees are exactly those of a fit with that
-    ``max_iter`` from scratch. On a history whose churn follows one input in a single threshold, fewer than
-    the most rounds are kept (the richer models are no better beyond the noise)."""
-    rng = np.random.default_rng(7)
-    n = 6000
-    x = rng.normal(size=(n, 8))
-    x[rng.random((n, 8)) < 0.05] = np.nan
-    y = rng.random(n) < np.where(np.nan_to_num(x[:, 0]) > 1.0, 0.3, 0.03)
-    x_fit, y_fit, x_cal, y_cal = x[:4000], y[:4000], x[4000:], y[4000:]
+    within one standard error of the best, judged on the rows a fit with that ``max_iter`` scores: each
+    candidate's staged raw score equals, to the bit, that of a fit with that many rounds, and the chosen
+    model is that fit. One threshold keeps the fewest rounds, ten additive effects many more (the richer
+    model wins by more than the noise)."""
+    x, y = history(np.random.default_rng(1))
+    cut = len(y) * 2 // 3
+    x_fit, y_fit, x_cal, y_cal = x[:cut], y[:cut], x[cut:], y[cut:]
     chosen = _choose_gbm(x_fit, y_fit, x_cal, y_cal)
+    most_rounds = make_estimator("gbm").fit(x_fit, y_fit)
+    staged = list(most_rounds.named_steps["model"].staged_decision_function(most_rounds[:-1].transform(x_cal)))
     scores = []
     for trees in TREES_GRID:
-        direct = make_estimator("gbm").set_params(model__max_iter=trees).fit(x_fit, y_fit)
-        scores.append(weighted_auc(y_cal, direct.decision_function(x_cal)))
+        alone = make_estimator("gbm").set_params(model__max_iter=trees).fit(x_fit, y_fit)
+        np.testing.assert_array_equal(staged[trees - 1], alone.decision_function(x_cal))
+        scores.append(weighted_auc(y_cal, alone.decision_function(x_cal)))
         if trees == chosen.named_steps["model"].n_iter_:
-            np.testing.assert_array_equal(chosen.decision_function(x), direct.decision_function(x))
+            np.testing.assert_array_equal(chosen.decision_function(x), alone.decision_function(x))
     se = auc_standard_error(max(scores), int(y_cal.sum()), int((~y_cal).sum()))
     kept = TREES_GRID.index(chosen.named_steps["model"].n_iter_)
     assert scores[kept] >= max(scores) - se
     assert all(score < max(scores) - se for score in scores[:kept])
-    assert chosen.named_steps["model"].n_iter_ < TREES_GRID[-1]
+    assert fewest <= TREES_GRID[kept] <= most, scores
