@@ -25,7 +25,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from cs_pipeline.core.db import columns_of, copy_frame, read_frame, read_frame_bulk, relation_exists
+from cs_pipeline.core.db import columns_of, copy_frame, fetch_arrays, read_frame, read_frame_bulk, relation_exists
 from cs_pipeline.health.churn_features import FEATURE_WINDOW_DAYS, build_features
 from cs_pipeline.health.churn_model import ChurnModel
 from cs_pipeline.health.drivers import explain_churn
@@ -146,12 +146,12 @@ def _adoption_grid(conn: psycopg.Connection, adoption: str, day: date, needed: p
     supplier's row for one of the ``features`` (then the feature days are aggregated)."""
     pivot = [sql.SQL("sum(uses_30d) FILTER (WHERE feature = %s), sum(active_days_30d) FILTER (WHERE feature = %s)")
              for _ in features]
-    # ids prefixed with "_": read as text by read_csv even when they look like numbers
-    found = read_frame_bulk(conn, sql.SQL("SELECT '_' || supplier_id::text, {} FROM {} WHERE as_of_date = %s "
-                                          "AND supplier_id IS NOT NULL GROUP BY supplier_id").format(
-        sql.SQL(", ").join(pivot), sql.Identifier(*adoption.split("."))), [*np.repeat(features, 2), day])
-    values = found.iloc[:, 1:].to_numpy(dtype=float).reshape(len(found), len(features), 2)
-    who = suppliers.get_indexer(found.iloc[:, 0].astype(str).str[1:])
+    ids, sums = fetch_arrays(conn, sql.SQL(
+        "SELECT array_agg(supplier_id), array_agg(sums) FROM (SELECT supplier_id::text AS supplier_id, ARRAY[{}] "
+        "AS sums FROM {} WHERE as_of_date = %s AND supplier_id IS NOT NULL GROUP BY supplier_id) AS pivoted").format(
+        sql.SQL(", ").join(pivot), sql.Identifier(*adoption.split("."))), [*np.repeat(features, 2), day], (object, float))
+    values = sums.reshape(len(ids), len(features), 2)
+    who = suppliers.get_indexer(ids)
     # The mart holds a row per supplier and catalogue feature, 0 without use: a null sum is a feature it
     # does not hold for that supplier.
     if np.isnan(values).any() or not np.isin(needed, who).all():
@@ -204,20 +204,24 @@ def stored_probabilities(conn: psycopg.Connection, version: str, days: list[date
     Raises:
         psycopg.Error: a read fails."""
     parts = []
-    for table, column in (("marts.customer_health", "churn_model_version"), (MODEL_SCORES, "version")):
+    for source, (table, column) in enumerate((("marts.customer_health", "churn_model_version"),
+                                              (MODEL_SCORES, "version"))):
         if days and relation_exists(conn, table):
-            # ids prefixed with "_": read as text by read_csv even when they look like numbers
-            # the day as ISO text whatever the server's DateStyle (read_csv parses it with that format)
-            parts.append(sql.SQL("SELECT '_' || supplier_id::text, to_char(as_of_date, 'YYYY-MM-DD'), "
-                                 "churn_probability::float8 FROM {} "
+            # the day as days since 1970-01-01, whatever the server's DateStyle
+            parts.append(sql.SQL("SELECT supplier_id::text AS supplier_id, as_of_date - DATE '1970-01-01' AS day, "
+                                 "churn_probability::float8 AS p, {} AS source FROM {} "
                                  "WHERE {} = %s AND as_of_date = ANY(%s) AND churn_probability IS NOT NULL").format(
-                sql.Identifier(*table.split(".")), sql.Identifier(column)))
-    found = read_frame_bulk(conn, sql.SQL(" UNION ALL ").join(parts), [version, days] * len(parts)) if parts \
-        else pd.DataFrame({"id": pd.Series([], dtype=object), "day": pd.Series([], dtype=object), "p": []})
-    return pd.DataFrame({"supplier_id": found.iloc[:, 0].astype(str).str[1:].to_numpy(dtype=object),
-                         "as_of_date": pd.to_datetime(found.iloc[:, 1].astype(str), format="%Y-%m-%d")
-                         .to_numpy(dtype="datetime64[ns]"),
-                         "churn_probability": found.iloc[:, 2].to_numpy(dtype=float)})
+                sql.Literal(source), sql.Identifier(*table.split(".")), sql.Identifier(column)))
+    if not parts:
+        return pd.DataFrame({"supplier_id": pd.Series([], dtype=object),
+                             "as_of_date": pd.Series([], dtype="datetime64[ns]"), "churn_probability": []})
+    ids, day, p, source = fetch_arrays(
+        conn, sql.SQL("SELECT array_agg(supplier_id), array_agg(day), array_agg(p), array_agg(source) FROM ({}) AS found")
+        .format(sql.SQL(" UNION ALL ").join(parts)), [version, days] * len(parts), (object, np.int64, float, np.int64))
+    first = np.argsort(source, kind="stable")  # customer_health's rows first
+    return pd.DataFrame({"supplier_id": ids[first],
+                         "as_of_date": day[first].astype("datetime64[D]").astype("datetime64[ns]"),
+                         "churn_probability": p[first]})
 
 
 EPOCH = date(1970, 1, 1).toordinal() - (1 << 19)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import psycopg
 import pytest
 
-from cs_pipeline.core.db import read_frame, read_frame_bulk, statistics_stale
+from cs_pipeline.core.db import fetch_arrays, read_frame, read_frame_bulk, statistics_stale
 
 
 def test_read_frame_bulk_keeps_nulls_empty_strings_and_hostile_text_apart(conn):
@@ -30,6 +31,24 @@ def test_read_frame_bulk_keeps_nulls_empty_strings_and_hostile_text_apart(conn):
     assert str(bulk["d"].tolist()[0]) == "2026-11-21"
     empty = read_frame_bulk(conn, "SELECT * FROM t WHERE id = %s", ("none",))
     assert list(empty.columns) == ["id", "n", "d", "note"] and len(empty) == 0
+
+
+def test_fetch_arrays_keeps_text_numbers_nulls_and_grids(conn):
+    """fetch_arrays (churn scoring's per-pass reads): ids that look like numbers stay text, NULL elements are
+    NaN in float columns, an array of arrays is 2-D, and a query over no rows gives empty arrays."""
+    conn.execute("CREATE TEMP TABLE a (id text, n bigint, m bigint, f float8)")
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO a VALUES (%s, %s, %s, %s)",
+                        [("001", 1, None, 0.1), ("1e3", None, 4, None), ("s 1", 7, 8, 2.5)])
+    query = ("SELECT array_agg(id ORDER BY id), array_agg(ARRAY[n, m] ORDER BY id), array_agg(f ORDER BY id) "
+             "FROM a WHERE id <> %s")
+    ids, grid, f = fetch_arrays(conn, query, ("zz",), (object, float, float))
+    assert ids.dtype == object and ids.tolist() == ["001", "1e3", "s 1"]
+    np.testing.assert_array_equal(grid, [[1, np.nan], [np.nan, 4], [7, 8]])
+    np.testing.assert_array_equal(f, [0.1, np.nan, 2.5])
+    empty = fetch_arrays(conn, query.replace("<>", "="), ("zz",), (object, float, float))
+    assert [len(column) for column in empty] == [0, 0, 0]
+    conn.rollback()
 
 
 def test_copy_frame_round_trips_nulls_empty_strings_and_hostile_text(conn):

@@ -92,8 +92,9 @@ def test_rows_of_the_adoption_marts_day_take_its_sums_unless_it_lacks_one(conn, 
 
 
 def test_stored_probabilities_keep_ids_days_and_values(conn):
-    """churn_scoring.stored_probabilities reads through COPY into pandas: ids that look like numbers stay the
-    text they are, days come back as UTC midnights, probabilities exactly, and only the asked version and days."""
+    """churn_scoring.stored_probabilities reads binary arrays (``fetch_arrays``): ids that look like numbers stay
+    the text they are, days come back as UTC midnights (whatever the server's DateStyle), probabilities exactly,
+    and only the asked version and days."""
     from datetime import date
 
     from cs_pipeline.health.churn_scoring import stored_probabilities
