@@ -40,11 +40,13 @@ What is timed (the same pure functions ``models/churn_model`` and ``customer_hea
 Prints one JSON object last. Measured 2026-12-05 on the shared 2-core machine (docs/performance.md, "The
 churn model"):
 
-* Full size, ``--suppliers 10000 --days 365 --score-days 1`` at load 4.7-6.0: 346,960 training rows, gbm
-  chosen, train 199.3 s wall, 163.3 s CPU, 2,819 MB peak (targets 300 s and 4 GB: met; 320.5 s and
-  2,175 MB before the warm-started logistic path and the two validation threads).
+* Full size, ``--suppliers 10000 --days 365 --score-days 1`` at load 1.2-1.5: 346,960 training rows, gbm
+  chosen, train 106.8 s wall, 153.6 s CPU, 2,779 MB peak (targets 300 s and 4 GB: met; 199.3 s wall at load
+  4.7-6.0 before the gbm's rounds were chosen, 320.5 s before the warm-started logistic path and the two
+  validation threads).
 * Scoring only, ``--suppliers 10000 --train-suppliers 600 --score-days 1`` (one daily run, 7,782 rows, about
-  a minute in all): logistic within the 10 % target, gbm above it (its trees): see the docs.
+  a minute in all): both algorithms within the 10 % target (logistic +7.7-8.3 %, gbm +8.6-9.9 %): see the
+  docs.
 
 ``--train-suppliers N`` trains on the first N suppliers only and still scores every live supplier: the
 scoring figures at ``--suppliers`` without the full training time (the ``train_*`` figures are then those
