@@ -25,7 +25,14 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from cs_pipeline.core.db import columns_of, copy_frame, fetch_arrays, read_frame, read_frame_bulk, relation_exists
+from cs_pipeline.core.db import (
+    columns_of,
+    copy_frame,
+    fetch_arrays,
+    read_frame,
+    read_frame_bulk,
+    relation_exists,
+)
 from cs_pipeline.health.churn_features import FEATURE_WINDOW_DAYS, build_features
 from cs_pipeline.health.churn_model import ChurnModel
 from cs_pipeline.health.drivers import explain_churn
@@ -146,10 +153,11 @@ def _adoption_grid(conn: psycopg.Connection, adoption: str, day: date, needed: p
     supplier's row for one of the ``features`` (then the feature days are aggregated)."""
     pivot = [sql.SQL("sum(uses_30d) FILTER (WHERE feature = %s), sum(active_days_30d) FILTER (WHERE feature = %s)")
              for _ in features]
-    ids, sums = fetch_arrays(conn, sql.SQL(
-        "SELECT array_agg(supplier_id), array_agg(sums) FROM (SELECT supplier_id::text AS supplier_id, ARRAY[{}] "
-        "AS sums FROM {} WHERE as_of_date = %s AND supplier_id IS NOT NULL GROUP BY supplier_id) AS pivoted").format(
-        sql.SQL(", ").join(pivot), sql.Identifier(*adoption.split("."))), [*np.repeat(features, 2), day], (object, float))
+    query = sql.SQL("SELECT array_agg(supplier_id), array_agg(sums) FROM (SELECT supplier_id::text AS supplier_id, "
+                    "ARRAY[{}] AS sums FROM {} WHERE as_of_date = %s AND supplier_id IS NOT NULL "
+                    "GROUP BY supplier_id) AS pivoted").format(
+        sql.SQL(", ").join(pivot), sql.Identifier(*adoption.split(".")))
+    ids, sums = fetch_arrays(conn, query, [*np.repeat(features, 2), day], (object, float))
     values = sums.reshape(len(ids), len(features), 2)
     who = suppliers.get_indexer(ids)
     # The mart holds a row per supplier and catalogue feature, 0 without use: a null sum is a feature it
@@ -208,16 +216,17 @@ def stored_probabilities(conn: psycopg.Connection, version: str, days: list[date
                                               (MODEL_SCORES, "version"))):
         if days and relation_exists(conn, table):
             # the day as days since 1970-01-01, whatever the server's DateStyle
-            parts.append(sql.SQL("SELECT supplier_id::text AS supplier_id, as_of_date - DATE '1970-01-01' AS day, "
+            parts.append(sql.SQL("SELECT supplier_id::text AS supplier_id, "
+                                 "as_of_date::date - DATE '1970-01-01' AS day, "
                                  "churn_probability::float8 AS p, {} AS source FROM {} "
                                  "WHERE {} = %s AND as_of_date = ANY(%s) AND churn_probability IS NOT NULL").format(
                 sql.Literal(source), sql.Identifier(*table.split(".")), sql.Identifier(column)))
     if not parts:
         return pd.DataFrame({"supplier_id": pd.Series([], dtype=object),
                              "as_of_date": pd.Series([], dtype="datetime64[ns]"), "churn_probability": []})
-    ids, day, p, source = fetch_arrays(
-        conn, sql.SQL("SELECT array_agg(supplier_id), array_agg(day), array_agg(p), array_agg(source) FROM ({}) AS found")
-        .format(sql.SQL(" UNION ALL ").join(parts)), [version, days] * len(parts), (object, np.int64, float, np.int64))
+    query = sql.SQL("SELECT array_agg(supplier_id), array_agg(day), array_agg(p), array_agg(source) "
+                    "FROM ({}) AS found").format(sql.SQL(" UNION ALL ").join(parts))
+    ids, day, p, source = fetch_arrays(conn, query, [version, days] * len(parts), (object, np.int64, float, np.int64))
     first = np.argsort(source, kind="stable")  # customer_health's rows first
     return pd.DataFrame({"supplier_id": ids[first],
                          "as_of_date": day[first].astype("datetime64[D]").astype("datetime64[ns]"),

@@ -8,7 +8,12 @@ import numpy as np
 import psycopg
 import pytest
 
-from cs_pipeline.core.db import fetch_arrays, read_frame, read_frame_bulk, statistics_stale
+from cs_pipeline.core.db import (
+    fetch_arrays,
+    read_frame,
+    read_frame_bulk,
+    statistics_stale,
+)
 
 
 def test_read_frame_bulk_keeps_nulls_empty_strings_and_hostile_text_apart(conn):

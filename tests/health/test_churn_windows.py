@@ -59,27 +59,31 @@ def test_windows_without_the_table_or_rows_are_zeros(conn):
 ADOPTION = "churn_windows_test.adoption"
 
 
-def _store_adoption(conn, suppliers: list[str], features: list[str], day, uses: int) -> None:
+def _store_adoption(conn, suppliers: list[str], features: list[str], day, uses: int,
+                    without: tuple[str, str] | None = None) -> None:
     conn.execute(f"CREATE TABLE {ADOPTION} (supplier_id text, feature text, as_of_date date, uses_30d integer, "
                  "active_days_30d integer)")
     with conn.cursor().copy(f"COPY {ADOPTION} FROM STDIN") as copy:
         for supplier in suppliers:
             for feature in features:
-                copy.write_row([supplier, feature, day, uses, 3])
+                if (supplier, feature) != without:
+                    copy.write_row([supplier, feature, day, uses, 3])
 
 
-@pytest.mark.parametrize("gap", [None, "supplier", "feature"])
+@pytest.mark.parametrize("gap", [None, "supplier", "feature", "one_pair"])
 def test_rows_of_the_adoption_marts_day_take_its_sums_unless_it_lacks_one(conn, gap):
     """The rows of the day the feature-adoption mart is as of take its uses_30d / active_days_30d (planted
     here as 1,000 and 3 so that the source shows); other days are aggregated from the feature days; a mart
-    without one of that day's suppliers or one catalogue feature is not used at all."""
+    without one of that day's suppliers or one catalogue feature, or without one supplier's row for one
+    feature, is not used at all."""
     rows, fd = random_inputs(7)
     _store(conn, fd)
     day = rows["as_of_date"].mode()[0]
     mine = (rows["as_of_date"] == day).to_numpy()
     suppliers = sorted(set(rows.loc[mine, "supplier_id"]) | {"someone_else"})
     features = [f for f in FEATURES if f != "journeys"] if gap == "feature" else FEATURES
-    _store_adoption(conn, suppliers[1:] if gap == "supplier" else suppliers, features, day, 1000)
+    _store_adoption(conn, suppliers[1:] if gap == "supplier" else suppliers, features, day, 1000,
+                    without=(suppliers[0], FEATURES[1]) if gap == "one_pair" else None)
     got = read_feature_windows(conn, rows, FEATURES, table=TABLE, adoption=ADOPTION)
     aggregated = feature_usage(rows, fd, FEATURES)
     uses = [c for c in got.columns if c.endswith("__uses_30d")]
@@ -119,4 +123,16 @@ def test_stored_probabilities_keep_ids_days_and_values(conn):
     again = stored_probabilities(conn, "v-test", [date(2026, 3, 1), date(2026, 3, 2)]) \
         .sort_values(["as_of_date", "supplier_id"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(again, expected, check_exact=True)
+    # A day both hold for a supplier: marts.customer_health's row comes first (the caller keeps the first),
+    # whatever order the server reads the two tables in.
+    from cs_pipeline.health.store import ensure_health_tables
+
+    ensure_health_tables(conn)
+    conn.execute("INSERT INTO marts.customer_health (supplier_id, as_of_date, components, segment, scored, "
+                 "scorecard_version, calculated_at, churn_probability, churn_model_version) "
+                 "VALUES ('001', '2026-03-01', '{}', 'all', true, 'ws168', now(), 0.4242, 'v-test')")
+    both = stored_probabilities(conn, "v-test", [date(2026, 3, 1)])
+    first = both.drop_duplicates(["supplier_id", "as_of_date"], keep="first").set_index("supplier_id")
+    assert len(both) == 3 and first.loc["001", "churn_probability"] == 0.4242
+    assert first.loc["1e3", "churn_probability"] == 0.5
     conn.rollback()
