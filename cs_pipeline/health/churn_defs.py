@@ -75,6 +75,7 @@ def churn_model_assets() -> tuple:
         return dg.MaterializeResult(metadata={
             "version": dg.MetadataValue.text(model.version),
             "algorithm": dg.MetadataValue.text(model.algorithm),
+            "settings": dg.MetadataValue.text(m["settings"]),
             "churn_label": dg.MetadataValue.text(f"{model.churn_kind} within {model.horizon_days} days"),
             "training_as_of": dg.MetadataValue.text(str(model.training_as_of)),
             "training_rows": dg.MetadataValue.int(m["training_rows"]),

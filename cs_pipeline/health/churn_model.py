@@ -101,6 +101,17 @@ def make_estimator(algorithm: str, c: float = 0.1, k: int | None = None):
     raise ValueError(f"unknown algorithm {algorithm!r}: use auto, logistic or gbm")
 
 
+def describe_settings(pipeline: Pipeline) -> str:
+    """The settings chosen for a fitted ``make_estimator`` pipeline (``_choose_logistic``, ``_choose_gbm``), in
+    words for the comparison table and the asset's metadata: "C 0.003, 3 inputs" / "C 0.1, all inputs"
+    (logistic: inverse L2 strength and inputs kept) or "25 rounds" (gbm: boosting rounds)."""
+    model = pipeline.named_steps["model"]
+    if isinstance(model, LogisticRegression):
+        k = pipeline.named_steps["select"].k
+        return f"C {model.C:g}, {'all' if k == 'all' else k} inputs"
+    return f"{model.n_iter_} rounds"
+
+
 def logistic_coefficients(pipeline: Pipeline) -> np.ndarray:
     """A fitted ``make_estimator("logistic")``'s coefficient per input (standardised scale; 0 for an input
     the selection step dropped)."""

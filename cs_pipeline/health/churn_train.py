@@ -28,6 +28,7 @@ from cs_pipeline.health.churn_model import (
     ChurnModelError,
     account_interval,
     calibration_by_decile,
+    describe_settings,
     fit_calibrated,
     logistic_coefficients,
     one_thread,
@@ -49,7 +50,8 @@ class TrainResult:
     ``metrics``: ``algorithm``, ``training_rows``, ``churners``, ``weeks``, ``validation_rows``,
     ``validation_churners``, ``validation_days`` ("first..last"), ``auc``/``auc_ci`` (chosen model,
     pooled rolling-origin validation, 95 % account-bootstrap interval), ``brier``, ``top_decile_lift``,
-    ``calibration`` (per predicted decile), ``candidates`` ({algorithm: validation AUC}), and
+    ``calibration`` (per predicted decile), ``candidates`` ({algorithm: validation AUC}), ``settings`` (the
+    deployed fit's chosen settings in words, ``churn_model.describe_settings``), and
     ``baselines`` ({name: {auc, auc_ci, top_decile_lift}} on the same validation rows)."""
 
     model: ChurnModel
@@ -185,6 +187,7 @@ def _train(features, labels, horizon_days, churn_kind, training_as_of, columns, 
             "top_decile_lift": round(top_decile_lift(yv[ok], r[ok]), 2) if ok.any() else None}
     model = deploy(x, y, row_days, varying, chosen, horizon_days, churn_kind, training_as_of, columns, catalogue,
                    trained_at or datetime.now().astimezone())
+    metrics["settings"] = describe_settings(model.estimator.estimator.estimator)  # the deployed fit's choice
     validation = pd.DataFrame({"row": np.flatnonzero(held), "supplier_id": accounts, "as_of_date": row_days[held],
                                "label": yv, "probability": p})
     return TrainResult(model=model, metrics=metrics, warnings=notes, validation=validation)

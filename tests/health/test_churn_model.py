@@ -380,3 +380,25 @@ def test_gbm_rounds_chosen_on_the_calibration_weeks_by_the_one_standard_error_ru
     assert scores[kept] >= max(scores) - se
     assert all(score < max(scores) - se for score in scores[:kept])
     assert fewest <= TREES_GRID[kept] <= most, scores
+
+
+@pytest.mark.parametrize("algorithm", ["logistic", "gbm"])
+def test_the_chosen_settings_are_reported_with_the_model(data, algorithm):
+    """``metrics["settings"]`` names the deployed fit's own choice (the rounds of the gbm that scores; the
+    logistic regression's C and inputs kept), and the comparison table shows it beside the algorithm."""
+    from cs_pipeline.health.churn_model import C_GRID, K_GRID
+    from cs_pipeline.health.churn_service import comparison_rows
+
+    result, _ = fit(data, algorithm=algorithm)
+    pipeline = result.model.estimator.estimator.estimator
+    settings = result.metrics["settings"]
+    if algorithm == "gbm":
+        assert settings == f"{pipeline.named_steps['model'].n_iter_} rounds"
+        assert pipeline.named_steps["model"].n_iter_ in TREES_GRID
+    else:
+        c, inputs = settings.removeprefix("C ").split(", ")
+        assert float(c) == pipeline.named_steps["model"].C and float(c) in C_GRID
+        kept = int(pipeline.named_steps["select"].get_support().sum())
+        assert inputs == ("all inputs" if pipeline.named_steps["select"].k == "all" else f"{kept} inputs")
+        assert pipeline.named_steps["select"].k in [("all" if k is None else k) for k in K_GRID]
+    assert comparison_rows(result.metrics, algorithm)[0]["name"] == f"churn model ({algorithm}, {settings})"
