@@ -103,12 +103,14 @@ def make_estimator(algorithm: str, c: float = 0.1, k: int | None = None):
 
 def describe_settings(pipeline: Pipeline) -> str:
     """The settings chosen for a fitted ``make_estimator`` pipeline (``_choose_logistic``, ``_choose_gbm``), in
-    words for the comparison table and the asset's metadata: "C 0.003, 3 inputs" / "C 0.1, all inputs"
-    (logistic: inverse L2 strength and inputs kept) or "25 rounds" (gbm: boosting rounds)."""
+    words for the comparison table and the asset's metadata: "C 0.003, 3 inputs" / "C 0.1, all 57 inputs"
+    (logistic: inverse L2 strength and inputs kept, of those that vary in the training rows) or "25 rounds"
+    (gbm: boosting rounds)."""
     model = pipeline.named_steps["model"]
     if isinstance(model, LogisticRegression):
-        k = pipeline.named_steps["select"].k
-        return f"C {model.C:g}, {'all' if k == 'all' else k} inputs"
+        select = pipeline.named_steps["select"]
+        kept = int(select.get_support().sum())
+        return f"C {model.C:g}, {'all ' if select.k == 'all' else ''}{kept} inputs"
     return f"{model.n_iter_} rounds"
 
 

@@ -282,13 +282,14 @@ def list_models(conn: psycopg.Connection) -> pd.DataFrame:
 
 
 def comparison_rows(metrics: dict, algorithm_name: str) -> list[dict]:
-    """The comparison table of one training: the model (its algorithm and chosen settings), the other
+    """The comparison table of one training: the model (its algorithm and the deployed fit's settings), the other
     candidate, and each baseline, on the same validation rows: ``name``, ``auc``, ``auc_95``,
     ``top_decile_lift``, ``brier`` (model only)."""
     def interval(ci):
         return f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else ""
 
-    chosen = f"{algorithm_name}, {metrics['settings']}" if metrics.get("settings") else algorithm_name
+    # The figures are the validation folds' (each fold chose its own settings); the settings are the deployed fit's.
+    chosen = f"{algorithm_name}; deployed: {metrics['settings']}" if metrics.get("settings") else algorithm_name
     rows = [{"name": f"churn model ({chosen})", "auc": metrics["auc"], "auc_95": interval(metrics["auc_ci"]),
              "top_decile_lift": metrics["top_decile_lift"], "brier": metrics["brier"]}]
     for algorithm, auc in metrics["candidates"].items():

@@ -385,7 +385,8 @@ def test_gbm_rounds_chosen_on_the_calibration_weeks_by_the_one_standard_error_ru
 @pytest.mark.parametrize("algorithm", ["logistic", "gbm"])
 def test_the_chosen_settings_are_reported_with_the_model(data, algorithm):
     """``metrics["settings"]`` names the deployed fit's own choice (the rounds of the gbm that scores; the
-    logistic regression's C and inputs kept), and the comparison table shows it beside the algorithm."""
+    logistic regression's C and inputs kept), and the comparison table shows it beside the algorithm (the
+    figures are the validation folds', each of which chose its own)."""
     from cs_pipeline.health.churn_model import C_GRID, K_GRID
     from cs_pipeline.health.churn_service import comparison_rows
 
@@ -399,6 +400,6 @@ def test_the_chosen_settings_are_reported_with_the_model(data, algorithm):
         c, inputs = settings.removeprefix("C ").split(", ")
         assert float(c) == pipeline.named_steps["model"].C and float(c) in C_GRID
         kept = int(pipeline.named_steps["select"].get_support().sum())
-        assert inputs == ("all inputs" if pipeline.named_steps["select"].k == "all" else f"{kept} inputs")
+        assert inputs == (f"all {kept} inputs" if pipeline.named_steps["select"].k == "all" else f"{kept} inputs")
         assert pipeline.named_steps["select"].k in [("all" if k is None else k) for k in K_GRID]
-    assert comparison_rows(result.metrics, algorithm)[0]["name"] == f"churn model ({algorithm}, {settings})"
+    assert comparison_rows(result.metrics, algorithm)[0]["name"] == f"churn model ({algorithm}; deployed: {settings})"

@@ -240,7 +240,7 @@ def test_churn_model_asset_trains_compares_and_scores(pipeline, conn, settings):
     metadata = result.asset_materializations_for_node("models__churn_model")[0].metadata
     version = metadata["version"].value
     table = metadata["comparison"].value
-    assert f"churn model ({metadata['algorithm'].value}, {metadata['settings'].value})" in table
+    assert f"churn model ({metadata['algorithm'].value}; deployed: {metadata['settings'].value})" in table
     assert "scorecard ws168-v2" in table and "recency" in table
     assert metadata["settings"].value.endswith(" rounds" if metadata["algorithm"].value == "gbm" else " inputs")
     row = conn.execute("SELECT algorithm, val_auc, val_auc_ci_low, val_auc_ci_high, scorecard_auc, recency_auc, brier, "
