@@ -86,6 +86,7 @@ def model_list() -> None:
         recency = "" if pd.isna(r.recency_auc) else f"; recency {r.recency_auc:.3f}"
         console.print(f"[bold]{r.version}[/bold]" + (" (newest)" if i == 0 else ""), soft_wrap=True)
         console.print(f"  trained {r.trained_at:%Y-%m-%d %H:%M} on history to {r.training_as_of}: {r.churn_kind} within "
-                      f"{r.horizon_days} days, {r.algorithm}, {r.training_rows} rows, {r.churners} churners", soft_wrap=True)
+                      f"{r.horizon_days} days, {r.algorithm}{'' if pd.isna(r.settings) else f' ({r.settings})'}, "
+                      f"{r.training_rows} rows, {r.churners} churners", soft_wrap=True)
         console.print(f"  validation ROC-AUC {r.val_auc:.3f}{ci}{card}{recency}; Brier {r.brier:.4f}; "
                       f"top-decile lift {r.top_decile_lift:.2f}", soft_wrap=True)

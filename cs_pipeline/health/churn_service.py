@@ -274,9 +274,11 @@ def store_model(conn: psycopg.Connection, settings: Settings, result: TrainResul
 
 
 def list_models(conn: psycopg.Connection) -> pd.DataFrame:
-    """Rows of ops.churn_models, newest first (no ``features``/``metrics`` JSON)."""
+    """Rows of ops.churn_models, newest first (no ``features``/``metrics`` JSON; ``settings``, the deployed fit's
+    chosen settings in words, from the metrics: None for models trained before they were recorded)."""
     ensure_churn_tables(conn)
-    return read_frame(conn, "SELECT version, trained_at, training_as_of, churn_kind, horizon_days, algorithm, training_rows, "
+    return read_frame(conn, "SELECT version, trained_at, training_as_of, churn_kind, horizon_days, algorithm, "
+                            "metrics->>'settings' AS settings, training_rows, "
                             "churners, val_auc, val_auc_ci_low, val_auc_ci_high, scorecard_version, scorecard_auc, "
                             "recency_auc, brier, top_decile_lift FROM ops.churn_models ORDER BY trained_at DESC")
 

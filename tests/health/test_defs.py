@@ -275,7 +275,8 @@ def test_churn_model_asset_trains_compares_and_scores(pipeline, conn, settings):
 
     from cs_pipeline.cli import app
 
-    assert version in CliRunner().invoke(app, ["model", "list"]).output
+    listed = CliRunner().invoke(app, ["model", "list"]).output
+    assert version in listed and f"{metadata['algorithm'].value} ({metadata['settings'].value})" in listed
 
 
 def test_churn_probability_of_a_day_ignores_later_data(pipeline, conn, settings):
