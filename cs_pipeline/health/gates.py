@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import psycopg
+from psycopg import sql
 
-from cs_pipeline.core.db import read_frame_bulk
+from cs_pipeline.quality.batch import read_gate_batch
 from cs_pipeline.quality.gx import (
     GateResult,
     GateRunner,
@@ -24,7 +25,8 @@ def health_gate(conn: psycopg.Connection, runner: GateRunner, days: list[date], 
     """Validate marts.customer_health for ``days`` (one batch) with suite ``customer_health`` and record
     the result for each day. The volume band (trailing 7-day mean of rows per day) applies to one day."""
     first, last = min(days), max(days)
-    frame = read_frame_bulk(conn, "SELECT * FROM marts.customer_health WHERE as_of_date BETWEEN %s AND %s", (first, last))
+    frame = read_gate_batch(conn, "customer_health", "marts", "customer_health",
+                            sql.SQL("as_of_date BETWEEN %s AND %s"), (first, last))
     history = [int(r[0]) for r in conn.execute(
         "SELECT count(*) FROM marts.customer_health WHERE as_of_date >= %s AND as_of_date < %s GROUP BY as_of_date",
         (first - timedelta(days=7), first)).fetchall()] if len(days) == 1 else []

@@ -7,10 +7,10 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from cs_pipeline.core.db import read_frame_bulk
 from cs_pipeline.ingest.loader import LoadReport
 from cs_pipeline.ingest.sources import catalogue_event_names, sources
 from cs_pipeline.ingest.tables import partition_table_name
+from cs_pipeline.quality.batch import read_gate_batch
 from cs_pipeline.quality.gx import (
     MAX_REJECTED_SHARE,
     GateResult,
@@ -40,8 +40,8 @@ def _typed(frame: pd.DataFrame, source: str) -> pd.DataFrame:
 def raw_gate(conn: psycopg.Connection, runner: GateRunner, report: LoadReport, run_id: str | None) -> GateResult:
     """Validate the loaded partition of ``report`` with suite ``raw_<source>`` and record the result."""
     source, day = report.source, report.partition_date
-    frame = _typed(read_frame_bulk(conn, sql.SQL("SELECT * FROM {}").format(
-        sql.Identifier("raw", partition_table_name(source, day)))), source)
+    frame = _typed(read_gate_batch(conn, f"raw_{source}", "raw", partition_table_name(source, day), sql.SQL("true")),
+                   source)
     share = report.rows_rejected / report.records_in_file if report.records_in_file else 0.0
     frame["_rejected_share"] = share
     parameters = {**day_parameters(day), **raw_volume_band(conn, source, day),
@@ -59,8 +59,8 @@ def raw_gate_range(conn: psycopg.Connection, runner: GateRunner, reports: list[L
     day); the day window spans the range and the volume band is not applied. Recorded for each day."""
     source = reports[0].source
     first, last = min(r.partition_date for r in reports), max(r.partition_date for r in reports)
-    frame = _typed(read_frame_bulk(conn, sql.SQL("SELECT * FROM {} WHERE _partition_date BETWEEN %s AND %s").format(
-        sql.Identifier("raw", source)), (first, last)), source)
+    frame = _typed(read_gate_batch(conn, f"raw_{source}", "raw", source,
+                                   sql.SQL("_partition_date BETWEEN %s AND %s"), (first, last)), source)
     records = sum(r.records_in_file for r in reports)
     frame["_rejected_share"] = sum(r.rows_rejected for r in reports) / records if records else 0.0
     window = day_parameters(last)

@@ -175,10 +175,12 @@ def raw_volume_band(conn: psycopg.Connection, source: str, day: date) -> dict[st
 
 
 class GateRunner:
-    """Runs suites with one ephemeral GX context (and its Data Docs site) per process."""
+    """Runs suites (``<suites_dir>/<name>.json``) with one ephemeral GX context (and its Data Docs site) per
+    process."""
 
-    def __init__(self, docs_dir: Path):
+    def __init__(self, docs_dir: Path, suites_dir: Path = EXPECTATIONS_DIR):
         self.docs_dir = docs_dir
+        self.suites_dir = suites_dir
         self._context = None
         self._count = 0
 
@@ -205,7 +207,7 @@ class GateRunner:
             ctx = self._ctx()
             self._count += 1
             run_name = f"{suite_name}__{batch_label}__{self._count}".replace("/", "_")
-            suite_json = load_suite_json(suite_name)
+            suite_json = load_suite_json(suite_name, self.suites_dir)
             suite_json["name"] = run_name
             try:
                 ctx.suites.delete(run_name)

@@ -125,3 +125,46 @@ def test_statistics_stale_follows_autovacuums_rule_and_counts_the_open_transacti
             conn.execute("DROP TABLE public.stats_probe")
     with warehouse.connect() as conn, pytest.raises(psycopg.errors.UndefinedTable):
         statistics_stale(conn, "public.no_such_table")
+
+
+def test_copy_frame_stores_what_psycopgs_row_by_row_copy_stores(conn):
+    """copy_frame writes through Arrow's CSV writer: every value must arrive as psycopg's own adapters
+    (one ``write_row`` per row, the previous way) store it: floats rounded into numeric columns from the
+    same digits (ties such as 0.00005 included), float8 to the bit, timestamps to the microsecond, text with
+    quotes, backslashes, tabs and non-ASCII. A column Arrow cannot type (mixed Python objects) still loads."""
+    from datetime import date, timedelta
+
+    import pandas as pd
+
+    from cs_pipeline.core.db import copy_frame
+
+    rng = np.random.default_rng(7)
+    n = 3000
+    floats = np.concatenate([rng.normal(0, 1, n - 8), [0.00005, 0.00015, -0.00025, 1e-7, 12.34565, 0.1 + 0.2, -0.0,
+                                                       np.nan]])
+    texts = ["", None, "\\", "a\tb", "x\\Ny", "é ü 日本", '"', "\r\n"]
+    frame = pd.DataFrame({
+        "k": np.arange(n),
+        "p": floats,  # numeric(6, 4)
+        "f": floats * 1e3,  # float8
+        "s": [texts[i % len(texts)] for i in range(n)],
+        "d": [date(2026, 1, 1) + timedelta(days=int(i % 400)) for i in range(n)],
+        "t": pd.Timestamp("2026-03-29T00:59:59.999999Z") + pd.to_timedelta(rng.integers(0, 10**12, n), unit="us"),
+        "b": [None if i % 5 == 0 else bool(i % 2) for i in range(n)],
+    })
+    for name in ("fast", "rows"):
+        conn.execute(f"CREATE TEMP TABLE {name} (k integer, p numeric(6, 4), f float8, s text, d date, "
+                     "t timestamptz, b boolean)")
+    assert copy_frame(conn, ("fast",), frame, list(frame.columns)) == n
+    with conn.cursor().copy("COPY rows (k, p, f, s, d, t, b) FROM STDIN") as copy:
+        for row in frame.itertuples(index=False, name=None):
+            copy.write_row([None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in row])
+    query = "SELECT k, p::text, f, s, d, t, b FROM {} ORDER BY k"
+    fast, rows = (conn.execute(query.format(name)).fetchall() for name in ("fast", "rows"))
+    assert fast == rows
+    assert fast[n - 1][1] is None and fast[1][3] is None and fast[0][3] == ""
+
+    mixed = pd.DataFrame({"k": [1, 2], "s": ["a", 7]})  # Arrow refuses a column of str and int
+    assert copy_frame(conn, ("rows",), mixed, ["k", "s"]) == 2
+    assert conn.execute("SELECT s FROM rows WHERE k IN (1, 2) AND d IS NULL ORDER BY k").fetchall() == [("a",), ("7",)]
+    conn.rollback()
