@@ -81,17 +81,76 @@ def read_frame_bulk(conn: psycopg.Connection, query: sql.Composable | str, param
     Raises:
         psycopg.Error: the query failed.
     """
+    return _copy_csv(conn, sql.SQL(query) if isinstance(query, str) else query, params)
+
+
+#: Result column types ``read_frame_copy`` reads through COPY (PostgreSQL type OIDs): text, integers, numbers,
+#: dates, booleans.
+_COPY_TEXT = frozenset({25, 1043, 1042, 19})  # text, varchar, bpchar, name
+_COPY_INTEGER = frozenset({20, 21, 23})  # bigint, smallint, integer
+_COPY_NUMBER = frozenset({700, 701, 1700})  # real, double precision, numeric
+_COPY_DATE, _COPY_BOOLEAN = 1082, 16
+
+
+def read_frame_copy(conn: psycopg.Connection, query: sql.Composable | str, params: Sequence | dict = ()) -> pd.DataFrame:
+    """``read_frame(conn, query, params)``'s DataFrame, the same dtypes and values, read through ``COPY (query)
+    TO STDOUT`` (CSV) when every result column is text, an integer, a number (numeric, real, double), a date or
+    a boolean: about three times faster for large results (supplier_engagement_daily, 262,185 rows x 54
+    columns: 1.4 s against 4.2 s). Any other column type, a repeated column name, or no rows: ``read_frame``.
+
+    As ``read_frame`` gives them: text ``str`` (NULL NaN); integers int64 (float64 with NaN when a NULL is
+    present); numbers float64; dates ``datetime.date`` objects (NULL None); booleans bool (objects, NULL None,
+    when a NULL is present); a column whose every value is NULL holds None (object).
+
+    Raises:
+        psycopg.Error: the query failed.
+    """
+    statement = sql.SQL(query) if isinstance(query, str) else query
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT * FROM ({}) AS q LIMIT 0").format(statement), params or None)
+        described = [(column.name, column.type_code) for column in cur.description]
+    names = [name for name, _ in described]
+    readable = _COPY_TEXT | _COPY_INTEGER | _COPY_NUMBER | {_COPY_DATE, _COPY_BOOLEAN}
+    if len(set(names)) < len(names) or not all(code in readable for _, code in described):
+        return read_frame(conn, query, params)
+    kinds = dict(described)
+    frame = _copy_csv(conn, statement, params, dtype={
+        name: float if code in _COPY_NUMBER else None if code in _COPY_INTEGER else str for name, code in described})
+    if not len(frame):
+        return read_frame(conn, query, params)
+    for name in names:
+        values = frame[name]
+        present = values.notna()
+        if not present.any():
+            frame[name] = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+        elif kinds[name] == _COPY_DATE:
+            try:
+                days = pd.to_datetime(values, format="%Y-%m-%d").dt.date
+            except (ValueError, OverflowError):  # infinity, years pandas cannot hold: psycopg's own decoding
+                return read_frame(conn, query, params)
+            frame[name] = days.astype(object).where(present, None)
+        elif kinds[name] == _COPY_BOOLEAN:
+            flags = values.map({"t": True, "f": False})
+            frame[name] = flags.astype(bool) if present.all() else flags.astype(object).where(present, None)
+    return frame
+
+
+def _copy_csv(conn: psycopg.Connection, statement: sql.Composable, params: Sequence | dict,
+              dtype: dict | None = None) -> pd.DataFrame:
+    """``COPY (statement) TO STDOUT`` as CSV with a random NULL marker, parsed by ``pandas.read_csv``
+    (``dtype`` per column, None: inferred): NULL NaN, any text (empty included) that text."""
     # NULL is written as a marker drawn at random per call: pandas cannot tell a quoted field from an
     # unquoted one, so any fixed marker (CSV's empty field, \\N) would turn that text in the data into NaN.
     null = _null_marker()
-    statement = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true, NULL {})").format(
-        sql.SQL(query) if isinstance(query, str) else query, sql.Literal(null))
+    copy_statement = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true, NULL {})").format(
+        statement, sql.Literal(null))
     buffer = io.BytesIO()
-    with conn.cursor().copy(statement, params or None) as copy:
+    with conn.cursor().copy(copy_statement, params or None) as copy:
         for chunk in copy:
             buffer.write(chunk)
     buffer.seek(0)
-    return pd.read_csv(buffer, na_values=[null], keep_default_na=False, low_memory=False)
+    given = {name: kind for name, kind in (dtype or {}).items() if kind is not None}
+    return pd.read_csv(buffer, na_values=[null], keep_default_na=False, low_memory=False, dtype=given or None)
 
 
 def fetch_arrays(conn: psycopg.Connection, query: sql.Composable | str, params: Sequence | dict = (),
@@ -174,29 +233,60 @@ def _cell(value: object) -> object:
     return value
 
 
-#: Rows per CSV chunk ``copy_frame`` sends (bounds the text held at once to a few MB).
-COPY_CHUNK_ROWS = 65_536
+#: Rows per CSV chunk ``copy_frame`` sends: about 8 MB of text for customer_health (its JSON components are
+#: most of a row's 1 KB).
+COPY_CHUNK_ROWS = 8_192
+
+#: What ``pandas.api.types.infer_dtype`` may say of an object column for ``copy_frame`` to write it through
+#: Arrow: every value a str, every value a bool, every value a ``datetime.date`` (not a datetime), or no value.
+_ARROW_OBJECT_KINDS = frozenset({"string", "boolean", "date", "empty"})
 
 
 def _csv_writable(kind: pa.DataType) -> bool:
-    """Whether Arrow's CSV writer renders ``kind`` as PostgreSQL reads it back unchanged: text (quoted),
-    numbers (shortest round-trip form), booleans, dates, timestamps (ISO 8601, ``Z`` for UTC), all-NULL."""
+    """Whether Arrow's CSV writer renders ``kind`` in a form PostgreSQL's text input reads: text (quoted),
+    integers, floats (shortest round-trip form), booleans (``true``/``false``), dates, timestamps (ISO 8601,
+    ``Z`` for UTC), all-NULL; dictionaries of these (pandas categoricals)."""
     return (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
             or pa.types.is_floating(kind) or pa.types.is_boolean(kind) or pa.types.is_date(kind)
-            or pa.types.is_timestamp(kind) or pa.types.is_decimal(kind) or pa.types.is_null(kind)
+            or pa.types.is_timestamp(kind) or pa.types.is_null(kind)
             or (pa.types.is_dictionary(kind) and _csv_writable(kind.value_type)))
+
+
+def _arrow_table(selected: pd.DataFrame) -> pa.Table | None:
+    """``selected`` as an Arrow table for ``copy_frame``'s CSV, or None when its text could differ from what
+    psycopg's adapters write: repeated column names; an object column of mixed Python types, datetimes (their
+    zones may differ), Decimals or anything else outside ``_ARROW_OBJECT_KINDS``; a type outside
+    ``_csv_writable``; a frame Arrow refuses. float16/float32 columns are widened to float64 first, as psycopg
+    sent them."""
+    if selected.columns.has_duplicates:
+        return None
+    for name in selected.columns:
+        values = selected[name]
+        if values.dtype == object:
+            kind = pd.api.types.infer_dtype(values, skipna=True)
+            if kind not in _ARROW_OBJECT_KINDS or (kind == "date" and any(isinstance(v, datetime) for v in values)):
+                return None
+    narrow = [name for name in selected.columns if selected[name].dtype in (np.float16, np.float32)]
+    try:
+        table = pa.Table.from_pandas(selected.astype(dict.fromkeys(narrow, "float64")), preserve_index=False)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        return None
+    return table if all(_csv_writable(field.type) for field in table.schema) else None
 
 
 def copy_frame(conn: psycopg.Connection, table: tuple[str, str], frame: pd.DataFrame, columns: Sequence[str]) -> int:
     """COPY ``frame[columns]`` into ``schema.table`` (``table`` = (schema, name)) on ``conn``'s current
     transaction; NaN / NaT / pd.NA / None become NULL. Returns the rows written.
 
-    The frame goes through Arrow (``pyarrow.csv``, in chunks of ``COPY_CHUNK_ROWS`` rows) as PostgreSQL CSV:
-    text always quoted, so an empty string stays one and NULL is CSV's unquoted empty field; floats in their
-    shortest round-trip form (the digits of Python's ``repr``), timestamps ISO 8601. 262,000 customer_health
-    rows of a 31-day window: about 0.5 s instead of 8 s row by row through psycopg. A frame with a column
-    Arrow cannot type, or types as something else (Python objects of mixed types, bytes, lists, intervals),
-    is written row by row with psycopg's adapters, as before.
+    The frame goes through Arrow (``pyarrow.csv``, ``COPY_CHUNK_ROWS`` rows at a time, after one conversion of
+    the whole frame) as PostgreSQL CSV: text always quoted, so an empty string stays one and NULL is CSV's
+    unquoted empty field; floats in their shortest round-trip form, timestamps ISO 8601. customer_health of a
+    31-day window of 10,000 suppliers (262,185 rows): the client's part about 3 s less than row by row. Into
+    columns of their own type (numeric, integer, float, boolean, date, timestamptz, text for text) the stored
+    values are those psycopg's row-by-row COPY stored (tests/core); a number or boolean into a text column
+    would read as Arrow writes it (``5`` for 5.0, ``true``). A frame ``_arrow_table`` declines (mixed Python
+    types, datetimes or Decimals in an object column, bytes, lists) is written row by row with psycopg's
+    adapters, as before.
 
     Raises:
         KeyError: a column of ``columns`` is missing from ``frame``.
@@ -205,11 +295,8 @@ def copy_frame(conn: psycopg.Connection, table: tuple[str, str], frame: pd.DataF
     selected = frame[list(columns)]
     target = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(*table), sql.SQL(", ").join(map(sql.Identifier, columns)))
-    try:
-        arrow = pa.Table.from_pandas(selected, preserve_index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        arrow = None
-    if arrow is None or not all(_csv_writable(field.type) for field in arrow.schema):
+    arrow = _arrow_table(selected)
+    if arrow is None:
         with conn.cursor().copy(target) as copy:
             for row in selected.itertuples(index=False, name=None):
                 copy.write_row([_cell(v) for v in row])

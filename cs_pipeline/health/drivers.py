@@ -7,6 +7,7 @@ the whole frame (``churn_reasons``: the reasons alone).
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -121,13 +122,26 @@ def _missing(names: list[str], missing: np.ndarray) -> np.ndarray:
 # --- history ---------------------------------------------------------------------------------------
 
 
+#: The days before a scored day ``add_history`` reads the stored score of: 7 and 30 days (the deltas), 1 day
+#: (the previous risk level).
+HISTORY_OFFSETS_DAYS = {"7d": 7, "30d": 30, "prev": 1}
+
+
+def history_days(days: list[date]) -> list[date]:
+    """The days whose stored scores ``add_history`` reads for scored ``days`` (``HISTORY_OFFSETS_DAYS`` before
+    each), sorted, those among ``days`` left out (the new scores win): 3 days for a daily run, not 31."""
+    scored = set(days)
+    return sorted({day - timedelta(days=offset) for day in scored for offset in HISTORY_OFFSETS_DAYS.values()} - scored)
+
+
 def add_history(scores: pd.DataFrame, history: pd.DataFrame, scorecard: Scorecard) -> pd.DataFrame:
     """Add ``score_delta_7d``, ``score_delta_30d`` (points), ``trend`` and ``previous_risk_level``.
 
     Args:
         scores: output of ``score_suppliers`` (any days).
         history: stored rows (``supplier_id``, ``as_of_date``, ``health_score``, ``risk_level``) of other
-            days; rows of the days in ``scores`` are ignored (the new scores win).
+            days (at least those of ``history_days``); rows of the days in ``scores`` are ignored (the new
+            scores win).
         scorecard: gives the trend thresholds (``improving_at`` / ``declining_at`` on the 7-day delta).
 
     Returns:
@@ -145,7 +159,7 @@ def add_history(scores: pd.DataFrame, history: pd.DataFrame, scorecard: Scorecar
     out = scores.copy()
     when = pd.to_datetime(out["as_of_date"])
     result = {}
-    for label, days in (("7d", 7), ("30d", 30), ("prev", 1)):
+    for label, days in HISTORY_OFFSETS_DAYS.items():
         idx = pd.MultiIndex.from_arrays([out["supplier_id"].to_numpy(), when - pd.Timedelta(days=days)])
         result[label] = lookup.reindex(idx)
     out["score_delta_7d"] = np.round(out["health_score"].to_numpy() - result["7d"]["health_score"].to_numpy(dtype=float), 2)

@@ -26,7 +26,7 @@ def health_gate(conn: psycopg.Connection, runner: GateRunner, days: list[date], 
     the result for each day. The volume band (trailing 7-day mean of rows per day) applies to one day."""
     first, last = min(days), max(days)
     frame = read_gate_batch(conn, "customer_health", "marts", "customer_health",
-                            sql.SQL("as_of_date BETWEEN %s AND %s"), (first, last))
+                            sql.SQL("as_of_date BETWEEN %s AND %s"), (first, last), directory=runner.suites_dir)
     history = [int(r[0]) for r in conn.execute(
         "SELECT count(*) FROM marts.customer_health WHERE as_of_date >= %s AND as_of_date < %s GROUP BY as_of_date",
         (first - timedelta(days=7), first)).fetchall()] if len(days) == 1 else []

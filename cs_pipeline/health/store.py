@@ -16,6 +16,7 @@ from cs_pipeline.core.db import (
     copy_frame,
     ddl_transaction,
     read_frame,
+    read_frame_copy,
     relation_exists,
     statistics_stale,
 )
@@ -134,9 +135,10 @@ def ensure_health_tables(conn: psycopg.Connection) -> None:
 
 
 def read_engagement(conn: psycopg.Connection, first: date, last: date, columns: list[str] | None = None) -> pd.DataFrame:
-    """Rows of marts.supplier_engagement_daily with as_of_date in [first, last]."""
+    """Rows of marts.supplier_engagement_daily with as_of_date in [first, last] (UTC days), ordered by day and
+    supplier, as ``read_frame`` types them (read through COPY: ``read_frame_copy``)."""
     cols = sql.SQL("*") if columns is None else sql.SQL(", ").join(map(sql.Identifier, columns))
-    return read_frame(conn, sql.SQL(
+    return read_frame_copy(conn, sql.SQL(
         "SELECT {} FROM marts.supplier_engagement_daily WHERE as_of_date BETWEEN %s AND %s "
         "ORDER BY as_of_date, supplier_id").format(cols), (first, last))
 
@@ -155,10 +157,11 @@ def read_seasonal_sums(conn: psycopg.Connection, first: date, last: date, metric
         (first, last))
 
 
-def read_health_history(conn: psycopg.Connection, first: date, last: date) -> pd.DataFrame:
-    """Stored (supplier_id, as_of_date, health_score, risk_level) in [first, last]."""
-    return read_frame(conn, "SELECT supplier_id, as_of_date, health_score::float8 AS health_score, risk_level "
-                            "FROM marts.customer_health WHERE as_of_date BETWEEN %s AND %s", (first, last))
+def read_health_history(conn: psycopg.Connection, days: list[date]) -> pd.DataFrame:
+    """Stored (supplier_id, as_of_date, health_score, risk_level) of ``days`` (UTC; ``drivers.history_days``),
+    read with ``read_frame_copy``."""
+    return read_frame_copy(conn, "SELECT supplier_id, as_of_date, health_score::float8 AS health_score, risk_level "
+                                 "FROM marts.customer_health WHERE as_of_date = ANY(%s)", (list(days),))
 
 
 def read_calibrations(conn: psycopg.Connection, scorecard_version: str) -> pd.DataFrame:

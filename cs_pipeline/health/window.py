@@ -15,6 +15,7 @@ import psycopg
 from cs_pipeline.core.settings import Settings
 from cs_pipeline.health.churn_scoring import score_churn
 from cs_pipeline.health.churn_service import load_model
+from cs_pipeline.health.drivers import history_days
 from cs_pipeline.health.known_by import churn_risk_as_of, models_by_day
 from cs_pipeline.health.scorecard import Scorecard
 from cs_pipeline.health.scoring import add_history, score_suppliers
@@ -53,7 +54,7 @@ def score_window(conn: psycopg.Connection, scorecard: Scorecard, first: date, la
     scores["churn_risk_score"] = churn_risk_as_of(scores["health_score"].to_numpy(dtype=float), row_days,
                                                   scores["churn_risk_score"].to_numpy(dtype=float),
                                                   read_calibrations(conn, scorecard.version))
-    history = read_health_history(conn, first - timedelta(days=30), last)
+    history = read_health_history(conn, history_days(days))
     scores = add_history(scores, history, scorecard)
     n = len(scores)
     probability, version = np.full(n, np.nan), np.full(n, None, dtype=object)

@@ -40,8 +40,8 @@ def _typed(frame: pd.DataFrame, source: str) -> pd.DataFrame:
 def raw_gate(conn: psycopg.Connection, runner: GateRunner, report: LoadReport, run_id: str | None) -> GateResult:
     """Validate the loaded partition of ``report`` with suite ``raw_<source>`` and record the result."""
     source, day = report.source, report.partition_date
-    frame = _typed(read_gate_batch(conn, f"raw_{source}", "raw", partition_table_name(source, day), sql.SQL("true")),
-                   source)
+    frame = _typed(read_gate_batch(conn, f"raw_{source}", "raw", partition_table_name(source, day), sql.SQL("true"),
+                                   directory=runner.suites_dir), source)
     share = report.rows_rejected / report.records_in_file if report.records_in_file else 0.0
     frame["_rejected_share"] = share
     parameters = {**day_parameters(day), **raw_volume_band(conn, source, day),
@@ -60,7 +60,8 @@ def raw_gate_range(conn: psycopg.Connection, runner: GateRunner, reports: list[L
     source = reports[0].source
     first, last = min(r.partition_date for r in reports), max(r.partition_date for r in reports)
     frame = _typed(read_gate_batch(conn, f"raw_{source}", "raw", source,
-                                   sql.SQL("_partition_date BETWEEN %s AND %s"), (first, last)), source)
+                                   sql.SQL("_partition_date BETWEEN %s AND %s"), (first, last),
+                                   directory=runner.suites_dir), source)
     records = sum(r.records_in_file for r in reports)
     frame["_rejected_share"] = sum(r.rows_rejected for r in reports) / records if records else 0.0
     window = day_parameters(last)

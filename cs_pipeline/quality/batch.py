@@ -1,12 +1,14 @@
 """The batch a quality gate validates: the rows of a table, with the columns the suite reads.
 
 A suite's expectations read the values of a few columns (``column``, ``column_A``/``column_B``,
-``column_list``) and check others by name only (``expect_table_columns_to_match_set``'s ``column_set``).
-Reading only the former, with the latter present as empty columns, cuts what a gate reads and hands to
-Great Expectations without changing any outcome: customer_health of a 31-day window of 10,000 suppliers is
-28 MB instead of 226 MB (its JSON components and drivers are checked by no expectation), read in 0.6 s
-instead of 3.4 s; the raw events leave their JSON properties behind. A suite whose expectations may read
-columns another way (a ``row_condition``, an argument not listed here) gets every column, as before.
+``column_list``); expectations on the table's shape (``expect_table_columns_to_match_set``, column counts)
+read only its column names. So a gate reads the values of the former and gives every other column of the
+table as an empty (all-NaN) column: the batch has the table's columns in the table's order, and every
+expectation sees what it saw on the whole table, while customer_health of a 31-day window of 10,000
+suppliers reads 28 MB instead of 226 MB (its JSON components and drivers are checked by no expectation), in
+0.6 s instead of 3.4 s, and the raw events leave their JSON properties behind. A suite whose expectations may
+read values another way (a ``row_condition``, an argument not listed here, a ``$PARAMETER`` naming columns)
+gets every column's values, as before.
 """
 
 from __future__ import annotations
@@ -24,14 +26,17 @@ from cs_pipeline.quality.gx import load_suite_json
 
 #: Expectation arguments naming columns whose values the expectation reads.
 VALUE_ARGUMENTS = ("column", "column_A", "column_B", "column_list")
-#: Arguments naming columns the expectation checks by name only.
-NAME_ARGUMENTS = ("column_set",)
+#: Arguments naming columns the expectation checks by name only (every table column is in the batch anyway).
+NAME_ARGUMENTS = ("column_set", "column_list_ordered")
 #: Arguments that name no column. An expectation with any other argument (``row_condition`` among them)
 #: may read columns ``suite_columns`` cannot see, so its suite's batches keep every column.
 PLAIN_ARGUMENTS = frozenset({
     "min_value", "max_value", "strict_min", "strict_max", "value_set", "exact_match", "mostly", "regex",
     "regex_list", "match_on", "type_", "type_list", "value", "ignore_row_if", "result_format", "catch_exceptions",
+    "column_index",
 })
+#: The constant column ``read_gate_batch`` reads first and drops (a name no table of ours uses).
+ROW_MARK = "_cs_pipeline_row"
 #: ``cs_pipeline.quality.gx.with_epoch_columns`` derives ``<column>_epoch`` from a timestamp column.
 EPOCH_SUFFIX = "_epoch"
 
@@ -45,32 +50,32 @@ def suite_columns(suite: dict) -> tuple[set[str], set[str]] | None:
     for expectation in suite.get("expectations", []):
         for argument, given in (expectation.get("kwargs") or {}).items():
             if argument in VALUE_ARGUMENTS or argument in NAME_ARGUMENTS:
-                found = [given] if isinstance(given, str) else list(given or [])
+                found = [given] if isinstance(given, str) else given if isinstance(given, list) else None
+                if found is None or not all(isinstance(name, str) for name in found):
+                    return None  # e.g. {"$PARAMETER": ...}: the columns are known only when validating
                 (values if argument in VALUE_ARGUMENTS else names).update(found)
             elif argument not in PLAIN_ARGUMENTS:
                 return None
     return values, names - values
 
 
-def batch_columns(suite: dict, table_columns: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(the columns of a table to read, the columns to add empty), both in the table's order, for a batch
-    validated by ``suite``: a column whose values an expectation reads (``<column>_epoch`` reads
-    ``<column>``) is read; one only named is present without values; others are left out. A column the
-    table lacks is neither, so an expectation on it fails as it would on the whole table."""
+def batch_columns(suite: dict, table_columns: Sequence[str]) -> list[str]:
+    """The columns of a table whose values a batch validated by ``suite`` reads, in the table's order: those an
+    expectation reads (``<column>_epoch`` reads ``<column>``); all of them when ``suite_columns`` cannot tell.
+    The batch holds the others empty."""
     wanted = suite_columns(suite)
     if wanted is None:
-        return list(table_columns), []
-    values, names = wanted
-    values |= {c[: -len(EPOCH_SUFFIX)] for c in values if c.endswith(EPOCH_SUFFIX)}
-    read = [c for c in table_columns if c in values]
-    return read, [c for c in table_columns if c in names and c not in values]
+        return list(table_columns)
+    values = wanted[0] | {c[: -len(EPOCH_SUFFIX)] for c in wanted[0] if c.endswith(EPOCH_SUFFIX)}
+    return [c for c in table_columns if c in values]
 
 
 def read_gate_batch(conn: psycopg.Connection, suite_name: str, schema: str, table: str,
                     where: sql.Composable, params: Sequence = (), directory: Path = EXPECTATIONS_DIR) -> pd.DataFrame:
     """The rows of ``schema.table`` matching ``where`` (SQL with ``%s`` placeholders for ``params``) as
-    ``read_frame_bulk`` reads them, with the columns ``batch_columns`` chooses for suite ``suite_name`` (in
-    ``directory``; columns only named are all-NaN), in the table's column order.
+    ``read_frame_bulk`` reads them: every column of the table in its order, with values for those
+    ``batch_columns`` chooses for suite ``suite_name`` (in ``directory``: the gate's ``GateRunner.suites_dir``)
+    and all-NaN for the others.
 
     Raises:
         FileNotFoundError: no suite ``suite_name``.
@@ -79,8 +84,9 @@ def read_gate_batch(conn: psycopg.Connection, suite_name: str, schema: str, tabl
     table_columns = [name for (name,) in conn.execute(
         "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped "
         "ORDER BY attnum", (sql.Identifier(schema, table).as_string(conn),)).fetchall()]
-    read, named = batch_columns(load_suite_json(suite_name, directory), table_columns)
-    selected = sql.SQL(", ").join(map(sql.Identifier, read)) if read else sql.SQL("1 AS _row")
-    frame = read_frame_bulk(conn, sql.SQL("SELECT {} FROM {} WHERE {}").format(
-        selected, sql.Identifier(schema, table), where), params)
-    return frame.reindex(columns=[c for c in table_columns if c in read or c in named])
+    read = batch_columns(load_suite_json(suite_name, directory), table_columns)
+    # A constant first column: a CSV row of one empty text field would be a blank line, which read_csv skips.
+    frame = read_frame_bulk(conn, sql.SQL("SELECT 1 AS {}, {} FROM {} WHERE {}").format(
+        sql.Identifier(ROW_MARK), sql.SQL(", ").join(map(sql.Identifier, read)) if read else sql.SQL("1"),
+        sql.Identifier(schema, table), where), params)
+    return frame.reindex(columns=table_columns)

@@ -1,10 +1,21 @@
 {#- post_hook of the incremental models whose window delete and window tests filter on `column`: a BRIN
-    index on it, also on tables built before it existed (dbt creates `indexes` only with a new table).
-    Rows arrive in day order, so BRIN fits, and unlike a B-tree it costs next to nothing per inserted row.
-    Without it, each daily run's delete and tests read the whole table (issue 18). -#}
+    index on it, also on tables built before it existed (dbt creates `indexes` only with a new table), and
+    the page ranges this run appended summarized at once (brin_summarize_new_values). Rows arrive by window,
+    so BRIN fits, and unlike a B-tree it costs next to nothing per inserted row. Without it, each daily run's
+    delete and tests read the whole table (issue 18). Ranges that are not summarized are read by every
+    query on the index, whatever its days: PostgreSQL summarizes them only when (auto)vacuum visits the
+    table, which for an append-only table of 11 M rows waits for some 2 M new rows, about 100 daily runs at
+    10,000 suppliers, and after a backfill the tail of its last window was read by every lookup of a day
+    (int_supplier_client_visits: 23,214 pages, 213 ms, for one day's 20,939 rows; summarized: 174 pages,
+    3 ms). -#}
 {% macro cs_window_index(column) -%}
     {%- if model.config.materialized == 'incremental' -%}
-    create index if not exists {{ adapter.quote(this.identifier ~ '__' ~ column ~ '_brin') }} on {{ this }} using brin ({{ adapter.quote(column) }})
+    {%- set index = this.identifier ~ '__' ~ column ~ '_brin' -%}
+    {%- set qualified = adapter.quote(this.schema) ~ '.' ~ adapter.quote(index) -%}
+    do $cs_brin$ begin
+        create index if not exists {{ adapter.quote(index) }} on {{ this }} using brin ({{ adapter.quote(column) }});
+        perform brin_summarize_new_values('{{ qualified | replace("'", "''") }}'::regclass);
+    end $cs_brin$
     {%- else -%}
     select 1
     {%- endif -%}

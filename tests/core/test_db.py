@@ -167,4 +167,59 @@ def test_copy_frame_stores_what_psycopgs_row_by_row_copy_stores(conn):
     mixed = pd.DataFrame({"k": [1, 2], "s": ["a", 7]})  # Arrow refuses a column of str and int
     assert copy_frame(conn, ("rows",), mixed, ["k", "s"]) == 2
     assert conn.execute("SELECT s FROM rows WHERE k IN (1, 2) AND d IS NULL ORDER BY k").fetchall() == [("a",), ("7",)]
+
+
+def test_copy_frame_declines_what_arrow_would_write_differently(conn):
+    """Review of the Arrow path: a float32 column is widened as psycopg widened it (0.1f is not 0.1); an object
+    column mixing dates and datetimes keeps its times; aware datetimes of two zones keep their instants."""
+    from datetime import date, datetime, timedelta, timezone
+
+    import pandas as pd
+
+    from cs_pipeline.core.db import copy_frame
+
+    conn.execute("CREATE TEMP TABLE w (k integer, p numeric(6, 4), f float8, t timestamptz)")
+    plus5 = timezone(timedelta(hours=5))
+    frame = pd.DataFrame({"k": [1, 2], "p": np.array([0.00005, 0.1], dtype=np.float32),
+                          "f": np.array([0.1, 2.5], dtype=np.float32),
+                          "t": [date(2026, 1, 2), datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc)]})
+    assert copy_frame(conn, ("w",), frame, list(frame.columns)) == 2
+    assert copy_frame(conn, ("w",), pd.DataFrame({"k": [3, 4], "t": [datetime(2026, 1, 2, 3, 4, tzinfo=plus5),
+                                                                      datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc)]}),
+                      ["k", "t"]) == 2
+    rows = conn.execute("SELECT k, p::text, f, t FROM w ORDER BY k").fetchall()
+    assert rows[0][1] == str(round(__import__("decimal").Decimal(float(np.float32(0.00005))), 4))
+    assert rows[0][2] == float(np.float32(0.1))
+    assert rows[1][3] == datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc)
+    assert rows[2][3] == datetime(2026, 1, 1, 22, 4, tzinfo=timezone.utc)
+    conn.rollback()
+
+
+def test_read_frame_copy_gives_read_frames_frame(conn):
+    """read_frame_copy (the health stage's large reads) reads through COPY but must give read_frame's own
+    DataFrame: dtypes and values of text (numbers as text, empty strings, NULLs), integers with and without
+    NULLs, numeric, float8, dates, booleans with and without NULLs, and all-NULL columns of each type."""
+    import pandas as pd
+
+    from cs_pipeline.core.db import read_frame_copy
+
+    conn.execute("CREATE TEMP TABLE r (id text, code text, n integer, big bigint, m numeric(6, 2), f float8, "
+                 "d date, ok boolean, flag boolean, none_i integer, none_d date, none_t text, none_n numeric, "
+                 "none_b boolean, at timestamptz)")
+    rows = [("a", "001", 1, 2**40, 1.5, 0.1, "2026-11-21", True, True, None, None, None, None, None, "2026-01-01Z"),
+            ("b", "", None, 3, None, None, None, False, None, None, None, None, None, None, None),
+            ("c", None, 3, -4, 12, 1e-7, "1999-12-31", True, False, None, None, None, None, None, None),
+            ("d", 'x,"y"\nz', 4, 5, -0.25, -2.5, "2026-01-02", False, True, None, None, None, None, None, None)]
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO r VALUES (" + ", ".join(["%s"] * 15) + ")", rows)
+    query = ("SELECT id, code, n, big, m, f, d, ok, flag, none_i, none_d, none_t, none_n, none_b FROM r "
+             "WHERE id <> %s ORDER BY id")
+    copied, plain = read_frame_copy(conn, query, ("zz",)), read_frame(conn, query, ("zz",))
+    pd.testing.assert_frame_equal(copied, plain)
+    assert copied["code"].tolist()[:2] == ["001", ""] and copied["d"].tolist()[1] is None
+    for narrowed in ("id, ok", "id, n, d", "id, flag"):  # no NULLs / NULLs in every shape
+        query = f"SELECT {narrowed} FROM r WHERE id <> 'b' ORDER BY id"
+        pd.testing.assert_frame_equal(read_frame_copy(conn, query), read_frame(conn, query))
+    with_time = "SELECT id, at FROM r ORDER BY id"  # not a column type it converts: read_frame's result
+    pd.testing.assert_frame_equal(read_frame_copy(conn, with_time), read_frame(conn, with_time))
     conn.rollback()

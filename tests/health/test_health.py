@@ -189,6 +189,26 @@ def test_trend_deltas_and_previous_level():
     assert alone["trend"] is None and np.isnan(alone["score_delta_7d"])
 
 
+def test_history_days_are_all_add_history_reads():
+    """customer_health reads the stored scores of history_days only (3 days for a daily run, not 31): on
+    random scores and gaps, add_history gives the same columns from those days as from every earlier day."""
+    from cs_pipeline.health.drivers import history_days
+
+    rng = np.random.default_rng(3)
+    days = [DAY - timedelta(days=k) for k in range(60)]
+    stored = pd.DataFrame([{"supplier_id": f"s{i}", "as_of_date": d, "health_score": float(rng.integers(0, 100)),
+                            "risk_level": str(rng.choice(["healthy", "at_risk", "critical"]))}
+                           for i in range(4) for d in days if rng.random() < 0.8])
+    for window in ([DAY], [DAY - timedelta(days=k) for k in range(0, 10, 2)]):
+        scores = score_suppliers(pd.DataFrame([supplier(supplier_id=f"s{i}", as_of_date=d)
+                                               for i in range(4) for d in window]), WS168)
+        needed = history_days(window)
+        assert not set(needed) & set(window) and (len(window) > 1 or len(needed) == 3)
+        full = add_history(scores, stored, WS168)
+        narrow = add_history(scores, stored.loc[stored["as_of_date"].isin(needed)], WS168)
+        pd.testing.assert_frame_equal(full, narrow)
+
+
 def test_scorecard_errors_name_file_and_field(tmp_path):
     bad = tmp_path / "mine.yaml"
     bad.write_text("version: v1\nname: x\ncomponents:\n  - {name: a, label: A, metric: m, weight: 300, "

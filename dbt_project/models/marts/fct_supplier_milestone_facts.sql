@@ -32,6 +32,16 @@ seeded_suppliers as (
     where not exists (select 1 from {{ this }} as t
                       where t.supplier_id = d.supplier_id and t.as_of_date = {{ cs_min_date() }} - 1)
 ),
+
+-- Upgrades before the window, counted once (materialized: the billing view's de-duplication is not
+-- re-run per seeded supplier) and only when a supplier is seeded.
+upgrades_before as materialized (
+    select b.supplier_id, count(*) as upgrades
+    from {{ ref('stg_wedsync__billing_events') }} as b
+    where b.loaded_date < {{ cs_min_date() }} and b.event_type = 'subscription_upgraded'
+      and exists (select 1 from seeded_suppliers)
+    group by 1
+),
 {%- endif %}
 
 activity as (
@@ -59,26 +69,29 @@ activity as (
            journeys_completed_total, reviews_total, integrations_total, clients_total, upgrades_total
     from {{ this }}
     where as_of_date = {{ cs_min_date() }} - 1
+    {#- Each seeded supplier's history through its own index entries (lateral), not a hash join of the few
+        seeded suppliers against the whole table: at 10,000 suppliers x 365 days the join read all 1.3 M
+        activity rows and 11.7 M client visits, 0.76 s of a daily run for 13 suppliers. #}
     union all
-    select f.supplier_id, {{ cs_min_date() }} - 1, sum(f.logins), sum(f.forms_sent), sum(f.forms_completed),
-           sum(f.journeys_completed), sum(coalesce((f.events_by_feature ->> 'reviews')::int, 0)),
-           sum(coalesce((f.events_by_feature ->> 'integrations')::int, 0)), 0, 0
-    from {{ ref('fct_supplier_activity_daily') }} as f
-    join seeded_suppliers as s using (supplier_id)
-    where f.activity_date < {{ cs_min_date() }}
-    group by 1
+    select s.supplier_id, {{ cs_min_date() }} - 1, h.logins, h.forms_sent, h.forms_completed,
+           h.journeys_completed, h.reviews, h.integrations, h.clients, 0
+    from seeded_suppliers as s
+    cross join lateral (
+        select coalesce(sum(f.logins), 0) as logins, coalesce(sum(f.forms_sent), 0) as forms_sent,
+               coalesce(sum(f.forms_completed), 0) as forms_completed,
+               coalesce(sum(f.journeys_completed), 0) as journeys_completed,
+               coalesce(sum(coalesce((f.events_by_feature ->> 'reviews')::int, 0)), 0) as reviews,
+               coalesce(sum(coalesce((f.events_by_feature ->> 'integrations')::int, 0)), 0) as integrations,
+               (select count(*) from {{ ref('int_supplier_client_visits') }} as v
+                where v.supplier_id = s.supplier_id and v.activity_date < {{ cs_min_date() }}
+                  and v.previous_activity_date is null) as clients
+        from {{ ref('fct_supplier_activity_daily') }} as f
+        where f.supplier_id = s.supplier_id and f.activity_date < {{ cs_min_date() }}
+    ) as h
     union all
-    select v.supplier_id, {{ cs_min_date() }} - 1, 0, 0, 0, 0, 0, 0, count(*), 0
-    from {{ ref('int_supplier_client_visits') }} as v
+    select u.supplier_id, {{ cs_min_date() }} - 1, 0, 0, 0, 0, 0, 0, 0, u.upgrades
+    from upgrades_before as u
     join seeded_suppliers as s using (supplier_id)
-    where v.activity_date < {{ cs_min_date() }} and v.previous_activity_date is null
-    group by 1
-    union all
-    select b.supplier_id, {{ cs_min_date() }} - 1, 0, 0, 0, 0, 0, 0, 0, count(*)
-    from {{ ref('stg_wedsync__billing_events') }} as b
-    join seeded_suppliers as s using (supplier_id)
-    where b.loaded_date < {{ cs_min_date() }} and b.event_type = 'subscription_upgraded'
-    group by 1
     {% endif %}
 ),
 
