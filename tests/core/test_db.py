@@ -220,6 +220,8 @@ def test_read_frame_copy_gives_read_frames_frame(conn):
     for narrowed in ("id, ok", "id, n, d", "id, flag"):  # no NULLs / NULLs in every shape
         query = f"SELECT {narrowed} FROM r WHERE id <> 'b' ORDER BY id"
         pd.testing.assert_frame_equal(read_frame_copy(conn, query), read_frame(conn, query))
+    one_column = "SELECT code FROM r ORDER BY id"  # its empty string would be a blank CSV line
+    pd.testing.assert_frame_equal(read_frame_copy(conn, one_column), read_frame(conn, one_column))
     with_time = "SELECT id, at FROM r ORDER BY id"  # not a column type it converts: read_frame's result
     pd.testing.assert_frame_equal(read_frame_copy(conn, with_time), read_frame(conn, with_time))
     conn.rollback()
