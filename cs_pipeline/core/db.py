@@ -96,28 +96,33 @@ def read_frame_copy(conn: psycopg.Connection, query: sql.Composable | str, param
     """``read_frame(conn, query, params)``'s DataFrame, the same dtypes and values, read through ``COPY (query)
     TO STDOUT`` (CSV) when every result column is text, an integer, a number (numeric, real, double), a date or
     a boolean: faster for large results (31 days of supplier_engagement_daily at 10,000 suppliers, 245,666 rows
-    x 54 columns: 2.4-2.9 s against 3.7-4.9 s, beside a test run). Any other column type, one column, a
-    repeated column name, or no rows: ``read_frame``.
+    x 54 columns: 2.4-2.9 s against 3.7-4.9 s, beside a test run). Any other column type, a repeated column
+    name, no rows, or a statement that cannot be read as a subquery (``INSERT ... RETURNING``): ``read_frame``.
 
     As ``read_frame`` gives them: text ``str`` (NULL NaN); integers int64 (float64 with NaN when a NULL is
-    present); numbers float64; dates ``datetime.date`` objects (NULL None); booleans bool (objects, NULL None,
-    when a NULL is present); a column whose every value is NULL holds None (object).
+    present); numbers float64 (NaN for NULL and for a NaN); dates ``datetime.date`` objects (NULL None);
+    booleans bool (objects, NULL None, when a NULL is present); a column whose every value is NULL holds None
+    (object).
 
     Raises:
         psycopg.Error: the query failed.
     """
     statement = sql.SQL(query) if isinstance(query, str) else query
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT * FROM ({}) AS q LIMIT 0").format(statement), params or None)
-        described = [(column.name, column.type_code) for column in cur.description]
+    try:
+        with conn.transaction(), conn.cursor() as cur:  # a savepoint when a transaction is open
+            cur.execute(sql.SQL("SELECT * FROM ({}) AS q LIMIT 0").format(statement), params)
+            described = [(column.name, column.type_code) for column in cur.description]
+    except (psycopg.errors.SyntaxError, psycopg.errors.FeatureNotSupported):
+        return read_frame(conn, query, params)
     names = [name for name, _ in described]
     readable = _COPY_TEXT | _COPY_INTEGER | _COPY_NUMBER | {_COPY_DATE, _COPY_BOOLEAN}
-    # One column: a row of one empty text field would be a blank CSV line, which read_csv skips.
-    if len(names) < 2 or len(set(names)) < len(names) or not all(code in readable for _, code in described):
+    if len(set(names)) < len(names) or ROW_MARK in names or not all(code in readable for _, code in described):
         return read_frame(conn, query, params)
     kinds = dict(described)
-    frame = _copy_csv(conn, statement, params, dtype={
-        name: float if code in _COPY_NUMBER else None if code in _COPY_INTEGER else str for name, code in described})
+    frame = _copy_csv(conn, sql.SQL("SELECT 1 AS {}, q.* FROM ({}) AS q").format(sql.Identifier(ROW_MARK), statement),
+                      params, dtype={name: float if code in _COPY_NUMBER else None if code in _COPY_INTEGER else str
+                                     for name, code in described},
+                      nan_text=[name for name, code in described if code in _COPY_NUMBER]).drop(columns=ROW_MARK)
     if not len(frame):
         return read_frame(conn, query, params)
     for name in names:
@@ -137,22 +142,35 @@ def read_frame_copy(conn: psycopg.Connection, query: sql.Composable | str, param
     return frame
 
 
+#: The constant first column ``read_frame_copy`` reads and drops: every CSV line then starts with it, so no
+#: row is a blank line (one empty text field) and no text field starts a line (read_csv can lose a line's
+#: leading spaces where its read buffer ends).
+ROW_MARK = "_cs_pipeline_row"
+
+
 def _copy_csv(conn: psycopg.Connection, statement: sql.Composable, params: Sequence | dict,
-              dtype: dict | None = None) -> pd.DataFrame:
-    """``COPY (statement) TO STDOUT`` as CSV with a random NULL marker, parsed by ``pandas.read_csv``
-    (``dtype`` per column, None: inferred): NULL NaN, any text (empty included) that text."""
+              dtype: dict | None = None, nan_text: Sequence[str] = ()) -> pd.DataFrame:
+    """``COPY (statement) TO STDOUT`` as CSV with a random NULL marker, parsed by ``pandas.read_csv`` in the
+    connection's encoding (``dtype`` per column, None: inferred): NULL NaN, any text (empty included) that
+    text, except ``NaN`` in the ``nan_text`` columns (PostgreSQL's text of a float or numeric NaN)."""
     # NULL is written as a marker drawn at random per call: pandas cannot tell a quoted field from an
     # unquoted one, so any fixed marker (CSV's empty field, \\N) would turn that text in the data into NaN.
     null = _null_marker()
     copy_statement = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true, NULL {})").format(
         statement, sql.Literal(null))
     buffer = io.BytesIO()
-    with conn.cursor().copy(copy_statement, params or None) as copy:
+    # Parameters merged as execute() merges them (also none: "%%" is then "%", as in read_frame).
+    merged = psycopg.ClientCursor(conn).mogrify(copy_statement, params)
+    with conn.cursor().copy(merged) as copy:
         for chunk in copy:
             buffer.write(chunk)
     buffer.seek(0)
     given = {name: kind for name, kind in (dtype or {}).items() if kind is not None}
-    return pd.read_csv(buffer, na_values=[null], keep_default_na=False, low_memory=False, dtype=given or None)
+    missing = {name: [null, "NaN"] for name in nan_text} if nan_text else [null]
+    if nan_text:
+        missing.update({name: [null] for name in dtype or {} if name not in missing})
+    return pd.read_csv(buffer, na_values=missing, keep_default_na=False, low_memory=False, dtype=given or None,
+                       encoding=conn.info.encoding)
 
 
 def fetch_arrays(conn: psycopg.Connection, query: sql.Composable | str, params: Sequence | dict = (),

@@ -222,6 +222,14 @@ def test_read_frame_copy_gives_read_frames_frame(conn):
         pd.testing.assert_frame_equal(read_frame_copy(conn, query), read_frame(conn, query))
     one_column = "SELECT code FROM r ORDER BY id"  # its empty string would be a blank CSV line
     pd.testing.assert_frame_equal(read_frame_copy(conn, one_column), read_frame(conn, one_column))
+    for other in ("SELECT ('NaN'::float8) AS x, 'NaN'::numeric AS y, 1 AS k UNION ALL SELECT 1.5, 2, 2",
+                  "SELECT 'a%%' AS a, 2 AS b",  # the same text as read_frame
+                  # text starting each line, across read_csv's 256 KiB buffers: no leading space lost
+                  "SELECT repeat(' ', (i %% 17)) || i AS s, i AS k FROM generate_series(1, 40000) AS i"):
+        pd.testing.assert_frame_equal(read_frame_copy(conn, other), read_frame(conn, other))
+    conn.execute("CREATE TEMP TABLE ins (a text, b integer)")
+    returning = "INSERT INTO ins VALUES ('x', 1) RETURNING a, b"  # not a subquery: read_frame runs it
+    assert read_frame_copy(conn, returning).values.tolist() == [["x", 1]]
     with_time = "SELECT id, at FROM r ORDER BY id"  # not a column type it converts: read_frame's result
     pd.testing.assert_frame_equal(read_frame_copy(conn, with_time), read_frame(conn, with_time))
     conn.rollback()
