@@ -75,8 +75,9 @@ def read_frame_bulk(conn: psycopg.Connection, query: sql.Composable | str, param
 
     Types are what ``read_csv`` infers from the text: integers and floats as numbers; dates, timestamps
     (ISO 8601 text, with offset), booleans (``t``/``f``) and jsonb (JSON text) as strings. NULL is NaN
-    (``<NA>`` in string columns); an empty string, or any other text, stays that text. Columns keep the query's names
-    and order, also when there are no rows.
+    (``<NA>`` in string columns); an empty string, or any other text, stays that text, also as a one-column
+    result's only field (``_copy_csv``'s ``ROW_MARK``). Columns keep the query's names and order, also when there
+    are no rows. ``query`` is read as a subquery: a SELECT (or VALUES).
 
     Raises:
         psycopg.Error: the query failed.
@@ -119,10 +120,10 @@ def read_frame_copy(conn: psycopg.Connection, query: sql.Composable | str, param
     if len(set(names)) < len(names) or ROW_MARK in names or not all(code in readable for _, code in described):
         return read_frame(conn, query, params)
     kinds = dict(described)
-    frame = _copy_csv(conn, sql.SQL("SELECT 1 AS {}, q.* FROM ({}) AS q").format(sql.Identifier(ROW_MARK), statement),
-                      params, dtype={name: float if code in _COPY_NUMBER else None if code in _COPY_INTEGER else str
-                                     for name, code in described},
-                      nan_text=[name for name, code in described if code in _COPY_NUMBER]).drop(columns=ROW_MARK)
+    frame = _copy_csv(conn, statement, params,
+                      dtype={name: float if code in _COPY_NUMBER else None if code in _COPY_INTEGER else str
+                             for name, code in described},
+                      nan_text=[name for name, code in described if code in _COPY_NUMBER])
     if not len(frame):
         return read_frame(conn, query, params)
     for name in names:
@@ -142,22 +143,23 @@ def read_frame_copy(conn: psycopg.Connection, query: sql.Composable | str, param
     return frame
 
 
-#: The constant first column ``read_frame_copy`` reads and drops: every CSV line then starts with it, so no
-#: row is a blank line (one empty text field) and no text field starts a line (read_csv can lose a line's
-#: leading spaces where its read buffer ends).
+#: The constant first column ``_copy_csv`` reads and drops: every CSV line then starts with it, so no row is a
+#: blank line (one empty text field, which read_csv skips) and no text field starts a line (read_csv can lose
+#: a line's leading spaces where its read buffer ends). A query must not return a column of this name.
 ROW_MARK = "_cs_pipeline_row"
 
 
 def _copy_csv(conn: psycopg.Connection, statement: sql.Composable, params: Sequence | dict,
               dtype: dict | None = None, nan_text: Sequence[str] = ()) -> pd.DataFrame:
-    """``COPY (statement) TO STDOUT`` as CSV with a random NULL marker, parsed by ``pandas.read_csv`` in the
-    connection's encoding (``dtype`` per column, None: inferred): NULL NaN, any text (empty included) that
-    text, except ``NaN`` in the ``nan_text`` columns (PostgreSQL's text of a float or numeric NaN)."""
+    """``COPY (SELECT 1 AS <ROW_MARK>, q.* FROM (statement) AS q) TO STDOUT`` as CSV with a random NULL marker,
+    parsed by ``pandas.read_csv`` in the connection's encoding (``dtype`` per column, None: inferred), the
+    mark column dropped: NULL NaN, any text (empty included) that text, except ``NaN`` in the ``nan_text``
+    columns (PostgreSQL's text of a float or numeric NaN)."""
     # NULL is written as a marker drawn at random per call: pandas cannot tell a quoted field from an
     # unquoted one, so any fixed marker (CSV's empty field, \\N) would turn that text in the data into NaN.
     null = _null_marker()
-    copy_statement = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true, NULL {})").format(
-        statement, sql.Literal(null))
+    copy_statement = sql.SQL("COPY (SELECT 1 AS {}, q.* FROM ({}) AS q) TO STDOUT WITH (FORMAT csv, HEADER true, "
+                             "NULL {})").format(sql.Identifier(ROW_MARK), statement, sql.Literal(null))
     buffer = io.BytesIO()
     # Parameters merged as execute() merges them (also none: "%%" is then "%", as in read_frame).
     merged = psycopg.ClientCursor(conn).mogrify(copy_statement, params)
@@ -166,11 +168,10 @@ def _copy_csv(conn: psycopg.Connection, statement: sql.Composable, params: Seque
             buffer.write(chunk)
     buffer.seek(0)
     given = {name: kind for name, kind in (dtype or {}).items() if kind is not None}
-    missing = {name: [null, "NaN"] for name in nan_text} if nan_text else [null]
-    if nan_text:
-        missing.update({name: [null] for name in dtype or {} if name not in missing})
+    nan = set(nan_text)
+    missing = {name: [null, "NaN"] if name in nan else [null] for name in dtype or {}} if nan else [null]
     return pd.read_csv(buffer, na_values=missing, keep_default_na=False, low_memory=False, dtype=given or None,
-                       encoding=conn.info.encoding)
+                       encoding=conn.info.encoding).drop(columns=ROW_MARK)
 
 
 def fetch_arrays(conn: psycopg.Connection, query: sql.Composable | str, params: Sequence | dict = (),

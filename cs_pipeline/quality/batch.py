@@ -35,8 +35,6 @@ PLAIN_ARGUMENTS = frozenset({
     "regex_list", "match_on", "type_", "type_list", "value", "ignore_row_if", "result_format", "catch_exceptions",
     "column_index",
 })
-#: The constant column ``read_gate_batch`` reads first and drops (a name no table of ours uses).
-ROW_MARK = "_cs_pipeline_row"
 #: ``cs_pipeline.quality.gx.with_epoch_columns`` derives ``<column>_epoch`` from a timestamp column.
 EPOCH_SUFFIX = "_epoch"
 
@@ -85,8 +83,6 @@ def read_gate_batch(conn: psycopg.Connection, suite_name: str, schema: str, tabl
         "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped "
         "ORDER BY attnum", (sql.Identifier(schema, table).as_string(conn),)).fetchall()]
     read = batch_columns(load_suite_json(suite_name, directory), table_columns)
-    # A constant first column: a CSV row of one empty text field would be a blank line, which read_csv skips.
-    frame = read_frame_bulk(conn, sql.SQL("SELECT 1 AS {}, {} FROM {} WHERE {}").format(
-        sql.Identifier(ROW_MARK), sql.SQL(", ").join(map(sql.Identifier, read)) if read else sql.SQL("1"),
-        sql.Identifier(schema, table), where), params)
+    frame = read_frame_bulk(conn, sql.SQL("SELECT {} FROM {} WHERE {}").format(  # no column read: SELECT FROM
+        sql.SQL(", ").join(map(sql.Identifier, read)), sql.Identifier(schema, table), where), params)
     return frame.reindex(columns=table_columns)

@@ -34,6 +34,8 @@ def test_read_frame_bulk_keeps_nulls_empty_strings_and_hostile_text_apart(conn):
     assert bulk["note"].tolist()[1:] == ["", "\\N", 'comma, "quote"\nnewline'] == plain["note"].tolist()[1:]
     assert bulk["d"].isna().tolist() == [False, True, False, False]
     assert str(bulk["d"].tolist()[0]) == "2026-11-21"
+    alone = read_frame_bulk(conn, "SELECT note FROM t WHERE id IN ('a', 'b') ORDER BY id")  # one column
+    assert alone["note"].isna().tolist() == [True, False] and alone["note"].tolist()[1] == ""
     empty = read_frame_bulk(conn, "SELECT * FROM t WHERE id = %s", ("none",))
     assert list(empty.columns) == ["id", "n", "d", "note"] and len(empty) == 0
 
