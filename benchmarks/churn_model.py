@@ -341,7 +341,7 @@ def score_in_database(history: History, model, score_idx: list[int], feature_day
             recent = feature_days.loc[(when > pd.Timestamp(first - timedelta(days=38))) & (when <= pd.Timestamp(last))]
             conn.execute("CREATE SCHEMA IF NOT EXISTS intermediate")
             _copy_frame(conn, "intermediate.int_supplier_feature_days", recent)
-            conn.execute("CREATE INDEX ON intermediate.int_supplier_feature_days USING brin (activity_date)")
+            conn.execute("CREATE INDEX ON intermediate.int_supplier_feature_days (activity_date)")
             suppliers = pd.DataFrame({"supplier_id": np.repeat(history.ids, len(FEATURES)),
                                       "feature": np.tile(np.array(FEATURES, dtype=object), len(history.ids))})
             adoption = pd.DataFrame({"supplier_id": history.ids, "as_of_date": last})

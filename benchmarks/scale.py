@@ -154,6 +154,9 @@ def run_size(suppliers: int, days: int, workdir: Path, days_per_run: int, landin
 
     if daily_only:
         rewind_feature_adoption(warehouse.conninfo, home / "dbt_rewind", last - timedelta(days=1))
+        # A full run's daily runs follow its backfill in one process, so Great Expectations is imported
+        # by then (2.4 s); without a backfill the first daily run would pay it and flatter the ratio.
+        import great_expectations  # noqa: F401
     t = time.perf_counter()
     [daily] = run_job_over_range(defs, "daily_customer_success", last, last, instance, days_per_run=1)
     out["daily_s"] = round(time.perf_counter() - t, 2)
@@ -183,7 +186,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--daily-only", action="store_true",
                         help="reuse the backfilled warehouses in --workdir: re-run only the daily runs "
-                             "(fct_feature_adoption first rebuilt as of the day before, untimed)")
+                             "(fct_feature_adoption first rebuilt as of the day before and Great "
+                             "Expectations imported, both untimed)")
     args = parser.parse_args()
     import tempfile
 

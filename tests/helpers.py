@@ -47,6 +47,23 @@ def reset_warehouse(conn: psycopg.Connection) -> None:
     conn.commit()
 
 
+#: The incremental intermediate tables whose window delete and tests filter on activity_date.
+INTERMEDIATE_WINDOW_TABLES = ("int_supplier_client_days", "int_supplier_client_visits", "int_supplier_feature_days",
+                              "int_supplier_user_days")
+
+
+def window_indexes(conn: psycopg.Connection) -> set[tuple[str, str, str]]:
+    """(table, access method, indexed columns) of each index of an ``intermediate`` table that leads with
+    ``activity_date`` (issue 30: one B-tree on it per window table, no BRIN)."""
+    rows = conn.execute(
+        "SELECT c.relname, am.amname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+        "JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam "
+        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+        "WHERE n.nspname = 'intermediate' AND a.attname = 'activity_date'").fetchall()
+    return {(table, method, definition[definition.rindex("(") + 1:-1]) for table, method, definition in rows}
+
+
 def reset_interventions(conn: psycopg.Connection) -> None:
     """``reset_warehouse``, and no interventions or deliveries left by an earlier test."""
     reset_warehouse(conn)

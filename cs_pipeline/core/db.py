@@ -216,7 +216,7 @@ def columns_of(conn: psycopg.Connection, schema: str, table: str) -> set[str]:
 #: this counts the calling transaction's own changes too. A table never analyzed is stale, and so is one
 #: without a B-tree index leading with a date column: the planner estimates a day past the end of a
 #: column's histogram (every new day) from such an index (its actual newest value), and without one it
-#: guesses about one row, the nested-loop plans of issue 18 (the intermediate tables' BRIN does not count).
+#: guesses about one row, the nested-loop plans of issue 18 (a BRIN index does not count).
 STATISTICS_STALE_FUNCTION = sql.SQL(
     "CREATE OR REPLACE FUNCTION ops.statistics_stale(target regclass) RETURNS boolean LANGUAGE sql AS $$"
     " SELECT c.reltuples < 0"

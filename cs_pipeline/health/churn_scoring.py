@@ -75,7 +75,7 @@ def read_feature_windows(conn: psycopg.Connection, rows: pd.DataFrame, features:
         DataFrame aligned with ``rows`` (fresh index), float columns ``feat__<feature>__uses_30d`` and
         ``feat__<feature>__active_days_30d``, the same values as ``feature_usage`` on the table's rows.
 
-    Other days: one grouped scan per ``WINDOW_DAYS_PER_QUERY`` distinct as-of days (BRIN on ``activity_date``),
+    Other days: one grouped scan per ``WINDOW_DAYS_PER_QUERY`` distinct as-of days (index on ``activity_date``),
     one filtered sum and count per as-of day, one row per supplier and feature read back instead of every
     feature day (752,000 rows for a day and its D-7 at 10,000 suppliers: about 1 s of CPU to read into
     pandas). Fewer days per scan when the suppliers x features grid of a scan would pass ``WINDOW_GRID_BYTES``.

@@ -19,7 +19,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from cs_pipeline.core.db import read_frame
+from cs_pipeline.core.db import read_frame, relation_exists
 from cs_pipeline.health.scorecard import Seasonality
 
 #: Days of history before D the index of day D learns from (two years: every calendar month twice).
@@ -49,10 +49,59 @@ def daily_seasonal_sums(history: pd.DataFrame, metrics: list[str]) -> pd.DataFra
     return h.groupby(["vendor_category", "as_of_date"], as_index=False).agg(aggregations)
 
 
+#: The per-day sums dbt keeps (``dbt_project/models/marts/fct_category_engagement_daily.sql``).
+CATEGORY_SUMS = "marts.fct_category_engagement_daily"
+
+
 def read_daily_seasonal_sums(conn: psycopg.Connection, first: date, last: date, metrics: list[str]) -> pd.DataFrame:
+    """``daily_seasonal_sums`` of marts.supplier_engagement_daily over as_of_date in [first, last].
+
+    Read from ``marts.fct_category_engagement_daily``, where dbt keeps each category's and day's sums (a
+    few rows per day: 0.6 s less per daily run at 10,000 suppliers than aggregating two years of supplier
+    rows, issue 30), when it holds every metric for every category and day it has; otherwise (a metric
+    it lacks on some day, the mart not built yet) aggregated from supplier_engagement_daily
+    (``aggregate_daily_seasonal_sums``). The same frame either way: the sums are taken over ``numeric``
+    (exact) and only then cast to float8, so the same rows always give the same bits.
+
+    Raises:
+        psycopg.Error: a query fails (e.g. supplier_engagement_daily lacks a metric column).
+    """
+    kept = _read_category_sums(conn, first, last, metrics)
+    return kept if kept is not None else aggregate_daily_seasonal_sums(conn, first, last, metrics)
+
+
+def _read_category_sums(conn: psycopg.Connection, first: date, last: date, metrics: list[str]) -> pd.DataFrame | None:
+    """``daily_seasonal_sums``'s frame from ``CATEGORY_SUMS``, or None when it cannot give all of it: the
+    mart is missing, has no row in the range, or lacks a metric on a category and day that another
+    metric has (a metric added to supplier_engagement_daily after those days were built)."""
+    if not metrics or not relation_exists(conn, CATEGORY_SUMS):
+        return None
+    rows = read_frame(conn, sql.SQL(
+        "SELECT vendor_category, as_of_date, metric, value_sum::float8 AS value_sum, value_count "
+        "FROM {} WHERE as_of_date BETWEEN %s AND %s AND metric = ANY(%s)").format(
+            sql.Identifier(*CATEGORY_SUMS.split("."))), (first, last, list(metrics)))
+    if rows.empty:
+        return None
+    wide = rows.pivot(index=["vendor_category", "as_of_date"], columns="metric", values=["value_sum", "value_count"])
+    if set(wide["value_count"].columns) != set(metrics) or wide["value_count"].isna().any().any():
+        return None
+    out = wide.index.to_frame(index=False)
+    for metric in metrics:
+        out[f"{metric}__sum"] = wide["value_sum"][metric].to_numpy(dtype=float)
+        out[f"{metric}__count"] = wide["value_count"][metric].to_numpy(dtype="int64")
+    return out
+
+
+def aggregate_daily_seasonal_sums(conn: psycopg.Connection, first: date, last: date,
+                                  metrics: list[str]) -> pd.DataFrame:
     """``daily_seasonal_sums`` of marts.supplier_engagement_daily over as_of_date in [first, last],
-    aggregated in PostgreSQL. Sums are taken over ``numeric`` (exact, whatever the order PostgreSQL
-    reads the rows in) and only then cast to float8, so the same rows always give the same bits."""
+    aggregated in PostgreSQL from the supplier rows. Sums are taken over ``numeric`` (exact, whatever the
+    order PostgreSQL reads the rows in) and only then cast to float8, so the same rows always give the
+    same bits.
+
+    Raises:
+        psycopg.Error: the query fails (e.g. a metric is not a column of supplier_engagement_daily).
+    """
     parts = [sql.SQL("sum({m}::numeric)::float8 AS {s}, count({m}) AS {c}").format(
         m=sql.Identifier(m), s=sql.Identifier(f"{m}__sum"), c=sql.Identifier(f"{m}__count")) for m in metrics]
     return read_frame(conn, sql.SQL(

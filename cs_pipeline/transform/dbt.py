@@ -106,16 +106,19 @@ def _profile_stamp(env: dict[str, str]) -> str:
 
     # Without the password: parsing never uses it, and the stamp is a file on disk.
     shown = {key: value for key, value in env.items() if key != PROFILE_ENV["password"]}
-    text = json.dumps({"profile_env": shown, "dbt": version("dbt-core")}, sort_keys=True)
+    # The project's directory too: a parse of another checkout's project (same home) is newer than this
+    # project's files, yet dbt finds its project config changed and parses in full on every run.
+    text = json.dumps({"profile_env": shown, "dbt": version("dbt-core"), "project": str(DBT_PROJECT_DIR)},
+                      sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def prepare_parse_state(state_dir: Path, env: dict[str, str]) -> Path:
     """Make ``state_dir`` hold a current dbt parse (``manifest.json``, ``partial_parse.msgpack``) made
     with ``env``: the profile's variables (``dbt_env``) and the project's (the catalogue's seed
-    directory), running ``dbt parse --target-path state_dir`` (no database
-    connection) only when it is missing, older than a project file, or made for another profile or dbt
-    version (a SHA-256 stamp, no secret in clear). A file lock serialises concurrent runs. Also prunes
+    directory), running ``dbt parse --target-path state_dir`` (no database connection) only when it is
+    missing, older than a project file, or made for another profile, dbt version or project directory
+    (a SHA-256 stamp, no secret in clear). A file lock serialises concurrent runs. Also prunes
     dagster-dbt's invocation directories under it: beyond the newest ``KEEP_INVOCATIONS``, those older
     than a day. The state is per ``state_dir`` (one per ``CS_PIPELINE_HOME``): two warehouses or catalogues
     alternating in one home re-parse when they alternate.
@@ -131,9 +134,12 @@ def prepare_parse_state(state_dir: Path, env: dict[str, str]) -> Path:
     stamp_file = state_dir / "profile.sha256"
     with open(state_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        same_stamp = stamp_file.exists() and stamp_file.read_text() == stamp
         fresh = ((state_dir / "partial_parse.msgpack").exists()
-                 and not manifest_is_stale(DBT_PROJECT_DIR, state_dir / "manifest.json")
-                 and stamp_file.exists() and stamp_file.read_text() == stamp)
+                 and not manifest_is_stale(DBT_PROJECT_DIR, state_dir / "manifest.json") and same_stamp)
+        if not same_stamp:
+            # dbt would parse partially from another profile's or project's state and keep its paths.
+            (state_dir / "partial_parse.msgpack").unlink(missing_ok=True)
         if not fresh:
             done = subprocess.run(
                 [dbt_executable(), "parse", "--project-dir", str(DBT_PROJECT_DIR),

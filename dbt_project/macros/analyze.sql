@@ -6,8 +6,8 @@
     writes): the rows changed since its last ANALYZE (this run's own included) exceed
     autovacuum_analyze_threshold + autovacuum_analyze_scale_factor x its rows, as autovacuum decides, or the
     table has no B-tree index leading with a date (then the planner cannot estimate a new day past its
-    histogram: the BRIN-indexed intermediate tables are analyzed every run). So a daily run adding a 365th
-    of a mart does not spend a second re-sampling it. -#}
+    histogram; the intermediate tables have one, cs_window_index). So a daily run adding a 365th of a mart
+    or of an intermediate table does not spend a second re-sampling it. -#}
 {% macro cs_analyze() -%}
     {%- if model.config.materialized == 'table' or (model.config.materialized == 'incremental' and not is_incremental()) -%}
         analyze {{ this }}

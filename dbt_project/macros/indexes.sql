@@ -1,37 +1,31 @@
-{#- post_hook of the incremental models whose window delete and window tests filter on `column`: a BRIN
-    index on it, also on tables built before it existed (dbt creates `indexes` only with a new table), and
-    the page ranges this run appended summarized at once (brin_summarize_new_values). Rows arrive by window,
-    so BRIN fits, and unlike a B-tree it costs next to nothing per inserted row. Without it, each daily run's
-    delete and tests read the whole table (issue 18). Ranges that are not summarized are read by every
-    query on the index, whatever its days: PostgreSQL summarizes them only when (auto)vacuum visits the
-    table, which for an append-only table of 11 M rows waits for some 2 M new rows, about 100 daily runs at
-    10,000 suppliers, and after a backfill the tail of its last window was read by every lookup of a day
-    (int_supplier_client_visits: 23,214 pages, 213 ms, for one day's 20,939 rows; summarized: 174 pages,
-    3 ms). BRIN's own `autosummarize` option queues the same work for autovacuum's workers, to be done
-    later; here it is done before the run's downstream models read the table. -#}
+{#- post_hook of the incremental models whose window delete and window tests filter on `column`: a B-tree
+    index on it (cs_btree_index), also on tables built before it existed, and the BRIN index earlier
+    versions kept there dropped. The B-tree costs more per appended row than BRIN did, and pays it back
+    on every daily run (issue 30, measured in docs/performance.md): the planner reads a new day's bounds
+    from it (PostgreSQL's get_actual_variable_range), so these tables are analyzed only when
+    ops.statistics_stale finds them stale, not every run (the four ANALYZEs took 2.5 s of a
+    10,000-supplier daily run); and a day's lookup reads that day's rows, whereas BRIN ranges cover every
+    page a day's rows went to, which after a re-run (a delete, then rows in the freed space) meant 26,013
+    pages for one day of int_supplier_client_visits. Without an index on the column, each daily run's
+    delete and tests would read the whole table (issue 18). -#}
 {% macro cs_window_index(column) -%}
     {%- if model.config.materialized == 'incremental' -%}
-    {#- Found by table and column, not by name: after a full refresh the previous table, renamed aside until
-        the hooks ran, still holds a named index, and the new table would go without. -#}
     {%- set relation = (this.include(database=False) | string) | replace("'", "''") -%}
-    {%- set find -%}
-        select i.indexrelid::regclass from pg_index i
-        join pg_class ic on ic.oid = i.indexrelid join pg_am am on am.oid = ic.relam
-        join pg_attribute a on a.attrelid = i.indrelid and a.attnum = i.indkey[0]
-        where i.indrelid = '{{ relation }}'::regclass and am.amname = 'brin' and a.attname = '{{ column | replace("'", "''") }}'
-        limit 1
-    {%- endset %}
     do $cs_brin$
     declare
-        found regclass;
+        legacy regclass;
     begin
-        {{ find }} into found;
-        if found is null then
-            execute 'create index on {{ relation }} using brin ({{ adapter.quote(column) | replace("'", "''") }})';
-            {{ find }} into found;
-        end if;
-        perform brin_summarize_new_values(found);
-    end $cs_brin$
+        for legacy in
+            select i.indexrelid::regclass from pg_index i
+            join pg_class ic on ic.oid = i.indexrelid join pg_am am on am.oid = ic.relam
+            join pg_attribute a on a.attrelid = i.indrelid and a.attnum = i.indkey[0]
+            where i.indrelid = '{{ relation }}'::regclass and am.amname = 'brin'
+              and a.attname = '{{ column | replace("'", "''") }}'
+        loop
+            execute format('drop index %s', legacy);
+        end loop;
+    end $cs_brin$;
+    {{ cs_btree_index([column]) }}
     {%- else -%}
     select 1
     {%- endif -%}

@@ -10,6 +10,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import psycopg
 import pytest
 from psycopg import sql
@@ -23,7 +24,10 @@ from cs_pipeline.core.window import DayWindow
 from cs_pipeline.transform.dbt import dbt_env
 from cs_pipeline.core.paths import DBT_PROJECT_DIR
 
-from tests.helpers import BILLING_COLUMNS, EVENT_COLUMNS, SUPPLIER_COLUMNS, TICKET_COLUMNS, _write, reset_warehouse
+from cs_pipeline.health.seasonal import (_read_category_sums, aggregate_daily_seasonal_sums,
+                                        read_daily_seasonal_sums)
+from tests.helpers import (BILLING_COLUMNS, EVENT_COLUMNS, INTERMEDIATE_WINDOW_TABLES, SUPPLIER_COLUMNS, TICKET_COLUMNS,
+                           _write, reset_warehouse, window_indexes)
 
 pytestmark = pytest.mark.slow
 
@@ -171,9 +175,9 @@ def test_marts_match_values_worked_by_hand(settings, warehouse, tmp_path):
 def _mart_snapshot(conn: psycopg.Connection) -> dict[str, list[tuple]]:
     out = {}
     for table in ("fct_supplier_activity_daily", "supplier_engagement_daily", "fct_feature_adoption",
-                  "dim_suppliers", "fct_supplier_milestone_facts"):
+                  "dim_suppliers", "fct_supplier_milestone_facts", "fct_category_engagement_daily"):
         out[table] = conn.execute(
-            sql.SQL("SELECT * FROM {} ORDER BY 1, 2").format(sql.Identifier("marts", table))).fetchall()
+            sql.SQL("SELECT * FROM {} ORDER BY 1, 2, 3").format(sql.Identifier("marts", table))).fetchall()
     return out
 
 
@@ -187,9 +191,10 @@ def test_incremental_runs_equal_a_full_refresh(settings, warehouse, tmp_path):
     # Day by day for the last days, in larger windows before: the windows must not matter.
     run_days(settings, landing, first, date(2025, 4, 6), days_per_run=12)
     # Issue 18: the backfill analyzed the marts and customer_health; a daily run that changes a few percent
-    # of them leaves their statistics as they are (PostgreSQL's autovacuum rule) instead of re-sampling them,
-    # but analyzes the intermediate tables, whose BRIN index cannot tell the planner about a new day.
-    # (analyze_count counts ANALYZE commands only, not autovacuum's.)
+    # of them leaves their statistics as they are (PostgreSQL's autovacuum rule) instead of re-sampling them.
+    # Issue 30: so it does the intermediate tables', whose B-tree on activity_date shows the planner a new
+    # day (with BRIN alone they were analyzed every run). (analyze_count counts ANALYZE commands only, not
+    # autovacuum's.)
     tables = ["marts.supplier_engagement_daily", "marts.fct_supplier_milestone_facts", "marts.customer_health",
               "intermediate.int_supplier_user_days"]
 
@@ -200,9 +205,21 @@ def test_incremental_runs_equal_a_full_refresh(settings, warehouse, tmp_path):
 
     before = analyze_counts()
     assert all(count > 0 for count in before), before
+    with warehouse.connect() as conn:
+        assert window_indexes(conn) == {(table, "btree", "activity_date") for table in INTERMEDIATE_WINDOW_TABLES}
+        # A table of an earlier version: BRIN on activity_date and no B-tree. The daily run swaps them.
+        for (index,) in conn.execute(
+                "SELECT indexrelid::regclass::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                "AND a.attnum = i.indkey[0] WHERE indrelid = 'intermediate.int_supplier_client_days'::regclass "
+                "AND a.attname = 'activity_date'").fetchall():
+            conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(*index.split("."))))
+        conn.execute("CREATE INDEX ON intermediate.int_supplier_client_days USING brin (activity_date)")
+        conn.commit()
     run_days(settings, landing, date(2025, 4, 7), date(2025, 4, 7), days_per_run=1)
     after = analyze_counts()
-    assert after[:3] == before[:3] and after[3] == before[3] + 1, (before, after)
+    assert after == before, (before, after)
+    with warehouse.connect() as conn:
+        assert window_indexes(conn) == {(table, "btree", "activity_date") for table in INTERMEDIATE_WINDOW_TABLES}
     run_days(settings, landing, date(2025, 4, 8), last, days_per_run=1)
     # Issue 18: the day-by-day runs parse partially (the window is not a --var, the parse state is the
     # warehouse's own), and the window does not stay in this process's environment.
@@ -225,6 +242,7 @@ def test_incremental_runs_equal_a_full_refresh(settings, warehouse, tmp_path):
         full = _mart_snapshot(conn)
     for table in incremental:
         assert incremental[table] == full[table], table
+    kept_seasonal_sums_equal_the_aggregated_ones(warehouse, first, last)
     # The dbt unit tests (left out of pipeline runs) pass on the built project.
     units = subprocess.run(
         [dbt_executable(), "test", "--select", "test_type:unit", "--project-dir", str(DBT_PROJECT_DIR),
@@ -232,6 +250,34 @@ def test_incremental_runs_equal_a_full_refresh(settings, warehouse, tmp_path):
     assert units.returncode == 0, units.stdout[-3000:]
     assert int(re.search(r"PASS=(\d+)", units.stdout).group(1)) >= 5, units.stdout[-2000:]
     carried_sums_that_drift_are_flagged(warehouse, env, last)
+
+
+def kept_seasonal_sums_equal_the_aggregated_ones(warehouse, first: date, last: date) -> None:
+    """Issue 30: the seasonal index's per-day sums read from fct_category_engagement_daily are those
+    aggregated from supplier_engagement_daily, to the bit, for every number column; a metric the mart
+    lacks on a day (one added to the engagement mart after that day was built) is aggregated instead."""
+    with warehouse.connect() as conn:
+        metrics = [name for (name,) in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'marts' "
+            "AND table_name = 'supplier_engagement_daily' AND data_type IN ('integer', 'numeric') "
+            "ORDER BY ordinal_position").fetchall()]
+        assert {"client_activity_rate", "stickiness", "revenue_90d", "dau"} <= set(metrics)
+        kept = conn.execute("SELECT count(DISTINCT metric), count(*) FROM marts.fct_category_engagement_daily "
+                            "WHERE as_of_date BETWEEN %s AND %s", (first, last)).fetchone()
+        assert kept[0] == len(metrics) and kept[1] > 0, kept
+        aggregated = aggregate_daily_seasonal_sums(conn, first, last, metrics)
+        assert len(aggregated) > 0 and aggregated["stickiness__count"].sum() > 0
+        pd.testing.assert_frame_equal(read_daily_seasonal_sums(conn, first, last, metrics), aggregated,
+                                      check_exact=True)
+        # One metric missing on one day: that read aggregates, and still gives the same frame.
+        conn.execute("DELETE FROM marts.fct_category_engagement_daily WHERE metric = 'stickiness' "
+                     "AND as_of_date = %s", (last,))
+        assert _read_category_sums(conn, first, last, ["stickiness", "dau"]) is None
+        assert _read_category_sums(conn, first, last, ["dau"]) is not None
+        pd.testing.assert_frame_equal(read_daily_seasonal_sums(conn, first, last, ["stickiness", "dau"]),
+                                      aggregate_daily_seasonal_sums(conn, first, last, ["stickiness", "dau"]),
+                                      check_exact=True)
+        conn.rollback()
 
 
 def carried_sums_that_drift_are_flagged(warehouse, env: dict, last: date) -> None:
@@ -315,3 +361,29 @@ def test_dbt_invocations_open_no_adapter_in_the_run_process(warehouse, monkeypat
     assert "cs_pipeline.marts.dim_suppliers" in lines
     assert invocation.adapter is None
     assert version_checks == []
+
+
+def test_parse_state_of_another_checkout_is_parsed_again(tmp_path, monkeypatch):
+    """A home's dbt parse state made from another checkout's project (a newer manifest than this
+    project's files) is parsed again for this one: dbt would find its project config changed and parse
+    in full on every run (issue 30, seen when two checkouts shared a warehouse)."""
+    import shutil
+
+    import cs_pipeline.transform.dbt as dbt_module
+    from cs_pipeline.transform.dbt import prepare_parse_state
+
+    other = tmp_path / "other" / "dbt_project"
+    shutil.copytree(dbt_module.DBT_PROJECT_DIR, other, ignore=shutil.ignore_patterns("target", "logs"))
+    env = dbt_env("host=/tmp/pg user=postgres dbname=cs_pipeline")
+    state = tmp_path / "dbt_target"
+    monkeypatch.setattr(dbt_module, "DBT_PROJECT_DIR", other)
+    prepare_parse_state(state, env)
+    parsed_other = (state / "manifest.json").stat().st_mtime_ns
+    assert str(other) in (state / "manifest.json").read_text()
+    monkeypatch.undo()
+    prepare_parse_state(state, env)
+    assert (state / "manifest.json").stat().st_mtime_ns > parsed_other
+    assert str(other) not in (state / "manifest.json").read_text()
+    parsed_this = (state / "manifest.json").stat().st_mtime_ns
+    prepare_parse_state(state, env)  # and then kept: no parse when nothing changed
+    assert (state / "manifest.json").stat().st_mtime_ns == parsed_this

@@ -142,7 +142,7 @@ stored_recent as (
     where as_of_date = {{ cs_min_date() }} - 1
 ),
 
--- Materialized: read by the day ranges (BRIN index on activity_date).
+-- Materialized: read by the day ranges (index on activity_date).
 moved_days as materialized (
     select supplier_id, feature, activity_date, uses
     from {{ ref('int_supplier_feature_days') }}

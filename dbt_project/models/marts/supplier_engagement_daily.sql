@@ -348,6 +348,34 @@ last_logins as (
 ),
 {%- endif %}
 
+{% if short_window -%}
+-- Distinct active users on the day (dau) and in the last 7 (wau) and 30 days (mau) of a short window
+-- (the daily run, issue 30): a user counts in an as-of day's mau when active in its 30 days, in its wau
+-- when its last active day among them is within 7 days, in its dau when that is the day itself. One hash
+-- aggregate of each as-of day's 30 days of user days, instead of sorting them for the segments below.
+-- Equal to the segment counting (tests/transform).
+user_last_days as (
+    select u.supplier_id, a.as_of_date, u.user_id, u.last_date
+    from (select distinct as_of_date from days) as a
+    cross join lateral (
+        select supplier_id, user_id, max(activity_date) as last_date
+        from {{ ref('int_supplier_user_days') }}
+        where activity_date between a.as_of_date - 29 and a.as_of_date
+        group by supplier_id, user_id
+    ) as u
+),
+
+rolling_users as (
+    select d.supplier_id, d.as_of_date,
+           count(u.user_id) filter (where u.last_date = d.as_of_date) as dau,
+           count(u.user_id) filter (where u.last_date > d.as_of_date - 7) as wau,
+           count(u.user_id) as mau
+    from days as d
+    left join user_last_days as u on u.supplier_id = d.supplier_id and u.as_of_date = d.as_of_date
+    group by d.supplier_id, d.as_of_date
+),
+
+{% else -%}
 -- Distinct active users on the day (dau) and in the last 7 (wau) and 30 days (mau), and distinct clients
 -- in the last 30 and 90 days, without joining every as-of day to its window (issue 18). An active day
 -- a of a user covers the as-of days [a, a + N - 1]; cut at the user's next active day the segments of
@@ -393,6 +421,7 @@ rolling_users as (
     group by supplier_id, d
     window w as (partition by supplier_id order by d)
 ),
+{%- endif %}
 
 {% if short_window -%}
 -- Distinct clients carried forward (issue 30): a client counts in the N-day window of as-of day E when
@@ -485,6 +514,35 @@ catalogue as (
     select * from {{ ref('int_feature_catalogue_features') }}
 ),
 
+{% if short_window -%}
+-- Adoption of a short window (the daily run, issue 30; the catalogue rule: used on at least
+-- adoption_min_active_days distinct days within the last adoption_window_days): for each as-of day, the
+-- core features with that many feature days in the window ending on it, counted in one hash aggregate
+-- of the window's feature days instead of the segment counting below. Equal to it (tests/transform).
+adopted_features as (
+    select a.as_of_date, r.supplier_id, r.feature
+    from (select distinct as_of_date from days) as a
+    cross join lateral (
+        select f.supplier_id, f.feature
+        from {{ ref('int_supplier_feature_days') }} as f
+        join catalogue as c on c.feature = f.feature
+        where f.is_core
+          and f.activity_date between a.as_of_date - c.adoption_window_days + 1 and a.as_of_date
+          -- the same bound for the index: the longest core window
+          and f.activity_date > a.as_of_date - (select max(adoption_window_days) from catalogue where is_core)
+        group by f.supplier_id, f.feature, c.adoption_min_active_days
+        having count(*) >= c.adoption_min_active_days
+    ) as r
+),
+
+adoption_counts as (
+    select d.supplier_id, d.as_of_date, count(f.feature) as adopted_core_features
+    from days as d
+    left join adopted_features as f on f.supplier_id = d.supplier_id and f.as_of_date = d.as_of_date
+    group by d.supplier_id, d.as_of_date
+),
+
+{% else -%}
 -- Adoption (the catalogue rule: used on at least adoption_min_active_days distinct days within the last
 -- adoption_window_days) by the same segment counting: a core feature's active day a counts on the as-of
 -- days [a, a + window - 1]; the running sum per supplier and feature is its active days in the window,
@@ -495,6 +553,9 @@ core_feature_days as (
     join catalogue as c on c.feature = f.feature
     where {{ cs_in_window('f.activity_date', 89) }} and f.is_core
       and f.activity_date + c.adoption_window_days > {{ cs_min_date() }}
+      -- The same bound for the index (the longest core window, not the 90 days of the look-back): a
+      -- daily run reads 30 days of feature days with WedSync's catalogue, not 90.
+      and f.activity_date > {{ cs_min_date() }} - (select max(adoption_window_days) from catalogue where is_core)
 ),
 
 feature_deltas as (
@@ -531,6 +592,7 @@ adoption_counts as (
     from adoption_deltas
     group by supplier_id, d
 ),
+{%- endif %}
 
 core_total as (
     select count(*) as core_features_total from catalogue where is_core
