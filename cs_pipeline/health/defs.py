@@ -46,8 +46,6 @@ MILESTONE_FACTS = dg.AssetKey(["marts", "fct_supplier_milestone_facts"])
 ACTIVITY = dg.AssetKey(["marts", "fct_supplier_activity_daily"])
 DIM_SUPPLIERS = dg.AssetKey(["marts", "dim_suppliers"])
 FEATURE_ADOPTION = dg.AssetKey(["marts", "fct_feature_adoption"])
-#: The seasonal index's per-day sums (dbt), read by customer_health (``seasonal.read_daily_seasonal_sums``).
-CATEGORY_ENGAGEMENT = dg.AssetKey(["marts", "fct_category_engagement_daily"])
 
 
 class ScoringResource(dg.ConfigurableResource):
@@ -214,8 +212,7 @@ def build_health_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
     @dg.asset(
         key=["marts", "customer_health"],
         group_name="health",
-        # the marts: the churn model's per-feature windows of its day; the seasonal index's per-day sums
-        deps=[ENGAGEMENT, FEATURE_ADOPTION, CATEGORY_ENGAGEMENT],
+        deps=[ENGAGEMENT, FEATURE_ADOPTION],  # the mart: the churn model's per-feature windows of its day
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         freshness_policy=DAILY_FRESHNESS,

@@ -11,7 +11,7 @@
 {% macro cs_window_index(column) -%}
     {%- if model.config.materialized == 'incremental' -%}
     {%- set relation = (this.include(database=False) | string) | replace("'", "''") -%}
-    do $cs_brin$
+    do $cs_window_index$
     declare
         legacy regclass;
     begin
@@ -24,7 +24,7 @@
         loop
             execute format('drop index %s', legacy);
         end loop;
-    end $cs_brin$;
+    end $cs_window_index$;
     {{ cs_btree_index([column]) }}
     {%- else -%}
     select 1

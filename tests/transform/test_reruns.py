@@ -40,7 +40,7 @@ TABLES = [("staging", "stg_wedsync__activity_events"), ("intermediate", "int_sup
           ("intermediate", "int_supplier_client_visits"), ("intermediate", "int_supplier_feature_days"),
           ("marts", "fct_supplier_activity_daily"), ("marts", "supplier_engagement_daily"),
           ("marts", "fct_feature_adoption"), ("marts", "fct_supplier_milestone_facts"), ("marts", "dim_suppliers"),
-          ("marts", "fct_category_engagement_daily"),
+          ("marts", "supplier_engagement_category_sums"),
           ("marts", "customer_health")]
 #: Written at scoring time, not derived from data.
 VOLATILE = {"calculated_at"}

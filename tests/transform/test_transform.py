@@ -24,8 +24,7 @@ from cs_pipeline.core.window import DayWindow
 from cs_pipeline.transform.dbt import dbt_env
 from cs_pipeline.core.paths import DBT_PROJECT_DIR
 
-from cs_pipeline.health.seasonal import (_read_category_sums, aggregate_daily_seasonal_sums,
-                                        read_daily_seasonal_sums)
+from cs_pipeline.health.seasonal import aggregate_daily_seasonal_sums, read_category_sums, read_daily_seasonal_sums
 from tests.helpers import (BILLING_COLUMNS, EVENT_COLUMNS, INTERMEDIATE_WINDOW_TABLES, SUPPLIER_COLUMNS, TICKET_COLUMNS,
                            _write, reset_warehouse, window_indexes)
 
@@ -175,7 +174,7 @@ def test_marts_match_values_worked_by_hand(settings, warehouse, tmp_path):
 def _mart_snapshot(conn: psycopg.Connection) -> dict[str, list[tuple]]:
     out = {}
     for table in ("fct_supplier_activity_daily", "supplier_engagement_daily", "fct_feature_adoption",
-                  "dim_suppliers", "fct_supplier_milestone_facts", "fct_category_engagement_daily"):
+                  "dim_suppliers", "fct_supplier_milestone_facts", "supplier_engagement_category_sums"):
         out[table] = conn.execute(
             sql.SQL("SELECT * FROM {} ORDER BY 1, 2, 3").format(sql.Identifier("marts", table))).fetchall()
     return out
@@ -220,7 +219,8 @@ def test_incremental_runs_equal_a_full_refresh(settings, warehouse, tmp_path):
     assert after == before, (before, after)
     with warehouse.connect() as conn:
         assert window_indexes(conn) == {(table, "btree", "activity_date") for table in INTERMEDIATE_WINDOW_TABLES}
-    run_days(settings, landing, date(2025, 4, 8), last, days_per_run=1)
+    # A two-day window: the daily path (under 3 days) over several as-of days at once.
+    run_days(settings, landing, date(2025, 4, 8), last, days_per_run=2)
     # Issue 18: the day-by-day runs parse partially (the window is not a --var, the parse state is the
     # warehouse's own), and the window does not stay in this process's environment.
     logs = sorted((settings.home / "dbt_target").glob("dbt_models-*/dbt.log"), key=lambda p: p.stat().st_mtime)
@@ -242,7 +242,7 @@ def test_incremental_runs_equal_a_full_refresh(settings, warehouse, tmp_path):
         full = _mart_snapshot(conn)
     for table in incremental:
         assert incremental[table] == full[table], table
-    kept_seasonal_sums_equal_the_aggregated_ones(warehouse, first, last)
+    kept_seasonal_sums_equal_the_aggregated_ones(warehouse, env, first, last)
     # The dbt unit tests (left out of pipeline runs) pass on the built project.
     units = subprocess.run(
         [dbt_executable(), "test", "--select", "test_type:unit", "--project-dir", str(DBT_PROJECT_DIR),
@@ -252,28 +252,41 @@ def test_incremental_runs_equal_a_full_refresh(settings, warehouse, tmp_path):
     carried_sums_that_drift_are_flagged(warehouse, env, last)
 
 
-def kept_seasonal_sums_equal_the_aggregated_ones(warehouse, first: date, last: date) -> None:
-    """Issue 30: the seasonal index's per-day sums read from fct_category_engagement_daily are those
-    aggregated from supplier_engagement_daily, to the bit, for every number column; a metric the mart
-    lacks on a day (one added to the engagement mart after that day was built) is aggregated instead."""
+def kept_seasonal_sums_equal_the_aggregated_ones(warehouse, env: dict, first: date, last: date) -> None:
+    """Issue 30: the seasonal index's per-day sums kept in supplier_engagement_category_sums are those
+    aggregated from supplier_engagement_daily, to the bit, for every number column; a build of the
+    engagement mart alone rebuilds its days' sums too (they are its post-hook's, not another model's that a
+    build may leave out); a metric the table lacks on a day is aggregated instead."""
+    def kept_and_aggregated(conn, metrics):
+        return (read_category_sums(conn, first, last, metrics),
+                aggregate_daily_seasonal_sums(conn, first, last, metrics))
+
     with warehouse.connect() as conn:
         metrics = [name for (name,) in conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = 'marts' "
             "AND table_name = 'supplier_engagement_daily' AND data_type IN ('integer', 'numeric') "
             "ORDER BY ordinal_position").fetchall()]
         assert {"client_activity_rate", "stickiness", "revenue_90d", "dau"} <= set(metrics)
-        kept = conn.execute("SELECT count(DISTINCT metric), count(*) FROM marts.fct_category_engagement_daily "
-                            "WHERE as_of_date BETWEEN %s AND %s", (first, last)).fetchone()
-        assert kept[0] == len(metrics) and kept[1] > 0, kept
-        aggregated = aggregate_daily_seasonal_sums(conn, first, last, metrics)
-        assert len(aggregated) > 0 and aggregated["stickiness__count"].sum() > 0
-        pd.testing.assert_frame_equal(read_daily_seasonal_sums(conn, first, last, metrics), aggregated,
-                                      check_exact=True)
+        kept, aggregated = kept_and_aggregated(conn, metrics)
+        assert kept is not None and len(aggregated) > 0 and aggregated["stickiness__count"].sum() > 0
+        pd.testing.assert_frame_equal(kept, aggregated, check_exact=True)
+        # A day's sums lost (or stale); then a build that selects the engagement mart alone.
+        conn.execute("DELETE FROM marts.supplier_engagement_category_sums WHERE as_of_date = %s", (last,))
+        conn.commit()
+    done = subprocess.run(
+        [dbt_executable(), "run", "--select", "supplier_engagement_daily", *DayWindow(last, last).dbt_vars_arg(),
+         "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)],
+        env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:]
+    with warehouse.connect() as conn:
+        kept, aggregated = kept_and_aggregated(conn, metrics)
+        assert kept is not None and (kept["as_of_date"] == last).any()
+        pd.testing.assert_frame_equal(kept, aggregated, check_exact=True)
         # One metric missing on one day: that read aggregates, and still gives the same frame.
-        conn.execute("DELETE FROM marts.fct_category_engagement_daily WHERE metric = 'stickiness' "
+        conn.execute("DELETE FROM marts.supplier_engagement_category_sums WHERE metric = 'stickiness' "
                      "AND as_of_date = %s", (last,))
-        assert _read_category_sums(conn, first, last, ["stickiness", "dau"]) is None
-        assert _read_category_sums(conn, first, last, ["dau"]) is not None
+        assert read_category_sums(conn, first, last, ["stickiness", "dau"]) is None
+        assert read_category_sums(conn, first, last, ["dau"]) is not None
         pd.testing.assert_frame_equal(read_daily_seasonal_sums(conn, first, last, ["stickiness", "dau"]),
                                       aggregate_daily_seasonal_sums(conn, first, last, ["stickiness", "dau"]),
                                       check_exact=True)

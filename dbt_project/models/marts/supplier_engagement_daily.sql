@@ -6,6 +6,7 @@
     materialized='incremental',
     incremental_strategy='append',
     pre_hook="{{ cs_delete_window('as_of_date') }}",
+    post_hook="{{ cs_engagement_category_sums() }}",
     tags=['daily'],
     indexes=[{'columns': ['as_of_date', 'supplier_id'], 'unique': true}],
 ) }}
@@ -528,8 +529,8 @@ adopted_features as (
         join catalogue as c on c.feature = f.feature
         where f.is_core
           and f.activity_date between a.as_of_date - c.adoption_window_days + 1 and a.as_of_date
-          -- the same bound for the index: the longest core window
-          and f.activity_date > a.as_of_date - (select max(adoption_window_days) from catalogue where is_core)
+          -- the same bound for the index: the catalogue's longest window
+          and f.activity_date > a.as_of_date - (select max(adoption_window_days) from catalogue)
         group by f.supplier_id, f.feature, c.adoption_min_active_days
         having count(*) >= c.adoption_min_active_days
     ) as r
@@ -553,9 +554,9 @@ core_feature_days as (
     join catalogue as c on c.feature = f.feature
     where {{ cs_in_window('f.activity_date', 89) }} and f.is_core
       and f.activity_date + c.adoption_window_days > {{ cs_min_date() }}
-      -- The same bound for the index (the longest core window, not the 90 days of the look-back): a
+      -- The same bound for the index (the catalogue's longest window, not the 90-day look-back): a
       -- daily run reads 30 days of feature days with WedSync's catalogue, not 90.
-      and f.activity_date > {{ cs_min_date() }} - (select max(adoption_window_days) from catalogue where is_core)
+      and f.activity_date > {{ cs_min_date() }} - (select max(adoption_window_days) from catalogue)
 ),
 
 feature_deltas as (
