@@ -64,18 +64,21 @@ def read_daily_seasonal_sums(conn: psycopg.Connection, first: date, last: date, 
     Read from marts.supplier_engagement_category_sums (``CATEGORY_SUMS``), where each build of the
     engagement mart keeps its days' sums per category: a few rows per day, 0.01 s for two years instead
     of 0.57 s to aggregate them at 10,000 suppliers (issue 30). Where it lacks a metric on a category and
-    day it has (a column the mart gained after those days were built), or is missing, the sums are
+    day it has (rows changed outside dbt), has no row in the range, or is missing, the sums are
     aggregated from supplier_engagement_daily (``aggregate_daily_seasonal_sums``) instead. Both give
-    the same frame: sums taken over ``numeric`` (exact) and only then cast to float8.
+    the same frame: sums taken over ``numeric`` (exact) and only then cast to float8. ``metrics`` is
+    read once each, in its order.
 
     Raises:
         psycopg.Error: a query fails (e.g. supplier_engagement_daily lacks a metric column).
     """
+    metrics = list(dict.fromkeys(metrics))
     kept = read_category_sums(conn, first, last, metrics)
     if kept is not None:
         return kept
-    _log.info("seasonal sums of %s aggregated from marts.supplier_engagement_daily: %s lacks them",
-              ", ".join(metrics), ".".join(CATEGORY_SUMS))
+    if metrics:
+        _log.info("seasonal sums of %s for %s..%s aggregated from marts.supplier_engagement_daily: %s "
+                  "has none or not all of them", ", ".join(metrics), first, last, ".".join(CATEGORY_SUMS))
     return aggregate_daily_seasonal_sums(conn, first, last, metrics)
 
 
@@ -113,12 +116,13 @@ def aggregate_daily_seasonal_sums(conn: psycopg.Connection, first: date, last: d
     Raises:
         psycopg.Error: the query fails (e.g. a metric is not a column of supplier_engagement_daily).
     """
-    parts = [sql.SQL("sum({m}::numeric)::float8 AS {s}, count({m}) AS {c}").format(
+    metrics = list(dict.fromkeys(metrics))
+    parts = [sql.SQL(", sum({m}::numeric)::float8 AS {s}, count({m}) AS {c}").format(
         m=sql.Identifier(m), s=sql.Identifier(f"{m}__sum"), c=sql.Identifier(f"{m}__count")) for m in metrics]
     sums = read_frame(conn, sql.SQL(
-        "SELECT vendor_category, as_of_date, {} FROM marts.supplier_engagement_daily "
+        "SELECT vendor_category, as_of_date{} FROM marts.supplier_engagement_daily "
         "WHERE as_of_date BETWEEN %s AND %s AND vendor_category IS NOT NULL "
-        "GROUP BY 1, 2").format(sql.SQL(", ").join(parts)), (first, last))
+        "GROUP BY 1, 2").format(sql.SQL("").join(parts)), (first, last))
     for metric in metrics:
         sums[f"{metric}__sum"] = sums[f"{metric}__sum"].astype(float)
     return sums.sort_values(["vendor_category", "as_of_date"], kind="stable").reset_index(drop=True)

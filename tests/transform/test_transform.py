@@ -270,17 +270,30 @@ def kept_seasonal_sums_equal_the_aggregated_ones(warehouse, env: dict, first: da
         kept, aggregated = kept_and_aggregated(conn, metrics)
         assert kept is not None and len(aggregated) > 0 and aggregated["stickiness__count"].sum() > 0
         pd.testing.assert_frame_equal(kept, aggregated, check_exact=True)
-        # A day's sums lost (or stale); then a build that selects the engagement mart alone.
-        conn.execute("DELETE FROM marts.supplier_engagement_category_sums WHERE as_of_date = %s", (last,))
+        # A day's sums lost outside the window the next build rebuilds, then a build of the engagement mart
+        # alone: it sums that day again too. Then the table gone (a warehouse built before it existed).
+        lost = first + timedelta(days=3)
+        conn.execute("DELETE FROM marts.supplier_engagement_category_sums WHERE as_of_date = %s", (lost,))
         conn.commit()
-    done = subprocess.run(
-        [dbt_executable(), "run", "--select", "supplier_engagement_daily", *DayWindow(last, last).dbt_vars_arg(),
-         "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)],
-        env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-3000:]
+
+    def build_engagement_alone() -> None:
+        done = subprocess.run(
+            [dbt_executable(), "run", "--select", "supplier_engagement_daily", *DayWindow(last, last).dbt_vars_arg(),
+             "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)],
+            env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout[-3000:]
+
+    build_engagement_alone()
     with warehouse.connect() as conn:
         kept, aggregated = kept_and_aggregated(conn, metrics)
-        assert kept is not None and (kept["as_of_date"] == last).any()
+        assert kept is not None and (kept["as_of_date"] == lost).any()
+        pd.testing.assert_frame_equal(kept, aggregated, check_exact=True)
+        conn.execute("DROP TABLE marts.supplier_engagement_category_sums")
+        conn.commit()
+    build_engagement_alone()
+    with warehouse.connect() as conn:
+        kept, aggregated = kept_and_aggregated(conn, metrics)
+        assert kept is not None
         pd.testing.assert_frame_equal(kept, aggregated, check_exact=True)
         # One metric missing on one day: that read aggregates, and still gives the same frame.
         conn.execute("DELETE FROM marts.supplier_engagement_category_sums WHERE metric = 'stickiness' "
