@@ -36,7 +36,8 @@
     {%- endif %}
     {% if metrics -%}
     insert into {{ sums }} (vendor_category, as_of_date, metric, value_sum, value_count)
-    with recursive mart_days as (
+    with {% if window -%}  {#- the mart's days the table lacks: a full build sums every day anyway #}
+    recursive mart_days as (
         (select min(as_of_date) as as_of_date from {{ this }})
         union all
         select (select min(t.as_of_date) from {{ this }} as t where t.as_of_date > m.as_of_date)
@@ -49,7 +50,7 @@
         except
         select distinct as_of_date from {{ sums }}
     ),
-
+    {% endif -%}
     day_sums as (
         select
             vendor_category,
